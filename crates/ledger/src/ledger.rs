@@ -1,0 +1,1441 @@
+//! The [`Ledger`]: open and recover, validate and append with group commit, read, subscribe, prove.
+//!
+//! Concurrency: one `writer` mutex serialises validation and the write of each append (positions and
+//! versions are assigned there, densely). Durability is a second step outside that lock: the first
+//! appender that needs a sync becomes the syncer and fsyncs everything written so far, so concurrent
+//! appends share one fsync (group commit); the others wait on a condition variable. A record becomes
+//! visible to readers only when it is *published*: after its fsync in durable mode.
+
+use crate::codec::{encode_record, MAX_RECORD_BYTES};
+use crate::error::{AppendError, OpenError, ReadError};
+use crate::index::{IndexUpdate, Store, StreamChange, TerminalMem, View};
+use crate::lifecycle::{self, DirectiveLookup, State, Status};
+use crate::merkle::{self, leaf_hash, Frontier, Hash};
+use crate::model::{
+    Directive, DirectiveId, Event, EventId, ModelCode, Record, Sn, StopReason, StreamId, TerminalEvent,
+};
+use crate::segment::{push_frame, read_trailer_at_end, FileKind, Header, Trailer, HEADER_LEN};
+use crate::source::Head;
+use crate::source::{
+    encode_head, list_segments, read_head, scan_active, segment_file_name, FileMeta, FrameIter, RecordIter, HEAD_FILE,
+    SEGMENTS_DIR, SPARSE_EVERY,
+};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+/// The most events one append may hold.
+pub const MAX_APPEND_EVENTS: usize = 2_000_000;
+/// Default size at which a segment is sealed.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Index updates that may wait for the background indexer before appends block.
+const INDEX_QUEUE: usize = 1024;
+
+/// When an append returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After its records are fsynced (group commit). The default.
+    #[default]
+    Durable,
+    /// As soon as its records are written to the OS; a crash may lose the latest appends (never
+    /// half of one). [`Ledger::flush`] makes everything durable.
+    Relaxed,
+}
+
+/// A seam for injecting I/O faults into the segment writer (tests of failure handling).
+pub trait FaultInjector: Send + Sync + std::fmt::Debug {
+    /// Called before `len` bytes are written to `path`; an error fails the write.
+    fn before_write(&self, path: &Path, len: usize) -> io::Result<()>;
+    /// Called before `path` is fsynced; an error fails the sync.
+    fn before_sync(&self, path: &Path) -> io::Result<()>;
+}
+
+/// How to open a ledger.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// When appends return.
+    pub durability: Durability,
+    /// A segment is sealed once it holds at least this many bytes (an append never spans segments).
+    pub segment_max_bytes: u64,
+    /// Fault injection, for tests.
+    pub faults: Option<Arc<dyn FaultInjector>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { durability: Durability::Durable, segment_max_bytes: DEFAULT_SEGMENT_BYTES, faults: None }
+    }
+}
+
+/// One event to append, with its optional idempotency key and optimistic-concurrency check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendEvent {
+    /// The event.
+    pub event: Event,
+    /// Makes a retry idempotent: an id already in the log is not appended again.
+    pub event_id: Option<EventId>,
+    /// The number of events the stream must hold just before this event, else the whole append fails.
+    pub expected_version: Option<u64>,
+}
+
+impl From<Event> for AppendEvent {
+    fn from(event: Event) -> Self {
+        AppendEvent { event, event_id: None, expected_version: None }
+    }
+}
+
+/// The result of an append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The position of each event of the request (an idempotent retry gets the original position).
+    pub positions: Vec<u64>,
+    /// How many records this call wrote (0 when every event was a retry).
+    pub written: u64,
+    /// The head after the append.
+    pub head: Head,
+}
+
+/// The result of [`Ledger::stop_models`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopModelsOutcome {
+    /// Terminals stopped under the directive.
+    pub stopped: Vec<Sn>,
+    /// The append (the directive first, then the stops).
+    pub appended: Appended,
+}
+
+struct Active {
+    seq: u32,
+    path: PathBuf,
+    file: Arc<File>,
+    first_position: u64,
+    len: u64,
+}
+
+struct Writer {
+    view: View,
+    size: u64,
+    frontier: Frontier,
+    last_recorded_at: Option<DateTime<Utc>>,
+    active: Active,
+    poisoned: Option<String>,
+    buf: Vec<u8>,
+    body: Vec<u8>,
+    index_tx: Option<SyncSender<IndexUpdate>>,
+}
+
+#[derive(Clone, Copy)]
+struct Published {
+    head: Head,
+}
+
+struct Durable {
+    published: Published,
+    syncing: bool,
+    failed: Option<String>,
+    closed: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    ledger_id: u64,
+    options: Options,
+    writer: Mutex<Writer>,
+    durable: Mutex<Durable>,
+    published_cv: Condvar,
+    /// Sealed segments, for readers.
+    sealed: RwLock<Vec<FileMeta>>,
+    /// Offsets of every SPARSE_EVERY-th record of the active segment (written records; readers only use
+    /// entries below the published size).
+    active_sparse: RwLock<(u32, u64, Vec<u64>)>,
+    store: Store,
+    indexed: Mutex<u64>,
+    indexed_cv: Condvar,
+    indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    head_file: Mutex<Option<File>>,
+    _lock: File,
+}
+
+/// An open ledger. `Sync`: share it between threads with `Arc`.
+pub struct Ledger {
+    shared: Arc<Shared>,
+    owner: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves state we cannot trust, but the data it guards is only ever
+    // changed after every check passed; recover the guard rather than cascade the panic.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io { path: path.to_owned(), source }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn new_ledger_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128);
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn create_segment(seg_dir: &Path, seq: u32, first_position: u64, ledger_id: u64) -> io::Result<(PathBuf, File)> {
+    let path = seg_dir.join(segment_file_name(seq));
+    let mut file = OpenOptions::new().create_new(true).read(true).append(true).open(&path)?;
+    let header = Header { kind: FileKind::Segment, seq, first_position, ledger_id };
+    file.write_all(&header.encode())?;
+    file.sync_all()?;
+    sync_dir(seg_dir)?;
+    Ok((path, file))
+}
+
+impl Ledger {
+    /// Opens the ledger in `dir` with default options, creating it if `dir` is missing or empty.
+    pub fn open(dir: &Path) -> Result<Ledger, OpenError> {
+        Self::open_with(dir, Options::default())
+    }
+
+    /// Opens (or creates) the ledger in `dir`: recovers the log (cutting a torn tail), then loads or
+    /// rebuilds the index.
+    pub fn open_with(dir: &Path, options: Options) -> Result<Ledger, OpenError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let seg_dir = dir.join(SEGMENTS_DIR);
+        if !seg_dir.exists() {
+            let mut entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
+            if entries.next().is_some() {
+                return Err(OpenError::NotALedger(dir.to_owned()));
+            }
+        }
+        let lock_path = dir.join("LOCK");
+        let lock_file =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        if lock_file.try_lock().is_err() {
+            return Err(OpenError::Locked(dir.to_owned()));
+        }
+        if !seg_dir.exists() {
+            std::fs::create_dir_all(&seg_dir).map_err(io_err(&seg_dir))?;
+            create_segment(&seg_dir, 0, 0, new_ledger_id()).map_err(io_err(&seg_dir))?;
+            sync_dir(dir).map_err(io_err(dir))?;
+        }
+        let recovered = recover(dir, &seg_dir)?;
+        let index_path = dir.join("index");
+        let (store, view, indexed, catch_up_from) = open_index(&index_path, &recovered)?;
+        let published = Published { head: Head { size: recovered.frontier.size(), root: recovered.frontier.root() } };
+        let (tx, rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE);
+        let active = recovered.active;
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            ledger_id: recovered.ledger_id,
+            options,
+            writer: Mutex::new(Writer {
+                view,
+                size: recovered.frontier.size(),
+                frontier: recovered.frontier.clone(),
+                last_recorded_at: recovered.last_recorded_at,
+                active: Active {
+                    seq: active.header.seq,
+                    path: active.path.clone(),
+                    file: Arc::new(recovered.active_file),
+                    first_position: active.header.first_position,
+                    len: active.readable_len,
+                },
+                poisoned: None,
+                buf: Vec::new(),
+                body: Vec::new(),
+                index_tx: Some(tx),
+            }),
+            durable: Mutex::new(Durable { published, syncing: false, failed: None, closed: false }),
+            published_cv: Condvar::new(),
+            sealed: RwLock::new(recovered.sealed),
+            active_sparse: RwLock::new((
+                active.header.seq,
+                active.header.first_position,
+                active.sparse.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+            )),
+            store,
+            indexed: Mutex::new(indexed),
+            indexed_cv: Condvar::new(),
+            indexer: Mutex::new(None),
+            head_file: Mutex::new(None),
+            _lock: lock_file,
+        });
+        let indexer_shared = Arc::downgrade(&shared);
+        let handle = std::thread::Builder::new()
+            .name("posledger-indexer".into())
+            .spawn(move || indexer_loop(indexer_shared, rx))
+            .map_err(io_err(dir))?;
+        *lock(&shared.indexer) = Some(handle);
+        let ledger = Ledger { shared, owner: true };
+        ledger.catch_up_index(catch_up_from)?;
+        ledger.write_head_file(published.head);
+        Ok(ledger)
+    }
+
+    /// Feeds records `from..` to the indexer (after a stale or missing index).
+    fn catch_up_index(&self, from: u64) -> Result<(), OpenError> {
+        let size = self.head().size;
+        if from >= size {
+            return Ok(());
+        }
+        let iter = self.read_range(from, size);
+        let mut update = IndexUpdate::default();
+        let mut touched: HashMap<StreamId, usize> = HashMap::new();
+        let tx = lock(&self.shared.writer).index_tx.clone();
+        for record in iter {
+            let record = record?;
+            let stream = record.stream();
+            let idx = *touched.entry(stream.clone()).or_insert_with(|| {
+                update.streams.push(StreamChange {
+                    stream: stream.clone(),
+                    first_version: record.version,
+                    positions: Vec::new(),
+                    state: None,
+                    model: None,
+                });
+                update.streams.len() - 1
+            });
+            update.streams[idx].positions.push(record.position);
+            if let Some(id) = &record.event_id {
+                update.event_ids.push((id.clone(), record.position));
+            }
+            match &record.event {
+                Event::Terminal(e) => {
+                    if let TerminalEvent::Issued(issued) = &e.event {
+                        update.models.push((issued.model.clone(), e.device.clone()));
+                    }
+                }
+                Event::Directive(d) => update.directives.push((d.id.clone(), d.models.clone())),
+            }
+            update.end_position = record.position + 1;
+            if update.end_position - from >= 100_000 && record.commit || update.end_position == size {
+                self.fill_states(&mut update);
+                update.last_leaf = self.leaf_at(update.end_position - 1)?;
+                if let Some(tx) = &tx {
+                    let _ = tx.send(std::mem::take(&mut update));
+                }
+                touched.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// The states in an index update are the *current* ones (the update is applied once the whole
+    /// catch-up is durable, and a later update for the same stream overwrites it).
+    fn fill_states(&self, update: &mut IndexUpdate) {
+        let writer = lock(&self.shared.writer);
+        for change in &mut update.streams {
+            if let StreamId::Terminal(sn) = &change.stream {
+                if let Some(mem) = writer.view.terminals.get(sn) {
+                    change.state = Some(mem.state);
+                    change.model = Some(mem.model.clone());
+                }
+            }
+        }
+    }
+
+    fn leaf_at(&self, position: u64) -> Result<Hash, ReadError> {
+        let mut frames = self.frames(position, position + 1);
+        match frames.next_frame()? {
+            Some((_, body, _)) => Ok(leaf_hash(body)),
+            None => Err(ReadError::OutOfRange { position, size: self.head().size }),
+        }
+    }
+
+    /// The folder of the ledger.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The random id chosen when the ledger was created (stored in every segment header).
+    pub fn ledger_id(&self) -> u64 {
+        self.shared.ledger_id
+    }
+
+    /// The published head: size and Merkle root of every record a reader can see.
+    pub fn head(&self) -> Head {
+        lock(&self.shared.durable).published.head
+    }
+
+    /// The current lifecycle state and stream version of a terminal (including appends not yet
+    /// published, so use it for decisions only, like the write path does).
+    pub fn terminal(&self, sn: &Sn) -> Option<(u64, State, ModelCode)> {
+        let writer = lock(&self.shared.writer);
+        writer.view.terminals.get(sn).map(|m| (m.version, m.state, m.model.clone()))
+    }
+
+    /// Appends events atomically (all or nothing), recorded now.
+    pub fn append(&self, events: Vec<AppendEvent>) -> Result<Appended, AppendError> {
+        self.append_at(events, None)
+    }
+
+    /// Appends events atomically with an explicit recorded-at time (a simulator's clock, an import).
+    /// `None` means now. recorded_at never decreases along the log: a time before the head's is refused,
+    /// and "now" is clamped up to the head's.
+    pub fn append_at(
+        &self,
+        events: Vec<AppendEvent>,
+        recorded_at: Option<DateTime<Utc>>,
+    ) -> Result<Appended, AppendError> {
+        if events.len() > MAX_APPEND_EVENTS {
+            return Err(AppendError::TooMany { len: events.len(), max: MAX_APPEND_EVENTS });
+        }
+        precheck(&events)?;
+        let (end, appended) = {
+            let mut writer = lock(&self.shared.writer);
+            self.append_locked(&mut writer, &events, recorded_at)?
+        };
+        if appended.written == 0 {
+            return Ok(Appended { head: self.head(), ..appended });
+        }
+        let head = self.wait_published(end)?;
+        Ok(Appended { head, ..appended })
+    }
+
+    /// Records `directive` and stops every not-yet-stopped terminal (status issued or active) of its
+    /// models, in one atomic append. Uses the model index; stops are timed at the directive's `at`.
+    pub fn stop_models(
+        &self,
+        directive: Directive,
+        recorded_at: Option<DateTime<Utc>>,
+    ) -> Result<StopModelsOutcome, AppendError> {
+        directive.validate().map_err(|error| AppendError::Field { index: 0, error })?;
+        let (end, appended, stopped) = {
+            let mut writer = lock(&self.shared.writer);
+            let mut stopped = Vec::new();
+            for model in &directive.models {
+                for sn in writer.view.models.get(model).map(Vec::as_slice).unwrap_or_default() {
+                    if let Some(mem) = writer.view.terminals.get(sn) {
+                        if matches!(mem.state.status, Status::Issued | Status::Active) {
+                            stopped.push(sn.clone());
+                        }
+                    }
+                }
+            }
+            stopped.sort();
+            let id = directive.id.clone();
+            let at = directive.at;
+            let mut events = Vec::with_capacity(stopped.len() + 1);
+            events.push(AppendEvent::from(Event::Directive(directive)));
+            for sn in &stopped {
+                events.push(AppendEvent::from(Event::Terminal(crate::model::DeviceEvent {
+                    device: sn.clone(),
+                    at,
+                    event: TerminalEvent::Stopped { reason: StopReason::ModelRecall, directive: Some(id.clone()) },
+                })));
+            }
+            if events.len() > MAX_APPEND_EVENTS {
+                return Err(AppendError::TooMany { len: events.len(), max: MAX_APPEND_EVENTS });
+            }
+            let (end, appended) = self.append_locked(&mut writer, &events, recorded_at)?;
+            (end, appended, stopped)
+        };
+        let head = self.wait_published(end)?;
+        Ok(StopModelsOutcome { stopped, appended: Appended { head, ..appended } })
+    }
+
+    /// Validates against current state, encodes, writes. Returns the log size after the append.
+    fn append_locked(
+        &self,
+        writer: &mut Writer,
+        events: &[AppendEvent],
+        recorded_at: Option<DateTime<Utc>>,
+    ) -> Result<(u64, Appended), AppendError> {
+        if let Some(why) = &writer.poisoned {
+            return Err(AppendError::Poisoned(why.clone()));
+        }
+        let recorded_at = match (recorded_at, writer.last_recorded_at) {
+            (Some(given), Some(head)) if given < head => return Err(AppendError::RecordedAtBeforeHead { given, head }),
+            (Some(given), _) => given,
+            (None, Some(head)) => Utc::now().max(head),
+            (None, None) => Utc::now(),
+        };
+        // Idempotent retries: events whose id is already in the log are not appended again.
+        let mut positions = vec![0u64; events.len()];
+        let mut fresh: Vec<usize> = Vec::with_capacity(events.len());
+        for (index, e) in events.iter().enumerate() {
+            match e.event_id.as_ref().and_then(|id| writer.view.event_ids.get(id).map(|p| (id, *p))) {
+                Some((id, position)) => {
+                    let existing = self.read_at_unpublished(position, writer)?;
+                    if existing.event != e.event {
+                        return Err(AppendError::IdempotencyConflict { index, event_id: id.clone(), position });
+                    }
+                    positions[index] = position;
+                }
+                None => fresh.push(index),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok((
+                writer.size,
+                Appended { positions, written: 0, head: Head { size: writer.size, root: writer.frontier.root() } },
+            ));
+        }
+        let mut pending = Pending::new(&writer.view);
+        let mut versions = Vec::with_capacity(fresh.len());
+        for &index in &fresh {
+            versions.push(pending.check(index, &events[index])?);
+        }
+        let changes = pending.finish();
+        // Encode every record; nothing has been written yet, so a failure here changes nothing.
+        let first = writer.size;
+        let mut buf = std::mem::take(&mut writer.buf);
+        let mut body = std::mem::take(&mut writer.body);
+        buf.clear();
+        let mut frontier = writer.frontier.clone();
+        let mut sparse_new = Vec::new();
+        let mut update = IndexUpdate::default();
+        let mut last_leaf = [0u8; 32];
+        let active_base = writer.active.len;
+        let encoded: Result<(), AppendError> = (|| {
+            for (i, (&index, &version)) in fresh.iter().zip(&versions).enumerate() {
+                let position = first + i as u64;
+                let record = Record {
+                    position,
+                    version,
+                    event_id: events[index].event_id.clone(),
+                    recorded_at,
+                    commit: i + 1 == fresh.len(),
+                    event: events[index].event.clone(),
+                };
+                body.clear();
+                encode_record(&record, &mut body).map_err(|error| AppendError::Codec { index, error })?;
+                assert!(body.len() <= MAX_RECORD_BYTES);
+                if (position - writer.active.first_position).is_multiple_of(SPARSE_EVERY) {
+                    sparse_new.push((position, buf.len() as u64));
+                }
+                push_frame(&mut buf, &body);
+                last_leaf = leaf_hash(&body);
+                frontier.push_leaf_hash(last_leaf);
+                positions[index] = position;
+                if let Some(id) = &record.event_id {
+                    update.event_ids.push((id.clone(), position));
+                }
+            }
+            Ok(())
+        })();
+        writer.body = body;
+        if let Err(e) = encoded {
+            writer.buf = buf;
+            return Err(e);
+        }
+        // Seal the active segment first if this append would carry it past its size limit. An append
+        // never spans two segments, so a sealed segment always ends on a commit marker.
+        let mut active_base = active_base;
+        if writer.active.len > HEADER_LEN as u64
+            && writer.active.len + buf.len() as u64 > self.shared.options.segment_max_bytes
+        {
+            if let Err(e) = self.seal_and_rotate(writer) {
+                writer.buf = buf;
+                return Err(e);
+            }
+            active_base = writer.active.len;
+            // Sparse offsets are relative to the segment a record lands in.
+            sparse_new.clear();
+            let mut offset = 0u64;
+            let mut rest = &buf[..];
+            let mut position = first;
+            while !rest.is_empty() {
+                if (position - writer.active.first_position).is_multiple_of(SPARSE_EVERY) {
+                    sparse_new.push((position, offset));
+                }
+                let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize + 8;
+                offset += len as u64;
+                rest = &rest[len..];
+                position += 1;
+            }
+        }
+        let path = writer.active.path.clone();
+        let write = (|| {
+            if let Some(faults) = &self.shared.options.faults {
+                faults.before_write(&path, buf.len())?;
+            }
+            (&*writer.active.file).write_all(&buf)
+        })();
+        if let Err(source) = write {
+            writer.poisoned = Some(format!("write to {} failed: {source}", path.display()));
+            writer.buf = buf;
+            return Err(AppendError::Io { path, source });
+        }
+        // Written: commit the new state in memory and hand the index its update.
+        writer.active.len += buf.len() as u64;
+        {
+            let mut sparse = self.shared.active_sparse.write().unwrap_or_else(|e| e.into_inner());
+            for (_, offset) in &sparse_new {
+                sparse.2.push(active_base + offset);
+            }
+        }
+        writer.buf = buf;
+        writer.size = frontier.size();
+        writer.frontier = frontier;
+        writer.last_recorded_at = Some(recorded_at);
+        update.end_position = writer.size;
+        update.last_leaf = last_leaf;
+        changes.commit(&mut writer.view, &mut update, &fresh, events, &positions);
+        if let Some(tx) = &writer.index_tx {
+            let _ = tx.send(update);
+        }
+        assert_eq!(writer.size, first + fresh.len() as u64, "positions must be dense");
+        let head = Head { size: writer.size, root: writer.frontier.root() };
+        Ok((writer.size, Appended { positions, written: fresh.len() as u64, head }))
+    }
+
+    fn seal_and_rotate(&self, writer: &mut Writer) -> Result<(), AppendError> {
+        let path = writer.active.path.clone();
+        let fail = |writer: &mut Writer, source: io::Error| {
+            writer.poisoned = Some(format!("sealing {} failed: {source}", path.display()));
+            AppendError::Io { path: path.clone(), source }
+        };
+        let records = writer.size - writer.active.first_position;
+        let trailer = Trailer::new(records, &writer.frontier);
+        let mut bytes = Vec::new();
+        trailer.encode(&mut bytes);
+        let sealed = (|| {
+            if let Some(faults) = &self.shared.options.faults {
+                faults.before_write(&path, bytes.len())?;
+                faults.before_sync(&path)?;
+            }
+            (&*writer.active.file).write_all(&bytes)?;
+            writer.active.file.sync_all()
+        })();
+        if let Err(e) = sealed {
+            return Err(fail(writer, e));
+        }
+        let seg_dir = self.shared.dir.join(SEGMENTS_DIR);
+        let (new_path, file) = match create_segment(&seg_dir, writer.active.seq + 1, writer.size, self.shared.ledger_id)
+        {
+            Ok(created) => created,
+            Err(e) => return Err(fail(writer, e)),
+        };
+        let old_sparse = {
+            let mut sparse = self.shared.active_sparse.write().unwrap_or_else(|e| e.into_inner());
+            let old = std::mem::take(&mut sparse.2);
+            *sparse = (writer.active.seq + 1, writer.size, Vec::new());
+            old
+        };
+        let meta = FileMeta {
+            path: path.clone(),
+            header: Header {
+                kind: FileKind::Segment,
+                seq: writer.active.seq,
+                first_position: writer.active.first_position,
+                ledger_id: self.shared.ledger_id,
+            },
+            records,
+            readable_len: writer.active.len,
+            trailer: Some(trailer),
+            sparse: Some(Arc::new(old_sparse)),
+        };
+        self.shared.sealed.write().unwrap_or_else(|e| e.into_inner()).push(meta);
+        writer.active = Active {
+            seq: writer.active.seq + 1,
+            path: new_path,
+            file: Arc::new(file),
+            first_position: writer.size,
+            len: HEADER_LEN as u64,
+        };
+        Ok(())
+    }
+
+    /// Waits until the log of size `end` is published, syncing it if nobody else is (group commit).
+    fn wait_published(&self, end: u64) -> Result<Head, AppendError> {
+        let sync = self.shared.options.durability == Durability::Durable;
+        let mut durable = lock(&self.shared.durable);
+        loop {
+            if durable.published.head.size >= end {
+                return Ok(durable.published.head);
+            }
+            if let Some(why) = &durable.failed {
+                return Err(AppendError::Poisoned(why.clone()));
+            }
+            if durable.syncing {
+                durable = self.shared.published_cv.wait(durable).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            durable.syncing = true;
+            drop(durable);
+            let result = self.sync_once(sync);
+            durable = lock(&self.shared.durable);
+            durable.syncing = false;
+            match result {
+                Ok(head) => {
+                    if head.size > durable.published.head.size {
+                        durable.published.head = head;
+                        drop(durable);
+                        self.write_head_file(head);
+                        durable = lock(&self.shared.durable);
+                    }
+                }
+                Err(why) => {
+                    durable.failed = Some(why.clone());
+                    drop(durable);
+                    lock(&self.shared.writer).poisoned = Some(why.clone());
+                    self.shared.published_cv.notify_all();
+                    return Err(AppendError::Poisoned(why));
+                }
+            }
+            self.shared.published_cv.notify_all();
+        }
+    }
+
+    /// One group-commit round: takes what has been written so far and fsyncs it.
+    fn sync_once(&self, sync: bool) -> Result<Head, String> {
+        let (file, path, head) = {
+            let writer = lock(&self.shared.writer);
+            (
+                writer.active.file.clone(),
+                writer.active.path.clone(),
+                Head { size: writer.size, root: writer.frontier.root() },
+            )
+        };
+        if sync {
+            let synced = (|| {
+                if let Some(faults) = &self.shared.options.faults {
+                    faults.before_sync(&path)?;
+                }
+                file.sync_data()
+            })();
+            if let Err(e) = synced {
+                return Err(format!("fsync of {} failed: {e}", path.display()));
+            }
+        }
+        Ok(head)
+    }
+
+    /// Publishes the HEAD file (advisory; not synced: it may lag the log after a crash, never lead it).
+    fn write_head_file(&self, head: Head) {
+        use std::os::unix::fs::FileExt;
+        let mut slot = lock(&self.shared.head_file);
+        if slot.is_none() {
+            let path = self.shared.dir.join(HEAD_FILE);
+            *slot = OpenOptions::new().create(true).truncate(false).write(true).open(path).ok();
+        }
+        if let Some(file) = slot.as_ref() {
+            let _ = file.write_all_at(&encode_head(&head), 0);
+        }
+    }
+
+    /// Makes every append durable (fsync) and published; in durable mode this is already so.
+    pub fn flush(&self) -> Result<Head, AppendError> {
+        let size = lock(&self.shared.writer).size;
+        let mut durable = lock(&self.shared.durable);
+        while durable.syncing {
+            durable = self.shared.published_cv.wait(durable).unwrap_or_else(|e| e.into_inner());
+        }
+        durable.syncing = true;
+        drop(durable);
+        let result = self.sync_once(true);
+        let mut durable = lock(&self.shared.durable);
+        durable.syncing = false;
+        let result = match result {
+            Ok(head) => {
+                if head.size > durable.published.head.size {
+                    durable.published.head = head;
+                }
+                Ok(durable.published.head)
+            }
+            Err(why) => {
+                durable.failed = Some(why.clone());
+                Err(AppendError::Poisoned(why))
+            }
+        };
+        drop(durable);
+        self.shared.published_cv.notify_all();
+        if let Ok(head) = &result {
+            assert!(head.size >= size);
+            self.write_head_file(*head);
+        }
+        result
+    }
+
+    /// Waits until the sled index covers every published record.
+    pub fn sync_index(&self) -> Result<(), ReadError> {
+        let target = self.head().size;
+        let mut indexed = lock(&self.shared.indexed);
+        while *indexed < target {
+            if lock(&self.shared.durable).failed.is_some() {
+                return Err(ReadError::Index("the ledger failed; the index is behind the log".into()));
+            }
+            let (guard, _) = self
+                .shared
+                .indexed_cv
+                .wait_timeout(indexed, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner());
+            indexed = guard;
+        }
+        Ok(())
+    }
+
+    /// Every record of one stream, in version order (from the sled stream index).
+    pub fn read_stream(&self, stream: &StreamId) -> Result<Vec<Record>, ReadError> {
+        self.sync_index()?;
+        let size = self.head().size;
+        let positions = self.shared.store.stream_positions(stream).map_err(ReadError::Index)?;
+        let mut records = Vec::with_capacity(positions.len());
+        for (version, position) in positions.into_iter().enumerate() {
+            if position >= size {
+                break;
+            }
+            let record = self.read_at(position)?;
+            if record.stream() != *stream || record.version != version as u64 {
+                return Err(ReadError::Index(format!(
+                    "index points {stream} version {version} at position {position}, which holds another record"
+                )));
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// Terminals issued with `model` (from the sled model index).
+    pub fn terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, ReadError> {
+        self.sync_index()?;
+        self.shared.store.terminals_of_model(model).map_err(ReadError::Index)
+    }
+
+    /// The record at `position`.
+    pub fn read_at(&self, position: u64) -> Result<Record, ReadError> {
+        let size = self.head().size;
+        if position >= size {
+            return Err(ReadError::OutOfRange { position, size });
+        }
+        match self.read_range(position, position + 1).next() {
+            Some(record) => record,
+            None => Err(ReadError::OutOfRange { position, size }),
+        }
+    }
+
+    fn read_at_unpublished(&self, position: u64, writer: &Writer) -> Result<Record, ReadError> {
+        // Called under the writer lock: the record may not be published yet but it is written.
+        let files = self.files_snapshot(writer.size);
+        let mut iter = RecordIter::new(self.frame_iter(files, position, position + 1));
+        iter.next().unwrap_or(Err(ReadError::OutOfRange { position, size: writer.size }))
+    }
+
+    /// Every published record from `position` on, in order, in constant memory. The end is the head at
+    /// the time of the call.
+    pub fn read_from(&self, position: u64) -> RecordIter {
+        let size = self.head().size;
+        self.read_range(position, size)
+    }
+
+    fn read_range(&self, from: u64, to: u64) -> RecordIter {
+        RecordIter::new(self.frames(from, to))
+    }
+
+    /// Raw frames (record bodies as stored) of positions `from..to`, bounded by the published head.
+    pub fn frames(&self, from: u64, to: u64) -> FrameIter {
+        let size = self.head().size;
+        let files = self.files_snapshot(size);
+        self.frame_iter(files, from, to.min(size))
+    }
+
+    fn frame_iter(&self, files: Vec<FileMeta>, from: u64, to: u64) -> FrameIter {
+        FrameIter::new(files, from, to)
+    }
+
+    /// The files of the log with the active segment cut at `size` records.
+    fn files_snapshot(&self, size: u64) -> Vec<FileMeta> {
+        let mut files = self.shared.sealed.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let sparse = self.shared.active_sparse.read().unwrap_or_else(|e| e.into_inner());
+        let (seq, first_position, offsets) = &*sparse;
+        let keep = size.saturating_sub(*first_position).div_ceil(SPARSE_EVERY) as usize;
+        files.push(FileMeta {
+            path: self.shared.dir.join(SEGMENTS_DIR).join(segment_file_name(*seq)),
+            header: Header {
+                kind: FileKind::Segment,
+                seq: *seq,
+                first_position: *first_position,
+                ledger_id: self.shared.ledger_id,
+            },
+            records: size.saturating_sub(*first_position),
+            readable_len: u64::MAX,
+            trailer: None,
+            sparse: Some(Arc::new(offsets[..keep.min(offsets.len())].to_vec())),
+        });
+        files
+    }
+
+    /// A read-only view of the published log, for projections and exports.
+    pub fn source(&self) -> crate::source::Source {
+        let head = self.head();
+        crate::source::Source {
+            path: self.shared.dir.clone(),
+            kind: FileKind::Segment,
+            files: self.files_snapshot(head.size),
+            head,
+            published_head: Some(head),
+            root_at_published: Some(head.root),
+            torn: None,
+        }
+    }
+
+    /// A subscription from `position`: every published record from there on, in order, then live ones
+    /// as they are published.
+    pub fn subscribe(&self, position: u64) -> Subscription {
+        Subscription {
+            shared: self.shared.clone(),
+            ledger: Ledger { shared: self.shared.clone(), owner: false },
+            next: position,
+            iter: None,
+        }
+    }
+
+    /// The RFC 6962 root of the first `size` records.
+    pub fn root_at(&self, size: u64) -> Result<Hash, ReadError> {
+        let head = self.head();
+        if size > head.size {
+            return Err(ReadError::OutOfRange { position: size, size: head.size });
+        }
+        if size == head.size {
+            return Ok(head.root);
+        }
+        self.subtree(0, size)
+    }
+
+    fn subtree(&self, start: u64, end: u64) -> Result<Hash, ReadError> {
+        let mut frontier = Frontier::new();
+        let mut frames = self.frames(start, end);
+        while let Some((_, body, _)) = frames.next_frame()? {
+            frontier.push_leaf(body);
+        }
+        if frontier.size() != end - start {
+            return Err(ReadError::OutOfRange { position: end, size: self.head().size });
+        }
+        Ok(frontier.root())
+    }
+
+    /// Inclusion proof of record `index` in the log of `size` records (streams the log; O(log n) memory).
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
+        let head = self.head();
+        if index >= size || size > head.size {
+            return Err(ReadError::OutOfRange { position: index.max(size), size: head.size });
+        }
+        merkle::inclusion_proof_with(index, size, &mut |a, b| self.subtree(a, b))
+    }
+
+    /// Consistency proof between the log of `old_size` records and that of `new_size`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ReadError> {
+        let head = self.head();
+        if old_size == 0 || old_size > new_size || new_size > head.size {
+            return Err(ReadError::OutOfRange { position: old_size.max(new_size), size: head.size });
+        }
+        merkle::consistency_proof_with(old_size, new_size, &mut |a, b| self.subtree(a, b))
+    }
+
+    /// Flushes and closes: waits for the index, syncs the log and sled.
+    pub fn close(self) -> Result<(), AppendError> {
+        self.flush()?;
+        self.sync_index()?;
+        self.shared.store.flush().map_err(|e| AppendError::Read(ReadError::Index(e)))?;
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Stops the indexer after it has drained its queue, and flushes sled. Idempotent.
+    fn shutdown(&self) {
+        lock(&self.durable).closed = true;
+        self.published_cv.notify_all();
+        // Dropping the sender ends the indexer loop once it has drained the queue.
+        lock(&self.writer).index_tx = None;
+        if let Some(handle) = lock(&self.indexer).take() {
+            // The indexer itself may hold the last reference for a moment; it cannot join itself.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+        let _ = self.store.flush();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A catch-up subscription: records from a position, then live ones.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    ledger: Ledger,
+    next: u64,
+    iter: Option<RecordIter>,
+}
+
+impl Subscription {
+    /// The next record, waiting up to `timeout` for one to be published. `Ok(None)` on timeout.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(iter) = &mut self.iter {
+                match iter.next() {
+                    Some(Ok(record)) => {
+                        assert_eq!(record.position, self.next, "subscription skipped a position");
+                        self.next += 1;
+                        return Ok(Some(record));
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => self.iter = None,
+                }
+            }
+            let mut durable = lock(&self.shared.durable);
+            loop {
+                if durable.published.head.size > self.next {
+                    break;
+                }
+                let now = std::time::Instant::now();
+                if now >= deadline || durable.closed {
+                    return Ok(None);
+                }
+                let (guard, _) =
+                    self.shared.published_cv.wait_timeout(durable, deadline - now).unwrap_or_else(|e| e.into_inner());
+                durable = guard;
+            }
+            drop(durable);
+            self.iter = Some(self.ledger.read_from(self.next));
+        }
+    }
+
+    /// The position of the next record it will deliver.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // The ledger the caller opened shuts the indexer down deterministically, so the folder can be
+        // reopened as soon as it is dropped; the copy inside a subscription does not.
+        if self.owner {
+            self.shared.shutdown();
+        }
+    }
+}
+
+/// Checks that need no state: field limits, pairing of replacements, duplicate ids in the request.
+fn precheck(events: &[AppendEvent]) -> Result<(), AppendError> {
+    let mut ids = HashSet::new();
+    for (index, e) in events.iter().enumerate() {
+        e.event.validate().map_err(|error| AppendError::Field { index, error })?;
+        if let Some(id) = &e.event_id {
+            if !ids.insert(id) {
+                return Err(AppendError::DuplicateEventId { index, event_id: id.clone() });
+            }
+        }
+    }
+    let device_events: Vec<(usize, &crate::model::DeviceEvent)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match &e.event {
+            Event::Terminal(d) => Some((i, d)),
+            Event::Directive(_) => None,
+        })
+        .collect();
+    lifecycle::check_pairs(device_events.iter().map(|(_, d)| *d)).map_err(|(i, violation)| {
+        let (index, d) = device_events[i];
+        AppendError::Rule { index, stream: StreamId::Terminal(d.device.clone()), event: d.event.type_name(), violation }
+    })
+}
+
+/// The state changes of one append, checked against the view plus the append's own earlier events.
+struct Pending<'v> {
+    view: &'v View,
+    terminals: HashMap<Sn, TerminalMem>,
+    first_versions: HashMap<StreamId, u64>,
+    directives: HashMap<DirectiveId, HashSet<ModelCode>>,
+    directives_version: u64,
+}
+
+struct Changes {
+    terminals: HashMap<Sn, TerminalMem>,
+    first_versions: HashMap<StreamId, u64>,
+    directives: HashMap<DirectiveId, HashSet<ModelCode>>,
+    directives_version: u64,
+}
+
+impl<'v> Pending<'v> {
+    fn new(view: &'v View) -> Self {
+        Pending {
+            view,
+            terminals: HashMap::new(),
+            first_versions: HashMap::new(),
+            directives: HashMap::new(),
+            directives_version: view.directives_version,
+        }
+    }
+
+    /// Checks one event; returns its stream version.
+    fn check(&mut self, index: usize, e: &AppendEvent) -> Result<u64, AppendError> {
+        let stream = e.event.stream();
+        let rule =
+            |violation| AppendError::Rule { index, stream: stream.clone(), event: e.event.type_name(), violation };
+        match &e.event {
+            Event::Directive(d) => {
+                let seen = self.view.directives.contains_key(&d.id) || self.directives.contains_key(&d.id);
+                lifecycle::check_directive(d, seen).map_err(rule)?;
+                let version = self.directives_version;
+                self.check_expected(index, &stream, e.expected_version, version)?;
+                self.first_versions.entry(StreamId::Directives).or_insert(version);
+                self.directives.insert(d.id.clone(), d.models.iter().cloned().collect());
+                self.directives_version += 1;
+                Ok(version)
+            }
+            Event::Terminal(d) => {
+                let current = self.terminals.get(&d.device).or_else(|| self.view.terminals.get(&d.device));
+                let version = current.map_or(0, |m| m.version);
+                self.check_expected(index, &stream, e.expected_version, version)?;
+                let model = match (&d.event, current) {
+                    (TerminalEvent::Issued(issued), None) => issued.model.clone(),
+                    (_, Some(m)) => m.model.clone(),
+                    (_, None) => return Err(rule(lifecycle::Violation::UnknownTerminal)),
+                };
+                let lookup = |id: &DirectiveId| match self.directives.get(id).or_else(|| self.view.directives.get(id)) {
+                    None => DirectiveLookup::NotRecorded,
+                    Some(models) => DirectiveLookup::Recorded { lists_model: models.contains(&model) },
+                };
+                let state = lifecycle::apply(current.map(|m| &m.state), &d.event, &lookup).map_err(rule)?;
+                self.first_versions.entry(stream.clone()).or_insert(version);
+                self.terminals.insert(d.device.clone(), TerminalMem { version: version + 1, state, model });
+                Ok(version)
+            }
+        }
+    }
+
+    fn check_expected(
+        &self,
+        index: usize,
+        stream: &StreamId,
+        expected: Option<u64>,
+        actual: u64,
+    ) -> Result<(), AppendError> {
+        match expected {
+            Some(expected) if expected != actual => {
+                Err(AppendError::WrongExpectedVersion { index, stream: stream.clone(), expected, actual })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(self) -> Changes {
+        Changes {
+            terminals: self.terminals,
+            first_versions: self.first_versions,
+            directives: self.directives,
+            directives_version: self.directives_version,
+        }
+    }
+}
+
+impl Changes {
+    /// Applies the checked changes to the view and fills the index update.
+    fn commit(
+        self,
+        view: &mut View,
+        update: &mut IndexUpdate,
+        fresh: &[usize],
+        events: &[AppendEvent],
+        positions: &[u64],
+    ) {
+        let mut per_stream: HashMap<StreamId, Vec<u64>> = HashMap::new();
+        for &index in fresh {
+            let e = &events[index];
+            per_stream.entry(e.event.stream()).or_default().push(positions[index]);
+            match &e.event {
+                Event::Terminal(d) => {
+                    if let TerminalEvent::Issued(issued) = &d.event {
+                        view.models.entry(issued.model.clone()).or_default().push(d.device.clone());
+                        update.models.push((issued.model.clone(), d.device.clone()));
+                    }
+                }
+                Event::Directive(d) => update.directives.push((d.id.clone(), d.models.clone())),
+            }
+            if let Some(id) = &e.event_id {
+                view.event_ids.insert(id.clone(), positions[index]);
+            }
+        }
+        for (stream, positions) in per_stream {
+            let first_version = self.first_versions.get(&stream).copied().unwrap_or_default();
+            let (state, model) = match &stream {
+                StreamId::Terminal(sn) => match self.terminals.get(sn) {
+                    Some(m) => (Some(m.state), Some(m.model.clone())),
+                    None => (None, None),
+                },
+                StreamId::Directives => (None, None),
+            };
+            update.streams.push(StreamChange { stream, first_version, positions, state, model });
+        }
+        for (sn, mem) in self.terminals {
+            view.terminals.insert(sn, mem);
+        }
+        view.directives.extend(self.directives);
+        view.directives_version = self.directives_version;
+    }
+}
+
+/// The background thread that writes index updates to sled, once their records are published.
+fn indexer_loop(shared: std::sync::Weak<Shared>, rx: Receiver<IndexUpdate>) {
+    let mut batch: Vec<IndexUpdate> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        let mut events: usize = 0;
+        while events < 200_000 {
+            match rx.try_recv() {
+                Ok(update) => {
+                    events += update.streams.iter().map(|s| s.positions.len()).sum::<usize>();
+                    batch.push(update);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        let end = batch.last().map_or(0, |u| u.end_position);
+        // Only durable records go to sled: wait until the batch is published.
+        {
+            let mut durable = lock(&shared.durable);
+            while durable.published.head.size < end && durable.failed.is_none() && !durable.closed {
+                let (guard, _) = shared
+                    .published_cv
+                    .wait_timeout(durable, Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner());
+                durable = guard;
+            }
+            if durable.published.head.size < end {
+                let published = durable.published.head.size;
+                drop(durable);
+                batch.retain(|u| u.end_position <= published);
+            }
+        }
+        if shared.store.apply(&batch, shared.ledger_id).is_ok() {
+            if let Some(last) = batch.last() {
+                *lock(&shared.indexed) = last.end_position;
+                shared.indexed_cv.notify_all();
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// What recovery found in the segment files.
+struct Recovered {
+    ledger_id: u64,
+    sealed: Vec<FileMeta>,
+    active: FileMeta,
+    active_file: File,
+    frontier: Frontier,
+    last_recorded_at: Option<DateTime<Utc>>,
+}
+
+/// Reads the segment files, checks their chain, cuts a torn tail off the live segment, and checks the
+/// result against the published HEAD (which may lag the log but never lead it).
+fn recover(dir: &Path, seg_dir: &Path) -> Result<Recovered, OpenError> {
+    let mut paths = list_segments(dir)?;
+    if paths.is_empty() {
+        return Err(OpenError::NotALedger(dir.to_owned()));
+    }
+    let published = read_head(dir);
+    let mut sealed = Vec::new();
+    let mut frontier = Frontier::new();
+    let mut ledger_id = None;
+    let mut last_recorded_at = None;
+    // Sealed segments: everything but the last, and the last too if it carries a trailer.
+    let mut i = 0;
+    loop {
+        let path = paths[i].clone();
+        let mut reader = crate::segment::FrameReader::open(&path)?;
+        let header = *reader.header();
+        let corrupt = |what: String| OpenError::Corrupt { path: path.clone(), what };
+        if header.kind != FileKind::Segment || header.seq as usize != i {
+            return Err(corrupt(format!("segment {i} has header kind {:?}, number {}", header.kind, header.seq)));
+        }
+        if *ledger_id.get_or_insert(header.ledger_id) != header.ledger_id {
+            return Err(corrupt("segment belongs to another ledger (ledger id differs)".into()));
+        }
+        if header.first_position != frontier.size() {
+            return Err(corrupt(format!(
+                "segment starts at position {}, expected {}",
+                header.first_position,
+                frontier.size()
+            )));
+        }
+        let last = i + 1 == paths.len();
+        let trailer = if last { read_trailer_at_end(&path).ok() } else { Some(read_trailer_at_end(&path)?) };
+        match trailer {
+            Some(trailer) => {
+                let Some(next) = trailer.checked_frontier() else {
+                    return Err(corrupt("trailer frontier does not match its root".into()));
+                };
+                if trailer.log_size != header.first_position + trailer.record_count {
+                    return Err(corrupt("trailer log size differs from first position + records".into()));
+                }
+                // The last record of a sealed segment gives the recorded-at floor for new appends.
+                if last && trailer.record_count > 0 {
+                    let meta = FileMeta {
+                        path: path.clone(),
+                        header,
+                        records: trailer.record_count,
+                        readable_len: reader.file_len() - Trailer::encoded_len(trailer.frontier.len()) as u64,
+                        trailer: None,
+                        sparse: None,
+                    };
+                    let mut iter = RecordIter::new(FrameIter::new(vec![meta], trailer.log_size - 1, trailer.log_size));
+                    if let Some(record) = iter.next() {
+                        last_recorded_at = Some(record?.recorded_at);
+                    }
+                }
+                reader.limit(0);
+                sealed.push(FileMeta {
+                    path: path.clone(),
+                    header,
+                    records: trailer.record_count,
+                    readable_len: reader_len(&path)? - Trailer::encoded_len(trailer.frontier.len()) as u64,
+                    trailer: Some(trailer),
+                    sparse: None,
+                });
+                frontier = next;
+                if last {
+                    // Sealed but no successor yet (a crash between sealing and creating it).
+                    let id = ledger_id.unwrap_or_default();
+                    let (new_path, _) =
+                        create_segment(seg_dir, (i + 1) as u32, frontier.size(), id).map_err(io_err(seg_dir))?;
+                    paths.push(new_path);
+                }
+            }
+            None => {
+                let scan = scan_active(&path, frontier.clone(), None)?;
+                if let Some(torn) = &scan.torn {
+                    // Unacknowledged bytes: cut them so new appends follow the last commit.
+                    let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+                    file.set_len(torn.committed_len).map_err(io_err(&path))?;
+                    file.sync_all().map_err(io_err(&path))?;
+                }
+                if scan.last_recorded_at.is_some() {
+                    last_recorded_at = scan.last_recorded_at;
+                }
+                frontier = scan.frontier.clone();
+                let active_file = OpenOptions::new().read(true).append(true).open(&path).map_err(io_err(&path))?;
+                let active = FileMeta {
+                    path: path.clone(),
+                    header,
+                    records: scan.records,
+                    readable_len: scan.committed_len,
+                    trailer: None,
+                    sparse: Some(Arc::new(scan.sparse)),
+                };
+                if let Some(head) = published {
+                    check_published(dir, head, &frontier, &sealed, &active)?;
+                }
+                return Ok(Recovered {
+                    ledger_id: header.ledger_id,
+                    sealed,
+                    active,
+                    active_file,
+                    frontier,
+                    last_recorded_at,
+                });
+            }
+        }
+        i += 1;
+    }
+}
+
+fn reader_len(path: &Path) -> Result<u64, OpenError> {
+    Ok(std::fs::metadata(path).map_err(io_err(path))?.len())
+}
+
+/// The HEAD file names a size that was acknowledged: the log must hold at least that many records, and
+/// the same root at that size.
+fn check_published(
+    dir: &Path,
+    head: Head,
+    frontier: &Frontier,
+    sealed: &[FileMeta],
+    active: &FileMeta,
+) -> Result<(), OpenError> {
+    let corrupt = |what: String| OpenError::Corrupt { path: dir.join(HEAD_FILE), what };
+    if head.size > frontier.size() {
+        return Err(corrupt(format!(
+            "the log holds {} records but {} were acknowledged: acknowledged records are missing",
+            frontier.size(),
+            head.size
+        )));
+    }
+    if head.size == 0 {
+        return Ok(());
+    }
+    let mut files = sealed.to_vec();
+    files.push(active.clone());
+    let mut at = Frontier::new();
+    let mut frames = FrameIter::new(files, 0, head.size);
+    while let Some((_, body, _)) = frames.next_frame()? {
+        at.push_leaf(body);
+    }
+    if at.root() != head.root {
+        return Err(corrupt(format!("the root of the first {} records differs from the acknowledged head", head.size)));
+    }
+    Ok(())
+}
+
+/// Opens the sled index, or rebuilds it when it is missing, stale, from another ledger or corrupt.
+/// Returns the store, the in-memory view, the indexed size, and where catch-up must start.
+fn open_index(path: &Path, recovered: &Recovered) -> Result<(Store, View, u64, u64), OpenError> {
+    let size = recovered.frontier.size();
+    let attempt = (|| -> Result<(Store, View, u64), String> {
+        let store = Store::open(path)?;
+        let Some(mark) = store.watermark()? else {
+            if size == 0 {
+                return Ok((store, View::default(), 0));
+            }
+            return Err("no watermark".into());
+        };
+        if mark.ledger_id != recovered.ledger_id || mark.size > size {
+            return Err("index belongs to another log".into());
+        }
+        let view = store.load_view()?;
+        Ok((store, view, mark.size))
+    })();
+    match attempt {
+        Ok((store, view, indexed)) if indexed == size => Ok((store, view, indexed, size)),
+        Ok((store, _, indexed)) => {
+            // Stale: rebuild the view from the whole log; the index keeps what it has (updates are idempotent).
+            let view = rebuild_view(recovered)?;
+            Ok((store, view, indexed, indexed))
+        }
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(path);
+            let store = Store::open(path).map_err(|what| OpenError::Index { path: path.to_owned(), what })?;
+            store.clear().map_err(|what| OpenError::Index { path: path.to_owned(), what })?;
+            let view = rebuild_view(recovered)?;
+            Ok((store, view, 0, 0))
+        }
+    }
+}
+
+/// Folds the whole log through the lifecycle rules into a fresh view.
+fn rebuild_view(recovered: &Recovered) -> Result<View, OpenError> {
+    let mut files = recovered.sealed.clone();
+    files.push(recovered.active.clone());
+    let mut view = View::default();
+    for record in RecordIter::new(FrameIter::new(files, 0, recovered.frontier.size())) {
+        let record = record?;
+        let position = record.position;
+        let path = recovered.active.path.clone();
+        let event =
+            AppendEvent { event: record.event, event_id: record.event_id, expected_version: Some(record.version) };
+        let mut pending = Pending::new(&view);
+        pending.check(0, &event).map_err(|e| OpenError::Corrupt { path, what: format!("position {position}: {e}") })?;
+        let changes = pending.finish();
+        let mut update = IndexUpdate::default();
+        changes.commit(&mut view, &mut update, &[0], std::slice::from_ref(&event), &[position]);
+    }
+    Ok(view)
+}

@@ -1,0 +1,658 @@
+//! The read side of the log: find the files of a ledger folder or a bundle, recover the committed end of
+//! a live segment, and iterate frames and records from any position in constant memory.
+//!
+//! Both the [`crate::Ledger`] (on open and for every read) and read-only tools (replay) use this module,
+//! so there is one copy of the rules for what counts as a committed record and what is a torn tail.
+
+use crate::codec::decode_record;
+use crate::error::ReadError;
+use crate::merkle::{leaf_hash, Frontier, Hash};
+use crate::model::Record;
+use crate::segment::{read_trailer_at_end, FileKind, FormatError, FrameReader, Header, Item, Trailer, HEADER_LEN};
+use chrono::{DateTime, Utc};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A sparse offset is kept for every this many records of a file.
+pub const SPARSE_EVERY: u64 = 64;
+/// The folder, inside a ledger folder, that holds the segment files.
+pub const SEGMENTS_DIR: &str = "segments";
+/// The file, inside a ledger folder, where the writer publishes its head after each sync.
+pub const HEAD_FILE: &str = "HEAD";
+const HEAD_MAGIC: &[u8; 8] = b"PLHEAD01";
+const HEAD_LEN: usize = 8 + 8 + 32 + 4;
+
+/// The file name of segment `seq`.
+pub fn segment_file_name(seq: u32) -> String {
+    format!("{seq:08}.seg")
+}
+
+/// What the reader knows of one file of the log.
+#[derive(Clone, Debug)]
+pub struct FileMeta {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: Header,
+    /// Committed records in it.
+    pub records: u64,
+    /// Bytes from the start of the file to the end of its last committed record.
+    pub readable_len: u64,
+    /// The trailer, for a sealed segment or a bundle.
+    pub trailer: Option<Trailer>,
+    /// Byte offsets of every [`SPARSE_EVERY`]th record, when known.
+    pub sparse: Option<Arc<Vec<u64>>>,
+}
+
+impl FileMeta {
+    /// Position of the first record.
+    pub fn first_position(&self) -> u64 {
+        self.header.first_position
+    }
+    /// Position after the last record.
+    pub fn end_position(&self) -> u64 {
+        self.header.first_position + self.records
+    }
+}
+
+/// The head of a log: how many records, and the Merkle root over them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Head {
+    /// Number of records (the next position).
+    pub size: u64,
+    /// RFC 6962 root of those records.
+    pub root: Hash,
+}
+
+impl Head {
+    /// The root as 64 lowercase hex digits.
+    pub fn root_hex(&self) -> String {
+        hex(&self.root)
+    }
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Parses 64 hex digits into a hash.
+pub fn parse_hash(text: &str) -> Option<Hash> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Encodes the HEAD file.
+pub fn encode_head(head: &Head) -> [u8; HEAD_LEN] {
+    let mut out = [0u8; HEAD_LEN];
+    out[0..8].copy_from_slice(HEAD_MAGIC);
+    out[8..16].copy_from_slice(&head.size.to_le_bytes());
+    out[16..48].copy_from_slice(&head.root);
+    let crc = crc32c::crc32c(&out[0..48]);
+    out[48..52].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads the HEAD file of a ledger folder: `None` when absent or unreadable (it is advisory: written
+/// after each sync but not itself synced, so it may lag the log, never lead it).
+pub fn read_head(dir: &Path) -> Option<Head> {
+    let bytes = std::fs::read(dir.join(HEAD_FILE)).ok()?;
+    if bytes.len() != HEAD_LEN || &bytes[0..8] != HEAD_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]);
+    if crc != crc32c::crc32c(&bytes[0..48]) {
+        return None;
+    }
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&bytes[8..16]);
+    let mut root = [0u8; 32];
+    root.copy_from_slice(&bytes[16..48]);
+    Some(Head { size: u64::from_le_bytes(size), root })
+}
+
+/// Why the end of a live segment was not clean.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// Byte offset where the committed records end.
+    pub committed_len: u64,
+    /// Bytes after it.
+    pub bytes: u64,
+    /// What was found there.
+    pub reason: String,
+}
+
+/// The result of scanning the live (last, unsealed) segment.
+#[derive(Clone, Debug)]
+pub struct ActiveScan {
+    /// Committed records.
+    pub records: u64,
+    /// End of the last committed record.
+    pub committed_len: u64,
+    /// The frontier after the last committed record.
+    pub frontier: Frontier,
+    /// Sparse offsets of the committed records.
+    pub sparse: Vec<u64>,
+    /// recorded_at of the last committed record.
+    pub last_recorded_at: Option<DateTime<Utc>>,
+    /// Roots seen at commit points, for the sizes asked for (to check a HEAD).
+    pub root_at: Option<(u64, Hash)>,
+    /// What was cut off (or would be) after the committed records.
+    pub torn: Option<TornTail>,
+}
+
+fn rest_is_zero(path: &Path, offset: u64) -> Result<bool, ReadError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |source| ReadError::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    file.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+    }
+}
+
+/// Scans a live segment from its header: verifies every frame, decodes every record, checks dense
+/// positions, and finds the end of the last committed append. A damaged *end* (a frame cut short, a
+/// checksum mismatch in the very last frame, zeros, records without a commit marker) is a torn tail,
+/// reported in [`ActiveScan::torn`]; damage followed by intact data is corruption, an error.
+///
+/// `start` is the frontier at the segment's first position (from the previous segment's trailer).
+/// `want_root_at` asks for the root at that log size if it is a commit point inside this segment.
+pub fn scan_active(path: &Path, start: Frontier, want_root_at: Option<u64>) -> Result<ActiveScan, ReadError> {
+    let mut reader = FrameReader::open(path)?;
+    let header = *reader.header();
+    if header.first_position != start.size() {
+        return Err(ReadError::Corrupt {
+            path: path.to_owned(),
+            position: header.first_position,
+            what: format!(
+                "segment starts at position {} but the log before it has {}",
+                header.first_position,
+                start.size()
+            ),
+        });
+    }
+    let mut scan = ActiveScan {
+        records: 0,
+        committed_len: HEADER_LEN as u64,
+        frontier: start,
+        sparse: Vec::new(),
+        last_recorded_at: None,
+        root_at: None,
+        torn: None,
+    };
+    if want_root_at == Some(scan.frontier.size()) {
+        scan.root_at = Some((scan.frontier.size(), scan.frontier.root()));
+    }
+    let mut pending: Vec<Hash> = Vec::new();
+    let mut pending_sparse: Vec<u64> = Vec::new();
+    let mut seen = 0u64;
+    let torn = |scan: &ActiveScan, reason: String, file_len: u64| TornTail {
+        committed_len: scan.committed_len,
+        bytes: file_len - scan.committed_len,
+        reason,
+    };
+    loop {
+        let offset = reader.offset();
+        let item = match reader.next_item() {
+            Ok(item) => item,
+            Err(FormatError::Incomplete { offset, .. }) => {
+                scan.torn = Some(torn(&scan, format!("record frame cut short at offset {offset}"), reader.file_len()));
+                break;
+            }
+            Err(FormatError::BadChecksum { offset, at_end: true, .. }) => {
+                scan.torn = Some(torn(
+                    &scan,
+                    format!("checksum mismatch in the last frame, at offset {offset}"),
+                    reader.file_len(),
+                ));
+                break;
+            }
+            Err(e @ (FormatError::BadLength { .. } | FormatError::BadChecksum { .. })) => {
+                if rest_is_zero(path, offset)? {
+                    scan.torn = Some(torn(&scan, format!("zeros from offset {offset}"), reader.file_len()));
+                    break;
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let body = match item {
+            None => break,
+            Some(Item::Trailer { offset, .. }) => {
+                return Err(ReadError::Corrupt {
+                    path: path.to_owned(),
+                    position: header.first_position + seen,
+                    what: format!("unexpected trailer at offset {offset} in the live segment"),
+                })
+            }
+            Some(Item::Record { body, .. }) => body,
+        };
+        let position = header.first_position + seen;
+        let record =
+            decode_record(body).map_err(|error| ReadError::Codec { path: path.to_owned(), position, error })?;
+        if record.position != position {
+            return Err(ReadError::Corrupt {
+                path: path.to_owned(),
+                position,
+                what: format!("record holds position {}, expected {position}", record.position),
+            });
+        }
+        if seen.is_multiple_of(SPARSE_EVERY) {
+            pending_sparse.push(offset);
+        }
+        seen += 1;
+        pending.push(leaf_hash(body));
+        if record.commit {
+            for leaf in pending.drain(..) {
+                scan.frontier.push_leaf_hash(leaf);
+            }
+            scan.sparse.append(&mut pending_sparse);
+            scan.records = seen;
+            scan.committed_len = reader.offset();
+            scan.last_recorded_at = Some(record.recorded_at);
+            if want_root_at == Some(scan.frontier.size()) {
+                scan.root_at = Some((scan.frontier.size(), scan.frontier.root()));
+            }
+        }
+    }
+    if scan.torn.is_none() && seen > scan.records {
+        scan.torn = Some(torn(
+            &scan,
+            format!("{} records of an append without its commit marker", seen - scan.records),
+            reader.file_len(),
+        ));
+    }
+    assert!(scan.frontier.size() == header.first_position + scan.records, "frontier out of step with the scan");
+    Ok(scan)
+}
+
+/// Byte offsets of every [`SPARSE_EVERY`]th record of a file, by a scan of its frames.
+pub fn build_sparse(meta: &FileMeta) -> Result<Vec<u64>, ReadError> {
+    let mut reader = FrameReader::open(&meta.path)?;
+    reader.limit(meta.readable_len);
+    let mut sparse = Vec::with_capacity((meta.records / SPARSE_EVERY + 1) as usize);
+    let mut seen = 0u64;
+    loop {
+        let offset = reader.offset();
+        match reader.next_item()? {
+            Some(Item::Record { .. }) => {
+                if seen.is_multiple_of(SPARSE_EVERY) {
+                    sparse.push(offset);
+                }
+                seen += 1;
+            }
+            Some(Item::Trailer { .. }) | None => break,
+        }
+    }
+    if seen != meta.records {
+        return Err(ReadError::Corrupt {
+            path: meta.path.clone(),
+            position: meta.first_position() + seen,
+            what: format!("file holds {seen} records, expected {}", meta.records),
+        });
+    }
+    Ok(sparse)
+}
+
+/// Lists the segment files of a ledger folder in order, checking their names are contiguous from 0.
+pub fn list_segments(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
+    let seg_dir = dir.join(SEGMENTS_DIR);
+    let io = |source| ReadError::Io { path: seg_dir.clone(), source };
+    let mut seqs = Vec::new();
+    for entry in std::fs::read_dir(&seg_dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".seg") else { continue };
+        if let Ok(seq) = stem.parse::<u32>() {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    for (i, seq) in seqs.iter().enumerate() {
+        if *seq as usize != i {
+            return Err(ReadError::Corrupt {
+                path: seg_dir.join(segment_file_name(i as u32)),
+                position: 0,
+                what: "segment file missing (segment numbers must run 0, 1, 2, ...)".into(),
+            });
+        }
+    }
+    Ok(seqs.into_iter().map(|seq| seg_dir.join(segment_file_name(seq))).collect())
+}
+
+/// A log opened for reading: a ledger folder or a bundle. Opening never writes.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The path given.
+    pub path: PathBuf,
+    /// Bundle or ledger folder.
+    pub kind: FileKind,
+    /// The files, in position order.
+    pub files: Vec<FileMeta>,
+    /// The head: size and root of the committed records.
+    pub head: Head,
+    /// For a folder: the HEAD the writer published (may lag the log).
+    pub published_head: Option<Head>,
+    /// For a folder: the root the log had at the published head's size, when it could be computed.
+    pub root_at_published: Option<Hash>,
+    /// For a folder: bytes after the last committed record of the live segment (a write in progress or a torn tail).
+    pub torn: Option<TornTail>,
+}
+
+impl Source {
+    /// Opens a ledger folder or a bundle file, read-only.
+    pub fn open(path: &Path) -> Result<Source, ReadError> {
+        let meta = std::fs::metadata(path).map_err(|source| ReadError::Io { path: path.to_owned(), source })?;
+        if meta.is_dir() {
+            Self::open_dir(path)
+        } else {
+            Self::open_bundle(path)
+        }
+    }
+
+    fn open_bundle(path: &Path) -> Result<Source, ReadError> {
+        let reader = FrameReader::open(path)?;
+        let header = *reader.header();
+        if header.kind != FileKind::Bundle || header.first_position != 0 {
+            return Err(ReadError::Corrupt {
+                path: path.to_owned(),
+                position: 0,
+                what: "not a bundle (a bundle starts at position 0 and has kind bundle)".into(),
+            });
+        }
+        let trailer = read_trailer_at_end(path)?;
+        let file_len = reader.file_len();
+        let readable_len = file_len - crate::segment::Trailer::encoded_len(trailer.frontier.len()) as u64;
+        if trailer.record_count != trailer.log_size {
+            return Err(ReadError::Corrupt {
+                path: path.to_owned(),
+                position: trailer.log_size,
+                what: "bundle trailer's record count differs from its log size".into(),
+            });
+        }
+        let head = Head { size: trailer.log_size, root: trailer.root };
+        Ok(Source {
+            path: path.to_owned(),
+            kind: FileKind::Bundle,
+            files: vec![FileMeta {
+                path: path.to_owned(),
+                header,
+                records: trailer.record_count,
+                readable_len,
+                trailer: Some(trailer),
+                sparse: None,
+            }],
+            head,
+            published_head: None,
+            root_at_published: None,
+            torn: None,
+        })
+    }
+
+    fn open_dir(dir: &Path) -> Result<Source, ReadError> {
+        let paths = list_segments(dir)?;
+        if paths.is_empty() {
+            return Err(ReadError::Corrupt {
+                path: dir.join(SEGMENTS_DIR),
+                position: 0,
+                what: "no segment files".into(),
+            });
+        }
+        let published = read_head(dir);
+        let mut files = Vec::with_capacity(paths.len());
+        let mut frontier = Frontier::new();
+        let mut ledger_id = None;
+        let mut torn = None;
+        let mut root_at_published = None;
+        for (i, path) in paths.iter().enumerate() {
+            let reader = FrameReader::open(path)?;
+            let header = *reader.header();
+            let bad = |what: String| ReadError::Corrupt { path: path.clone(), position: frontier.size(), what };
+            if header.kind != FileKind::Segment || header.seq as usize != i {
+                return Err(bad(format!("header says kind {:?}, segment {}", header.kind, header.seq)));
+            }
+            if *ledger_id.get_or_insert(header.ledger_id) != header.ledger_id {
+                return Err(bad("segment belongs to another ledger (ledger id differs)".into()));
+            }
+            if header.first_position != frontier.size() {
+                return Err(bad(format!(
+                    "segment starts at position {}, expected {}",
+                    header.first_position,
+                    frontier.size()
+                )));
+            }
+            let last = i + 1 == paths.len();
+            let sealed = if last { read_trailer_at_end(path).ok() } else { Some(read_trailer_at_end(path)?) };
+            if let Some(trailer) = sealed {
+                let Some(next) = trailer.checked_frontier() else {
+                    return Err(bad("trailer's frontier does not match its root".into()));
+                };
+                if trailer.log_size != header.first_position + trailer.record_count {
+                    return Err(bad("trailer's log size differs from first position + record count".into()));
+                }
+                if let Some(p) = published {
+                    if p.size == header.first_position {
+                        root_at_published = Some(frontier.root());
+                    }
+                }
+                let readable_len = reader.file_len() - Trailer::encoded_len(trailer.frontier.len()) as u64;
+                files.push(FileMeta {
+                    path: path.clone(),
+                    header,
+                    records: trailer.record_count,
+                    readable_len,
+                    trailer: Some(trailer),
+                    sparse: None,
+                });
+                frontier = next;
+            } else {
+                let scan = scan_active(path, frontier.clone(), published.map(|h| h.size))?;
+                if let Some((_, root)) = scan.root_at {
+                    root_at_published = Some(root);
+                }
+                torn = scan.torn.clone();
+                files.push(FileMeta {
+                    path: path.clone(),
+                    header,
+                    records: scan.records,
+                    readable_len: scan.committed_len,
+                    trailer: None,
+                    sparse: Some(Arc::new(scan.sparse)),
+                });
+                frontier = scan.frontier;
+            }
+        }
+        if let Some(p) = published {
+            if p.size == frontier.size() {
+                root_at_published = Some(frontier.root());
+            }
+        }
+        Ok(Source {
+            path: dir.to_owned(),
+            kind: FileKind::Segment,
+            files,
+            head: Head { size: frontier.size(), root: frontier.root() },
+            published_head: published,
+            root_at_published,
+            torn,
+        })
+    }
+
+    /// Iterates raw frames of positions `from..to` (clamped to the head).
+    pub fn frames(&self, from: u64, to: u64) -> FrameIter {
+        FrameIter::new(self.files.clone(), from, to.min(self.head.size))
+    }
+
+    /// Iterates decoded records of positions `from..` to the head.
+    pub fn records(&self, from: u64) -> RecordIter {
+        RecordIter { frames: self.frames(from, u64::MAX) }
+    }
+}
+
+/// Iterates the raw frames (record bodies) of a position range across files, in constant memory.
+pub struct FrameIter {
+    files: Vec<FileMeta>,
+    file: usize,
+    reader: Option<FrameReader>,
+    next: u64,
+    end: u64,
+}
+
+impl FrameIter {
+    /// Frames of positions `from..end` of `files` (which must be contiguous).
+    pub fn new(files: Vec<FileMeta>, from: u64, end: u64) -> FrameIter {
+        let file = files.partition_point(|f| f.end_position() <= from);
+        FrameIter { files, file, reader: None, next: from, end }
+    }
+
+    /// The position of the next frame.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// The path of the file being read (for error messages).
+    pub fn current_path(&self) -> Option<&Path> {
+        self.files.get(self.file).map(|f| f.path.as_path())
+    }
+
+    fn open_file(&mut self) -> Result<(), ReadError> {
+        let meta = &self.files[self.file];
+        let mut reader = FrameReader::open(&meta.path)?;
+        reader.limit(meta.readable_len);
+        let skip_from = if self.next > meta.first_position() {
+            let sparse = match &meta.sparse {
+                Some(sparse) => sparse.clone(),
+                None => {
+                    let sparse = Arc::new(build_sparse(meta)?);
+                    self.files[self.file].sparse = Some(sparse.clone());
+                    sparse
+                }
+            };
+            let meta = &self.files[self.file];
+            let slot = (self.next - meta.first_position()) / SPARSE_EVERY;
+            let Some(offset) = sparse.get(slot as usize) else {
+                return Err(ReadError::Corrupt {
+                    path: meta.path.clone(),
+                    position: self.next,
+                    what: "sparse index too short".into(),
+                });
+            };
+            reader.seek_to(*offset)?;
+            meta.first_position() + slot * SPARSE_EVERY
+        } else {
+            meta.first_position()
+        };
+        for _ in skip_from..self.next {
+            if !matches!(reader.next_item()?, Some(Item::Record { .. })) {
+                return Err(ReadError::Corrupt {
+                    path: reader.path().to_owned(),
+                    position: self.next,
+                    what: "record missing".into(),
+                });
+            }
+        }
+        self.reader = Some(reader);
+        Ok(())
+    }
+
+    /// The next frame: its position, its body, and the file it is in.
+    pub fn next_frame(&mut self) -> Result<Option<(u64, &[u8], &Path)>, ReadError> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        loop {
+            if self.file >= self.files.len() {
+                return Err(ReadError::OutOfRange { position: self.next, size: self.end });
+            }
+            if self.next >= self.files[self.file].end_position() {
+                self.file += 1;
+                self.reader = None;
+                continue;
+            }
+            if self.reader.is_none() {
+                self.open_file()?;
+            }
+            break;
+        }
+        let position = self.next;
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(None);
+        };
+        match reader.next_item()? {
+            Some(Item::Record { body, .. }) => {
+                self.next += 1;
+                Ok(Some((position, body, &self.files[self.file].path)))
+            }
+            _ => Err(ReadError::Corrupt {
+                path: self.files[self.file].path.clone(),
+                position,
+                what: "file ends before its committed records do".into(),
+            }),
+        }
+    }
+}
+
+/// Iterates decoded records, checking each record's position.
+pub struct RecordIter {
+    frames: FrameIter,
+}
+
+impl RecordIter {
+    /// Wraps a frame iterator.
+    pub fn new(frames: FrameIter) -> RecordIter {
+        RecordIter { frames }
+    }
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record, ReadError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.frames.next_frame() {
+            Ok(None) => None,
+            Err(e) => {
+                self.frames.end = 0;
+                Some(Err(e))
+            }
+            Ok(Some((position, body, path))) => {
+                let result = decode_record(body)
+                    .map_err(|error| ReadError::Codec { path: path.to_owned(), position, error })
+                    .and_then(|record| {
+                        if record.position == position {
+                            Ok(record)
+                        } else {
+                            Err(ReadError::Corrupt {
+                                path: path.to_owned(),
+                                position,
+                                what: format!("record holds position {}", record.position),
+                            })
+                        }
+                    });
+                if result.is_err() {
+                    self.frames.end = 0;
+                }
+                Some(result)
+            }
+        }
+    }
+}
