@@ -6,8 +6,16 @@
 //! - [`ledger`]: the append-only, tamper-evident log (append, read, prove).
 //! - [`projections`]: read models folded from the log (fleet state, audit findings).
 //! - [`replay`]: the regulators' read-only tool.
+//! - [`sim`]: a deterministic fleet simulator (the demo's data, benches, tests).
+//! - [`fleet`]: the operator CLI's interim fleet summary.
+//!
+//! Invariants, as absences: the library knows nothing of terminals, colours or clap; only the binary
+//! prints. The simulator never reads the wall clock.
 
 #![deny(unsafe_code)]
+
+pub mod fleet;
+pub mod sim;
 
 pub use ledger;
 pub use projections;

@@ -1,1 +1,3 @@
-//! placeholder
+//! replay: the regulators' tool; has no write path.
+
+pub mod ndjson;

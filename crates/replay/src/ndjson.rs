@@ -1,0 +1,581 @@
+//! The NDJSON event schema of design.md §5, both directions: [`parse_line`] turns one line into an
+//! [`AppendEvent`] (what `posledger append` reads) and [`render`] turns a [`Record`] back into exactly
+//! that schema (what `replay export --format ndjson` writes), so an export appended into an empty
+//! ledger rebuilds the same fleet.
+//!
+//! One JSON object a line; `type` selects the event; `at` is RFC 3339 (any offset is accepted and
+//! converted to UTC; at most microsecond precision, which is what the log stores); optional `event_id`
+//! makes a retry idempotent; optional `expected_version` is the number of events the stream must
+//! already hold. Unknown fields are refused, so a typo never silently drops data. `docs/NDJSON.md` has
+//! an example line per type.
+//!
+//! Parsing is two-staged for clear errors: the line is first read as a JSON object (malformed JSON
+//! names its column), then `type` is dispatched by hand (an unknown type names the known ones), a
+//! table of field kinds names the field of a wrong-typed value, and the typed DTO (`deny_unknown_fields`)
+//! names missing and unknown fields. Identifiers are validated by the model's newtypes.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ledger::model::FieldError;
+use ledger::{
+    AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued,
+    MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, TerminalEvent, Text,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The longest line accepted, in bytes: 1 MiB. Large enough for a directive naming the maximum 10,000
+/// models of 64 bytes each (about 680 KB), small enough that one line cannot exhaust memory.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Every `type` the schema knows, in the order of design.md §5.
+pub const TYPES: [&str; 10] = [
+    "issued",
+    "flow",
+    "activated",
+    "contract_renewed",
+    "contract_expired",
+    "flagged",
+    "flag_cleared",
+    "stopped",
+    "replaced",
+    "directive",
+];
+
+/// Why a line was refused. The caller adds the file and line number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LineError {
+    /// Longer than [`MAX_LINE_BYTES`].
+    #[error("line is {len} bytes long, over the limit of {max}")]
+    TooLong {
+        /// The line's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not valid JSON.
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    /// Valid JSON, but not an object.
+    #[error("expected a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    /// No `type` field, or not a string.
+    #[error("missing field `type` (a string: one of {})", TYPES.join(", "))]
+    MissingType,
+    /// A `type` the schema does not know.
+    #[error("unknown type {0:?} (expected one of {types})", types = TYPES.join(", "))]
+    UnknownType(String),
+    /// A field holds the wrong kind of JSON value.
+    #[error("field `{field}` must be {expected}, got {got}")]
+    WrongType {
+        /// The field.
+        field: String,
+        /// What it must be.
+        expected: &'static str,
+        /// What it is.
+        got: String,
+    },
+    /// A missing or unknown field, or another schema error, as serde reports it.
+    #[error("{0}")]
+    Schema(String),
+    /// A field's value is refused by the model (a bad SN, model code, region, ...).
+    #[error("field `{field}`: {error}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        error: FieldError,
+    },
+    /// A name outside its enumeration (a flag or stop reason).
+    #[error("field `{field}`: unknown {field} {value:?} (expected one of {allowed})")]
+    UnknownName {
+        /// The field.
+        field: &'static str,
+        /// What was given.
+        value: String,
+        /// The allowed names.
+        allowed: String,
+    },
+    /// A time that is not RFC 3339, or finer than a microsecond.
+    #[error("field `{field}`: {value:?} is not an RFC 3339 time with at most microsecond precision ({why})")]
+    Time {
+        /// The field.
+        field: &'static str,
+        /// What was given (cut to 64 bytes).
+        value: String,
+        /// Why.
+        why: String,
+    },
+    /// The event as a whole breaks a limit (a contract ending before it starts, a flow over the limit,
+    /// a directive listing a model twice, ...).
+    #[error("{0}")]
+    Invalid(FieldError),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContractDto {
+    id: String,
+    start: String,
+    end: String,
+}
+
+/// Declares one terminal event's line: `device`, `type`, `at`, the event's own fields, then the
+/// optional `event_id` and `expected_version`. `type` is written, never read (it was dispatched on).
+macro_rules! terminal_line {
+    ($name:ident { $($(#[$meta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        #[derive(Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            device: String,
+            #[serde(rename = "type", skip_deserializing)]
+            kind: &'static str,
+            at: String,
+            $($(#[$meta])* $field: $ty,)*
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            event_id: Option<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            expected_version: Option<u64>,
+        }
+    };
+}
+
+terminal_line!(IssuedLine {
+    model: String,
+    merchant: String,
+    provider: String,
+    region: String,
+    contract: ContractDto,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replaces: Option<String>,
+});
+terminal_line!(FlowLine { amount_fen: u64, transactions: u32 });
+terminal_line!(PlainLine {});
+terminal_line!(RenewedLine { contract: ContractDto });
+terminal_line!(FlagLine {
+    reason: String,
+    #[serde(default)]
+    note: String,
+});
+terminal_line!(StoppedLine {
+    reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    directive: Option<String>,
+});
+terminal_line!(ReplacedLine { by: String });
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectiveLine {
+    #[serde(rename = "type", skip_deserializing)]
+    kind: &'static str,
+    id: String,
+    at: String,
+    models: Vec<String>,
+    reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected_version: Option<u64>,
+}
+
+/// The JSON kind a field must hold.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    UInt,
+    Object,
+    StrArray,
+}
+
+impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Str => "a string",
+            Kind::UInt => "a non-negative integer",
+            Kind::Object => "an object",
+            Kind::StrArray => "an array of strings",
+        }
+    }
+    fn matches(self, value: &Value) -> bool {
+        match self {
+            Kind::Str => value.is_string(),
+            Kind::UInt => value.is_u64(),
+            Kind::Object => value.is_object(),
+            Kind::StrArray => value.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+        }
+    }
+}
+
+/// The kind of each field of a type (the fields every terminal line has are checked separately).
+fn field_kinds(kind: &str) -> &'static [(&'static str, Kind)] {
+    match kind {
+        "issued" => &[
+            ("model", Kind::Str),
+            ("merchant", Kind::Str),
+            ("provider", Kind::Str),
+            ("region", Kind::Str),
+            ("contract", Kind::Object),
+            ("replaces", Kind::Str),
+        ],
+        "flow" => &[("amount_fen", Kind::UInt), ("transactions", Kind::UInt)],
+        "contract_renewed" => &[("contract", Kind::Object)],
+        "flagged" | "flag_cleared" => &[("reason", Kind::Str), ("note", Kind::Str)],
+        "stopped" => &[("reason", Kind::Str), ("directive", Kind::Str)],
+        "replaced" => &[("by", Kind::Str)],
+        "directive" => &[("id", Kind::Str), ("models", Kind::StrArray), ("reason", Kind::Str), ("deadline", Kind::Str)],
+        _ => &[],
+    }
+}
+
+const COMMON_KINDS: [(&str, Kind); 4] =
+    [("device", Kind::Str), ("at", Kind::Str), ("event_id", Kind::Str), ("expected_version", Kind::UInt)];
+
+fn describe_value(value: &Value) -> String {
+    let text = match value {
+        Value::Null => return "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string {:?}", s.chars().take(64).collect::<String>()),
+        Value::Array(_) => return "an array".into(),
+        Value::Object(_) => return "an object".into(),
+    };
+    text
+}
+
+/// Names the first field holding the wrong kind of value.
+fn check_kinds(kind: &str, map: &Map<String, Value>) -> Result<(), LineError> {
+    for (field, expected) in COMMON_KINDS.iter().chain(field_kinds(kind)) {
+        if let Some(value) = map.get(*field) {
+            if !expected.matches(value) {
+                return Err(LineError::WrongType {
+                    field: (*field).to_owned(),
+                    expected: expected.describe(),
+                    got: describe_value(value),
+                });
+            }
+        }
+    }
+    if let Some(Value::Object(contract)) = map.get("contract") {
+        for field in ["id", "start", "end"] {
+            if let Some(value) = contract.get(field) {
+                if !value.is_string() {
+                    return Err(LineError::WrongType {
+                        field: format!("contract.{field}"),
+                        expected: "a string",
+                        got: describe_value(value),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn field<T>(name: &'static str, parsed: Result<T, FieldError>) -> Result<T, LineError> {
+    parsed.map_err(|error| LineError::Field { field: name, error })
+}
+
+fn parse_time(name: &'static str, text: &str) -> Result<DateTime<Utc>, LineError> {
+    let bad = |why: String| LineError::Time { field: name, value: text.chars().take(64).collect(), why };
+    let at = DateTime::parse_from_rfc3339(text).map_err(|e| bad(e.to_string()))?.with_timezone(&Utc);
+    if at.timestamp_subsec_nanos() % 1_000 != 0 {
+        return Err(bad("finer than a microsecond".into()));
+    }
+    Ok(at)
+}
+
+fn parse_contract(dto: ContractDto) -> Result<Contract, LineError> {
+    Ok(Contract {
+        id: field("contract.id", ContractId::parse(&dto.id))?,
+        start: parse_time("contract.start", &dto.start)?,
+        end: parse_time("contract.end", &dto.end)?,
+    })
+}
+
+fn parse_flag_reason(text: &str) -> Result<FlagReason, LineError> {
+    FlagReason::parse(text).ok_or_else(|| LineError::UnknownName {
+        field: "reason",
+        value: text.chars().take(64).collect(),
+        allowed: FlagReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn parse_stop_reason(text: &str) -> Result<StopReason, LineError> {
+    StopReason::parse(text).ok_or_else(|| LineError::UnknownName {
+        field: "reason",
+        value: text.chars().take(64).collect(),
+        allowed: StopReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(map: Map<String, Value>) -> Result<T, LineError> {
+    serde_json::from_value(Value::Object(map)).map_err(|e| LineError::Schema(e.to_string()))
+}
+
+fn terminal(
+    device: &str,
+    at: &str,
+    event_id: Option<String>,
+    expected_version: Option<u64>,
+    event: TerminalEvent,
+) -> Result<AppendEvent, LineError> {
+    Ok(AppendEvent {
+        event: Event::Terminal(DeviceEvent {
+            device: field("device", Sn::parse(device))?,
+            at: parse_time("at", at)?,
+            event,
+        }),
+        event_id: event_id.map(|id| field("event_id", EventId::parse(&id))).transpose()?,
+        expected_version,
+    })
+}
+
+/// Parses one NDJSON line (without its newline) into an event to append.
+pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(LineError::TooLong { len: line.len(), max: MAX_LINE_BYTES });
+    }
+    let value: Value = serde_json::from_str(line).map_err(|e| LineError::Json(e.to_string()))?;
+    let mut map = match value {
+        Value::Object(map) => map,
+        Value::Null => return Err(LineError::NotAnObject("null")),
+        Value::Bool(_) => return Err(LineError::NotAnObject("a boolean")),
+        Value::Number(_) => return Err(LineError::NotAnObject("a number")),
+        Value::String(_) => return Err(LineError::NotAnObject("a string")),
+        Value::Array(_) => return Err(LineError::NotAnObject("an array")),
+    };
+    let kind = match map.remove("type") {
+        Some(Value::String(kind)) => kind,
+        _ => return Err(LineError::MissingType),
+    };
+    if !TYPES.contains(&kind.as_str()) {
+        return Err(LineError::UnknownType(kind.chars().take(64).collect()));
+    }
+    check_kinds(&kind, &map)?;
+    let event = match kind.as_str() {
+        "issued" => {
+            let l: IssuedLine = typed(map)?;
+            let issued = Issued {
+                model: field("model", ModelCode::parse(&l.model))?,
+                merchant: field("merchant", MerchantId::parse(&l.merchant))?,
+                provider: field("provider", ProviderId::parse(&l.provider))?,
+                region: field("region", RegionCode::parse(&l.region))?,
+                contract: parse_contract(l.contract)?,
+                replaces: l.replaces.map(|sn| field("replaces", Sn::parse(&sn))).transpose()?,
+            };
+            terminal(&l.device, &l.at, l.event_id, l.expected_version, TerminalEvent::Issued(Box::new(issued)))?
+        }
+        "flow" => {
+            let l: FlowLine = typed(map)?;
+            let event = TerminalEvent::Flow { amount_fen: l.amount_fen, transactions: l.transactions };
+            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
+        }
+        "activated" | "contract_expired" => {
+            let l: PlainLine = typed(map)?;
+            let event =
+                if kind == "activated" { TerminalEvent::Activated } else { TerminalEvent::ContractExpired };
+            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
+        }
+        "contract_renewed" => {
+            let l: RenewedLine = typed(map)?;
+            let event = TerminalEvent::ContractRenewed { contract: parse_contract(l.contract)? };
+            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
+        }
+        "flagged" | "flag_cleared" => {
+            let l: FlagLine = typed(map)?;
+            let reason = parse_flag_reason(&l.reason)?;
+            let note = field("note", Text::parse(&l.note))?;
+            let event = if kind == "flagged" {
+                TerminalEvent::Flagged { reason, note }
+            } else {
+                TerminalEvent::FlagCleared { reason, note }
+            };
+            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
+        }
+        "stopped" => {
+            let l: StoppedLine = typed(map)?;
+            let event = TerminalEvent::Stopped {
+                reason: parse_stop_reason(&l.reason)?,
+                directive: l.directive.map(|d| field("directive", DirectiveId::parse(&d))).transpose()?,
+            };
+            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
+        }
+        "replaced" => {
+            let l: ReplacedLine = typed(map)?;
+            let event = TerminalEvent::Replaced { by: field("by", Sn::parse(&l.by))? };
+            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
+        }
+        _ => {
+            let l: DirectiveLine = typed(map)?;
+            let directive = Directive {
+                id: field("id", DirectiveId::parse(&l.id))?,
+                at: parse_time("at", &l.at)?,
+                models: l.models.iter().map(|m| field("models", ModelCode::parse(m))).collect::<Result<_, _>>()?,
+                reason: field("reason", Text::parse(&l.reason))?,
+                deadline: l.deadline.map(|d| parse_time("deadline", &d)).transpose()?,
+            };
+            AppendEvent {
+                event: Event::Directive(directive),
+                event_id: l.event_id.map(|id| field("event_id", EventId::parse(&id))).transpose()?,
+                expected_version: l.expected_version,
+            }
+        }
+    };
+    event.event.validate().map_err(LineError::Invalid)?;
+    Ok(event)
+}
+
+fn time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn contract_dto(c: &Contract) -> ContractDto {
+    ContractDto { id: c.id.to_string(), start: time(&c.start), end: time(&c.end) }
+}
+
+/// Renders one event as an NDJSON line (without the newline), with `event_id` when given.
+pub fn render_event(event: &Event, event_id: Option<&EventId>) -> Result<String, serde_json::Error> {
+    let event_id = event_id.map(EventId::to_string);
+    let e = match event {
+        Event::Directive(d) => {
+            return serde_json::to_string(&DirectiveLine {
+                kind: "directive",
+                id: d.id.to_string(),
+                at: time(&d.at),
+                models: d.models.iter().map(ModelCode::to_string).collect(),
+                reason: d.reason.to_string(),
+                deadline: d.deadline.as_ref().map(time),
+                event_id,
+                expected_version: None,
+            })
+        }
+        Event::Terminal(e) => e,
+    };
+    let (device, kind, at) = (e.device.to_string(), e.event.type_name(), time(&e.at));
+    match &e.event {
+        TerminalEvent::Issued(i) => serde_json::to_string(&IssuedLine {
+            device,
+            kind,
+            at,
+            model: i.model.to_string(),
+            merchant: i.merchant.to_string(),
+            provider: i.provider.to_string(),
+            region: i.region.to_string(),
+            contract: contract_dto(&i.contract),
+            replaces: i.replaces.as_ref().map(Sn::to_string),
+            event_id,
+            expected_version: None,
+        }),
+        TerminalEvent::Flow { amount_fen, transactions } => serde_json::to_string(&FlowLine {
+            device,
+            kind,
+            at,
+            amount_fen: *amount_fen,
+            transactions: *transactions,
+            event_id,
+            expected_version: None,
+        }),
+        TerminalEvent::Activated | TerminalEvent::ContractExpired => {
+            serde_json::to_string(&PlainLine { device, kind, at, event_id, expected_version: None })
+        }
+        TerminalEvent::ContractRenewed { contract } => serde_json::to_string(&RenewedLine {
+            device,
+            kind,
+            at,
+            contract: contract_dto(contract),
+            event_id,
+            expected_version: None,
+        }),
+        TerminalEvent::Flagged { reason, note } | TerminalEvent::FlagCleared { reason, note } => {
+            serde_json::to_string(&FlagLine {
+                device,
+                kind,
+                at,
+                reason: reason.as_str().to_owned(),
+                note: note.to_string(),
+                event_id,
+                expected_version: None,
+            })
+        }
+        TerminalEvent::Stopped { reason, directive } => serde_json::to_string(&StoppedLine {
+            device,
+            kind,
+            at,
+            reason: reason.as_str().to_owned(),
+            directive: directive.as_ref().map(DirectiveId::to_string),
+            event_id,
+            expected_version: None,
+        }),
+        TerminalEvent::Replaced { by } => serde_json::to_string(&ReplacedLine {
+            device,
+            kind,
+            at,
+            by: by.to_string(),
+            event_id,
+            expected_version: None,
+        }),
+    }
+}
+
+/// Renders a record of the log as an NDJSON line (without the newline): its event and `event_id`.
+/// Position, version and recorded-at are not part of the schema (the position is the line number).
+pub fn render(record: &Record) -> Result<String, serde_json::Error> {
+    render_event(&record.event, record.event_id.as_ref())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const LINES: [&str; 10] = [
+        r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000","contract":{"id":"C1","start":"2026-01-01T00:00:00Z","end":"2027-01-01T00:00:00Z"}}"#,
+        r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00.123456Z","amount_fen":5000,"transactions":3,"event_id":"e-1"}"#,
+        r#"{"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z","expected_version":2}"#,
+        r#"{"device":"SN1","type":"contract_renewed","at":"2026-12-20T00:00:00Z","contract":{"id":"C2","start":"2027-01-01T00:00:00Z","end":"2028-01-01T00:00:00Z"}}"#,
+        r#"{"device":"SN1","type":"contract_expired","at":"2028-01-01T00:00:00Z"}"#,
+        r#"{"device":"SN1","type":"flagged","at":"2028-01-02T00:00:00Z","reason":"cash_out","note":"fake purchases"}"#,
+        r#"{"device":"SN1","type":"flag_cleared","at":"2028-01-03T00:00:00Z","reason":"cash_out","note":"ok"}"#,
+        r#"{"device":"SN1","type":"stopped","at":"2028-01-04T00:00:00Z","reason":"model_recall","directive":"D-2026-07"}"#,
+        r#"{"device":"SN1","type":"replaced","at":"2028-01-05T00:00:00Z","by":"SN2"}"#,
+        r#"{"type":"directive","id":"D-2026-07","at":"2026-07-01T00:00:00Z","models":["LKL-A8","PAX-A920"],"reason":"certificates revoked","deadline":"2026-08-01T00:00:00Z"}"#,
+    ];
+
+    #[test]
+    fn every_type_round_trips_byte_for_byte() {
+        for line in LINES {
+            let event = parse_line(line).unwrap();
+            let mut rendered = render_event(&event.event, event.event_id.as_ref()).unwrap();
+            if let Some(v) = event.expected_version {
+                // expected_version is an input-only field: the log does not keep it.
+                rendered.insert_str(rendered.len() - 1, &format!(",\"expected_version\":{v}"));
+            }
+            assert_eq!(rendered, line);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let err = |line: &str| parse_line(line).unwrap_err().to_string();
+        assert!(err("{not json").starts_with("malformed JSON"));
+        assert!(err("[1]").contains("expected a JSON object"));
+        assert!(err(r#"{"device":"SN1","type":"teleported","at":"2026-01-01T00:00:00Z"}"#).contains("unknown type"));
+        assert!(err(r#"{"device":"SN1","at":"2026-01-01T00:00:00Z"}"#).contains("missing field `type`"));
+        assert!(err(r#"{"device":"SN1","type":"flow","at":"2026-01-01T00:00:00Z","amount_fen":5}"#)
+            .contains("missing field `transactions`"));
+        assert!(err(r#"{"device":"SN1","type":"activated","at":"2026-01-01T00:00:00Z","colour":"red"}"#)
+            .contains("unknown field `colour`"));
+        assert!(err(r#"{"device":"SN 1","type":"activated","at":"2026-01-01T00:00:00Z"}"#)
+            .contains("field `device`"));
+        let wrong = err(r#"{"device":"SN1","type":"flow","at":"2026-01-01T00:00:00Z","amount_fen":"5","transactions":1}"#);
+        assert!(wrong.contains("field `amount_fen` must be a non-negative integer"), "{wrong}");
+        assert!(err(r#"{"device":"SN1","type":"activated","at":"yesterday"}"#).contains("RFC 3339"));
+        assert!(err(r#"{"device":"SN1","type":"stopped","at":"2026-01-01T00:00:00Z","reason":"bored"}"#)
+            .contains("unknown reason"));
+        let long = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_LINE_BYTES));
+        assert!(err(&long).contains("over the limit"));
+    }
+}
