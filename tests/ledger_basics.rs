@@ -61,7 +61,9 @@ fn directive_stops_exactly_the_running_terminals_of_its_models() {
     assert_eq!(ledger.terminal(&sn("C1")).unwrap().1.status, Status::Issued);
     let again = ledger.stop_models(directive("D-1", &["M-C"]), None).unwrap_err();
     assert!(matches!(again, AppendError::Rule { .. }), "{again}");
-    assert_eq!(ledger.terminals_of_model(&ledger::ModelCode::parse("M-A").unwrap()).unwrap().len(), 2);
+    let model = ledger::ModelCode::parse("M-A").unwrap();
+    assert_eq!(ledger.terminals_of_model(&model).len(), 2);
+    assert_eq!(ledger.persisted_terminals_of_model(&model).unwrap().len(), 2);
 }
 
 #[test]

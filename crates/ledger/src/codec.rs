@@ -5,7 +5,28 @@
 //! before any allocation, and bincode is configured with the same limit so no length field inside a body
 //! can make it allocate more.
 
-use crate::model::Record;
+use crate::model::{Event, EventId, Record};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// A record borrowed from its parts: encodes to exactly the bytes of the equal [`Record`], without
+/// cloning the event (the append path's hot loop).
+#[derive(Serialize)]
+pub struct RecordRef<'a> {
+    /// See [`Record::position`].
+    pub position: u64,
+    /// See [`Record::version`].
+    pub version: u64,
+    /// See [`Record::event_id`].
+    pub event_id: Option<&'a EventId>,
+    /// See [`Record::recorded_at`].
+    #[serde(with = "crate::model::micros")]
+    pub recorded_at: DateTime<Utc>,
+    /// See [`Record::commit`].
+    pub commit: bool,
+    /// See [`Record::event`].
+    pub event: &'a Event,
+}
 
 /// The record format written by this version of posledger.
 pub const RECORD_FORMAT_V1: u8 = 1;
@@ -47,6 +68,21 @@ pub enum CodecError {
 
 /// Appends the body of `record` (format byte + bincode) to `out` and returns its length.
 pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<usize, CodecError> {
+    encode_record_ref(
+        &RecordRef {
+            position: record.position,
+            version: record.version,
+            event_id: record.event_id.as_ref(),
+            recorded_at: record.recorded_at,
+            commit: record.commit,
+            event: &record.event,
+        },
+        out,
+    )
+}
+
+/// Appends the body of a borrowed record to `out` and returns its length.
+pub fn encode_record_ref(record: &RecordRef<'_>, out: &mut Vec<u8>) -> Result<usize, CodecError> {
     let start = out.len();
     out.push(RECORD_FORMAT_V1);
     bincode::serde::encode_into_std_write(record, out, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
@@ -99,6 +135,17 @@ mod tests {
                 event: TerminalEvent::Flow { amount_fen: 5000, transactions: 3 },
             }),
         }
+    }
+
+    #[test]
+    fn borrowed_and_owned_records_encode_alike() {
+        #[derive(serde::Serialize)]
+        struct Owned<'a>(&'a Record);
+        let mut via_ref = Vec::new();
+        encode_record(&record(), &mut via_ref).unwrap();
+        let mut via_owned = vec![RECORD_FORMAT_V1];
+        bincode::serde::encode_into_std_write(record(), &mut via_owned, config()).unwrap();
+        assert_eq!(via_ref, via_owned);
     }
 
     #[test]

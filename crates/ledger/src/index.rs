@@ -1,36 +1,123 @@
-//! The derived index: an in-memory view of current state that validates decisions, and its persistent
-//! copy in sled (stream index, per-terminal state, idempotency keys, model → terminals, directives, and
-//! an indexed-up-to watermark).
+//! The derived index: an in-memory [`View`] of current state (per-terminal lifecycle state, stream
+//! versions and positions, directives, model → terminals, idempotency keys) that validates decisions and
+//! answers stream reads, and its persistent copy in sled, the [`Store`].
 //!
 //! Nothing here is a source of truth: the whole index can be deleted and is rebuilt from the segments.
-//! sled is written by a background thread, off the append path, and only with records that are already
-//! durable in the log; the watermark is written after the entries it covers. Replaying records the
-//! index already holds is harmless: a stream entry records how many events it covers, and older
-//! positions are skipped.
 //!
-//! sled layout (all integers big-endian in keys, values bincode standard):
+//! ## Why snapshots, not one key per event
+//! sled with one key per event manages ~100k events/s on this machine; the log takes millions. So the
+//! view is persisted as *pages*: terminals are spread over [`BUCKETS`] buckets by a hash of their SN, and
+//! a snapshot writes one sled value per bucket that changed since the previous snapshot (in the spirit
+//! of EventStoreDB's PTables: a memtable in memory, flushed in large sorted pieces). Snapshots are taken
+//! every [`SNAPSHOT_EVERY`] records and when the ledger closes, written by a background thread, and only
+//! once every record they cover is durable in the log. The log between the snapshot's watermark and its
+//! end is replayed on open, as a database replays its WAL.
+//!
+//! ## sled layout (keys big-endian, values bincode standard)
 //!
 //! | tree | key | value |
 //! | --- | --- | --- |
-//! | `meta` | `watermark` | u64: records indexed (positions 0..watermark) |
-//! | `meta` | `ledger_id`, `last_leaf` | the ledger's id; the leaf hash of record watermark-1 |
-//! | `streams` | stream key (`T`+SN, or `D`) | [`StreamEntry`]: version, state, model, last < 256 positions |
-//! | `chunks` | stream key, 0x00, chunk u64 | 256 positions of versions chunk·256 .. |
-//! | `event_ids` | event id | position u64 |
-//! | `models` | model, 0x00, SN | empty |
+//! | `meta` | `watermark`, `last_leaf`, `ledger_id` | records covered (u64); leaf hash of record watermark-1; the ledger's id |
+//! | `buckets` | bucket number u16 | every terminal of the bucket: SN, version, lifecycle state, model, positions |
+//! | `directives_stream` | `D` | version and positions of the directives stream |
 //! | `directives` | directive id | the directive's models |
+//! | `models` | model, 0x00, SN | empty: model → terminals |
+//! | `event_ids` | event id | position u64 |
+//!
+//! The watermark is written last, in the same sled batch sequence, after the values it covers; sled
+//! recovers a prefix of its operations, so a crash leaves either the old snapshot or the new one.
 
 use crate::lifecycle::State;
 use crate::merkle::Hash;
-use crate::model::{DirectiveId, EventId, ModelCode, Sn, StreamId};
+use crate::model::{DirectiveId, EventId, ModelCode, Sn};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
-/// Positions per sealed chunk of a stream's position list.
-pub const CHUNK: u64 = 256;
+/// Number of snapshot pages terminals are spread over.
+pub const BUCKETS: usize = 4096;
+/// A snapshot of the view is taken after at least this many new records.
+pub const SNAPSHOT_EVERY: u64 = 2_000_000;
+
+/// A fast hash map (foldhash): keys are SNs and ids chosen by the processor, not by an attacker.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+/// A fast hash set.
+pub type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
+
+/// The bucket of a terminal: FNV-1a (64-bit) of its SN modulo [`BUCKETS`]. Part of the index format,
+/// so it is spelled out here rather than borrowed from a hasher whose output may change between versions.
+pub fn bucket_of(sn: &Sn) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in sn.as_str().bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % BUCKETS as u64) as usize
+}
+
+/// A stream's positions, delta-encoded as varints (about 3 bytes per event in a busy log).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Positions {
+    bytes: Vec<u8>,
+    last: u64,
+    count: u64,
+}
+
+impl Positions {
+    /// Appends a position, which must be larger than the last one.
+    pub fn push(&mut self, position: u64) {
+        assert!(self.count == 0 || position > self.last, "stream positions must increase");
+        let mut delta = if self.count == 0 { position } else { position - self.last };
+        loop {
+            let byte = (delta & 0x7f) as u8;
+            delta >>= 7;
+            if delta == 0 {
+                self.bytes.push(byte);
+                break;
+            }
+            self.bytes.push(byte | 0x80);
+        }
+        self.last = position;
+        self.count += 1;
+    }
+
+    /// Number of positions.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Decodes every position, in order. A malformed list (only possible from a corrupt index) is an error.
+    pub fn to_vec(&self) -> Result<Vec<u64>, String> {
+        let mut out = Vec::with_capacity(self.count as usize);
+        let mut value = 0u64;
+        let mut shift = 0u32;
+        let mut last = 0u64;
+        for &byte in &self.bytes {
+            if shift > 63 {
+                return Err("position varint too long".into());
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                last = if out.is_empty() { value } else { last.checked_add(value).ok_or("position overflow")? };
+                out.push(last);
+                value = 0;
+                shift = 0;
+            }
+        }
+        if out.len() as u64 != self.count || (self.count > 0 && last != self.last) {
+            return Err("position list does not match its count".into());
+        }
+        Ok(out)
+    }
+}
 
 /// What the ledger keeps in memory per terminal.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalMem {
     /// Events in the stream.
     pub version: u64,
@@ -38,99 +125,146 @@ pub struct TerminalMem {
     pub state: State,
     /// The terminal's model (for directives).
     pub model: ModelCode,
+    /// Positions of its events.
+    pub positions: Positions,
 }
 
-/// The in-memory view of current state, used to validate decisions.
-#[derive(Debug, Default)]
+/// The in-memory view of current state.
+#[derive(Debug)]
 pub struct View {
-    /// Per-terminal state.
-    pub terminals: HashMap<Sn, TerminalMem>,
-    /// Events in the directives stream.
-    pub directives_version: u64,
+    buckets: Vec<FastMap<Sn, TerminalMem>>,
+    dirty: Vec<bool>,
+    /// Positions of the directives stream.
+    pub directives_stream: Positions,
     /// Recorded directives and their models.
-    pub directives: HashMap<DirectiveId, HashSet<ModelCode>>,
+    pub directives: FastMap<DirectiveId, FastSet<ModelCode>>,
     /// Model → terminals issued with it.
-    pub models: HashMap<ModelCode, Vec<Sn>>,
+    pub models: FastMap<ModelCode, Vec<Sn>>,
     /// Idempotency keys → position.
-    pub event_ids: HashMap<EventId, u64>,
+    pub event_ids: FastMap<EventId, u64>,
+    /// Changes since the last snapshot that are not in the buckets.
+    delta: Delta,
 }
 
-/// A stream's entry in sled.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamEntry {
-    /// Events in the stream covered by this entry.
-    pub version: u64,
-    /// Lifecycle state (terminal streams).
-    pub state: Option<State>,
-    /// Model (terminal streams).
-    pub model: Option<ModelCode>,
-    /// Positions of versions `version - tail.len() .. version` (fewer than [`CHUNK`]).
-    pub tail: Vec<u64>,
+#[derive(Debug, Default, Clone)]
+struct Delta {
+    directives: Vec<(DirectiveId, Vec<ModelCode>)>,
+    models: Vec<(ModelCode, Sn)>,
+    event_ids: Vec<(EventId, u64)>,
+    directives_stream: bool,
 }
 
-/// The sled key of a stream.
-pub fn stream_key(stream: &StreamId) -> Vec<u8> {
-    match stream {
-        StreamId::Terminal(sn) => {
-            let mut key = Vec::with_capacity(1 + sn.as_str().len());
-            key.push(b'T');
-            key.extend_from_slice(sn.as_str().as_bytes());
-            key
+impl Default for View {
+    fn default() -> Self {
+        View {
+            buckets: (0..BUCKETS).map(|_| FastMap::default()).collect(),
+            dirty: vec![false; BUCKETS],
+            directives_stream: Positions::default(),
+            directives: FastMap::default(),
+            models: FastMap::default(),
+            event_ids: FastMap::default(),
+            delta: Delta::default(),
         }
-        StreamId::Directives => vec![b'D'],
     }
 }
 
-fn chunk_key(stream_key: &[u8], chunk: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(stream_key.len() + 9);
-    key.extend_from_slice(stream_key);
-    key.push(0);
-    key.extend_from_slice(&chunk.to_be_bytes());
-    key
+impl View {
+    /// A terminal's entry.
+    pub fn terminal(&self, sn: &Sn) -> Option<&TerminalMem> {
+        self.buckets[bucket_of(sn)].get(sn)
+    }
+
+    /// A terminal's entry, for update; marks its bucket dirty.
+    pub fn terminal_mut(&mut self, sn: &Sn) -> Option<&mut TerminalMem> {
+        let bucket = bucket_of(sn);
+        let entry = self.buckets[bucket].get_mut(sn);
+        if entry.is_some() {
+            self.dirty[bucket] = true;
+        }
+        entry
+    }
+
+    /// Adds a newly issued terminal.
+    pub fn insert_terminal(&mut self, sn: Sn, mem: TerminalMem) {
+        let bucket = bucket_of(&sn);
+        self.dirty[bucket] = true;
+        self.delta.models.push((mem.model.clone(), sn.clone()));
+        self.models.entry(mem.model.clone()).or_default().push(sn.clone());
+        let previous = self.buckets[bucket].insert(sn, mem);
+        assert!(previous.is_none(), "a terminal is issued once");
+    }
+
+    /// Records a directive.
+    pub fn insert_directive(&mut self, id: DirectiveId, models: &[ModelCode]) {
+        self.delta.directives.push((id.clone(), models.to_vec()));
+        self.directives.insert(id, models.iter().cloned().collect());
+    }
+
+    /// Adds a position to the directives stream.
+    pub fn push_directive_position(&mut self, position: u64) {
+        self.directives_stream.push(position);
+        self.delta.directives_stream = true;
+    }
+
+    /// Records an idempotency key.
+    pub fn insert_event_id(&mut self, id: EventId, position: u64) {
+        self.delta.event_ids.push((id.clone(), position));
+        self.event_ids.insert(id, position);
+    }
+
+    /// Number of terminals.
+    pub fn terminal_count(&self) -> usize {
+        self.buckets.iter().map(|b| b.len()).sum()
+    }
+
+    /// Encodes what changed since the last snapshot and clears the change marks.
+    pub fn take_snapshot(&mut self, size: u64, last_leaf: Hash) -> Result<Snapshot, String> {
+        let mut buckets = Vec::new();
+        for (number, dirty) in self.dirty.iter_mut().enumerate() {
+            if !*dirty {
+                continue;
+            }
+            *dirty = false;
+            let mut entries: Vec<(&Sn, &TerminalMem)> = self.buckets[number].iter().collect();
+            // Sorted so that the same view always gives the same bytes.
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            buckets.push((number as u16, encode(&entries)?));
+        }
+        let delta = std::mem::take(&mut self.delta);
+        Ok(Snapshot {
+            size,
+            last_leaf,
+            buckets,
+            directives_stream: if delta.directives_stream { Some(encode(&self.directives_stream)?) } else { None },
+            directives: delta.directives,
+            models: delta.models,
+            event_ids: delta.event_ids,
+        })
+    }
 }
 
-fn model_key(model: &ModelCode, sn: &Sn) -> Vec<u8> {
-    let mut key = Vec::with_capacity(model.as_str().len() + 1 + sn.as_str().len());
-    key.extend_from_slice(model.as_str().as_bytes());
-    key.push(0);
-    key.extend_from_slice(sn.as_str().as_bytes());
-    key
-}
-
-/// One stream's change in an [`IndexUpdate`].
-#[derive(Clone, Debug)]
-pub struct StreamChange {
-    /// The stream.
-    pub stream: StreamId,
-    /// Version of the first new position.
-    pub first_version: u64,
-    /// New positions, for versions `first_version..`.
-    pub positions: Vec<u64>,
-    /// State after them (terminal streams).
-    pub state: Option<State>,
-    /// Model (terminal streams).
-    pub model: Option<ModelCode>,
-}
-
-/// What one append (or one recovered append) adds to the index.
-#[derive(Clone, Debug, Default)]
-pub struct IndexUpdate {
-    /// Log size after the append.
-    pub end_position: u64,
-    /// Leaf hash of record `end_position - 1`.
+/// What one snapshot writes to sled.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Records covered (the watermark).
+    pub size: u64,
+    /// Leaf hash of record `size - 1`.
     pub last_leaf: Hash,
-    /// Changed streams.
-    pub streams: Vec<StreamChange>,
-    /// New idempotency keys.
-    pub event_ids: Vec<(EventId, u64)>,
-    /// Newly issued terminals.
-    pub models: Vec<(ModelCode, Sn)>,
+    /// Changed buckets, encoded.
+    pub buckets: Vec<(u16, Vec<u8>)>,
+    /// The directives stream, if it changed.
+    pub directives_stream: Option<Vec<u8>>,
     /// New directives.
     pub directives: Vec<(DirectiveId, Vec<ModelCode>)>,
+    /// Newly issued terminals.
+    pub models: Vec<(ModelCode, Sn)>,
+    /// New idempotency keys.
+    pub event_ids: Vec<(EventId, u64)>,
 }
 
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<{ 1 << 20 }>()
+    // A bucket holds ~1/4096 of the fleet: 64 MiB allows for fleets far beyond 10^7 terminals.
+    bincode::config::standard().with_limit::<{ 64 << 20 }>()
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
@@ -146,24 +280,36 @@ fn u64_value(bytes: &[u8]) -> Result<u64, String> {
     Ok(u64::from_be_bytes(array))
 }
 
+fn model_key(model: &ModelCode, sn: &Sn) -> Vec<u8> {
+    let mut key = Vec::with_capacity(model.as_str().len() + 1 + sn.as_str().len());
+    key.extend_from_slice(model.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(sn.as_str().as_bytes());
+    key
+}
+
+fn text(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| e.to_string())
+}
+
 /// The sled side of the index.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
-    streams: sled::Tree,
-    chunks: sled::Tree,
-    event_ids: sled::Tree,
-    models: sled::Tree,
+    buckets: sled::Tree,
+    directives_stream: sled::Tree,
     directives: sled::Tree,
+    models: sled::Tree,
+    event_ids: sled::Tree,
 }
 
-/// What the store says about how far it got.
+/// How far the persisted index reaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Watermark {
-    /// Records indexed.
+    /// Records covered.
     pub size: u64,
-    /// Leaf hash of the last indexed record (zeros when size is 0).
+    /// Leaf hash of the last covered record.
     pub last_leaf: Hash,
     /// The ledger the index belongs to.
     pub ledger_id: u64,
@@ -175,17 +321,17 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(1000))
-            .cache_capacity(256 << 20)
+            .cache_capacity(64 << 20)
             .open()
             .map_err(|e| e.to_string())?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| e.to_string());
         Ok(Store {
             meta: tree("meta")?,
-            streams: tree("streams")?,
-            chunks: tree("chunks")?,
-            event_ids: tree("event_ids")?,
-            models: tree("models")?,
+            buckets: tree("buckets")?,
+            directives_stream: tree("directives_stream")?,
             directives: tree("directives")?,
+            models: tree("models")?,
+            event_ids: tree("event_ids")?,
             db,
         })
     }
@@ -200,156 +346,98 @@ impl Store {
         Ok(Some(Watermark { size: u64_value(&size)?, last_leaf, ledger_id: u64_value(&id)? }))
     }
 
-    /// Loads the whole in-memory view.
+    /// Loads the whole view as of the watermark.
     pub fn load_view(&self) -> Result<View, String> {
         let mut view = View::default();
-        for item in self.streams.iter() {
+        for item in self.buckets.iter() {
             let (key, value) = item.map_err(|e| e.to_string())?;
-            let entry: StreamEntry = decode(&value)?;
-            match key.first() {
-                Some(b'T') => {
-                    let sn = std::str::from_utf8(&key[1..]).map_err(|e| e.to_string())?;
-                    let sn = Sn::parse(sn).map_err(|e| e.to_string())?;
-                    let (Some(state), Some(model)) = (entry.state, entry.model) else {
-                        return Err(format!("stream entry of {sn} lacks its state"));
-                    };
-                    view.terminals.insert(sn, TerminalMem { version: entry.version, state, model });
-                }
-                Some(b'D') => view.directives_version = entry.version,
-                _ => return Err("unknown stream key".into()),
+            let number = u16::from_be_bytes(key.as_ref().try_into().map_err(|_| "bad bucket key")?) as usize;
+            if number >= BUCKETS {
+                return Err(format!("bucket {number} out of range"));
             }
+            let entries: Vec<(Sn, TerminalMem)> = decode(&value)?;
+            for (sn, mem) in entries {
+                if bucket_of(&sn) != number {
+                    return Err(format!("terminal {sn} stored in the wrong bucket"));
+                }
+                view.models.entry(mem.model.clone()).or_default().push(sn.clone());
+                view.buckets[number].insert(sn, mem);
+            }
+        }
+        if let Some(bytes) = self.directives_stream.get("D").map_err(|e| e.to_string())? {
+            view.directives_stream = decode(&bytes)?;
         }
         for item in self.directives.iter() {
             let (key, value) = item.map_err(|e| e.to_string())?;
-            let id =
-                DirectiveId::parse(std::str::from_utf8(&key).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            let id = DirectiveId::parse(text(&key)?).map_err(|e| e.to_string())?;
             let models: Vec<ModelCode> = decode(&value)?;
             view.directives.insert(id, models.into_iter().collect());
         }
-        for item in self.models.iter() {
-            let (key, _) = item.map_err(|e| e.to_string())?;
-            let split = key.iter().position(|b| *b == 0).ok_or("bad model key")?;
-            let text = |bytes: &[u8]| std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| e.to_string());
-            let model = ModelCode::parse(&text(&key[..split])?).map_err(|e| e.to_string())?;
-            let sn = Sn::parse(&text(&key[split + 1..])?).map_err(|e| e.to_string())?;
-            view.models.entry(model).or_default().push(sn);
-        }
         for item in self.event_ids.iter() {
             let (key, value) = item.map_err(|e| e.to_string())?;
-            let id =
-                EventId::parse(std::str::from_utf8(&key).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            let id = EventId::parse(text(&key)?).map_err(|e| e.to_string())?;
             view.event_ids.insert(id, u64_value(&value)?);
+        }
+        // The models tree must agree with the buckets (it is what an external reader of the index uses).
+        let indexed = self.models.len();
+        let issued = view.terminal_count();
+        if indexed < issued {
+            return Err(format!("model index holds {indexed} terminals, buckets {issued}"));
         }
         Ok(view)
     }
 
     /// Empties every tree (before a rebuild).
     pub fn clear(&self) -> Result<(), String> {
-        for tree in [&self.meta, &self.streams, &self.chunks, &self.event_ids, &self.models, &self.directives] {
+        for tree in
+            [&self.meta, &self.buckets, &self.directives_stream, &self.directives, &self.models, &self.event_ids]
+        {
             tree.clear().map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 
-    /// Applies updates (in position order), then moves the watermark past them.
-    pub fn apply(&self, updates: &[IndexUpdate], ledger_id: u64) -> Result<(), String> {
-        let Some(last) = updates.last() else { return Ok(()) };
-        // Merge the changes of all updates per stream, so each stream entry is read and written once.
-        let mut merged: HashMap<Vec<u8>, (u64, Vec<u64>, Option<State>, Option<ModelCode>)> = HashMap::new();
-        let mut ids = sled::Batch::default();
-        let mut models = sled::Batch::default();
-        let mut directives = sled::Batch::default();
-        for update in updates {
-            for change in &update.streams {
-                let key = stream_key(&change.stream);
-                let slot = merged.entry(key).or_insert_with(|| (change.first_version, Vec::new(), None, None));
-                assert_eq!(
-                    slot.0 + slot.1.len() as u64,
-                    change.first_version,
-                    "stream versions not dense in index updates"
-                );
-                slot.1.extend_from_slice(&change.positions);
-                slot.2 = change.state;
-                if change.model.is_some() {
-                    slot.3 = change.model.clone();
-                }
-            }
-            for (id, position) in &update.event_ids {
-                ids.insert(id.as_str().as_bytes(), &position.to_be_bytes());
-            }
-            for (model, sn) in &update.models {
-                models.insert(model_key(model, sn), &[][..]);
-            }
-            for (id, list) in &update.directives {
-                directives.insert(id.as_str().as_bytes(), encode(list)?);
-            }
-        }
-        let mut streams = sled::Batch::default();
-        let mut chunks = sled::Batch::default();
-        for (key, (first_version, positions, state, model)) in merged {
-            let mut entry: StreamEntry = match self.streams.get(&key).map_err(|e| e.to_string())? {
-                Some(bytes) => decode(&bytes)?,
-                None => StreamEntry::default(),
-            };
-            for (i, position) in positions.into_iter().enumerate() {
-                let version = first_version + i as u64;
-                if version < entry.version {
-                    continue; // already indexed before a crash: replay is idempotent
-                }
-                assert_eq!(version, entry.version, "gap in a stream's versions");
-                entry.tail.push(position);
-                entry.version += 1;
-                if entry.tail.len() as u64 == CHUNK {
-                    let chunk = entry.version / CHUNK - 1;
-                    chunks.insert(chunk_key(&key, chunk), encode(&entry.tail)?);
-                    entry.tail.clear();
-                }
-            }
-            if state.is_some() {
-                entry.state = state;
-            }
-            if model.is_some() {
-                entry.model = model;
-            }
-            streams.insert(key, encode(&entry)?);
-        }
+    /// Writes a snapshot, then moves the watermark to it, then flushes.
+    pub fn write(&self, snapshot: &Snapshot, ledger_id: u64) -> Result<(), String> {
         let err = |e: sled::Error| e.to_string();
-        self.chunks.apply_batch(chunks).map_err(err)?;
-        self.streams.apply_batch(streams).map_err(err)?;
-        self.event_ids.apply_batch(ids).map_err(err)?;
-        self.models.apply_batch(models).map_err(err)?;
+        let mut buckets = sled::Batch::default();
+        for (number, bytes) in &snapshot.buckets {
+            buckets.insert(&number.to_be_bytes(), bytes.as_slice());
+        }
+        self.buckets.apply_batch(buckets).map_err(err)?;
+        if let Some(bytes) = &snapshot.directives_stream {
+            self.directives_stream.insert("D", bytes.as_slice()).map_err(err)?;
+        }
+        let mut directives = sled::Batch::default();
+        for (id, models) in &snapshot.directives {
+            directives.insert(id.as_str().as_bytes(), encode(models)?);
+        }
         self.directives.apply_batch(directives).map_err(err)?;
+        let mut models = sled::Batch::default();
+        for (model, sn) in &snapshot.models {
+            models.insert(model_key(model, sn), &[][..]);
+        }
+        self.models.apply_batch(models).map_err(err)?;
+        let mut ids = sled::Batch::default();
+        for (id, position) in &snapshot.event_ids {
+            ids.insert(id.as_str().as_bytes(), &position.to_be_bytes());
+        }
+        self.event_ids.apply_batch(ids).map_err(err)?;
         let mut meta = sled::Batch::default();
-        meta.insert("watermark", &last.end_position.to_be_bytes());
-        meta.insert("last_leaf", &last.last_leaf);
+        meta.insert("watermark", &snapshot.size.to_be_bytes());
+        meta.insert("last_leaf", &snapshot.last_leaf);
         meta.insert("ledger_id", &ledger_id.to_be_bytes());
         self.meta.apply_batch(meta).map_err(err)?;
+        self.db.flush().map_err(err)?;
         Ok(())
     }
 
-    /// Positions of a stream's events, in version order.
-    pub fn stream_positions(&self, stream: &StreamId) -> Result<Vec<u64>, String> {
-        let key = stream_key(stream);
-        let Some(bytes) = self.streams.get(&key).map_err(|e| e.to_string())? else {
-            return Ok(Vec::new());
-        };
-        let entry: StreamEntry = decode(&bytes)?;
-        let mut positions = Vec::with_capacity(entry.version as usize);
-        let mut prefix = key.clone();
-        prefix.push(0);
-        for item in self.chunks.scan_prefix(&prefix) {
-            let (_, value) = item.map_err(|e| e.to_string())?;
-            let chunk: Vec<u64> = decode(&value)?;
-            positions.extend(chunk);
-        }
-        positions.extend(entry.tail);
-        if positions.len() as u64 != entry.version {
-            return Err(format!("{stream}: index holds {} positions for {} events", positions.len(), entry.version));
-        }
-        Ok(positions)
+    /// Flushes sled to disk.
+    pub fn flush(&self) -> Result<(), String> {
+        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
     }
 
-    /// Terminals issued with `model`, from the model index.
+    /// Terminals issued with `model`, from the sled model index (as of the last snapshot).
     pub fn terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, String> {
         let mut prefix = model.as_str().as_bytes().to_vec();
         prefix.push(0);
@@ -357,14 +445,33 @@ impl Store {
             .scan_prefix(&prefix)
             .map(|item| {
                 let (key, _) = item.map_err(|e| e.to_string())?;
-                let sn = std::str::from_utf8(&key[prefix.len()..]).map_err(|e| e.to_string())?;
-                Sn::parse(sn).map_err(|e| e.to_string())
+                Sn::parse(text(&key[prefix.len()..])?).map_err(|e| e.to_string())
             })
             .collect()
     }
+}
 
-    /// Flushes sled to disk.
-    pub fn flush(&self) -> Result<(), String> {
-        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip() {
+        let mut p = Positions::default();
+        let values = [0u64, 1, 127, 128, 300, 16_384, 1 << 40, (1 << 40) + 1];
+        for v in values {
+            p.push(v);
+        }
+        assert_eq!(p.to_vec().unwrap(), values);
+        assert_eq!(p.len(), values.len() as u64);
+    }
+
+    #[test]
+    fn buckets_are_stable() {
+        // The bucket of an SN is part of the index format: it must never change.
+        let sn = Sn::parse("SN00000001").unwrap();
+        assert_eq!(bucket_of(&sn), bucket_of(&sn.clone()));
+        assert!(bucket_of(&sn) < BUCKETS);
     }
 }

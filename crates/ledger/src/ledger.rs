@@ -6,9 +6,9 @@
 //! appends share one fsync (group commit); the others wait on a condition variable. A record becomes
 //! visible to readers only when it is *published*: after its fsync in durable mode.
 
-use crate::codec::{encode_record, MAX_RECORD_BYTES};
+use crate::codec::{encode_record_ref, RecordRef, MAX_RECORD_BYTES};
 use crate::error::{AppendError, OpenError, ReadError};
-use crate::index::{IndexUpdate, Store, StreamChange, TerminalMem, View};
+use crate::index::{FastMap, FastSet, Positions, Snapshot, Store, TerminalMem, View, SNAPSHOT_EVERY};
 use crate::lifecycle::{self, DirectiveLookup, State, Status};
 use crate::merkle::{self, leaf_hash, Frontier, Hash};
 use crate::model::{
@@ -21,7 +21,6 @@ use crate::source::{
     SEGMENTS_DIR, SPARSE_EVERY,
 };
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -33,8 +32,8 @@ use std::time::Duration;
 pub const MAX_APPEND_EVENTS: usize = 2_000_000;
 /// Default size at which a segment is sealed.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
-/// Index updates that may wait for the background indexer before appends block.
-const INDEX_QUEUE: usize = 1024;
+/// Snapshots that may wait for the background indexer before the writer blocks.
+const INDEX_QUEUE: usize = 2;
 
 /// When an append returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -126,7 +125,29 @@ struct Writer {
     poisoned: Option<String>,
     buf: Vec<u8>,
     body: Vec<u8>,
-    index_tx: Option<SyncSender<IndexUpdate>>,
+    last_leaf: Hash,
+    /// Log size covered by the last snapshot handed to the indexer.
+    snapshot_size: u64,
+    index_tx: Option<SyncSender<Snapshot>>,
+}
+
+impl Writer {
+    /// Hands the indexer a snapshot of the view if at least `min_new` records arrived since the last one.
+    fn maybe_snapshot(&mut self, min_new: u64) {
+        if self.size < self.snapshot_size + min_new.max(1) {
+            return;
+        }
+        let snapshot = match self.view.take_snapshot(self.size, self.last_leaf) {
+            Ok(snapshot) => snapshot,
+            // Encoding the view cannot fail for values that passed validation; if it ever does the index
+            // simply stays behind and is caught up from the log on the next open.
+            Err(_) => return,
+        };
+        self.snapshot_size = self.size;
+        if let Some(tx) = &self.index_tx {
+            let _ = tx.send(snapshot);
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -229,7 +250,8 @@ impl Ledger {
         }
         let recovered = recover(dir, &seg_dir)?;
         let index_path = dir.join("index");
-        let (store, view, indexed, catch_up_from) = open_index(&index_path, &recovered)?;
+        let (store, view, indexed) = open_index(&index_path, &recovered)?;
+        let last_leaf = if recovered.frontier.size() == 0 { [0u8; 32] } else { last_leaf_of(&recovered)? };
         let published = Published { head: Head { size: recovered.frontier.size(), root: recovered.frontier.root() } };
         let (tx, rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE);
         let active = recovered.active;
@@ -252,6 +274,8 @@ impl Ledger {
                 poisoned: None,
                 buf: Vec::new(),
                 body: Vec::new(),
+                last_leaf,
+                snapshot_size: indexed,
                 index_tx: Some(tx),
             }),
             durable: Mutex::new(Durable { published, syncing: false, failed: None, closed: false }),
@@ -276,79 +300,11 @@ impl Ledger {
             .map_err(io_err(dir))?;
         *lock(&shared.indexer) = Some(handle);
         let ledger = Ledger { shared, owner: true };
-        ledger.catch_up_index(catch_up_from)?;
+        // Records replayed from the log on open are already durable: persist them now, so the next open
+        // starts from here.
+        lock(&ledger.shared.writer).maybe_snapshot(1);
         ledger.write_head_file(published.head);
         Ok(ledger)
-    }
-
-    /// Feeds records `from..` to the indexer (after a stale or missing index).
-    fn catch_up_index(&self, from: u64) -> Result<(), OpenError> {
-        let size = self.head().size;
-        if from >= size {
-            return Ok(());
-        }
-        let iter = self.read_range(from, size);
-        let mut update = IndexUpdate::default();
-        let mut touched: HashMap<StreamId, usize> = HashMap::new();
-        let tx = lock(&self.shared.writer).index_tx.clone();
-        for record in iter {
-            let record = record?;
-            let stream = record.stream();
-            let idx = *touched.entry(stream.clone()).or_insert_with(|| {
-                update.streams.push(StreamChange {
-                    stream: stream.clone(),
-                    first_version: record.version,
-                    positions: Vec::new(),
-                    state: None,
-                    model: None,
-                });
-                update.streams.len() - 1
-            });
-            update.streams[idx].positions.push(record.position);
-            if let Some(id) = &record.event_id {
-                update.event_ids.push((id.clone(), record.position));
-            }
-            match &record.event {
-                Event::Terminal(e) => {
-                    if let TerminalEvent::Issued(issued) = &e.event {
-                        update.models.push((issued.model.clone(), e.device.clone()));
-                    }
-                }
-                Event::Directive(d) => update.directives.push((d.id.clone(), d.models.clone())),
-            }
-            update.end_position = record.position + 1;
-            if update.end_position - from >= 100_000 && record.commit || update.end_position == size {
-                self.fill_states(&mut update);
-                update.last_leaf = self.leaf_at(update.end_position - 1)?;
-                if let Some(tx) = &tx {
-                    let _ = tx.send(std::mem::take(&mut update));
-                }
-                touched.clear();
-            }
-        }
-        Ok(())
-    }
-
-    /// The states in an index update are the *current* ones (the update is applied once the whole
-    /// catch-up is durable, and a later update for the same stream overwrites it).
-    fn fill_states(&self, update: &mut IndexUpdate) {
-        let writer = lock(&self.shared.writer);
-        for change in &mut update.streams {
-            if let StreamId::Terminal(sn) = &change.stream {
-                if let Some(mem) = writer.view.terminals.get(sn) {
-                    change.state = Some(mem.state);
-                    change.model = Some(mem.model.clone());
-                }
-            }
-        }
-    }
-
-    fn leaf_at(&self, position: u64) -> Result<Hash, ReadError> {
-        let mut frames = self.frames(position, position + 1);
-        match frames.next_frame()? {
-            Some((_, body, _)) => Ok(leaf_hash(body)),
-            None => Err(ReadError::OutOfRange { position, size: self.head().size }),
-        }
     }
 
     /// The folder of the ledger.
@@ -370,7 +326,7 @@ impl Ledger {
     /// published, so use it for decisions only, like the write path does).
     pub fn terminal(&self, sn: &Sn) -> Option<(u64, State, ModelCode)> {
         let writer = lock(&self.shared.writer);
-        writer.view.terminals.get(sn).map(|m| (m.version, m.state, m.model.clone()))
+        writer.view.terminal(sn).map(|m| (m.version, m.state, m.model.clone()))
     }
 
     /// Appends events atomically (all or nothing), recorded now.
@@ -414,7 +370,7 @@ impl Ledger {
             let mut stopped = Vec::new();
             for model in &directive.models {
                 for sn in writer.view.models.get(model).map(Vec::as_slice).unwrap_or_default() {
-                    if let Some(mem) = writer.view.terminals.get(sn) {
+                    if let Some(mem) = writer.view.terminal(sn) {
                         if matches!(mem.state.status, Status::Issued | Status::Active) {
                             stopped.push(sn.clone());
                         }
@@ -480,7 +436,7 @@ impl Ledger {
                 Appended { positions, written: 0, head: Head { size: writer.size, root: writer.frontier.root() } },
             ));
         }
-        let mut pending = Pending::new(&writer.view);
+        let mut pending = Pending::new(&writer.view, fresh.len());
         let mut versions = Vec::with_capacity(fresh.len());
         for &index in &fresh {
             versions.push(pending.check(index, &events[index])?);
@@ -493,22 +449,21 @@ impl Ledger {
         buf.clear();
         let mut frontier = writer.frontier.clone();
         let mut sparse_new = Vec::new();
-        let mut update = IndexUpdate::default();
         let mut last_leaf = [0u8; 32];
         let active_base = writer.active.len;
         let encoded: Result<(), AppendError> = (|| {
             for (i, (&index, &version)) in fresh.iter().zip(&versions).enumerate() {
                 let position = first + i as u64;
-                let record = Record {
+                let record = RecordRef {
                     position,
                     version,
-                    event_id: events[index].event_id.clone(),
+                    event_id: events[index].event_id.as_ref(),
                     recorded_at,
                     commit: i + 1 == fresh.len(),
-                    event: events[index].event.clone(),
+                    event: &events[index].event,
                 };
                 body.clear();
-                encode_record(&record, &mut body).map_err(|error| AppendError::Codec { index, error })?;
+                encode_record_ref(&record, &mut body).map_err(|error| AppendError::Codec { index, error })?;
                 assert!(body.len() <= MAX_RECORD_BYTES);
                 if (position - writer.active.first_position).is_multiple_of(SPARSE_EVERY) {
                     sparse_new.push((position, buf.len() as u64));
@@ -517,9 +472,6 @@ impl Ledger {
                 last_leaf = leaf_hash(&body);
                 frontier.push_leaf_hash(last_leaf);
                 positions[index] = position;
-                if let Some(id) = &record.event_id {
-                    update.event_ids.push((id.clone(), position));
-                }
             }
             Ok(())
         })();
@@ -578,12 +530,9 @@ impl Ledger {
         writer.size = frontier.size();
         writer.frontier = frontier;
         writer.last_recorded_at = Some(recorded_at);
-        update.end_position = writer.size;
-        update.last_leaf = last_leaf;
-        changes.commit(&mut writer.view, &mut update, &fresh, events, &positions);
-        if let Some(tx) = &writer.index_tx {
-            let _ = tx.send(update);
-        }
+        writer.last_leaf = last_leaf;
+        changes.commit(&mut writer.view, &fresh, events, &positions);
+        writer.maybe_snapshot(SNAPSHOT_EVERY);
         assert_eq!(writer.size, first + fresh.len() as u64, "positions must be dense");
         let head = Head { size: writer.size, root: writer.frontier.root() };
         Ok((writer.size, Appended { positions, written: fresh.len() as u64, head }))
@@ -757,9 +706,10 @@ impl Ledger {
         result
     }
 
-    /// Waits until the sled index covers every published record.
+    /// Persists the index now: snapshots the view and waits until sled covers every published record.
     pub fn sync_index(&self) -> Result<(), ReadError> {
         let target = self.head().size;
+        lock(&self.shared.writer).maybe_snapshot(1);
         let mut indexed = lock(&self.shared.indexed);
         while *indexed < target {
             if lock(&self.shared.durable).failed.is_some() {
@@ -775,11 +725,17 @@ impl Ledger {
         Ok(())
     }
 
-    /// Every record of one stream, in version order (from the sled stream index).
+    /// Every record of one stream, in version order (from the stream index).
     pub fn read_stream(&self, stream: &StreamId) -> Result<Vec<Record>, ReadError> {
-        self.sync_index()?;
         let size = self.head().size;
-        let positions = self.shared.store.stream_positions(stream).map_err(ReadError::Index)?;
+        let positions = {
+            let writer = lock(&self.shared.writer);
+            match stream {
+                StreamId::Terminal(sn) => writer.view.terminal(sn).map(|m| m.positions.to_vec()),
+                StreamId::Directives => Some(writer.view.directives_stream.to_vec()),
+            }
+        };
+        let positions = positions.unwrap_or(Ok(Vec::new())).map_err(ReadError::Index)?;
         let mut records = Vec::with_capacity(positions.len());
         for (version, position) in positions.into_iter().enumerate() {
             if position >= size {
@@ -796,8 +752,14 @@ impl Ledger {
         Ok(records)
     }
 
-    /// Terminals issued with `model` (from the sled model index).
-    pub fn terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, ReadError> {
+    /// Terminals issued with `model` (from the model index).
+    pub fn terminals_of_model(&self, model: &ModelCode) -> Vec<Sn> {
+        let writer = lock(&self.shared.writer);
+        writer.view.models.get(model).cloned().unwrap_or_default()
+    }
+
+    /// Terminals issued with `model` according to the persisted (sled) model index, after persisting it.
+    pub fn persisted_terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, ReadError> {
         self.sync_index()?;
         self.shared.store.terminals_of_model(model).map_err(ReadError::Index)
     }
@@ -944,6 +906,14 @@ impl Ledger {
 impl Shared {
     /// Stops the indexer after it has drained its queue, and flushes sled. Idempotent.
     fn shutdown(&self) {
+        {
+            // A last snapshot of what is published, so the next open need not replay the log.
+            let published = lock(&self.durable).published.head.size;
+            let mut writer = lock(&self.writer);
+            if writer.size == published {
+                writer.maybe_snapshot(1);
+            }
+        }
         lock(&self.durable).closed = true;
         self.published_cv.notify_all();
         // Dropping the sender ends the indexer loop once it has drained the queue.
@@ -1024,7 +994,7 @@ impl Drop for Ledger {
 
 /// Checks that need no state: field limits, pairing of replacements, duplicate ids in the request.
 fn precheck(events: &[AppendEvent]) -> Result<(), AppendError> {
-    let mut ids = HashSet::new();
+    let mut ids = FastSet::default();
     for (index, e) in events.iter().enumerate() {
         e.event.validate().map_err(|error| AppendError::Field { index, error })?;
         if let Some(id) = &e.event_id {
@@ -1047,181 +1017,207 @@ fn precheck(events: &[AppendEvent]) -> Result<(), AppendError> {
     })
 }
 
+/// Where a pending terminal's model lives: in the view (known terminal) or in the request (issued now).
+#[derive(Clone, Copy)]
+enum ModelRef<'v, 'e> {
+    View(&'v ModelCode),
+    New(&'e ModelCode),
+}
+
+impl ModelRef<'_, '_> {
+    fn get(&self) -> &ModelCode {
+        match self {
+            ModelRef::View(m) => m,
+            ModelRef::New(m) => m,
+        }
+    }
+}
+
+/// One terminal's entry as of the append's events so far.
+struct PendingTerminal<'v, 'e> {
+    version: u64,
+    state: State,
+    model: ModelRef<'v, 'e>,
+}
+
 /// The state changes of one append, checked against the view plus the append's own earlier events.
-struct Pending<'v> {
+/// Keys borrow from the view (`'v`) and the request (`'e`), so checking an event allocates nothing.
+struct Pending<'v, 'e> {
     view: &'v View,
-    terminals: HashMap<Sn, TerminalMem>,
-    first_versions: HashMap<StreamId, u64>,
-    directives: HashMap<DirectiveId, HashSet<ModelCode>>,
+    terminals: FastMap<&'e Sn, PendingTerminal<'v, 'e>>,
+    directives: FastMap<&'e DirectiveId, FastSet<&'e ModelCode>>,
     directives_version: u64,
 }
 
-struct Changes {
-    terminals: HashMap<Sn, TerminalMem>,
-    first_versions: HashMap<StreamId, u64>,
-    directives: HashMap<DirectiveId, HashSet<ModelCode>>,
-    directives_version: u64,
-}
-
-impl<'v> Pending<'v> {
-    fn new(view: &'v View) -> Self {
+impl<'v, 'e> Pending<'v, 'e> {
+    fn new(view: &'v View, capacity: usize) -> Self {
         Pending {
             view,
-            terminals: HashMap::new(),
-            first_versions: HashMap::new(),
-            directives: HashMap::new(),
-            directives_version: view.directives_version,
+            terminals: FastMap::with_capacity_and_hasher(capacity, Default::default()),
+            directives: FastMap::default(),
+            directives_version: view.directives_stream.len(),
         }
     }
 
     /// Checks one event; returns its stream version.
-    fn check(&mut self, index: usize, e: &AppendEvent) -> Result<u64, AppendError> {
-        let stream = e.event.stream();
+    fn check(&mut self, index: usize, e: &'e AppendEvent) -> Result<u64, AppendError> {
         let rule =
-            |violation| AppendError::Rule { index, stream: stream.clone(), event: e.event.type_name(), violation };
+            |violation| AppendError::Rule { index, stream: e.event.stream(), event: e.event.type_name(), violation };
         match &e.event {
             Event::Directive(d) => {
                 let seen = self.view.directives.contains_key(&d.id) || self.directives.contains_key(&d.id);
                 lifecycle::check_directive(d, seen).map_err(rule)?;
                 let version = self.directives_version;
-                self.check_expected(index, &stream, e.expected_version, version)?;
-                self.first_versions.entry(StreamId::Directives).or_insert(version);
-                self.directives.insert(d.id.clone(), d.models.iter().cloned().collect());
+                check_expected(index, e, version)?;
+                self.directives.insert(&d.id, d.models.iter().collect());
                 self.directives_version += 1;
                 Ok(version)
             }
             Event::Terminal(d) => {
-                let current = self.terminals.get(&d.device).or_else(|| self.view.terminals.get(&d.device));
-                let version = current.map_or(0, |m| m.version);
-                self.check_expected(index, &stream, e.expected_version, version)?;
-                let model = match (&d.event, current) {
-                    (TerminalEvent::Issued(issued), None) => issued.model.clone(),
-                    (_, Some(m)) => m.model.clone(),
+                // One look-up in the (large, cold) view per terminal per append; later events of the same
+                // terminal hit the small pending map.
+                let (version, state, model) = match self.terminals.get(&d.device) {
+                    Some(p) => (p.version, Some(p.state), Some(p.model)),
+                    None => match self.view.terminal(&d.device) {
+                        Some(m) => (m.version, Some(m.state), Some(ModelRef::View(&m.model))),
+                        None => (0, None, None),
+                    },
+                };
+                check_expected(index, e, version)?;
+                let model = match (&d.event, model) {
+                    (TerminalEvent::Issued(issued), None) => ModelRef::New(&issued.model),
+                    (_, Some(model)) => model,
                     (_, None) => return Err(rule(lifecycle::Violation::UnknownTerminal)),
                 };
-                let lookup = |id: &DirectiveId| match self.directives.get(id).or_else(|| self.view.directives.get(id)) {
-                    None => DirectiveLookup::NotRecorded,
-                    Some(models) => DirectiveLookup::Recorded { lists_model: models.contains(&model) },
+                let directives = &self.directives;
+                let view = self.view;
+                let lookup = |id: &DirectiveId| {
+                    let lists = |found: bool| DirectiveLookup::Recorded { lists_model: found };
+                    match directives.get(id) {
+                        Some(models) => lists(models.contains(model.get())),
+                        None => match view.directives.get(id) {
+                            Some(models) => lists(models.contains(model.get())),
+                            None => DirectiveLookup::NotRecorded,
+                        },
+                    }
                 };
-                let state = lifecycle::apply(current.map(|m| &m.state), &d.event, &lookup).map_err(rule)?;
-                self.first_versions.entry(stream.clone()).or_insert(version);
-                self.terminals.insert(d.device.clone(), TerminalMem { version: version + 1, state, model });
+                let state = lifecycle::apply(state.as_ref(), &d.event, &lookup).map_err(rule)?;
+                self.terminals.insert(&d.device, PendingTerminal { version: version + 1, state, model });
                 Ok(version)
             }
         }
     }
 
-    fn check_expected(
-        &self,
-        index: usize,
-        stream: &StreamId,
-        expected: Option<u64>,
-        actual: u64,
-    ) -> Result<(), AppendError> {
-        match expected {
-            Some(expected) if expected != actual => {
-                Err(AppendError::WrongExpectedVersion { index, stream: stream.clone(), expected, actual })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn finish(self) -> Changes {
-        Changes {
-            terminals: self.terminals,
-            first_versions: self.first_versions,
-            directives: self.directives,
-            directives_version: self.directives_version,
-        }
+    fn finish(self) -> Changes<'e> {
+        let terminals = self
+            .terminals
+            .into_iter()
+            .map(|(sn, p)| {
+                let new = match p.model {
+                    ModelRef::New(model) => Some(model),
+                    ModelRef::View(_) => None,
+                };
+                (sn, TerminalChange { version: p.version, state: p.state, new_model: new, positions: Vec::new() })
+            })
+            .collect();
+        Changes { terminals }
     }
 }
 
-impl Changes {
-    /// Applies the checked changes to the view and fills the index update.
-    fn commit(
-        self,
-        view: &mut View,
-        update: &mut IndexUpdate,
-        fresh: &[usize],
-        events: &[AppendEvent],
-        positions: &[u64],
-    ) {
-        let mut per_stream: HashMap<StreamId, Vec<u64>> = HashMap::new();
+fn check_expected(index: usize, e: &AppendEvent, actual: u64) -> Result<(), AppendError> {
+    match e.expected_version {
+        Some(expected) if expected != actual => {
+            Err(AppendError::WrongExpectedVersion { index, stream: e.event.stream(), expected, actual })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One terminal's checked change within an append.
+struct TerminalChange<'e> {
+    version: u64,
+    state: State,
+    /// Set when the terminal is issued by this append.
+    new_model: Option<&'e ModelCode>,
+    positions: Vec<u64>,
+}
+
+/// The checked changes of one append, ready to apply once the records are written.
+struct Changes<'e> {
+    terminals: FastMap<&'e Sn, TerminalChange<'e>>,
+}
+
+impl Changes<'_> {
+    /// Applies the changes to the view: states, versions, stream positions, directives, event ids.
+    fn commit(mut self, view: &mut View, fresh: &[usize], events: &[AppendEvent], positions: &[u64]) {
         for &index in fresh {
             let e = &events[index];
-            per_stream.entry(e.event.stream()).or_default().push(positions[index]);
+            let position = positions[index];
             match &e.event {
                 Event::Terminal(d) => {
-                    if let TerminalEvent::Issued(issued) = &d.event {
-                        view.models.entry(issued.model.clone()).or_default().push(d.device.clone());
-                        update.models.push((issued.model.clone(), d.device.clone()));
+                    if let Some(change) = self.terminals.get_mut(&d.device) {
+                        change.positions.push(position);
                     }
                 }
-                Event::Directive(d) => update.directives.push((d.id.clone(), d.models.clone())),
+                Event::Directive(d) => {
+                    view.insert_directive(d.id.clone(), &d.models);
+                    view.push_directive_position(position);
+                }
             }
             if let Some(id) = &e.event_id {
-                view.event_ids.insert(id.clone(), positions[index]);
+                view.insert_event_id(id.clone(), position);
             }
         }
-        for (stream, positions) in per_stream {
-            let first_version = self.first_versions.get(&stream).copied().unwrap_or_default();
-            let (state, model) = match &stream {
-                StreamId::Terminal(sn) => match self.terminals.get(sn) {
-                    Some(m) => (Some(m.state), Some(m.model.clone())),
-                    None => (None, None),
-                },
-                StreamId::Directives => (None, None),
-            };
-            update.streams.push(StreamChange { stream, first_version, positions, state, model });
+        for (sn, change) in self.terminals {
+            match change.new_model {
+                Some(model) => {
+                    let mut list = Positions::default();
+                    for position in &change.positions {
+                        list.push(*position);
+                    }
+                    assert_eq!(list.len(), change.version, "a stream's positions and version agree");
+                    let mem = TerminalMem {
+                        version: change.version,
+                        state: change.state,
+                        model: model.clone(),
+                        positions: list,
+                    };
+                    view.insert_terminal(sn.clone(), mem);
+                }
+                None => {
+                    if let Some(mem) = view.terminal_mut(sn) {
+                        for position in &change.positions {
+                            mem.positions.push(*position);
+                        }
+                        mem.version = change.version;
+                        mem.state = change.state;
+                        assert_eq!(mem.positions.len(), mem.version, "a stream's positions and version agree");
+                    }
+                }
+            }
         }
-        for (sn, mem) in self.terminals {
-            view.terminals.insert(sn, mem);
-        }
-        view.directives.extend(self.directives);
-        view.directives_version = self.directives_version;
     }
 }
 
-/// The background thread that writes index updates to sled, once their records are published.
-fn indexer_loop(shared: std::sync::Weak<Shared>, rx: Receiver<IndexUpdate>) {
-    let mut batch: Vec<IndexUpdate> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        let mut events: usize = 0;
-        while events < 200_000 {
-            match rx.try_recv() {
-                Ok(update) => {
-                    events += update.streams.iter().map(|s| s.positions.len()).sum::<usize>();
-                    batch.push(update);
-                }
-                Err(_) => break,
-            }
-        }
+/// The background thread that writes snapshots to sled, once the records they cover are published.
+fn indexer_loop(shared: std::sync::Weak<Shared>, rx: Receiver<Snapshot>) {
+    while let Ok(snapshot) = rx.recv() {
         let Some(shared) = shared.upgrade() else { return };
-        let end = batch.last().map_or(0, |u| u.end_position);
-        // Only durable records go to sled: wait until the batch is published.
-        {
-            let mut durable = lock(&shared.durable);
-            while durable.published.head.size < end && durable.failed.is_none() && !durable.closed {
-                let (guard, _) = shared
-                    .published_cv
-                    .wait_timeout(durable, Duration::from_millis(100))
-                    .unwrap_or_else(|e| e.into_inner());
-                durable = guard;
-            }
-            if durable.published.head.size < end {
-                let published = durable.published.head.size;
-                drop(durable);
-                batch.retain(|u| u.end_position <= published);
-            }
+        // Only durable records go to sled: wait until the snapshot's records are published.
+        let mut durable = lock(&shared.durable);
+        while durable.published.head.size < snapshot.size && durable.failed.is_none() && !durable.closed {
+            let (guard, _) = shared
+                .published_cv
+                .wait_timeout(durable, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner());
+            durable = guard;
         }
-        if shared.store.apply(&batch, shared.ledger_id).is_ok() {
-            if let Some(last) = batch.last() {
-                *lock(&shared.indexed) = last.end_position;
-                shared.indexed_cv.notify_all();
-            }
+        let publishable = durable.published.head.size >= snapshot.size;
+        drop(durable);
+        if publishable && shared.store.write(&snapshot, shared.ledger_id).is_ok() {
+            *lock(&shared.indexed) = snapshot.size;
+            shared.indexed_cv.notify_all();
         }
-        batch.clear();
     }
 }
 
@@ -1385,57 +1381,87 @@ fn check_published(
     Ok(())
 }
 
-/// Opens the sled index, or rebuilds it when it is missing, stale, from another ledger or corrupt.
-/// Returns the store, the in-memory view, the indexed size, and where catch-up must start.
-fn open_index(path: &Path, recovered: &Recovered) -> Result<(Store, View, u64, u64), OpenError> {
+/// The leaf hash of the last record of the recovered log.
+fn last_leaf_of(recovered: &Recovered) -> Result<Hash, OpenError> {
+    let size = recovered.frontier.size();
+    let mut files = recovered.sealed.clone();
+    files.push(recovered.active.clone());
+    let mut frames = FrameIter::new(files, size - 1, size);
+    match frames.next_frame()? {
+        Some((_, body, _)) => Ok(leaf_hash(body)),
+        None => Err(OpenError::Read(ReadError::OutOfRange { position: size - 1, size })),
+    }
+}
+
+/// Opens the sled index and loads the view from its snapshot, then replays the log after the snapshot.
+/// When the index is missing, unreadable, from another ledger, or ahead of the log, it is deleted and the
+/// view is rebuilt from the whole log. Returns the store, the view, and the size the store covers.
+fn open_index(path: &Path, recovered: &Recovered) -> Result<(Store, View, u64), OpenError> {
     let size = recovered.frontier.size();
     let attempt = (|| -> Result<(Store, View, u64), String> {
         let store = Store::open(path)?;
         let Some(mark) = store.watermark()? else {
-            if size == 0 {
-                return Ok((store, View::default(), 0));
-            }
-            return Err("no watermark".into());
+            return Ok((store, View::default(), 0));
         };
         if mark.ledger_id != recovered.ledger_id || mark.size > size {
             return Err("index belongs to another log".into());
         }
+        if mark.size > 0 {
+            let mut files = recovered.sealed.clone();
+            files.push(recovered.active.clone());
+            let mut frames = FrameIter::new(files, mark.size - 1, mark.size);
+            match frames.next_frame() {
+                Ok(Some((_, body, _))) if leaf_hash(body) == mark.last_leaf => {}
+                _ => return Err("index watermark does not match the log".into()),
+            }
+        }
         let view = store.load_view()?;
         Ok((store, view, mark.size))
     })();
-    match attempt {
-        Ok((store, view, indexed)) if indexed == size => Ok((store, view, indexed, size)),
-        Ok((store, _, indexed)) => {
-            // Stale: rebuild the view from the whole log; the index keeps what it has (updates are idempotent).
-            let view = rebuild_view(recovered)?;
-            Ok((store, view, indexed, indexed))
-        }
+    let (store, mut view, indexed) = match attempt {
+        Ok(opened) => opened,
         Err(_) => {
             let _ = std::fs::remove_dir_all(path);
             let store = Store::open(path).map_err(|what| OpenError::Index { path: path.to_owned(), what })?;
             store.clear().map_err(|what| OpenError::Index { path: path.to_owned(), what })?;
-            let view = rebuild_view(recovered)?;
-            Ok((store, view, 0, 0))
+            (store, View::default(), 0)
         }
-    }
+    };
+    replay_into(&mut view, recovered, indexed)?;
+    Ok((store, view, indexed))
 }
 
-/// Folds the whole log through the lifecycle rules into a fresh view.
-fn rebuild_view(recovered: &Recovered) -> Result<View, OpenError> {
+/// Folds records `from..` of the log through the lifecycle rules into `view`, append by append (the
+/// commit markers delimit them), exactly as the write path applied them.
+fn replay_into(view: &mut View, recovered: &Recovered, from: u64) -> Result<(), OpenError> {
     let mut files = recovered.sealed.clone();
     files.push(recovered.active.clone());
-    let mut view = View::default();
-    for record in RecordIter::new(FrameIter::new(files, 0, recovered.frontier.size())) {
+    let mut group: Vec<AppendEvent> = Vec::new();
+    let mut group_positions: Vec<u64> = Vec::new();
+    for record in RecordIter::new(FrameIter::new(files, from, recovered.frontier.size())) {
         let record = record?;
-        let position = record.position;
-        let path = recovered.active.path.clone();
-        let event =
-            AppendEvent { event: record.event, event_id: record.event_id, expected_version: Some(record.version) };
-        let mut pending = Pending::new(&view);
-        pending.check(0, &event).map_err(|e| OpenError::Corrupt { path, what: format!("position {position}: {e}") })?;
+        group_positions.push(record.position);
+        let commit = record.commit;
+        group.push(AppendEvent {
+            event: record.event,
+            event_id: record.event_id,
+            expected_version: Some(record.version),
+        });
+        if !commit {
+            continue;
+        }
+        let fresh: Vec<usize> = (0..group.len()).collect();
+        let mut pending = Pending::new(view, group.len());
+        for (index, e) in group.iter().enumerate() {
+            pending.check(index, e).map_err(|e| OpenError::Corrupt {
+                path: recovered.active.path.clone(),
+                what: format!("position {}: the log breaks a rule the writer enforces: {e}", group_positions[index]),
+            })?;
+        }
         let changes = pending.finish();
-        let mut update = IndexUpdate::default();
-        changes.commit(&mut view, &mut update, &[0], std::slice::from_ref(&event), &[position]);
+        changes.commit(view, &fresh, &group, &group_positions);
+        group.clear();
+        group_positions.clear();
     }
-    Ok(view)
+    Ok(())
 }

@@ -22,7 +22,7 @@ use crate::model::{
     DeviceEvent, Directive, DirectiveId, FlagReason, Sn, StopReason, TerminalEvent, ACTIVATION_FLOW_FEN,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt;
 
 /// A terminal's lifecycle status.
@@ -296,44 +296,48 @@ pub fn check_directive(directive: &Directive, already_recorded: bool) -> Result<
 /// `replaces = OLD`, and the other way round. Returns the index (within `events`) of the first event
 /// that has no partner, with the broken rule.
 pub fn check_pairs<'a>(events: impl IntoIterator<Item = &'a DeviceEvent>) -> Result<(), (usize, Violation)> {
-    // old SN -> (index, new SN) for replaced; new SN -> (index, old SN) for issued with replaces.
-    let mut replaced: HashMap<&Sn, (usize, &Sn)> = HashMap::new();
-    let mut issued: HashMap<&Sn, (usize, &Sn)> = HashMap::new();
+    // Every half of every pair, as (index, old SN, new SN). Each event is checked on its own against the
+    // other kind's halves, so two `replaced` of one terminal (or two `issued` of one SN) in one append
+    // cannot hide each other: the event that has no partner is the one named.
+    let mut replaced: Vec<(usize, &Sn, &Sn)> = Vec::new();
+    let mut issued: Vec<(usize, &Sn, &Sn)> = Vec::new();
     for (index, e) in events.into_iter().enumerate() {
         match &e.event {
             TerminalEvent::Replaced { by } => {
                 if *by == e.device {
                     return Err((index, Violation::SelfReplacement));
                 }
-                replaced.insert(&e.device, (index, by));
+                replaced.push((index, &e.device, by));
             }
             TerminalEvent::Issued(issued_event) => {
                 if let Some(old) = &issued_event.replaces {
                     if *old == e.device {
                         return Err((index, Violation::SelfReplacement));
                     }
-                    issued.insert(&e.device, (index, old));
+                    issued.push((index, old, &e.device));
                 }
             }
             _ => {}
         }
     }
+    let issued_pairs: HashSet<(&Sn, &Sn)> = issued.iter().map(|(_, old, new)| (*old, *new)).collect();
+    let replaced_pairs: HashSet<(&Sn, &Sn)> = replaced.iter().map(|(_, old, new)| (*old, *new)).collect();
     let mut first: Option<(usize, Violation)> = None;
     let mut note = |index: usize, message: String| {
         if first.as_ref().is_none_or(|(i, _)| index < *i) {
             first = Some((index, Violation::UnpairedReplacement(message)));
         }
     };
-    for (old, (index, new)) in &replaced {
-        if issued.get(new).map(|(_, o)| *o) != Some(*old) {
+    for (index, old, new) in &replaced {
+        if !issued_pairs.contains(&(*old, *new)) {
             note(
                 *index,
                 format!("replaced by {new}, but {new} is not issued with replaces = {old} in the same append"),
             );
         }
     }
-    for (new, (index, old)) in &issued {
-        if replaced.get(old).map(|(_, n)| *n) != Some(*new) {
+    for (index, old, new) in &issued {
+        if !replaced_pairs.contains(&(*old, *new)) {
             note(
                 *index,
                 format!("issued with replaces = {old}, but {old} is not replaced by {new} in the same append"),
