@@ -139,8 +139,6 @@ mod tests {
 
     #[test]
     fn borrowed_and_owned_records_encode_alike() {
-        #[derive(serde::Serialize)]
-        struct Owned<'a>(&'a Record);
         let mut via_ref = Vec::new();
         encode_record(&record(), &mut via_ref).unwrap();
         let mut via_owned = vec![RECORD_FORMAT_V1];
