@@ -8,6 +8,7 @@
 //! - [`replay`]: the regulators' read-only tool.
 //! - [`sim`]: a deterministic fleet simulator (the demo's data, benches, tests).
 //! - [`fleet`]: the operator CLI's interim fleet summary.
+//! - [`ops`]: the operator CLI's operations (NDJSON input, bundle export, demo folder).
 //!
 //! Invariants, as absences: the library knows nothing of terminals, colours or clap; only the binary
 //! prints. The simulator never reads the wall clock.
@@ -15,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod fleet;
+pub mod ops;
 pub mod sim;
 
 pub use ledger;

@@ -1,1 +1,540 @@
-fn main() {}
+//! `posledger`: the operator CLI. Thin: it parses arguments, draws progress bars (only on a terminal)
+//! and prints; the work is library code (`posledger::{sim, ops, fleet}` and the ledger).
+//!
+//! Exit codes (design.md §5): 0 success; 1 the data failed (input rejected, duplicate directive, a
+//! damaged log); 2 usage or I/O error. Errors are one line on stderr naming the file, line or position.
+//! A broken pipe on stdout (`posledger head | head -c1`) ends the program quietly with 0.
+
+#![deny(unsafe_code)]
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use posledger::fleet::{fleet_summary, FleetSummary};
+use posledger::ledger::{
+    self, AppendError, Directive, DirectiveId, Durability, Ledger, ModelCode, OpenError, Options, Source, Text,
+};
+use posledger::ops::{self, AppendRefusal, ReadInputError};
+use posledger::sim::{self, Config, Report};
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Operator CLI of posledger, the event-sourced lifecycle ledger for POS terminal fleets.
+#[derive(Parser)]
+#[command(
+    name = "posledger",
+    version,
+    after_help = "Start here:\n  posledger demo                      # simulate 100,000 terminals, export, summarize\n  posledger head --dir posledger-demo --json\n\nExit codes: 0 success, 1 data rejected or damaged, 2 usage or I/O error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate a realistic fleet into a fresh demo ledger, export a bundle, print a summary.
+    #[command(after_help = "Example:\n  posledger demo                                # 100,000 terminals, 24 months\n  posledger demo --dir /tmp/small --devices 2000 --seed 7\n\nThe folder is recreated on every run; a non-empty folder that is not a posledger ledger is refused.")]
+    Demo(DemoArgs),
+    /// Simulate a fleet deterministically into a new, empty ledger (same arguments, same Merkle root).
+    #[command(after_help = "Example:\n  posledger simulate --dir fleet --devices 10000 --seed 1 --months 12")]
+    Simulate(SimulateArgs),
+    /// Append NDJSON events (design.md §5) atomically: every line is validated, then one append.
+    #[command(after_help = "Example:\n  posledger append --dir ledger events.ndjson\n  replay export old --format ndjson --out - | posledger append --dir new -\n\nLimits: 2,000,000 lines, 1 GiB, 1 MiB per line. A missing DIR becomes a new, empty ledger.\nAny bad line: exit 1, `FILE:LINE: reason` on stderr, and the ledger is unchanged.")]
+    Append(AppendArgs),
+    /// Record an emergency-stop directive and stop every running terminal of its models, atomically.
+    #[command(after_help = "Example:\n  posledger stop-models --dir ledger --directive D-2026-07 --models recalled.txt \\\n      --reason \"certificates revoked\" --deadline 2026-08-01T00:00:00Z\n\nFILE holds one model code a line (blank lines and lines starting with # are skipped).")]
+    StopModels(StopModelsArgs),
+    /// Export the whole log as one bundle file (segment format plus a trailer with count and root).
+    #[command(after_help = "Example:\n  posledger export --dir ledger --out fleet.plb\n  replay verify fleet.plb")]
+    Export(ExportArgs),
+    /// Print the ledger's head: record count and Merkle root.
+    #[command(after_help = "Example:\n  posledger head --dir ledger --json     # {\"size\": 42, \"root\": \"<64 hex>\"}")]
+    Head(HeadArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Folder of the demo ledger (recreated on every run).
+    #[arg(long, default_value = "posledger-demo")]
+    dir: PathBuf,
+    /// Terminals to issue (replacements come on top).
+    #[arg(long, default_value_t = 100_000)]
+    devices: u64,
+    /// Seed of the simulation.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Months to simulate.
+    #[arg(long, default_value_t = 24)]
+    months: u32,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Ledger folder (created if missing; must hold no records).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Terminals to issue (replacements come on top).
+    #[arg(long)]
+    devices: u64,
+    /// Seed of the simulation.
+    #[arg(long)]
+    seed: u64,
+    /// Months to simulate.
+    #[arg(long, default_value_t = 24)]
+    months: u32,
+}
+
+#[derive(Args)]
+struct AppendArgs {
+    /// Ledger folder (created if missing).
+    #[arg(long)]
+    dir: PathBuf,
+    /// NDJSON input; `-` or nothing reads stdin.
+    #[arg(default_value = "-")]
+    file: String,
+}
+
+#[derive(Args)]
+struct StopModelsArgs {
+    /// Ledger folder.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The directive's id (never reused), e.g. D-2026-07.
+    #[arg(long)]
+    directive: String,
+    /// File of model codes, one a line.
+    #[arg(long)]
+    models: PathBuf,
+    /// Why the models are stopped.
+    #[arg(long)]
+    reason: String,
+    /// By when every terminal must be stopped (RFC 3339).
+    #[arg(long)]
+    deadline: Option<String>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Ledger folder.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Bundle file to write (replaced atomically).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct HeadArgs {
+    /// Ledger folder.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Print `{"size": N, "root": "<hex>"}`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How a command ends when it does not succeed.
+enum Failure {
+    /// Exit 1: the data was rejected or is damaged.
+    Data(String),
+    /// Exit 2: usage or I/O.
+    Usage(String),
+    /// stdout was closed by the reader: stop quietly, exit 0.
+    BrokenPipe,
+}
+
+type Outcome = Result<(), Failure>;
+
+fn usage(e: impl Display) -> Failure {
+    Failure::Usage(e.to_string())
+}
+
+/// Writes to stdout; a broken pipe ends the program quietly.
+struct Out(io::StdoutLock<'static>);
+
+impl Out {
+    fn new() -> Out {
+        Out(io::stdout().lock())
+    }
+    fn line(&mut self, text: impl Display) -> Outcome {
+        writeln!(self.0, "{text}").map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe => Failure::BrokenPipe,
+            _ => Failure::Usage(format!("stdout: {e}")),
+        })
+    }
+    fn flush(&mut self) -> Outcome {
+        self.0.flush().map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe => Failure::BrokenPipe,
+            _ => Failure::Usage(format!("stdout: {e}")),
+        })
+    }
+}
+
+/// A progress bar on stderr, only when both stdout and stderr are terminals.
+fn bar(len: u64, template: &str) -> ProgressBar {
+    if !(io::stderr().is_terminal() && io::stdout().is_terminal()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn open_error(dir: &Path, e: OpenError) -> Failure {
+    match e {
+        OpenError::Corrupt { .. } | OpenError::Format(_) | OpenError::Read(_) => Failure::Data(e.to_string()),
+        OpenError::Locked(_) | OpenError::NotALedger(_) | OpenError::Io { .. } | OpenError::Index { .. } => {
+            usage(e)
+        }
+        other => Failure::Usage(format!("{}: {other}", dir.display())),
+    }
+}
+
+/// Opens an existing ledger read-only (no lock: works while a processor holds it open).
+fn open_source(dir: &Path) -> Result<Source, Failure> {
+    if !ops::is_ledger(dir) {
+        return Err(Failure::Usage(format!("{}: no posledger ledger here (no segments/ folder)", dir.display())));
+    }
+    Source::open(dir).map_err(|e| Failure::Data(e.to_string()))
+}
+
+fn simulate_into(dir: &Path, config: &Config) -> Result<(Report, ledger::Head, Duration), Failure> {
+    let started = Instant::now();
+    // Relaxed durability with one flush at the end: a simulation is rerun, not recovered.
+    let options = Options { durability: Durability::Relaxed, ..Options::default() };
+    let ledger = Ledger::open_with(dir, options).map_err(|e| open_error(dir, e))?;
+    let progress = bar(u64::from(config.months), "{spinner} simulating month {pos}/{len} [{bar:30}] {msg}");
+    let report = sim::run(&ledger, config, &mut |p| {
+        progress.set_position(u64::from(p.month));
+        progress.set_message(format!("{} events", thousands(p.events)));
+    })
+    .map_err(|e| match e {
+        sim::SimError::Config(_) | sim::SimError::NotEmpty(_) => Failure::Usage(format!("{}: {e}", dir.display())),
+        other => Failure::Usage(format!("{}: {other}", dir.display())),
+    })?;
+    progress.finish_and_clear();
+    let head = ledger.flush().map_err(|e| Failure::Usage(format!("{}: {e}", dir.display())))?;
+    ledger.close().map_err(|e| Failure::Usage(format!("{}: {e}", dir.display())))?;
+    Ok((report, head, started.elapsed()))
+}
+
+fn simulate(args: SimulateArgs) -> Outcome {
+    let config = Config { devices: args.devices, months: args.months, seed: args.seed, ..Config::default() };
+    config.validate().map_err(usage)?;
+    let (report, head, elapsed) = simulate_into(&args.dir, &config)?;
+    let mut out = Out::new();
+    out.line(format!(
+        "simulated {} events ({} terminals, {} months, seed {}) in {:.1} s",
+        thousands(report.events),
+        thousands(report.terminals),
+        config.months,
+        config.seed,
+        elapsed.as_secs_f64()
+    ))?;
+    out.line(format!("head: size {} root {}", head.size, head.root_hex()))?;
+    out.flush()
+}
+
+fn export_to(source: &Source, out_path: &Path) -> Result<ops::Exported, Failure> {
+    let progress = bar(source.head.size, "{spinner} exporting [{bar:30}] {pos}/{len} records");
+    let exported = ops::export_bundle(source, out_path, &mut |n| progress.set_position(n)).map_err(|e| match e {
+        ops::ExportError::Io { .. } => usage(e),
+        other => Failure::Data(other.to_string()),
+    })?;
+    progress.finish_and_clear();
+    Ok(exported)
+}
+
+fn export(args: ExportArgs) -> Outcome {
+    let source = open_source(&args.dir)?;
+    let exported = export_to(&source, &args.out)?;
+    let mut out = Out::new();
+    out.line(format!("exported {} records to {}", exported.records, args.out.display()))?;
+    out.line(format!("root {}", ledger::source::hex(&exported.root)))?;
+    out.flush()
+}
+
+fn head(args: HeadArgs) -> Outcome {
+    let source = open_source(&args.dir)?;
+    let mut out = Out::new();
+    if args.json {
+        out.line(format!("{{\"size\": {}, \"root\": \"{}\"}}", source.head.size, source.head.root_hex()))?;
+    } else {
+        out.line(format!("size {}", source.head.size))?;
+        out.line(format!("root {}", source.head.root_hex()))?;
+    }
+    out.flush()
+}
+
+fn append(args: AppendArgs) -> Outcome {
+    // A missing folder becomes a new, empty ledger (so an export can be loaded into a fresh one).
+    let ledger = Ledger::open(&args.dir).map_err(|e| open_error(&args.dir, e))?;
+    let (name, mut reader, len): (String, Box<dyn BufRead>, u64) = if args.file == "-" {
+        ("<stdin>".into(), Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock())), 0)
+    } else {
+        let file = std::fs::File::open(&args.file).map_err(|e| Failure::Usage(format!("{}: {e}", args.file)))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        (args.file.clone(), Box::new(BufReader::with_capacity(1 << 20, file)), len)
+    };
+    let progress = bar(len, "{spinner} reading [{bar:30}] {bytes}/{total_bytes}");
+    let input = ops::read_ndjson(&mut *reader, &name, &mut |n| progress.set_position(n)).map_err(|e| match e {
+        ReadInputError::Bad(bad) => Failure::Data(bad.to_string()),
+        io @ ReadInputError::Io { .. } => usage(io),
+    })?;
+    progress.finish_and_clear();
+    let total = input.events.len();
+    let appended = if total == 0 {
+        None
+    } else {
+        let spinner = bar(0, "{spinner} appending {msg}");
+        spinner.set_message(format!("{} events", thousands(total as u64)));
+        let result = ledger.append(input.events.clone());
+        spinner.finish_and_clear();
+        match result {
+            Ok(appended) => Some(appended),
+            Err(e) => {
+                return Err(match ops::refusal(&name, &input, &e) {
+                    AppendRefusal::Data(why) => Failure::Data(why),
+                    AppendRefusal::Failed(why) => Failure::Usage(format!("{}: {why}", args.dir.display())),
+                })
+            }
+        }
+    };
+    let written = appended.as_ref().map_or(0, |a| a.written);
+    ledger.close().map_err(|e| Failure::Usage(format!("{}: {e}", args.dir.display())))?;
+    let head = Source::open(&args.dir).map_err(|e| Failure::Data(e.to_string()))?.head;
+    let mut out = Out::new();
+    let retried = total as u64 - written;
+    if retried > 0 {
+        out.line(format!("appended {written} events ({retried} already present: idempotent retry)"))?;
+    } else {
+        out.line(format!("appended {written} events"))?;
+    }
+    out.line(format!("head: size {} root {}", head.size, head.root_hex()))?;
+    out.flush()
+}
+
+/// Reads the model list of `stop-models`: one code a line, `#` comments and blank lines skipped.
+fn read_models(path: &Path) -> Result<Vec<ModelCode>, Failure> {
+    let name = path.display();
+    let file = std::fs::File::open(path).map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
+    let mut models = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| Failure::Usage(format!("{name}:{}: {e}", i + 1)))?;
+        let code = line.trim();
+        if code.is_empty() || code.starts_with('#') {
+            continue;
+        }
+        if models.len() >= ledger::model::MAX_DIRECTIVE_MODELS {
+            return Err(Failure::Data(format!(
+                "{name}:{}: more than {} models in one directive",
+                i + 1,
+                ledger::model::MAX_DIRECTIVE_MODELS
+            )));
+        }
+        let model = ModelCode::parse(code).map_err(|e| Failure::Data(format!("{name}:{}: {e}", i + 1)))?;
+        if !seen.insert(model.clone()) {
+            return Err(Failure::Data(format!("{name}:{}: model {model} is listed twice", i + 1)));
+        }
+        models.push(model);
+    }
+    if models.is_empty() {
+        return Err(Failure::Data(format!("{name}: lists no model")));
+    }
+    Ok(models)
+}
+
+fn stop_models(args: StopModelsArgs) -> Outcome {
+    let id = DirectiveId::parse(&args.directive).map_err(|e| Failure::Usage(format!("--directive: {e}")))?;
+    let reason = Text::parse(&args.reason).map_err(|e| Failure::Usage(format!("--reason: {e}")))?;
+    let deadline = args
+        .deadline
+        .as_deref()
+        .map(|d| {
+            DateTime::parse_from_rfc3339(d)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| Failure::Usage(format!("--deadline: {d:?} is not an RFC 3339 time: {e}")))
+        })
+        .transpose()?;
+    let models = read_models(&args.models)?;
+    if !ops::is_ledger(&args.dir) {
+        return Err(Failure::Usage(format!("{}: no posledger ledger here (no segments/ folder)", args.dir.display())));
+    }
+    let ledger = Ledger::open(&args.dir).map_err(|e| open_error(&args.dir, e))?;
+    let count = models.len();
+    let directive = Directive { id: id.clone(), at: Utc::now(), models, reason, deadline };
+    let outcome = ledger.stop_models(directive, None).map_err(|e| match e {
+        AppendError::Rule { violation, .. } => Failure::Data(format!("{}: {violation}", args.dir.display())),
+        AppendError::Field { error, .. } => Failure::Data(format!("{}: {error}", args.models.display())),
+        other => Failure::Usage(format!("{}: {other}", args.dir.display())),
+    })?;
+    let head = outcome.appended.head;
+    ledger.close().map_err(|e| Failure::Usage(format!("{}: {e}", args.dir.display())))?;
+    let mut out = Out::new();
+    out.line(format!("directive {id} recorded: stopped {} terminals of {count} models", outcome.stopped.len()))?;
+    out.line(format!("head: size {} root {}", head.size, head.root_hex()))?;
+    out.flush()
+}
+
+fn print_summary(out: &mut Out, summary: &FleetSummary) -> Outcome {
+    let [issued, active, stopped, replaced] = summary.by_status;
+    out.line(format!("  {:<22}{:>12}", "terminals", thousands(summary.devices)))?;
+    for (name, n) in [("issued", issued), ("active", active), ("stopped", stopped), ("replaced", replaced)] {
+        out.line(format!("    {:<20}{:>12}", name, thousands(n)))?;
+    }
+    out.line(format!("  {:<22}{:>12}", "with open flags", thousands(summary.flagged)))?;
+    out.line(format!("  {:<22}{:>12}", "contract expired", thousands(summary.contract_expired)))?;
+    out.line(format!("  {:<22}{:>12}", "directives", thousands(summary.directives)))?;
+    out.line("")?;
+    out.line(format!("  {:<14}{:>10}{:>10}{:>10}{:>10}", "provider", "issued", "active", "stopped", "replaced"))?;
+    for (provider, [i, a, s, r]) in &summary.by_provider {
+        out.line(format!(
+            "  {:<14}{:>10}{:>10}{:>10}{:>10}",
+            provider.as_str(),
+            thousands(*i),
+            thousands(*a),
+            thousands(*s),
+            thousands(*r)
+        ))?;
+    }
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> Outcome {
+    let config = Config { devices: args.devices, months: args.months, seed: args.seed, ..Config::default() };
+    config.validate().map_err(usage)?;
+    let started = Instant::now();
+    ops::prepare_demo_dir(&args.dir).map_err(Failure::Usage)?;
+    let mut out = Out::new();
+    out.line(format!(
+        "posledger demo: {} terminals over {} months (seed {}) into {}",
+        thousands(config.devices),
+        config.months,
+        config.seed,
+        args.dir.display()
+    ))?;
+    out.flush()?;
+    let (report, head, sim_time) = simulate_into(&args.dir, &config)?;
+    out.line(format!(
+        "  simulated {} events in {} appends ({:.1} s)",
+        thousands(report.events),
+        thousands(report.appends),
+        sim_time.as_secs_f64()
+    ))?;
+    out.flush()?;
+    let export_started = Instant::now();
+    let bundle = args.dir.join("bundle.plb");
+    let source = open_source(&args.dir)?;
+    let exported = export_to(&source, &bundle)?;
+    out.line(format!(
+        "  exported bundle {} ({} records, {:.1} MB, {:.1} s)",
+        bundle.display(),
+        thousands(exported.records),
+        exported.bytes as f64 / 1e6,
+        export_started.elapsed().as_secs_f64()
+    ))?;
+    out.line("")?;
+    out.line(format!("events     {}", thousands(head.size)))?;
+    out.line(format!("head root  {}", head.root_hex()))?;
+    out.line("")?;
+    out.line("fleet (folded from the bundle with the ledger's lifecycle rules)")?;
+    let bundle_source = Source::open(&bundle).map_err(|e| Failure::Data(e.to_string()))?;
+    let progress = bar(bundle_source.head.size, "{spinner} summarizing [{bar:30}] {pos}/{len}");
+    let summary = fleet_summary(&bundle_source, &mut |n| progress.set_position(n))
+        .map_err(|e| Failure::Data(e.to_string()))?;
+    progress.finish_and_clear();
+    print_summary(&mut out, &summary)?;
+    out.line("")?;
+    out.line("planted for the audits (what the simulator did on purpose)")?;
+    if let Some(id) = &report.directive {
+        out.line(format!(
+            "  directive {id}: {} models recalled, {} terminals stopped at once",
+            sim::RECALLED_MODELS,
+            thousands(report.stopped_by_directive)
+        ))?;
+        out.line(format!(
+            "    missed: {} terminals of recalled models issued after it ({} stopped past the deadline)",
+            thousands(report.missed_directive),
+            thousands(report.stopped_late)
+        ))?;
+    }
+    out.line(format!("  flow after a stop          {:>10} observations", thousands(report.flows_after_stop)))?;
+    out.line(format!(
+        "  flow on an expired contract{:>10} observations",
+        thousands(report.flows_on_expired_contract)
+    ))?;
+    out.line(format!("  dormant terminals          {:>10} (never reach 100 yuan)", thousands(report.dormant)))?;
+    out.line(format!(
+        "  flags raised / cleared     {:>10} / {}",
+        thousands(report.flags_raised),
+        thousands(report.flags_cleared)
+    ))?;
+    out.line("")?;
+    let b = bundle.display();
+    out.line("dig further with replay, the regulators' read-only tool")?;
+    out.line("(run it as `cargo run --release -p posledger-replay -- <command>` or target/release/replay):")?;
+    out.line(format!("  replay verify {b}"))?;
+    out.line(format!("  replay fleet {b}"))?;
+    out.line(format!("  replay audit {b}"))?;
+    let samples = [
+        (&report.samples.recalled_and_replaced, "stopped by the directive, then replaced"),
+        (&report.samples.missed_directive, "a recalled model issued after the directive"),
+        (&report.samples.flow_after_stop, "flow after a stop"),
+        (&report.samples.flow_on_expired_contract, "flow on an expired contract"),
+        (&report.samples.dormant, "dormant: never activated"),
+    ];
+    for (sn, why) in samples {
+        if let Some(sn) = sn {
+            out.line(format!("  replay device {b} {sn}    # {why}"))?;
+        }
+    }
+    out.line(format!("  replay export {b} --format ndjson --out fleet.ndjson"))?;
+    out.line("")?;
+    out.line(format!("done in {:.1} s", started.elapsed().as_secs_f64()))?;
+    out.flush()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo(args),
+        Command::Simulate(args) => simulate(args),
+        Command::Append(args) => append(args),
+        Command::StopModels(args) => stop_models(args),
+        Command::Export(args) => export(args),
+        Command::Head(args) => head(args),
+    };
+    match result {
+        Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,
+        Err(Failure::Data(why)) => {
+            eprintln!("{why}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(why)) => {
+            eprintln!("{why}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -647,12 +647,16 @@ impl Simulator {
         })))
     }
 
-    /// Sets up a fresh contract for a terminal issued at `at` and schedules what follows the issue.
-    fn after_issue(&mut self, i: usize, at: i64) {
+    /// The first contract of a terminal issued at `at`: from that day, 12 months (70%) or 24.
+    fn start_contract(&mut self, i: usize, at: i64) {
         let months = if self.rng.chance(7_000) { 12 } else { 24 };
         let start = at - at.rem_euclid(DAY);
         self.terms[i].contract_start = start;
         self.terms[i].contract_end = add_months(start, months);
+    }
+
+    /// Schedules what follows the issue of terminal `i` at `at` (contract due date, first flow).
+    fn after_issue(&mut self, i: usize, at: i64) {
         let due = self.terms[i].contract_end - 20 * DAY;
         self.schedule(i, due, Action::ContractDue);
         if self.terms[i].persona != Persona::DormantSilent {
@@ -680,6 +684,7 @@ impl Simulator {
         let new_sn = term.sn.clone();
         self.terms.push(term);
         let j = self.terms.len() - 1;
+        self.start_contract(j, at);
         self.after_issue(j, at);
         self.report.replacements += 1;
         if !self.decide(i, at, TerminalEvent::Replaced { by: new_sn.clone() }, true) {
@@ -751,6 +756,7 @@ impl Simulator {
     fn act(&mut self, i: usize, at: i64, action: Action) -> Result<(), SimError> {
         match action {
             Action::Issue => {
+                self.start_contract(i, at);
                 let issued = self.issued_event(i)?;
                 if self.decide(i, at, issued, false) {
                     self.after_issue(i, at);
@@ -817,8 +823,7 @@ impl Simulator {
                     self.report.flags_raised += 1;
                     if reason != FlagReason::CertificateRevoked {
                         let roll = self.rng.below(100);
-                        let clear_pending =
-                            self.terms[i].pending.iter().any(|(_, _, a)| *a == Action::Clear(reason));
+                        let clear_pending = self.terms[i].pending.iter().any(|(_, _, a)| *a == Action::Clear(reason));
                         if roll < 60 && !clear_pending {
                             let when = at + self.rng.range(3 * DAY, 40 * DAY);
                             self.schedule(i, when, Action::Clear(reason));

@@ -1,0 +1,272 @@
+//! The operator CLI's operations as library code: reading an NDJSON input, mapping an append's
+//! refusal back to its input line, writing a bundle, preparing the demo folder. The binary only parses
+//! arguments, draws progress bars and prints.
+
+use ledger::merkle::Frontier;
+use ledger::segment::{push_frame, FileKind, Header, Trailer};
+use ledger::{AppendError, AppendEvent, ReadError, Source, MAX_APPEND_EVENTS};
+use replay::ndjson::{self, MAX_LINE_BYTES};
+use std::fs::{self, File};
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The most lines one `posledger append` input may hold: 2,000,000 (the ledger's limit for one atomic
+/// append, [`MAX_APPEND_EVENTS`]). Blank lines count.
+pub const MAX_INPUT_LINES: usize = MAX_APPEND_EVENTS;
+/// The most bytes one `posledger append` input may hold: 1 GiB (the parsed events are held in memory
+/// until the single atomic append).
+pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+
+/// A refused input: the file name (or `<stdin>`), the 1-based line, and why. Displays as `FILE:LINE: reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}:{line}: {reason}")]
+pub struct InputError {
+    /// The input's name as the user gave it.
+    pub name: String,
+    /// The 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Why reading an input failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadInputError {
+    /// A line was refused (exit 1).
+    #[error(transparent)]
+    Bad(#[from] InputError),
+    /// The input could not be read (exit 2).
+    #[error("{name}: {source}")]
+    Io {
+        /// The input's name.
+        name: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// A parsed input: the events, and the line each came from.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Input {
+    /// Events in input order.
+    pub events: Vec<AppendEvent>,
+    /// `lines[i]` is the 1-based line of `events[i]`.
+    pub lines: Vec<usize>,
+}
+
+/// Reads and validates a whole NDJSON input, line by line, within [`MAX_INPUT_LINES`],
+/// [`MAX_INPUT_BYTES`] and [`MAX_LINE_BYTES`]. Blank lines are skipped. `progress` gets the bytes read.
+pub fn read_ndjson(
+    reader: &mut dyn BufRead,
+    name: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Input, ReadInputError> {
+    let mut input = Input::default();
+    let mut buf = Vec::new();
+    let mut line = 0usize;
+    let mut bytes = 0u64;
+    let bad = |line: usize, reason: String| InputError { name: name.to_owned(), line, reason };
+    loop {
+        buf.clear();
+        // `take` bounds the line even when it never ends: one byte past the limit is enough to refuse it.
+        let n = (&mut *reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| ReadInputError::Io { name: name.to_owned(), source })?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        bytes += n as u64;
+        if line > MAX_INPUT_LINES {
+            return Err(bad(line, format!("input has more than {MAX_INPUT_LINES} lines (the limit of one append)")).into());
+        }
+        if bytes > MAX_INPUT_BYTES {
+            return Err(bad(line, format!("input is larger than {MAX_INPUT_BYTES} bytes")).into());
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        if buf.len() > MAX_LINE_BYTES {
+            return Err(bad(line, format!("line is longer than the limit of {MAX_LINE_BYTES} bytes")).into());
+        }
+        let text = std::str::from_utf8(&buf).map_err(|e| bad(line, format!("not UTF-8: {e}")))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let event = ndjson::parse_line(text).map_err(|e| bad(line, e.to_string()))?;
+        input.events.push(event);
+        input.lines.push(line);
+        if line % 16_384 == 0 {
+            progress(bytes);
+        }
+    }
+    progress(bytes);
+    Ok(input)
+}
+
+/// How an append's error maps onto the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendRefusal {
+    /// The input was refused (exit 1): `FILE:LINE: reason`, or `FILE: reason` for the input as a whole.
+    Data(String),
+    /// The ledger failed (exit 2).
+    Failed(String),
+}
+
+/// Maps `AppendError { index, .. }` back to the input line that caused it.
+pub fn refusal(name: &str, input: &Input, err: &AppendError) -> AppendRefusal {
+    let at = |index: usize| format!("{name}:{}", input.lines.get(index).copied().unwrap_or(0));
+    match err {
+        AppendError::Field { index, error } => AppendRefusal::Data(format!("{}: {error}", at(*index))),
+        AppendError::Rule { index, stream, event, violation } => {
+            AppendRefusal::Data(format!("{}: illegal {event} on {stream}: {violation}", at(*index)))
+        }
+        AppendError::WrongExpectedVersion { index, stream, expected, actual } => AppendRefusal::Data(format!(
+            "{}: wrong expected_version: {stream} holds {actual} events, the line expects {expected}",
+            at(*index)
+        )),
+        AppendError::IdempotencyConflict { index, event_id, position } => AppendRefusal::Data(format!(
+            "{}: event_id {event_id} was already used at position {position} for a different event",
+            at(*index)
+        )),
+        AppendError::DuplicateEventId { index, event_id } => {
+            AppendRefusal::Data(format!("{}: event_id {event_id} appears twice in the input", at(*index)))
+        }
+        AppendError::Codec { index, error } => AppendRefusal::Data(format!("{}: {error}", at(*index))),
+        AppendError::TooMany { len, max } => {
+            AppendRefusal::Data(format!("{name}: {len} events exceed the limit of {max} for one append"))
+        }
+        other => AppendRefusal::Failed(other.to_string()),
+    }
+}
+
+/// What [`export_bundle`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    /// Records in the bundle.
+    pub records: u64,
+    /// The bundle's Merkle root (equal to the source's head root).
+    pub root: ledger::merkle::Hash,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Reading the log failed or found it damaged.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Writing the bundle failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The frames read do not hash to the source's head (the log changed or is damaged).
+    #[error("the records read hash to another root than the head's ({records} records read, head has {head})")]
+    RootMismatch {
+        /// Records read.
+        records: u64,
+        /// The head's size.
+        head: u64,
+    },
+}
+
+/// Writes a bundle of every record of `source` to `out`: a header of kind bundle at position 0, every
+/// record's frame byte for byte (the CRC32C is recomputed over the same body, so the bytes are the
+/// same), then a trailer with the record count, log size, root and frontier. Written to a temporary
+/// file beside `out`, fsynced, then renamed over it (and the folder fsynced), so a crash never leaves
+/// a half bundle under the final name. `progress` gets the records written.
+pub fn export_bundle(source: &Source, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Exported, ExportError> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExportError::Io { path: path.clone(), source }
+    };
+    let file_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+    let tmp = out.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let ledger_id = source.files.first().map_or(0, |f| f.header.ledger_id);
+        let header = Header { kind: FileKind::Bundle, seq: 0, first_position: 0, ledger_id };
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut writer = io::BufWriter::with_capacity(1 << 20, file);
+        writer.write_all(&header.encode()).map_err(io_err(&tmp))?;
+        let mut bytes = header.encode().len() as u64;
+        let mut frontier = Frontier::new();
+        let mut frame = Vec::new();
+        let mut frames = source.frames(0, source.head.size);
+        while let Some((_, body, _)) = frames.next_frame()? {
+            frame.clear();
+            push_frame(&mut frame, body);
+            writer.write_all(&frame).map_err(io_err(&tmp))?;
+            bytes += frame.len() as u64;
+            frontier.push_leaf(body);
+            if frontier.size() % 65_536 == 0 {
+                progress(frontier.size());
+            }
+        }
+        if frontier.size() != source.head.size || frontier.root() != source.head.root {
+            return Err(ExportError::RootMismatch { records: frontier.size(), head: source.head.size });
+        }
+        let mut trailer = Vec::new();
+        Trailer::new(frontier.size(), &frontier).encode(&mut trailer);
+        writer.write_all(&trailer).map_err(io_err(&tmp))?;
+        bytes += trailer.len() as u64;
+        let file = writer.into_inner().map_err(|e| ExportError::Io { path: tmp.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        progress(frontier.size());
+        Ok(Exported { records: frontier.size(), root: frontier.root(), bytes })
+    })();
+    match result {
+        Ok(exported) => {
+            fs::rename(&tmp, out).map_err(io_err(out))?;
+            sync_parent(out).map_err(io_err(out))?;
+            Ok(exported)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Fsyncs the folder holding `path`, so a rename into it survives a crash.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+/// Whether `dir` holds a posledger ledger (it has a `segments/` folder).
+pub fn is_ledger(dir: &Path) -> bool {
+    dir.join(ledger::source::SEGMENTS_DIR).is_dir()
+}
+
+/// Makes `dir` an empty folder for the demo: removes a previous ledger there, creates a missing one,
+/// and refuses (without touching anything) a file or a non-empty folder that is not a posledger ledger.
+pub fn prepare_demo_dir(dir: &Path) -> Result<(), String> {
+    match fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Ok(meta) if !meta.is_dir() => return Err(format!("{}: exists and is not a folder; refusing to touch it", dir.display())),
+        Ok(_) => {
+            let empty = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.next().is_none();
+            if !empty && !is_ledger(dir) {
+                return Err(format!(
+                    "{}: not empty and not a posledger ledger (no segments/ folder); refusing to touch it",
+                    dir.display()
+                ));
+            }
+            fs::remove_dir_all(dir).map_err(|e| format!("{}: cannot remove the old demo: {e}", dir.display()))?;
+        }
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
