@@ -1,0 +1,375 @@
+//! Checkpoints: a fleet saved with the position it covers and the log's Merkle root there, so a later
+//! rebuild folds only the newer records.
+//!
+//! A checkpoint also keeps the Merkle frontier at its position. Catching up pushes the leaf hashes of
+//! the new records onto that frontier; the result must be the root of the log being read. So the check
+//! that the checkpoint belongs to *this* log (same records before its position) costs time in
+//! proportion to the new records only, like the fold itself. A checkpoint past the end of the log, of
+//! another log, or damaged is refused with a [`CheckpointError`]; [`rebuild_from_checkpoint`] then falls
+//! back to a full fold and says why.
+//!
+//! File: `PLPROJ01` | payload length u64 LE | payload (bincode 2, standard) | SHA-256(payload).
+//! Saving writes a temporary file, syncs it and renames it into place: a crash leaves the old
+//! checkpoint or the new one, never half of one. This is the only file projections ever write, and
+//! only when asked; it is never inside the ledger's `segments/` folder.
+
+use crate::audit::{AuditConfig, Finding};
+use crate::fleet::{partition_of, DirectiveInfo, Directives, Fleet, Partition, Terminal, PARTITIONS};
+use crate::fold;
+use crate::intern::{Names, NamesImage};
+use crate::rebuild::{fold_parallel, in_pool, prepare_range, rebuild, resolve_cut, Cut, Options, RebuildError};
+use ledger::merkle::{Frontier, Hash};
+use ledger::segment::FileKind;
+use ledger::source::hex;
+use ledger::{ReadError, Source};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// First bytes of a checkpoint file.
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"PLPROJ01";
+/// The folder, inside a ledger folder, that holds projection checkpoints.
+pub const CHECKPOINT_DIR: &str = "projections";
+/// The fleet checkpoint's file name.
+pub const CHECKPOINT_FILE: &str = "fleet.checkpoint";
+
+/// Why a checkpoint could not be saved, loaded or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The OS refused.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not a checkpoint, damaged, or from an incompatible version.
+    #[error("{path}: not a valid fleet checkpoint: {what}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// Only a fleet at an append boundary can be saved (a cut inside an append is not resumable).
+    #[error("the fleet at position {position} is inside an append; only append boundaries can be checkpointed")]
+    NotAtCommit {
+        /// The fleet's position.
+        position: u64,
+    },
+    /// The checkpoint covers more records than the log has.
+    #[error("checkpoint at position {position} is past the end of the log ({size} records)")]
+    PastEnd {
+        /// The checkpoint's position.
+        position: u64,
+        /// Records in the log.
+        size: u64,
+    },
+    /// The log's records before the checkpoint's position are not the ones the checkpoint was built from.
+    #[error("checkpoint at position {position} belongs to another log: its root {checkpoint_root} does not extend to this log's head root {log_root}")]
+    RootMismatch {
+        /// The checkpoint's position.
+        position: u64,
+        /// The root the checkpoint recorded at its position.
+        checkpoint_root: String,
+        /// The root of the log being read.
+        log_root: String,
+    },
+    /// The cut asked for is before the checkpoint.
+    #[error("cut at position {cut} is before the checkpoint at position {position}")]
+    CutBeforeCheckpoint {
+        /// The cut.
+        cut: u64,
+        /// The checkpoint's position.
+        position: u64,
+    },
+    /// The checkpoint was built with other audit settings than asked for.
+    #[error("checkpoint was built with audit settings {checkpoint:?}, asked for {asked:?}")]
+    AuditDiffers {
+        /// The checkpoint's.
+        checkpoint: Option<AuditConfig>,
+        /// Asked for.
+        asked: Option<AuditConfig>,
+    },
+    /// Reading the log failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Folding the new records failed.
+    #[error(transparent)]
+    Rebuild(#[from] RebuildError),
+}
+
+/// A loaded checkpoint.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    root: Hash,
+    frontier: Frontier,
+    fleet: Fleet,
+}
+
+impl Checkpoint {
+    /// Records covered.
+    pub fn position(&self) -> u64 {
+        self.fleet.position()
+    }
+    /// The log's Merkle root at that position.
+    pub fn root(&self) -> Hash {
+        self.root
+    }
+    /// The fleet as saved.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+    /// The fleet, taken.
+    pub fn into_fleet(self) -> Fleet {
+        self.fleet
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Image {
+    position: u64,
+    root: Hash,
+    frontier: Vec<Hash>,
+    end_at: Option<i64>,
+    last_recorded_at: Option<i64>,
+    illegal: u64,
+    names: NamesImage,
+    directives: Vec<DirectiveInfo>,
+    /// Per partition, terminals in slot order.
+    partitions: Vec<Vec<(String, Terminal)>>,
+    audit: Option<(AuditConfig, Vec<Finding>)>,
+}
+
+/// Where the fleet checkpoint of `source` goes by default: `<ledger>/projections/fleet.checkpoint` for a
+/// ledger folder, `<bundle>.fleet.checkpoint` beside a bundle.
+pub fn default_path(source: &Source) -> PathBuf {
+    match source.kind {
+        FileKind::Segment => source.path.join(CHECKPOINT_DIR).join(CHECKPOINT_FILE),
+        FileKind::Bundle => {
+            let mut name = source.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            name.push(".fleet.checkpoint");
+            source.path.with_file_name(name)
+        }
+    }
+}
+
+/// The Merkle frontier of the first `size` records: from the last sealed file's trailer at or before
+/// `size`, then the leaves after it.
+pub fn frontier_at(source: &Source, size: u64) -> Result<Frontier, CheckpointError> {
+    if size > source.head.size {
+        return Err(CheckpointError::PastEnd { position: size, size: source.head.size });
+    }
+    let mut frontier = source
+        .files
+        .iter()
+        .filter_map(|f| f.trailer.as_ref())
+        .filter(|t| t.log_size <= size)
+        .filter_map(|t| t.checked_frontier())
+        .max_by_key(Frontier::size)
+        .unwrap_or_default();
+    let mut frames = source.frames(frontier.size(), size);
+    while let Some((_, body, _)) = frames.next_frame()? {
+        frontier.push_leaf(body);
+    }
+    assert_eq!(frontier.size(), size, "the frontier covers exactly the records asked for");
+    Ok(frontier)
+}
+
+/// Saves `fleet`, which must have been folded from `source`, to `path`.
+pub fn save(fleet: &Fleet, source: &Source, path: &Path) -> Result<(), CheckpointError> {
+    if !fleet.at_commit_boundary() {
+        return Err(CheckpointError::NotAtCommit { position: fleet.position() });
+    }
+    let frontier = frontier_at(source, fleet.position())?;
+    let image = Image {
+        position: fleet.position,
+        root: frontier.root(),
+        frontier: frontier.nodes().to_vec(),
+        end_at: fleet.end_at,
+        last_recorded_at: fleet.last_recorded_at,
+        illegal: fleet.illegal,
+        names: fleet.names.to_image(),
+        directives: fleet.directives.list.clone(),
+        partitions: fleet
+            .partitions
+            .iter()
+            .map(|p| p.sns_by_slot().into_iter().map(str::to_owned).zip(p.terminals.iter().cloned()).collect())
+            .collect(),
+        audit: fleet.audit.as_ref().map(|a| (a.config, a.findings.clone())),
+    };
+    let invalid = |what: String| CheckpointError::Invalid { path: path.to_owned(), what };
+    let payload =
+        bincode::serde::encode_to_vec(&image, bincode::config::standard()).map_err(|e| invalid(e.to_string()))?;
+    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        file.write_all(CHECKPOINT_MAGIC).map_err(io)?;
+        file.write_all(&(payload.len() as u64).to_le_bytes()).map_err(io)?;
+        file.write_all(&payload).map_err(io)?;
+        file.write_all(&Sha256::digest(&payload)).map_err(io)?;
+        let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+/// Loads and checks a checkpoint file (its checksum and every internal invariant; not yet the log).
+pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
+    let invalid = |what: &str| CheckpointError::Invalid { path: path.to_owned(), what: what.to_owned() };
+    let rest = bytes.strip_prefix(CHECKPOINT_MAGIC.as_slice()).ok_or_else(|| invalid("bad magic"))?;
+    let (len, rest) = rest.split_first_chunk::<8>().ok_or_else(|| invalid("truncated"))?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| invalid("payload length out of range"))?;
+    if rest.len() != len.saturating_add(32) {
+        return Err(invalid("file length does not match the payload length"));
+    }
+    let (payload, sum) = rest.split_at(len);
+    if Sha256::digest(payload).as_slice() != sum {
+        return Err(invalid("checksum mismatch"));
+    }
+    let (image, used): (Image, usize) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
+        .map_err(|e| CheckpointError::Invalid { path: path.to_owned(), what: e.to_string() })?;
+    if used != payload.len() {
+        return Err(invalid("trailing bytes after the payload"));
+    }
+    from_image(image).map_err(invalid)
+}
+
+fn from_image(image: Image) -> Result<Checkpoint, &'static str> {
+    let frontier = Frontier::from_parts(image.position, image.frontier).ok_or("frontier does not match its size")?;
+    if frontier.root() != image.root {
+        return Err("frontier does not match the root");
+    }
+    let names = Names::from_image(image.names).ok_or("a name table repeats a value")?;
+    let directives = Directives::from_list(image.directives).ok_or("a directive id repeats")?;
+    if image.partitions.len() != PARTITIONS {
+        return Err("wrong number of partitions");
+    }
+    let mut partitions = Vec::with_capacity(PARTITIONS);
+    for (p, terminals) in image.partitions.into_iter().enumerate() {
+        let mut part = Partition::default();
+        part.index.reserve(terminals.len());
+        part.terminals.reserve_exact(terminals.len());
+        for (sn, t) in terminals {
+            if partition_of(&sn) != p || part.get(&sn).is_some() || ledger::Sn::parse(&sn).is_err() {
+                return Err("a terminal is misplaced, repeated or has an invalid SN");
+            }
+            let in_range = (t.model as usize) < names.models.len()
+                && (t.provider as usize) < names.providers.len()
+                && (t.region as usize) < names.regions.len()
+                && (t.merchant as usize) < names.merchants.len();
+            if !in_range {
+                return Err("a terminal names an unknown interned id");
+            }
+            part.insert(&sn, t);
+        }
+        partitions.push(part);
+    }
+    let mut fleet = Fleet::new(None);
+    fleet.partitions = partitions;
+    fleet.names = names;
+    fleet.directives = directives;
+    fleet.position = image.position;
+    fleet.at_commit = true;
+    fleet.end_at = image.end_at;
+    fleet.last_recorded_at = image.last_recorded_at;
+    fleet.illegal = image.illegal;
+    fleet.audit = image.audit.map(|(config, findings)| crate::fleet::AuditLog { config, findings });
+    Ok(Checkpoint { root: image.root, frontier, fleet })
+}
+
+/// Checks that `checkpoint` belongs to `source`'s log: its frontier, extended by the leaves of every
+/// newer record, must give the log's head root. Costs time in proportion to the newer records.
+pub fn verify(checkpoint: &Checkpoint, source: &Source) -> Result<(), CheckpointError> {
+    let position = checkpoint.position();
+    let size = source.head.size;
+    if position > size {
+        return Err(CheckpointError::PastEnd { position, size });
+    }
+    let mut frontier = checkpoint.frontier.clone();
+    let mut frames = source.frames(position, size);
+    while let Some((_, body, _)) = frames.next_frame()? {
+        frontier.push_leaf(body);
+    }
+    if frontier.size() != size || frontier.root() != source.head.root {
+        return Err(CheckpointError::RootMismatch {
+            position,
+            checkpoint_root: hex(&checkpoint.root),
+            log_root: source.head.root_hex(),
+        });
+    }
+    Ok(())
+}
+
+/// Catches `checkpoint` up to `cut` of `source`, folding only the records after it (in parallel).
+pub fn catch_up(
+    checkpoint: Checkpoint,
+    source: &Source,
+    cut: Cut,
+    options: &Options,
+) -> Result<Fleet, CheckpointError> {
+    if checkpoint.fleet.audit_config() != options.audit.as_ref() {
+        return Err(CheckpointError::AuditDiffers {
+            checkpoint: checkpoint.fleet.audit_config().copied(),
+            asked: options.audit,
+        });
+    }
+    verify(&checkpoint, source)?;
+    let position = checkpoint.position();
+    let to = resolve_cut(source, cut)?;
+    if to < position {
+        return Err(CheckpointError::CutBeforeCheckpoint { cut: to, position });
+    }
+    let mut fleet = checkpoint.fleet;
+    in_pool(options.threads, || {
+        let source = prepare_range(source, position, to)?;
+        fold_parallel(&mut fleet, &source, to, options)
+    })?;
+    fold::finalize(&mut fleet);
+    Ok(fleet)
+}
+
+/// How [`rebuild_from_checkpoint`] started.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Start {
+    /// Caught up from a checkpoint at this position.
+    Checkpoint {
+        /// The checkpoint's position.
+        position: u64,
+    },
+    /// Folded from position 0, because the checkpoint was refused (or absent).
+    Scratch {
+        /// Why the checkpoint was not used.
+        refused: CheckpointError,
+    },
+}
+
+/// Rebuilds as of `cut` from the checkpoint at `path` when it is usable, else with a full fold.
+pub fn rebuild_from_checkpoint(
+    path: &Path,
+    source: &Source,
+    cut: Cut,
+    options: &Options,
+) -> Result<(Fleet, Start), RebuildError> {
+    let resumed = load(path).and_then(|cp| {
+        let position = cp.position();
+        catch_up(cp, source, cut, options).map(|fleet| (fleet, position))
+    });
+    match resumed {
+        Ok((fleet, position)) => Ok((fleet, Start::Checkpoint { position })),
+        Err(CheckpointError::Rebuild(e)) => Err(e),
+        Err(refused) => Ok((rebuild(source, cut, options)?, Start::Scratch { refused })),
+    }
+}

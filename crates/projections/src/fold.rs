@@ -1,0 +1,304 @@
+//! Folding one event into the fleet, and the plain sequential fold.
+//!
+//! [`step`] is the only place a terminal event changes a [`Terminal`]: it asks
+//! [`ledger::lifecycle::apply`] (the one copy of the rules) whether the event is legal and what the new
+//! state is, then keeps the fleet's extra fields and the audit's bookkeeping beside it. The sequential
+//! fold here and the parallel rebuild ([`crate::rebuild`]) differ only in how they feed [`step`]: the
+//! order of events within a terminal, the directives visible at each position and the replacement
+//! pairing verdicts are the same in both.
+
+use crate::audit::{self, AuditConfig, AuditTerm, Finding, Rule};
+use crate::fleet::{partition_of, Directives, Fleet, Links, Partition, Terminal};
+use crate::intern::{NameIds, Names};
+use ledger::lifecycle::{self, ContractState, State, Status, Violation};
+use ledger::model::ACTIVATION_FLOW_FEN;
+use ledger::{DeviceEvent, Directive, Event, Record, Sn, TerminalEvent};
+use std::collections::HashMap;
+
+/// What [`step`] reads besides the terminal's partition.
+pub(crate) struct Ctx<'a> {
+    pub names: &'a Names,
+    pub directives: &'a Directives,
+    pub audit: Option<&'a AuditConfig>,
+}
+
+/// What a fold accumulates besides terminal states.
+#[derive(Debug, Default)]
+pub(crate) struct Acc {
+    pub illegal: u64,
+    pub findings: Vec<Finding>,
+}
+
+/// One terminal event, as [`step`] consumes it.
+pub(crate) struct Input<'a> {
+    pub position: u64,
+    /// Event time, microseconds.
+    pub at: i64,
+    pub sn: &'a Sn,
+    pub event: &'a TerminalEvent,
+    /// Interned names, for `issued`.
+    pub ids: Option<NameIds>,
+    /// The replacement pairing verdict of this event's append, for pairing events.
+    pub pairing: Option<Violation>,
+}
+
+/// Whether an event takes part in replacement pairing (checked per append by [`lifecycle::check_pairs`]).
+pub(crate) fn is_pairing(event: &TerminalEvent) -> bool {
+    match event {
+        TerminalEvent::Replaced { .. } => true,
+        TerminalEvent::Issued(issued) => issued.replaces.is_some(),
+        _ => false,
+    }
+}
+
+/// Pairing verdicts for the pairing events of one append (`group`, in position order): every event gets
+/// an entry, `Some(violation)` when it is left without a partner.
+///
+/// [`lifecycle::check_pairs`] names the first unpaired event; it is set aside and the rest checked
+/// again, so each event's verdict comes from the ledger's own rule. (Quadratic only in the number of
+/// *unpaired* events of one append, which a log that passed the write path never has.)
+pub(crate) fn pair_verdicts(group: &[(u64, DeviceEvent)], out: &mut HashMap<u64, Option<Violation>>) {
+    let mut live: Vec<usize> = (0..group.len()).collect();
+    while let Err((k, violation)) = lifecycle::check_pairs(live.iter().filter_map(|i| group.get(*i).map(|g| &g.1))) {
+        let Some(index) = (k < live.len()).then(|| live.remove(k)) else { break };
+        if let Some((position, _)) = group.get(index) {
+            out.insert(*position, Some(violation));
+        }
+    }
+    for i in live {
+        if let Some((position, _)) = group.get(i) {
+            out.insert(*position, None);
+        }
+    }
+}
+
+/// Records a directive unless its id was already recorded (an illegal repeat: reported, not applied).
+pub(crate) fn record_directive(directives: &mut Directives, position: u64, d: &Directive, audit: bool, acc: &mut Acc) {
+    match lifecycle::check_directive(d, directives.contains(&d.id)) {
+        Ok(()) => {
+            let recorded = directives.record(position, d);
+            assert!(recorded, "check_directive accepted an id already recorded");
+        }
+        Err(violation) => {
+            acc.illegal += 1;
+            if audit {
+                acc.findings.push(Finding {
+                    position,
+                    rule: Rule::IllegalTransition,
+                    device: None,
+                    detail: format!("directive rejected: {violation}"),
+                });
+            }
+        }
+    }
+}
+
+/// Folds one terminal event into its partition. Returns the rule the event broke, if any; a rejected
+/// event leaves the terminal unchanged.
+pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &mut Acc) -> Result<(), Violation> {
+    let before = part.get(input.sn.as_str());
+    let before_state: Option<State> = before.map(|t| t.state);
+    let model = before.and_then(|t| ctx.names.models.get(t.model));
+    let lookup = |id: &ledger::DirectiveId| ctx.directives.lookup(id, input.position, model);
+    let result = lifecycle::apply(before_state.as_ref(), input.event, &lookup)
+        .and_then(|next| input.pairing.clone().map_or(Ok(next), Err));
+    if ctx.audit.is_some() {
+        observe(before_state.as_ref(), &input, acc);
+    }
+    let next = match result {
+        Ok(next) => next,
+        Err(violation) => {
+            acc.illegal += 1;
+            if ctx.audit.is_some() {
+                acc.findings.push(Finding {
+                    position: input.position,
+                    rule: Rule::IllegalTransition,
+                    device: Some(input.sn.clone()),
+                    detail: format!("{} rejected: {violation}", input.event.type_name()),
+                });
+            }
+            return Err(violation);
+        }
+    };
+    let Some(terminal) = part.get_mut(input.sn.as_str()) else {
+        // The rules accept only `issued` for an SN never seen.
+        let TerminalEvent::Issued(issued) = input.event else {
+            unreachable!("lifecycle::apply accepted a non-issued event for an unknown terminal")
+        };
+        let ids = input.ids.unwrap_or_default();
+        part.insert(
+            input.sn.as_str(),
+            Terminal {
+                state: next,
+                model: ids[0],
+                provider: ids[1],
+                region: ids[2],
+                merchant: ids[3],
+                issued_at: input.at,
+                contract_end: issued.contract.end.timestamp_micros(),
+                last_position: input.position,
+                links: issued
+                    .replaces
+                    .as_ref()
+                    .map(|old| Box::new(Links { replaces: Some((old.clone(), input.position)), replaced_by: None })),
+                audit: ctx
+                    .audit
+                    .map(|_| Box::new(AuditTerm { issued_position: input.position, ..AuditTerm::default() })),
+            },
+        );
+        return Ok(());
+    };
+    terminal.state = next;
+    terminal.last_position = input.position;
+    match input.event {
+        TerminalEvent::ContractRenewed { contract } => terminal.contract_end = contract.end.timestamp_micros(),
+        TerminalEvent::Replaced { by } => {
+            terminal.links.get_or_insert_with(Box::default).replaced_by = Some((by.clone(), input.position));
+        }
+        _ => {}
+    }
+    if let (Some(config), Some(audit)) = (ctx.audit, terminal.audit.as_mut()) {
+        match input.event {
+            TerminalEvent::Activated => audit.ever_active = true,
+            TerminalEvent::Stopped { .. } => {
+                audit.stopped_at.get_or_insert(input.at);
+            }
+            TerminalEvent::Flagged { reason, .. } => audit::flag_opened(audit, *reason, input.at, input.position),
+            TerminalEvent::FlagCleared { reason, .. } => {
+                if let Some(since) = audit::flag_closed(audit, *reason, input.at, config) {
+                    acc.findings.push(Finding {
+                        position: input.position,
+                        rule: Rule::FlagOpenTooLong,
+                        device: Some(input.sn.clone()),
+                        detail: audit::describe_flag_cleared(*reason, since, input.at),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The audit rules that look at the state just before an event.
+fn observe(before: Option<&State>, input: &Input<'_>, acc: &mut Acc) {
+    let Some(state) = before else { return };
+    let mut emit = |rule: Rule, detail: String| {
+        acc.findings.push(Finding { position: input.position, rule, device: Some(input.sn.clone()), detail })
+    };
+    match input.event {
+        TerminalEvent::Flow { amount_fen, .. } => {
+            if state.status == Status::Stopped {
+                emit(Rule::FlowAfterStop, format!("flow of {amount_fen} fen on a stopped terminal"));
+            }
+            if state.status == Status::Replaced {
+                emit(Rule::FlowAfterReplacement, format!("flow of {amount_fen} fen on a replaced terminal"));
+            }
+            if state.contract == ContractState::Expired {
+                emit(Rule::FlowWhileContractExpired, format!("flow of {amount_fen} fen while the contract is expired"));
+            }
+        }
+        TerminalEvent::Activated if state.flow_fen < ACTIVATION_FLOW_FEN => emit(
+            Rule::ActivationWithoutFlow,
+            format!("activated with {} fen of cumulative flow (needs {ACTIVATION_FLOW_FEN})", state.flow_fen),
+        ),
+        _ => {}
+    }
+}
+
+/// What the sequential fold reports for each terminal record it folds: the record, the rule it broke
+/// (if any), and the terminal's state after it (`None` while the terminal does not exist).
+pub(crate) type Hook<'h> = &'h mut dyn FnMut(&Record, Option<&Violation>, Option<State>);
+
+/// The plain sequential fold: records in position order, one append at a time.
+pub(crate) struct Sequential<'a> {
+    fleet: &'a mut Fleet,
+    group: Vec<Record>,
+    /// Fold only this terminal (directives and pairing are still read from every record).
+    filter: Option<Sn>,
+}
+
+impl<'a> Sequential<'a> {
+    pub fn new(fleet: &'a mut Fleet, filter: Option<Sn>) -> Self {
+        Sequential { fleet, group: Vec::new(), filter }
+    }
+
+    /// Takes the next record (which must be at the fleet's position).
+    pub fn push(&mut self, record: Record, hook: Option<Hook<'_>>) {
+        assert_eq!(record.position, self.fleet.position, "records are folded densely, in position order");
+        self.fleet.position += 1;
+        self.fleet.at_commit = record.commit;
+        self.fleet.end_at = Some(record.event.at().timestamp_micros());
+        self.fleet.last_recorded_at = Some(record.recorded_at.timestamp_micros());
+        let commit = record.commit;
+        self.group.push(record);
+        if commit {
+            self.flush(hook);
+        }
+    }
+
+    /// Folds the records of the open append (at a commit marker, or at the end of the input).
+    pub fn flush(&mut self, mut hook: Option<Hook<'_>>) {
+        let fleet = &mut *self.fleet;
+        let pairing: Vec<(u64, DeviceEvent)> = self
+            .group
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Terminal(e) if is_pairing(&e.event) => Some((r.position, e.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut verdicts = HashMap::new();
+        pair_verdicts(&pairing, &mut verdicts);
+        let audit = fleet.audit.as_ref().map(|a| a.config);
+        let mut acc = Acc::default();
+        for record in self.group.drain(..) {
+            match &record.event {
+                Event::Directive(d) => {
+                    record_directive(&mut fleet.directives, record.position, d, audit.is_some(), &mut acc)
+                }
+                Event::Terminal(e) => {
+                    if self.filter.as_ref().is_some_and(|f| *f != e.device) {
+                        continue;
+                    }
+                    let ids = match &e.event {
+                        TerminalEvent::Issued(issued) => Some(fleet.names.intern_issued(issued)),
+                        _ => None,
+                    };
+                    let Some(part) = fleet.partitions.get_mut(partition_of(e.device.as_str())) else { continue };
+                    let ctx = Ctx { names: &fleet.names, directives: &fleet.directives, audit: audit.as_ref() };
+                    let input = Input {
+                        position: record.position,
+                        at: e.at.timestamp_micros(),
+                        sn: &e.device,
+                        event: &e.event,
+                        ids,
+                        pairing: verdicts.get(&record.position).cloned().flatten(),
+                    };
+                    let result = step(part, &ctx, input, &mut acc);
+                    if let Some(hook) = hook.as_mut() {
+                        hook(&record, result.err().as_ref(), part.get(e.device.as_str()).map(|t| t.state));
+                    }
+                }
+            }
+        }
+        fleet.illegal += acc.illegal;
+        if let Some(log) = fleet.audit.as_mut() {
+            log.findings.extend(acc.findings);
+        }
+    }
+
+    /// Ends the input: folds the open append and puts the findings in their canonical order.
+    pub fn finish(mut self, hook: Option<Hook<'_>>) {
+        self.flush(hook);
+        finalize(self.fleet);
+    }
+}
+
+/// Canonical order of the findings gathered so far (so fleets built any way compare equal).
+pub(crate) fn finalize(fleet: &mut Fleet) {
+    use rayon::slice::ParallelSliceMut;
+    if let Some(log) = fleet.audit.as_mut() {
+        log.findings.par_sort_unstable();
+    }
+}

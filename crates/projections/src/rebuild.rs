@@ -1,0 +1,451 @@
+//! Rebuilding the fleet from the log: in parallel, sequentially, as of a position or a time.
+//!
+//! The parallel rebuild works in batches of `chunk_records × batch_chunks` records:
+//! 1. *read and decode* each chunk of the batch in parallel (rayon), splitting its terminal events by
+//!    partition ([`partition_of`]) and interning names into a chunk-local table;
+//! 2. *glue*, sequential and cheap: merge the chunk name tables in chunk order (so ids are the same as a
+//!    sequential fold's), record directives, and compute replacement pairing verdicts for every append
+//!    whose commit marker has been read;
+//! 3. *fold* each partition's events in position order, partitions in parallel, with [`step`].
+//!
+//! A pairing event whose append is still open at the end of a batch (its commit marker is in a later
+//! batch) stalls its partition: it and every later event of that partition wait for the next batch, so
+//! each terminal still sees its events in position order. The shape of the work (chunks, batches,
+//! partitions) never depends on the number of threads, which is why the result is identical for any
+//! thread count and equal to [`rebuild_sequential`].
+
+use crate::audit::AuditConfig;
+use crate::fleet::{partition_of, Fleet, PARTITIONS};
+use crate::fold::{self, is_pairing, pair_verdicts, record_directive, step, Acc, Ctx, Input, Sequential};
+use crate::intern::{Interner, NameIds};
+use chrono::{DateTime, Utc};
+use ledger::codec::decode_record;
+use ledger::lifecycle::Violation;
+use ledger::source::build_sparse;
+use ledger::{DeviceEvent, Directive, Event, ReadError, Record, RecordIter, Sn, Source, TerminalEvent};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How far into the log to fold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// Every record.
+    Head,
+    /// The first `n` records (positions `0..n`).
+    Position(u64),
+    /// Every record recorded at or before this time (recorded_at never decreases along the log).
+    Time(DateTime<Utc>),
+}
+
+/// How to rebuild.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Threads: `None` uses the current rayon pool, `Some(n)` a dedicated pool of `n` threads.
+    pub threads: Option<usize>,
+    /// Build with the audit rules' bookkeeping and findings.
+    pub audit: Option<AuditConfig>,
+    /// Records per read-and-decode chunk (default 65,536).
+    pub chunk_records: u64,
+    /// Chunks per batch (default 16): a batch is decoded, then folded; memory is proportional to it.
+    pub batch_chunks: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { threads: None, audit: None, chunk_records: 1 << 16, batch_chunks: 16 }
+    }
+}
+
+impl Options {
+    /// With a dedicated pool of `n` threads.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+    /// With the audit rules.
+    pub fn audit(mut self, config: AuditConfig) -> Self {
+        self.audit = Some(config);
+        self
+    }
+}
+
+/// Why a rebuild failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RebuildError {
+    /// A record could not be read or decoded.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The cut asks for more records than the log has.
+    #[error("position {position} is past the end of the log ({size} records)")]
+    PastEnd {
+        /// The position asked for.
+        position: u64,
+        /// Records in the log.
+        size: u64,
+    },
+    /// The thread pool could not be started.
+    #[error("cannot start a pool of {threads} threads: {reason}")]
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The options are out of range.
+    #[error("invalid rebuild options: {0}")]
+    Options(&'static str),
+}
+
+/// Runs `f` in a dedicated pool when `threads` is given.
+pub(crate) fn in_pool<T: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> Result<T, RebuildError> + Send,
+) -> Result<T, RebuildError> {
+    match threads {
+        None => f(),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| RebuildError::Threads { threads: n, reason: e.to_string() })?
+            .install(f),
+    }
+}
+
+/// A copy of `source` whose every file has its sparse offsets, so chunks can start anywhere without
+/// rescanning their file (built in parallel, one file per task).
+pub fn prepare(source: &Source) -> Result<Source, RebuildError> {
+    prepare_range(source, 0, source.head.size)
+}
+
+/// Like [`prepare`], for the files that hold positions `from..to` only (a catch-up touches only them).
+pub fn prepare_range(source: &Source, from: u64, to: u64) -> Result<Source, RebuildError> {
+    let mut source = source.clone();
+    source.files.par_iter_mut().try_for_each(|meta| -> Result<(), ReadError> {
+        let overlaps = meta.end_position() > from && meta.first_position() < to;
+        if overlaps && meta.sparse.is_none() {
+            meta.sparse = Some(Arc::new(build_sparse(meta)?));
+        }
+        Ok(())
+    })?;
+    Ok(source)
+}
+
+fn recorded_at(source: &Source, position: u64) -> Result<DateTime<Utc>, RebuildError> {
+    let size = source.head.size;
+    let record = RecordIter::new(source.frames(position, position + 1))
+        .next()
+        .ok_or(RebuildError::PastEnd { position, size })??;
+    Ok(record.recorded_at)
+}
+
+/// The number of records a cut covers.
+pub fn resolve_cut(source: &Source, cut: Cut) -> Result<u64, RebuildError> {
+    let size = source.head.size;
+    match cut {
+        Cut::Head => Ok(size),
+        Cut::Position(n) if n > size => Err(RebuildError::PastEnd { position: n, size }),
+        Cut::Position(n) => Ok(n),
+        Cut::Time(t) => {
+            // recorded_at never decreases: binary search for the first record recorded after t. First
+            // over files by their first record (no sparse offsets needed), then inside the one file,
+            // with its sparse offsets built once.
+            let files = &source.files;
+            let mut lo_file = 0usize;
+            let mut hi_file = files.len();
+            while lo_file < hi_file {
+                let mid = lo_file + (hi_file - lo_file) / 2;
+                let first = files.get(mid).map(|f| f.first_position()).unwrap_or(size);
+                if first < size && recorded_at(source, first)? <= t {
+                    lo_file = mid + 1;
+                } else {
+                    hi_file = mid;
+                }
+            }
+            // Files before lo_file start at or before t; the answer lies in file lo_file - 1 (or is 0).
+            let Some(file) = lo_file.checked_sub(1).and_then(|i| files.get(i)) else { return Ok(0) };
+            let (mut lo, mut hi) = (file.first_position(), file.end_position().min(size));
+            let source = prepare_range(source, lo, hi)?;
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if recorded_at(&source, mid)? <= t {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            Ok(lo)
+        }
+    }
+}
+
+/// Rebuilds the fleet in parallel, as of `cut`.
+pub fn rebuild(source: &Source, cut: Cut, options: &Options) -> Result<Fleet, RebuildError> {
+    in_pool(options.threads, || {
+        let to = resolve_cut(source, cut)?;
+        let source = prepare_range(source, 0, to)?;
+        let mut fleet = Fleet::new(options.audit);
+        fold_parallel(&mut fleet, &source, to, options)?;
+        Ok(fleet)
+    })
+}
+
+/// Rebuilds the fleet with a plain sequential fold, record by record (the reference the parallel
+/// rebuild is checked against; also fine for small logs).
+pub fn rebuild_sequential(source: &Source, cut: Cut, audit: Option<AuditConfig>) -> Result<Fleet, RebuildError> {
+    let to = match cut {
+        Cut::Time(_) => source.head.size,
+        other => resolve_cut(source, other)?,
+    };
+    let mut fleet = Fleet::new(audit);
+    let mut fold = Sequential::new(&mut fleet, None);
+    for record in RecordIter::new(source.frames(0, to)) {
+        let record = record?;
+        if let Cut::Time(t) = cut {
+            if record.recorded_at > t {
+                break;
+            }
+        }
+        fold.push(record, None);
+    }
+    fold.finish(None);
+    Ok(fleet)
+}
+
+/// One terminal event, decoded and routed to its partition.
+struct Op {
+    position: u64,
+    at: i64,
+    sn: Sn,
+    event: TerminalEvent,
+    /// Global number of the chunk that decoded it (for its local name ids).
+    chunk: u32,
+    ids: NameIds,
+}
+
+/// What one chunk of records turns into.
+struct ChunkOut {
+    parts: Vec<Vec<Op>>,
+    names: [Vec<String>; 4],
+    directives: Vec<(u64, Directive)>,
+    /// Pairing events, each with the position of the commit marker that closes its append, if read.
+    pairing: Vec<(u64, DeviceEvent, Option<u64>)>,
+    first_commit: Option<u64>,
+    /// Of the last record: commit marker, event time, recorded_at.
+    last: Option<(bool, i64, i64)>,
+}
+
+fn decode_chunk(source: &Source, from: u64, to: u64, chunk: u32) -> Result<ChunkOut, ReadError> {
+    let mut out = ChunkOut {
+        parts: (0..PARTITIONS).map(|_| Vec::new()).collect(),
+        names: Default::default(),
+        directives: Vec::new(),
+        pairing: Vec::new(),
+        first_commit: None,
+        last: None,
+    };
+    let mut local: [Interner; 4] = Default::default();
+    let mut open = 0usize; // pairing[open..] wait for a commit marker
+    let mut frames = source.frames(from, to);
+    let mut expected = from;
+    while let Some((position, body, path)) = frames.next_frame()? {
+        let record =
+            decode_record(body).map_err(|error| ReadError::Codec { path: path.to_owned(), position, error })?;
+        if record.position != position || position != expected {
+            return Err(ReadError::Corrupt {
+                path: path.to_owned(),
+                position,
+                what: format!("record holds position {}", record.position),
+            });
+        }
+        expected += 1;
+        let Record { commit, recorded_at, event, .. } = record;
+        out.last = Some((commit, event.at().timestamp_micros(), recorded_at.timestamp_micros()));
+        match event {
+            Event::Directive(d) => out.directives.push((position, d)),
+            Event::Terminal(DeviceEvent { device, at, event }) => {
+                if is_pairing(&event) {
+                    out.pairing.push((
+                        position,
+                        DeviceEvent { device: device.clone(), at, event: event.clone() },
+                        None,
+                    ));
+                }
+                let mut ids = NameIds::default();
+                if let TerminalEvent::Issued(issued) = &event {
+                    let region = issued.region.to_string();
+                    let values =
+                        [issued.model.as_str(), issued.provider.as_str(), region.as_str(), issued.merchant.as_str()];
+                    for ((id, table), value) in ids.iter_mut().zip(local.iter_mut()).zip(values) {
+                        *id = table.intern(value);
+                    }
+                }
+                let op = Op { position, at: at.timestamp_micros(), sn: device, event, chunk, ids };
+                if let Some(part) = out.parts.get_mut(partition_of(op.sn.as_str())) {
+                    part.push(op);
+                }
+            }
+        }
+        if commit {
+            out.first_commit.get_or_insert(position);
+            for pending in out.pairing.iter_mut().skip(open) {
+                pending.2 = Some(position);
+            }
+            open = out.pairing.len();
+        }
+    }
+    if expected != to {
+        return Err(ReadError::OutOfRange { position: expected, size: to });
+    }
+    for (names, table) in out.names.iter_mut().zip(&local) {
+        *names = table.values().map(str::to_owned).collect();
+    }
+    Ok(out)
+}
+
+/// State of a parallel fold between batches.
+#[derive(Default)]
+struct Carry {
+    /// Per partition: events waiting for a pairing verdict (and every later event of the partition).
+    ops: Vec<Vec<Op>>,
+    /// Pairing events of the append still open.
+    open: Vec<(u64, DeviceEvent)>,
+    verdicts: HashMap<u64, Option<Violation>>,
+    /// Per global chunk number: local name id -> global id, for each of the four tables.
+    remaps: Vec<[Vec<u32>; 4]>,
+}
+
+/// Continues `fleet` from its position to `to` (records `fleet.position()..to` of a prepared source).
+pub(crate) fn fold_parallel(
+    fleet: &mut Fleet,
+    source: &Source,
+    to: u64,
+    options: &Options,
+) -> Result<(), RebuildError> {
+    if options.chunk_records == 0 || options.batch_chunks == 0 {
+        return Err(RebuildError::Options("chunk_records and batch_chunks must be at least 1"));
+    }
+    assert!(fleet.position <= to, "a fold never goes backwards");
+    let mut carry = Carry { ops: (0..PARTITIONS).map(|_| Vec::new()).collect(), ..Carry::default() };
+    let batch = options.chunk_records.saturating_mul(options.batch_chunks as u64);
+    let mut pos = fleet.position;
+    while pos < to {
+        let end = to.min(pos.saturating_add(batch));
+        let base = u32::try_from(carry.remaps.len()).unwrap_or(u32::MAX);
+        let ranges: Vec<(u64, u64)> = (pos..end)
+            .step_by(usize::try_from(options.chunk_records).unwrap_or(usize::MAX))
+            .map(|from| (from, end.min(from + options.chunk_records)))
+            .collect();
+        let outs: Vec<ChunkOut> = ranges
+            .par_iter()
+            .enumerate()
+            .map(|(i, (from, to))| decode_chunk(source, *from, *to, base + i as u32))
+            .collect::<Result<_, _>>()?;
+        let parts = glue(fleet, &mut carry, outs, end);
+        fold_partitions(fleet, &mut carry, parts);
+        pos = end;
+    }
+    // The end of the input closes the append still open (a cut inside an append folds what is there).
+    let open = std::mem::take(&mut carry.open);
+    pair_verdicts(&open, &mut carry.verdicts);
+    fold_partitions(fleet, &mut carry, (0..PARTITIONS).map(|_| Vec::new()).collect());
+    assert!(carry.ops.iter().all(Vec::is_empty), "every event is folded once all appends are closed");
+    fold::finalize(fleet);
+    Ok(())
+}
+
+/// The sequential step between decoding and folding a batch; returns the ops by partition, chunk order.
+fn glue(fleet: &mut Fleet, carry: &mut Carry, outs: Vec<ChunkOut>, end: u64) -> Vec<Vec<Vec<Op>>> {
+    let audit = fleet.audit.is_some();
+    let mut acc = Acc::default();
+    let mut by_part: Vec<Vec<Vec<Op>>> = (0..PARTITIONS).map(|_| Vec::with_capacity(outs.len())).collect();
+    for out in outs {
+        let tables = fleet.names.tables_mut();
+        let mut remap: [Vec<u32>; 4] = Default::default();
+        for ((map, table), names) in remap.iter_mut().zip(tables).zip(&out.names) {
+            *map = names.iter().map(|n| table.intern(n)).collect();
+        }
+        carry.remaps.push(remap);
+        for (position, d) in &out.directives {
+            record_directive(&mut fleet.directives, *position, d, audit, &mut acc);
+        }
+        let mut closed: Vec<(u64, u64, DeviceEvent)> = Vec::new();
+        if let Some(first) = out.first_commit {
+            closed.extend(carry.open.drain(..).map(|(p, e)| (first, p, e)));
+        }
+        for (position, event, end) in out.pairing {
+            match end {
+                Some(end) => closed.push((end, position, event)),
+                None => carry.open.push((position, event)),
+            }
+        }
+        for group in closed.chunk_by(|a, b| a.0 == b.0) {
+            let group: Vec<(u64, DeviceEvent)> = group.iter().map(|(_, p, e)| (*p, e.clone())).collect();
+            pair_verdicts(&group, &mut carry.verdicts);
+        }
+        if let Some((commit, at, recorded_at)) = out.last {
+            fleet.at_commit = commit;
+            fleet.end_at = Some(at);
+            fleet.last_recorded_at = Some(recorded_at);
+        }
+        for (slot, ops) in by_part.iter_mut().zip(out.parts) {
+            slot.push(ops);
+        }
+    }
+    fleet.position = end;
+    fleet.illegal += acc.illegal;
+    if let Some(log) = fleet.audit.as_mut() {
+        log.findings.extend(acc.findings);
+    }
+    by_part
+}
+
+/// Folds each partition's carried ops, then its new ops, in position order; partitions in parallel.
+fn fold_partitions(fleet: &mut Fleet, carry: &mut Carry, parts: Vec<Vec<Vec<Op>>>) {
+    let audit = fleet.audit.as_ref().map(|a| a.config);
+    let ctx = Ctx { names: &fleet.names, directives: &fleet.directives, audit: audit.as_ref() };
+    let verdicts = &carry.verdicts;
+    let remaps = &carry.remaps;
+    let accs: Vec<Acc> = fleet
+        .partitions
+        .par_iter_mut()
+        .zip(carry.ops.par_iter_mut())
+        .zip(parts.into_par_iter())
+        .map(|((part, waiting), chunks)| {
+            let mut acc = Acc::default();
+            let earlier = std::mem::take(waiting);
+            let mut stalled = false;
+            for op in earlier.into_iter().chain(chunks.into_iter().flatten()) {
+                let pairing = if is_pairing(&op.event) { verdicts.get(&op.position) } else { Some(&None) };
+                let pairing = match (stalled, pairing) {
+                    (false, Some(verdict)) => verdict.clone(),
+                    _ => {
+                        stalled = true;
+                        waiting.push(op);
+                        continue;
+                    }
+                };
+                let ids = match op.event {
+                    TerminalEvent::Issued(_) => remaps.get(op.chunk as usize).map(|remap| {
+                        let mut ids = NameIds::default();
+                        for ((id, map), local) in ids.iter_mut().zip(remap).zip(op.ids) {
+                            *id = map.get(local as usize).copied().unwrap_or_default();
+                        }
+                        ids
+                    }),
+                    _ => None,
+                };
+                let input = Input { position: op.position, at: op.at, sn: &op.sn, event: &op.event, ids, pairing };
+                let _ = step(part, &ctx, input, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    for acc in accs {
+        fleet.illegal += acc.illegal;
+        if let Some(log) = fleet.audit.as_mut() {
+            log.findings.extend(acc.findings);
+        }
+    }
+}
