@@ -21,15 +21,15 @@
 //! | `buckets` | bucket number u16 | every terminal of the bucket: SN, version, lifecycle state, model, positions |
 //! | `directives_stream` | `D` | version and positions of the directives stream |
 //! | `directives` | directive id | the directive's models |
-//! | `models` | model, 0x00, SN | empty: model → terminals |
-//! | `event_ids` | event id | position u64 |
+//! | `models` | model | every terminal issued with the model |
+//! | `event_ids` | bucket number u16 | every idempotency key of the bucket with its position |
 //!
 //! The watermark is written last, in the same sled batch sequence, after the values it covers; sled
 //! recovers a prefix of its operations, so a crash leaves either the old snapshot or the new one.
 
 use crate::lifecycle::State;
 use crate::merkle::Hash;
-use crate::model::{DirectiveId, EventId, ModelCode, Sn};
+use crate::model::{DirectiveId, EventId, ModelCode, Sn, MAX_ID_LEN};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
@@ -46,8 +46,12 @@ pub type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
 /// The bucket of a terminal: FNV-1a (64-bit) of its SN modulo [`BUCKETS`]. Part of the index format,
 /// so it is spelled out here rather than borrowed from a hasher whose output may change between versions.
 pub fn bucket_of(sn: &Sn) -> usize {
+    fnv_bucket(sn.as_str())
+}
+
+fn fnv_bucket(text: &str) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in sn.as_str().bytes() {
+    for byte in text.bytes() {
         h ^= u64::from(byte);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -116,6 +120,42 @@ impl Positions {
     }
 }
 
+/// An SN stored inline (no heap pointer to chase): the view's hash maps hold millions of terminals, and
+/// a look-up that had to follow a `String` to compare keys costs one more cache miss per event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SnKey {
+    len: u8,
+    bytes: [u8; MAX_ID_LEN],
+}
+
+impl SnKey {
+    /// The inline copy of `sn`.
+    pub fn new(sn: &Sn) -> SnKey {
+        let text = sn.as_str().as_bytes();
+        assert!(text.len() <= MAX_ID_LEN, "SN longer than the model allows");
+        let mut bytes = [0u8; MAX_ID_LEN];
+        bytes[..text.len()].copy_from_slice(text);
+        SnKey { len: text.len() as u8, bytes }
+    }
+
+    /// The SN's text (always ASCII: the model admits only `[A-Za-z0-9_-]`).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::hash::Hash for SnKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.bytes[..usize::from(self.len)]);
+    }
+}
+
+impl std::fmt::Debug for SnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the ledger keeps in memory per terminal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalMem {
@@ -132,7 +172,7 @@ pub struct TerminalMem {
 /// The in-memory view of current state.
 #[derive(Debug)]
 pub struct View {
-    buckets: Vec<FastMap<Sn, TerminalMem>>,
+    buckets: Vec<FastMap<SnKey, TerminalMem>>,
     dirty: Vec<bool>,
     /// Positions of the directives stream.
     pub directives_stream: Positions,
@@ -140,8 +180,9 @@ pub struct View {
     pub directives: FastMap<DirectiveId, FastSet<ModelCode>>,
     /// Model → terminals issued with it.
     pub models: FastMap<ModelCode, Vec<Sn>>,
-    /// Idempotency keys → position.
-    pub event_ids: FastMap<EventId, u64>,
+    /// Idempotency keys → position, spread over buckets like the terminals.
+    event_ids: Vec<FastMap<EventId, u64>>,
+    event_ids_dirty: Vec<bool>,
     /// Changes since the last snapshot that are not in the buckets.
     delta: Delta,
 }
@@ -149,8 +190,7 @@ pub struct View {
 #[derive(Debug, Default, Clone)]
 struct Delta {
     directives: Vec<(DirectiveId, Vec<ModelCode>)>,
-    models: Vec<(ModelCode, Sn)>,
-    event_ids: Vec<(EventId, u64)>,
+    models: FastSet<ModelCode>,
     directives_stream: bool,
 }
 
@@ -162,7 +202,8 @@ impl Default for View {
             directives_stream: Positions::default(),
             directives: FastMap::default(),
             models: FastMap::default(),
-            event_ids: FastMap::default(),
+            event_ids: (0..BUCKETS).map(|_| FastMap::default()).collect(),
+            event_ids_dirty: vec![false; BUCKETS],
             delta: Delta::default(),
         }
     }
@@ -171,13 +212,13 @@ impl Default for View {
 impl View {
     /// A terminal's entry.
     pub fn terminal(&self, sn: &Sn) -> Option<&TerminalMem> {
-        self.buckets[bucket_of(sn)].get(sn)
+        self.buckets[bucket_of(sn)].get(&SnKey::new(sn))
     }
 
     /// A terminal's entry, for update; marks its bucket dirty.
     pub fn terminal_mut(&mut self, sn: &Sn) -> Option<&mut TerminalMem> {
         let bucket = bucket_of(sn);
-        let entry = self.buckets[bucket].get_mut(sn);
+        let entry = self.buckets[bucket].get_mut(&SnKey::new(sn));
         if entry.is_some() {
             self.dirty[bucket] = true;
         }
@@ -188,9 +229,11 @@ impl View {
     pub fn insert_terminal(&mut self, sn: Sn, mem: TerminalMem) {
         let bucket = bucket_of(&sn);
         self.dirty[bucket] = true;
-        self.delta.models.push((mem.model.clone(), sn.clone()));
+        if !self.delta.models.contains(&mem.model) {
+            self.delta.models.insert(mem.model.clone());
+        }
         self.models.entry(mem.model.clone()).or_default().push(sn.clone());
-        let previous = self.buckets[bucket].insert(sn, mem);
+        let previous = self.buckets[bucket].insert(SnKey::new(&sn), mem);
         assert!(previous.is_none(), "a terminal is issued once");
     }
 
@@ -208,8 +251,14 @@ impl View {
 
     /// Records an idempotency key.
     pub fn insert_event_id(&mut self, id: EventId, position: u64) {
-        self.delta.event_ids.push((id.clone(), position));
-        self.event_ids.insert(id, position);
+        let bucket = fnv_bucket(id.as_str());
+        self.event_ids_dirty[bucket] = true;
+        self.event_ids[bucket].insert(id, position);
+    }
+
+    /// The position of the event with this idempotency key.
+    pub fn event_id(&self, id: &EventId) -> Option<u64> {
+        self.event_ids[fnv_bucket(id.as_str())].get(id).copied()
     }
 
     /// Number of terminals.
@@ -225,20 +274,36 @@ impl View {
                 continue;
             }
             *dirty = false;
-            let mut entries: Vec<(&Sn, &TerminalMem)> = self.buckets[number].iter().collect();
+            let mut entries: Vec<(&str, &TerminalMem)> =
+                self.buckets[number].iter().map(|(key, mem)| (key.as_str(), mem)).collect();
             // Sorted so that the same view always gives the same bytes.
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             buckets.push((number as u16, encode(&entries)?));
         }
+        let mut event_ids = Vec::new();
+        for (number, dirty) in self.event_ids_dirty.iter_mut().enumerate() {
+            if !*dirty {
+                continue;
+            }
+            *dirty = false;
+            let mut entries: Vec<(&str, u64)> = self.event_ids[number].iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            entries.sort_unstable();
+            event_ids.push((number as u16, encode(&entries)?));
+        }
         let delta = std::mem::take(&mut self.delta);
+        let mut models = Vec::with_capacity(delta.models.len());
+        for model in delta.models {
+            let list = self.models.get(&model).map(Vec::as_slice).unwrap_or_default();
+            models.push((model.as_str().to_owned(), encode(&list)?));
+        }
         Ok(Snapshot {
             size,
             last_leaf,
             buckets,
             directives_stream: if delta.directives_stream { Some(encode(&self.directives_stream)?) } else { None },
             directives: delta.directives,
-            models: delta.models,
-            event_ids: delta.event_ids,
+            models,
+            event_ids,
         })
     }
 }
@@ -256,10 +321,10 @@ pub struct Snapshot {
     pub directives_stream: Option<Vec<u8>>,
     /// New directives.
     pub directives: Vec<(DirectiveId, Vec<ModelCode>)>,
-    /// Newly issued terminals.
-    pub models: Vec<(ModelCode, Sn)>,
-    /// New idempotency keys.
-    pub event_ids: Vec<(EventId, u64)>,
+    /// Models with newly issued terminals, each with its whole encoded terminal list.
+    pub models: Vec<(String, Vec<u8>)>,
+    /// Changed idempotency-key buckets, encoded.
+    pub event_ids: Vec<(u16, Vec<u8>)>,
 }
 
 fn config() -> impl bincode::config::Config {
@@ -278,14 +343,6 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 fn u64_value(bytes: &[u8]) -> Result<u64, String> {
     let array: [u8; 8] = bytes.try_into().map_err(|_| "bad u64 value".to_string())?;
     Ok(u64::from_be_bytes(array))
-}
-
-fn model_key(model: &ModelCode, sn: &Sn) -> Vec<u8> {
-    let mut key = Vec::with_capacity(model.as_str().len() + 1 + sn.as_str().len());
-    key.extend_from_slice(model.as_str().as_bytes());
-    key.push(0);
-    key.extend_from_slice(sn.as_str().as_bytes());
-    key
 }
 
 fn text(bytes: &[u8]) -> Result<&str, String> {
@@ -360,8 +417,7 @@ impl Store {
                 if bucket_of(&sn) != number {
                     return Err(format!("terminal {sn} stored in the wrong bucket"));
                 }
-                view.models.entry(mem.model.clone()).or_default().push(sn.clone());
-                view.buckets[number].insert(sn, mem);
+                view.buckets[number].insert(SnKey::new(&sn), mem);
             }
         }
         if let Some(bytes) = self.directives_stream.get("D").map_err(|e| e.to_string())? {
@@ -375,14 +431,31 @@ impl Store {
         }
         for item in self.event_ids.iter() {
             let (key, value) = item.map_err(|e| e.to_string())?;
-            let id = EventId::parse(text(&key)?).map_err(|e| e.to_string())?;
-            view.event_ids.insert(id, u64_value(&value)?);
+            let number = u16::from_be_bytes(key.as_ref().try_into().map_err(|_| "bad event id key")?) as usize;
+            let entries: Vec<(EventId, u64)> = decode(&value)?;
+            for (id, position) in entries {
+                if number >= BUCKETS || fnv_bucket(id.as_str()) != number {
+                    return Err(format!("event id {id} stored in the wrong bucket"));
+                }
+                view.event_ids[number].insert(id, position);
+            }
         }
-        // The models tree must agree with the buckets (it is what an external reader of the index uses).
-        let indexed = self.models.len();
-        let issued = view.terminal_count();
-        if indexed < issued {
-            return Err(format!("model index holds {indexed} terminals, buckets {issued}"));
+        // The model index must cover exactly the terminals of the buckets.
+        let mut listed = 0usize;
+        for item in self.models.iter() {
+            let (key, value) = item.map_err(|e| e.to_string())?;
+            let model = ModelCode::parse(text(&key)?).map_err(|e| e.to_string())?;
+            let terminals: Vec<Sn> = decode(&value)?;
+            for sn in &terminals {
+                if view.terminal(sn).map(|m| &m.model) != Some(&model) {
+                    return Err(format!("model index lists {sn} under {model}, the buckets disagree"));
+                }
+            }
+            listed += terminals.len();
+            view.models.insert(model, terminals);
+        }
+        if listed != view.terminal_count() {
+            return Err(format!("model index lists {listed} terminals, the buckets hold {}", view.terminal_count()));
         }
         Ok(view)
     }
@@ -414,13 +487,13 @@ impl Store {
         }
         self.directives.apply_batch(directives).map_err(err)?;
         let mut models = sled::Batch::default();
-        for (model, sn) in &snapshot.models {
-            models.insert(model_key(model, sn), &[][..]);
+        for (model, bytes) in &snapshot.models {
+            models.insert(model.as_bytes(), bytes.as_slice());
         }
         self.models.apply_batch(models).map_err(err)?;
         let mut ids = sled::Batch::default();
-        for (id, position) in &snapshot.event_ids {
-            ids.insert(id.as_str().as_bytes(), &position.to_be_bytes());
+        for (number, bytes) in &snapshot.event_ids {
+            ids.insert(&number.to_be_bytes(), bytes.as_slice());
         }
         self.event_ids.apply_batch(ids).map_err(err)?;
         let mut meta = sled::Batch::default();
@@ -439,15 +512,10 @@ impl Store {
 
     /// Terminals issued with `model`, from the sled model index (as of the last snapshot).
     pub fn terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, String> {
-        let mut prefix = model.as_str().as_bytes().to_vec();
-        prefix.push(0);
-        self.models
-            .scan_prefix(&prefix)
-            .map(|item| {
-                let (key, _) = item.map_err(|e| e.to_string())?;
-                Sn::parse(text(&key[prefix.len()..])?).map_err(|e| e.to_string())
-            })
-            .collect()
+        match self.models.get(model.as_str().as_bytes()).map_err(|e| e.to_string())? {
+            Some(bytes) => decode(&bytes),
+            None => Ok(Vec::new()),
+        }
     }
 }
 

@@ -419,7 +419,7 @@ impl Ledger {
         let mut positions = vec![0u64; events.len()];
         let mut fresh: Vec<usize> = Vec::with_capacity(events.len());
         for (index, e) in events.iter().enumerate() {
-            match e.event_id.as_ref().and_then(|id| writer.view.event_ids.get(id).map(|p| (id, *p))) {
+            match e.event_id.as_ref().and_then(|id| writer.view.event_id(id).map(|p| (id, p))) {
                 Some((id, position)) => {
                     let existing = self.read_at_unpublished(position, writer)?;
                     if existing.event != e.event {
