@@ -54,7 +54,7 @@ pub fn fleet_summary(source: &Source, progress: &mut dyn FnMut(u64)) -> Result<F
     for record in source.records(0) {
         let record = record?;
         summary.records += 1;
-        if summary.records % 65_536 == 0 {
+        if summary.records.is_multiple_of(65_536) {
             progress(summary.records);
         }
         match record.event {

@@ -38,22 +38,30 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Simulate a realistic fleet into a fresh demo ledger, export a bundle, print a summary.
-    #[command(after_help = "Example:\n  posledger demo                                # 100,000 terminals, 24 months\n  posledger demo --dir /tmp/small --devices 2000 --seed 7\n\nThe folder is recreated on every run; a non-empty folder that is not a posledger ledger is refused.")]
+    #[command(
+        after_help = "Example:\n  posledger demo                                # 100,000 terminals, 24 months\n  posledger demo --dir /tmp/small --devices 2000 --seed 7\n\nThe folder is recreated on every run; a non-empty folder that is not a posledger ledger is refused."
+    )]
     Demo(DemoArgs),
     /// Simulate a fleet deterministically into a new, empty ledger (same arguments, same Merkle root).
     #[command(after_help = "Example:\n  posledger simulate --dir fleet --devices 10000 --seed 1 --months 12")]
     Simulate(SimulateArgs),
     /// Append NDJSON events (design.md §5) atomically: every line is validated, then one append.
-    #[command(after_help = "Example:\n  posledger append --dir ledger events.ndjson\n  replay export old --format ndjson --out - | posledger append --dir new -\n\nLimits: 2,000,000 lines, 1 GiB, 1 MiB per line. A missing DIR becomes a new, empty ledger.\nAny bad line: exit 1, `FILE:LINE: reason` on stderr, and the ledger is unchanged.")]
+    #[command(
+        after_help = "Example:\n  posledger append --dir ledger events.ndjson\n  replay export old --format ndjson --out - | posledger append --dir new -\n\nLimits: 2,000,000 lines, 1 GiB, 1 MiB per line. A missing DIR becomes a new, empty ledger.\nAny bad line: exit 1, `FILE:LINE: reason` on stderr, and the ledger is unchanged."
+    )]
     Append(AppendArgs),
     /// Record an emergency-stop directive and stop every running terminal of its models, atomically.
-    #[command(after_help = "Example:\n  posledger stop-models --dir ledger --directive D-2026-07 --models recalled.txt \\\n      --reason \"certificates revoked\" --deadline 2026-08-01T00:00:00Z\n\nFILE holds one model code a line (blank lines and lines starting with # are skipped).")]
+    #[command(
+        after_help = "Example:\n  posledger stop-models --dir ledger --directive D-2026-07 --models recalled.txt \\\n      --reason \"certificates revoked\" --deadline 2026-08-01T00:00:00Z\n\nFILE holds one model code a line (blank lines and lines starting with # are skipped)."
+    )]
     StopModels(StopModelsArgs),
     /// Export the whole log as one bundle file (segment format plus a trailer with count and root).
     #[command(after_help = "Example:\n  posledger export --dir ledger --out fleet.plb\n  replay verify fleet.plb")]
     Export(ExportArgs),
     /// Print the ledger's head: record count and Merkle root.
-    #[command(after_help = "Example:\n  posledger head --dir ledger --json     # {\"size\": 42, \"root\": \"<64 hex>\"}")]
+    #[command(
+        after_help = "Example:\n  posledger head --dir ledger --json     # {\"size\": 42, \"root\": \"<64 hex>\"}"
+    )]
     Head(HeadArgs),
 }
 
@@ -193,7 +201,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -204,9 +212,7 @@ fn thousands(n: u64) -> String {
 fn open_error(dir: &Path, e: OpenError) -> Failure {
     match e {
         OpenError::Corrupt { .. } | OpenError::Format(_) | OpenError::Read(_) => Failure::Data(e.to_string()),
-        OpenError::Locked(_) | OpenError::NotALedger(_) | OpenError::Io { .. } | OpenError::Index { .. } => {
-            usage(e)
-        }
+        OpenError::Locked(_) | OpenError::NotALedger(_) | OpenError::Io { .. } | OpenError::Index { .. } => usage(e),
         other => Failure::Usage(format!("{}: {other}", dir.display())),
     }
 }
@@ -462,8 +468,8 @@ fn demo(args: DemoArgs) -> Outcome {
     out.line("fleet (folded from the bundle with the ledger's lifecycle rules)")?;
     let bundle_source = Source::open(&bundle).map_err(|e| Failure::Data(e.to_string()))?;
     let progress = bar(bundle_source.head.size, "{spinner} summarizing [{bar:30}] {pos}/{len}");
-    let summary = fleet_summary(&bundle_source, &mut |n| progress.set_position(n))
-        .map_err(|e| Failure::Data(e.to_string()))?;
+    let summary =
+        fleet_summary(&bundle_source, &mut |n| progress.set_position(n)).map_err(|e| Failure::Data(e.to_string()))?;
     progress.finish_and_clear();
     print_summary(&mut out, &summary)?;
     out.line("")?;
@@ -481,10 +487,7 @@ fn demo(args: DemoArgs) -> Outcome {
         ))?;
     }
     out.line(format!("  flow after a stop          {:>10} observations", thousands(report.flows_after_stop)))?;
-    out.line(format!(
-        "  flow on an expired contract{:>10} observations",
-        thousands(report.flows_on_expired_contract)
-    ))?;
+    out.line(format!("  flow on an expired contract{:>10} observations", thousands(report.flows_on_expired_contract)))?;
     out.line(format!("  dormant terminals          {:>10} (never reach 100 yuan)", thousands(report.dormant)))?;
     out.line(format!(
         "  flags raised / cleared     {:>10} / {}",

@@ -79,7 +79,9 @@ pub fn read_ndjson(
         line += 1;
         bytes += n as u64;
         if line > MAX_INPUT_LINES {
-            return Err(bad(line, format!("input has more than {MAX_INPUT_LINES} lines (the limit of one append)")).into());
+            return Err(
+                bad(line, format!("input has more than {MAX_INPUT_LINES} lines (the limit of one append)")).into()
+            );
         }
         if bytes > MAX_INPUT_BYTES {
             return Err(bad(line, format!("input is larger than {MAX_INPUT_BYTES} bytes")).into());
@@ -100,7 +102,7 @@ pub fn read_ndjson(
         let event = ndjson::parse_line(text).map_err(|e| bad(line, e.to_string()))?;
         input.events.push(event);
         input.lines.push(line);
-        if line % 16_384 == 0 {
+        if line.is_multiple_of(16_384) {
             progress(bytes);
         }
     }
@@ -207,7 +209,7 @@ pub fn export_bundle(source: &Source, out: &Path, progress: &mut dyn FnMut(u64))
             writer.write_all(&frame).map_err(io_err(&tmp))?;
             bytes += frame.len() as u64;
             frontier.push_leaf(body);
-            if frontier.size() % 65_536 == 0 {
+            if frontier.size().is_multiple_of(65_536) {
                 progress(frontier.size());
             }
         }
@@ -256,7 +258,9 @@ pub fn prepare_demo_dir(dir: &Path) -> Result<(), String> {
     match fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("{}: {e}", dir.display())),
-        Ok(meta) if !meta.is_dir() => return Err(format!("{}: exists and is not a folder; refusing to touch it", dir.display())),
+        Ok(meta) if !meta.is_dir() => {
+            return Err(format!("{}: exists and is not a folder; refusing to touch it", dir.display()))
+        }
         Ok(_) => {
             let empty = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.next().is_none();
             if !empty && !is_ledger(dir) {

@@ -510,7 +510,7 @@ impl Simulator {
         let span = u64::from((months * 2 / 3).max(1).min(months - 1));
         match u64::from(m) {
             0 => 0,
-            m if m - 1 >= span => devices,
+            m if m > span => devices,
             m => initial + (devices - initial) * (m - 1) / span,
         }
     }

@@ -375,8 +375,7 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
         }
         "activated" | "contract_expired" => {
             let l: PlainLine = typed(map)?;
-            let event =
-                if kind == "activated" { TerminalEvent::Activated } else { TerminalEvent::ContractExpired };
+            let event = if kind == "activated" { TerminalEvent::Activated } else { TerminalEvent::ContractExpired };
             terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
         }
         "contract_renewed" => {
@@ -568,9 +567,9 @@ mod tests {
             .contains("missing field `transactions`"));
         assert!(err(r#"{"device":"SN1","type":"activated","at":"2026-01-01T00:00:00Z","colour":"red"}"#)
             .contains("unknown field `colour`"));
-        assert!(err(r#"{"device":"SN 1","type":"activated","at":"2026-01-01T00:00:00Z"}"#)
-            .contains("field `device`"));
-        let wrong = err(r#"{"device":"SN1","type":"flow","at":"2026-01-01T00:00:00Z","amount_fen":"5","transactions":1}"#);
+        assert!(err(r#"{"device":"SN 1","type":"activated","at":"2026-01-01T00:00:00Z"}"#).contains("field `device`"));
+        let wrong =
+            err(r#"{"device":"SN1","type":"flow","at":"2026-01-01T00:00:00Z","amount_fen":"5","transactions":1}"#);
         assert!(wrong.contains("field `amount_fen` must be a non-negative integer"), "{wrong}");
         assert!(err(r#"{"device":"SN1","type":"activated","at":"yesterday"}"#).contains("RFC 3339"));
         assert!(err(r#"{"device":"SN1","type":"stopped","at":"2026-01-01T00:00:00Z","reason":"bored"}"#)
