@@ -170,6 +170,17 @@ fn rest_is_zero(path: &Path, offset: u64) -> Result<bool, ReadError> {
     }
 }
 
+/// The end of the frame that starts at `offset`, by its length prefix.
+fn frame_end(path: &Path, offset: u64) -> Result<u64, ReadError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |source| ReadError::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    file.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut len = [0u8; 4];
+    file.read_exact(&mut len).map_err(io)?;
+    Ok(offset + crate::segment::FRAME_PREFIX_LEN as u64 + u64::from(u32::from_le_bytes(len)))
+}
+
 /// Scans a live segment from its header: verifies every frame, decodes every record, checks dense
 /// positions, and finds the end of the last committed append. A damaged *end* (a frame cut short, a
 /// checksum mismatch in the very last frame, zeros, records without a commit marker) is a torn tail,
@@ -230,6 +241,16 @@ pub fn scan_active(path: &Path, start: Frontier, want_root_at: Option<u64>) -> R
             Err(e @ (FormatError::BadLength { .. } | FormatError::BadChecksum { .. })) => {
                 if rest_is_zero(path, offset)? {
                     scan.torn = Some(torn(&scan, format!("zeros from offset {offset}"), reader.file_len()));
+                    break;
+                }
+                // A torn write can leave the start of a frame followed by zeros (the file grew, the rest of
+                // the data never reached the disk): the frame fails its checksum but nothing follows it.
+                if matches!(e, FormatError::BadChecksum { .. }) && rest_is_zero(path, frame_end(path, offset)?)? {
+                    scan.torn = Some(torn(
+                        &scan,
+                        format!("checksum mismatch at offset {offset}, followed only by zeros"),
+                        reader.file_len(),
+                    ));
                     break;
                 }
                 return Err(e.into());
