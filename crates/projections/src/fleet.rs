@@ -380,7 +380,7 @@ impl Fleet {
 }
 
 /// glibc's chunk size for a request of `n` bytes: n + 8 rounded up to 16, at least 32.
-fn malloc_size(n: usize) -> usize {
+pub(crate) fn malloc_size(n: usize) -> usize {
     (n + 8).div_ceil(16).max(2) * 16
 }
 

@@ -59,11 +59,13 @@ impl Interner {
         self.values.iter().map(|v| &**v)
     }
 
-    /// Approximate heap bytes held by the table.
+    /// Heap bytes held by the table (glibc chunk sizes; each string is held twice, in the list and as
+    /// the key of the id map).
     pub fn heap_bytes(&self) -> usize {
-        let strings: usize = self.values.iter().map(|v| v.len()).sum();
+        let strings: usize = self.values.iter().map(|v| crate::fleet::malloc_size(v.len())).sum();
+        let buckets = if self.ids.capacity() == 0 { 0 } else { (self.ids.capacity() * 8 / 7).next_power_of_two() };
         self.values.capacity() * std::mem::size_of::<Box<str>>()
-            + self.ids.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
+            + buckets * (std::mem::size_of::<(Box<str>, u32)>() + 1)
             + 2 * strings
     }
 
