@@ -421,3 +421,14 @@ fn a_broken_pipe_is_not_an_error() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert_eq!(stderr(&out), "");
 }
+
+#[test]
+fn the_examples_in_docs_ndjson_are_a_valid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/NDJSON.md")).unwrap();
+    let lines: Vec<String> = doc.lines().filter(|l| l.starts_with('{')).map(str::to_owned).collect();
+    assert!(lines.len() >= 10, "docs/NDJSON.md lost its examples");
+    let input = write(dir.path(), "doc.ndjson", &lines);
+    let out = ok(posledger(&["append", "--dir", s(&dir.path().join("l")), s(&input)]));
+    assert!(out.contains(&format!("appended {} events", lines.len())), "{out}");
+}
