@@ -1,0 +1,335 @@
+//! The sled index holds nothing that cannot be rebuilt from the log: with the index folder deleted, with a
+//! file inside it damaged, with an older copy of it (a stale watermark), with another ledger's index, or
+//! with the index of a diverged copy of the same ledger, reopening answers every read exactly as before —
+//! heads, every stream, every terminal's state, the model index — and goes on refusing and accepting
+//! exactly what it did.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use ledger::lifecycle::State;
+use ledger::source::SEGMENTS_DIR;
+use ledger::{
+    AppendError, AppendEvent, Durability, EventId, FlagReason, Head, Ledger, ModelCode, Options, Record, Sn,
+    StopReason, StreamId,
+};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const MODELS: [&str; 3] = ["LKL-A8", "SFT-P2", "RYX-9"];
+
+fn options() -> Options {
+    // Small segments, so the log spans several sealed segments.
+    Options { durability: Durability::Relaxed, segment_max_bytes: 4_096, ..Options::default() }
+}
+
+fn with_id(mut e: AppendEvent, id: &str) -> AppendEvent {
+    e.event_id = Some(EventId::parse(id).unwrap());
+    e
+}
+
+/// Appends a varied history for terminals `{prefix}0 .. {prefix}{n-1}`: issues, flow, activations, flags
+/// raised and cleared, stops, replacements, event ids, and one directive through `stop_models`.
+fn fill(ledger: &Ledger, prefix: &str, n: usize) {
+    let name = |i: usize| format!("{prefix}{i}");
+    for i in 0..n {
+        let model = MODELS[i % MODELS.len()];
+        ledger.append(vec![with_id(issued(&name(i), model), &format!("{prefix}-issue-{i}"))]).unwrap();
+    }
+    for i in 0..n {
+        let mut events = vec![flow(&name(i), 4_000 + 1_000 * (i as u64 % 9))];
+        if i % 3 == 0 {
+            events.push(flow(&name(i), 6_000));
+            events.push(activated(&name(i)));
+        }
+        ledger.append(events).unwrap();
+    }
+    for i in (0..n).step_by(4) {
+        ledger.append(vec![flagged(&name(i), FlagReason::CashOut), flagged(&name(i), FlagReason::Relocation)]).unwrap();
+        ledger
+            .append(vec![with_id(
+                dev(
+                    &name(i),
+                    6,
+                    ledger::TerminalEvent::FlagCleared { reason: FlagReason::CashOut, note: ledger::Text::default() },
+                ),
+                &format!("{prefix}-clear-{i}"),
+            )])
+            .unwrap();
+    }
+    for i in (1..n).step_by(5) {
+        ledger.append(vec![stopped(&name(i), StopReason::MerchantRequest)]).unwrap();
+        let new = format!("{prefix}R{i}");
+        ledger.append(vec![replaced(&name(i), &new), issued_with(&new, MODELS[0], Some(&name(i)))]).unwrap();
+    }
+    ledger.stop_models(directive(&format!("D-{prefix}"), &[MODELS[1]]), None).unwrap();
+}
+
+/// Everything a reader can ask, for comparison.
+#[derive(Debug, PartialEq)]
+struct Answers {
+    head: Head,
+    records: Vec<Record>,
+    streams: BTreeMap<String, Vec<Record>>,
+    directives: Vec<Record>,
+    states: BTreeMap<String, Option<(u64, State, ModelCode)>>,
+    models: BTreeMap<String, Vec<Sn>>,
+    persisted_models: BTreeMap<String, Vec<Sn>>,
+}
+
+fn answers(ledger: &Ledger) -> Answers {
+    let records: Vec<Record> = ledger.read_from(0).collect::<Result<_, _>>().unwrap();
+    let mut sns: Vec<Sn> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            ledger::Event::Terminal(d) => Some(d.device.clone()),
+            ledger::Event::Directive(_) => None,
+        })
+        .collect();
+    sns.sort();
+    sns.dedup();
+    let mut streams = BTreeMap::new();
+    let mut states = BTreeMap::new();
+    for sn in &sns {
+        let stream = ledger.read_stream(&StreamId::Terminal(sn.clone())).unwrap();
+        // The stream index agrees with a scan of the log.
+        let scanned: Vec<Record> =
+            records.iter().filter(|r| r.stream() == StreamId::Terminal(sn.clone())).cloned().collect();
+        assert_eq!(stream, scanned, "read_stream({sn}) differs from a scan");
+        streams.insert(sn.to_string(), stream);
+        states.insert(sn.to_string(), ledger.terminal(sn));
+    }
+    // A terminal never seen has no stream and no state.
+    states.insert("NEVER-SEEN".into(), ledger.terminal(&sn("NEVER-SEEN")));
+    let mut models = BTreeMap::new();
+    let mut persisted_models = BTreeMap::new();
+    for model in MODELS.iter().chain(&["NO-SUCH-MODEL"]) {
+        let code = ModelCode::parse(model).unwrap();
+        let mut list = ledger.terminals_of_model(&code);
+        list.sort();
+        models.insert(model.to_string(), list);
+        let mut list = ledger.persisted_terminals_of_model(&code).unwrap();
+        list.sort();
+        persisted_models.insert(model.to_string(), list);
+    }
+    assert_eq!(models, persisted_models, "the persisted model index differs from the live one");
+    Answers {
+        head: ledger.head(),
+        directives: ledger.read_stream(&StreamId::Directives).unwrap(),
+        records,
+        streams,
+        states,
+        models,
+        persisted_models,
+    }
+}
+
+/// After a rebuild the ledger still refuses and accepts what it did: a duplicate issue, an activation
+/// without flow, a wrong expected version and a replayed directive are refused; an idempotent retry gets
+/// its original position; and a legal append goes to the next position.
+fn check_still_decides(ledger: &Ledger, prefix: &str) {
+    let head = ledger.head();
+    let err = ledger.append(vec![issued(&format!("{prefix}0"), MODELS[0])]).unwrap_err();
+    assert!(matches!(err, AppendError::Rule { .. }), "{err}");
+    let err = ledger.stop_models(directive(&format!("D-{prefix}"), &[MODELS[2]]), None).unwrap_err();
+    assert!(matches!(err, AppendError::Rule { .. }), "{err}");
+    let version = ledger.terminal(&sn(&format!("{prefix}2"))).unwrap().0;
+    let mut wrong = flow(&format!("{prefix}2"), 1);
+    wrong.expected_version = Some(version + 1);
+    assert!(matches!(ledger.append(vec![wrong]).unwrap_err(), AppendError::WrongExpectedVersion { .. }));
+    assert_eq!(ledger.head(), head, "a refusal changed the head");
+    let retry = ledger.append(vec![with_id(issued(&format!("{prefix}3"), MODELS[0]), &format!("{prefix}-issue-3"))]);
+    let retry = retry.unwrap();
+    assert_eq!(retry.written, 0);
+    assert_eq!(retry.positions, vec![3]);
+    let mut right = flow(&format!("{prefix}2"), 1);
+    right.expected_version = Some(version);
+    assert_eq!(ledger.append(vec![right]).unwrap().positions, vec![head.size]);
+}
+
+fn build(dir: &Path) -> Answers {
+    let ledger = Ledger::open_with(dir, options()).unwrap();
+    fill(&ledger, "T", 40);
+    let before = answers(&ledger);
+    ledger.close().unwrap();
+    let segments = std::fs::read_dir(dir.join(SEGMENTS_DIR)).unwrap().count();
+    assert!(segments >= 3, "expected several segments, got {segments}");
+    before
+}
+
+fn reopen_and_compare(dir: &Path, before: &Answers, what: &str) {
+    let ledger = Ledger::open_with(dir, options()).unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+    let after = answers(&ledger);
+    assert_eq!(after.head, before.head, "{what}: head");
+    assert_eq!(after.records, before.records, "{what}: records");
+    assert_eq!(after.streams, before.streams, "{what}: streams");
+    assert_eq!(after.directives, before.directives, "{what}: directives stream");
+    assert_eq!(after.states, before.states, "{what}: terminal states");
+    assert_eq!(after.models, before.models, "{what}: model index");
+    assert_eq!(after.persisted_models, before.persisted_models, "{what}: persisted model index");
+    check_still_decides(&ledger, "T");
+    let head = ledger.head();
+    drop(ledger);
+    // And the rebuilt index is itself good for the next open.
+    let ledger = Ledger::open_with(dir, options()).unwrap();
+    assert_eq!(ledger.head(), head, "{what}: second reopen");
+    assert_eq!(answers(&ledger).head, head);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn deleted_index_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let before = build(&dir);
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    reopen_and_compare(&dir, &before, "index deleted");
+}
+
+#[test]
+fn reopen_with_an_intact_index_answers_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let before = build(&dir);
+    reopen_and_compare(&dir, &before, "intact index");
+}
+
+/// Every file of the sled folder in turn, damaged in several ways: truncated to nothing, cut in half,
+/// garbage at its start, middle or end, or removed.
+#[test]
+fn corrupt_index_files_are_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let before = build(&base);
+    let mut files = Vec::new();
+    let mut stack = vec![base.join("index")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                files.push(entry.path().strip_prefix(&base).unwrap().to_owned());
+            }
+        }
+    }
+    files.sort();
+    assert!(!files.is_empty());
+    let mut n = 0;
+    for file in &files {
+        for damage in ["empty", "half", "garbage", "garbage-start", "garbage-end", "removed"] {
+            let case = tmp.path().join(format!("case-{n}"));
+            n += 1;
+            copy_dir(&base, &case);
+            let path = case.join(file);
+            let mut bytes = std::fs::read(&path).unwrap();
+            match damage {
+                "empty" => bytes.clear(),
+                "half" => bytes.truncate(bytes.len() / 2),
+                "garbage" | "garbage-start" | "garbage-end" => {
+                    let from = match damage {
+                        "garbage" => bytes.len() / 2,
+                        "garbage-start" => 0,
+                        _ => bytes.len().saturating_sub(64),
+                    };
+                    let end = (from + 64).min(bytes.len());
+                    for (i, b) in bytes[from..end].iter_mut().enumerate() {
+                        *b ^= 0xA5 ^ i as u8;
+                    }
+                }
+                _ => {}
+            }
+            if damage == "removed" {
+                std::fs::remove_file(&path).unwrap();
+            } else {
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            reopen_and_compare(&case, &before, &format!("{} {damage}", file.display()));
+            std::fs::remove_dir_all(&case).unwrap();
+        }
+    }
+}
+
+/// An older copy of the index (its watermark behind the log) is caught up from the log.
+#[test]
+fn stale_index_is_caught_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let old_index = tmp.path().join("old-index");
+    {
+        let ledger = Ledger::open_with(&dir, options()).unwrap();
+        fill(&ledger, "T", 40);
+        ledger.close().unwrap();
+    }
+    copy_dir(&dir.join("index"), &old_index);
+    let before = {
+        let ledger = Ledger::open_with(&dir, options()).unwrap();
+        fill(&ledger, "U", 30);
+        let before = answers(&ledger);
+        ledger.close().unwrap();
+        before
+    };
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    copy_dir(&old_index, &dir.join("index"));
+    reopen_and_compare(&dir, &before, "stale index");
+}
+
+/// The index of another ledger (another ledger id) is not trusted.
+#[test]
+fn index_of_another_ledger_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let other = tmp.path().join("other");
+    let before = build(&dir);
+    {
+        let ledger = Ledger::open_with(&other, options()).unwrap();
+        fill(&ledger, "T", 50); // the same terminal names, a longer and different log
+        ledger.close().unwrap();
+    }
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    copy_dir(&other.join("index"), &dir.join("index"));
+    reopen_and_compare(&dir, &before, "another ledger's index");
+}
+
+/// A copy of the ledger folder that then diverged (a restored backup, a copy run elsewhere) has the same
+/// ledger id and the same size, but another last record: its index must not be trusted either.
+#[test]
+fn index_of_a_diverged_copy_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let fork = tmp.path().join("fork");
+    build(&dir);
+    copy_dir(&dir, &fork);
+    let before = {
+        let ledger = Ledger::open_with(&dir, options()).unwrap();
+        ledger.append(vec![issued("MAIN-1", MODELS[2])]).unwrap();
+        let before = answers(&ledger);
+        ledger.close().unwrap();
+        before
+    };
+    {
+        let ledger = Ledger::open_with(&fork, options()).unwrap();
+        ledger.append(vec![issued("FORK-1", MODELS[2])]).unwrap();
+        assert_eq!(ledger.head().size, before.head.size);
+        ledger.close().unwrap();
+    }
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    copy_dir(&fork.join("index"), &dir.join("index"));
+    reopen_and_compare(&dir, &before, "a diverged copy's index");
+    let ledger = Ledger::open_with(&dir, options()).unwrap();
+    assert!(ledger.terminal(&sn("FORK-1")).is_none(), "the fork's terminal leaked in through its index");
+    assert!(ledger.append(vec![issued("MAIN-1", MODELS[2])]).is_err(), "MAIN-1 could be issued twice");
+}
