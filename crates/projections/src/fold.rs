@@ -296,9 +296,16 @@ impl<'a> Sequential<'a> {
 }
 
 /// Canonical order of the findings gathered so far (so fleets built any way compare equal).
+///
+/// Also gives back the slack of the growing containers, so the fleet holds what its terminals need
+/// (a later catch-up grows them again).
 pub(crate) fn finalize(fleet: &mut Fleet) {
-    use rayon::slice::ParallelSliceMut;
+    use rayon::prelude::*;
     if let Some(log) = fleet.audit.as_mut() {
         log.findings.par_sort_unstable();
     }
+    fleet.partitions.par_iter_mut().for_each(|p| {
+        p.terminals.shrink_to_fit();
+        p.index.shrink_to_fit();
+    });
 }

@@ -186,3 +186,207 @@ pub fn directive(directive_id: &str, at: i64, models: &[&str], deadline: Option<
         deadline: deadline.map(day),
     })
 }
+
+/// A small deterministic PRNG (SplitMix64), so generated fleets need no dependency and repeat exactly.
+#[derive(Clone, Debug)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SimStatus {
+    Issued,
+    Active,
+    Stopped,
+    Replaced,
+}
+
+struct SimTerminal {
+    status: SimStatus,
+    flow: u64,
+    flags: u8,
+    expired: bool,
+    recallable: bool,
+}
+
+/// Generates a *legal* simulated fleet log in batches (appends) of about `batch` events: terminals are
+/// issued over time, record daily flow, get activated at 100 yuan, are flagged and cleared, see their
+/// contracts expire and renewed, are stopped and replaced; one directive recalls a model near the end.
+/// About one terminal per ten events; 200 models, 5 providers, 300 regions, a merchant per 3 terminals.
+pub struct FleetSim {
+    rng: SplitMix,
+    terminals: Vec<SimTerminal>,
+    target_terminals: usize,
+    day: i64,
+    directive_done: bool,
+}
+
+impl FleetSim {
+    /// A simulator for a log of about `events` events.
+    pub fn new(events: u64, seed: u64) -> Self {
+        FleetSim {
+            rng: SplitMix::new(seed),
+            terminals: Vec::new(),
+            target_terminals: usize::try_from(events / 10).unwrap_or(usize::MAX).max(10),
+            day: 0,
+            directive_done: false,
+        }
+    }
+
+    fn sn(i: usize) -> String {
+        format!("SN{:012}", i)
+    }
+
+    fn model(i: usize) -> String {
+        format!("LKL-A{}", i % 200)
+    }
+
+    /// Model 7 is recalled near the end; terminals issued after that get its successor, `LKL-B7`.
+    fn model_of(&self, i: usize) -> String {
+        if self.directive_done && i % 200 == 7 {
+            "LKL-B7".to_owned()
+        } else {
+            Self::model(i)
+        }
+    }
+
+    fn issue(&mut self, replaces: Option<usize>, out: &mut Vec<Event>) -> usize {
+        let i = self.terminals.len();
+        let providers = ["lakala", "shengfutong", "ruiyinxin", "yeahka", "sumpay"];
+        let region = format!("{}", 110_000 + (self.rng.below(300) * 100));
+        let merchant = format!("M{:09}", i / 3);
+        let replaces = replaces.map(Self::sn);
+        out.push(issued_full(
+            &Self::sn(i),
+            self.day,
+            &self.model_of(i),
+            providers[i % providers.len()],
+            &region,
+            &merchant,
+            replaces.as_deref(),
+        ));
+        let recallable = self.model_of(i) == "LKL-A7";
+        self.terminals.push(SimTerminal { status: SimStatus::Issued, flow: 0, flags: 0, expired: false, recallable });
+        i
+    }
+
+    /// The next batch of about `batch` events (one atomic append), and the day it is recorded at.
+    pub fn next_batch(&mut self, batch: usize) -> (DateTime<Utc>, Vec<Event>) {
+        self.day += 1;
+        let mut out = Vec::with_capacity(batch + 4);
+        // Issue terminals early on: a tenth of each batch until the fleet has its size.
+        let issue = (batch / 10).min(self.target_terminals.saturating_sub(self.terminals.len()));
+        for _ in 0..issue {
+            self.issue(None, &mut out);
+        }
+        while out.len() < batch {
+            let n = self.terminals.len() as u64;
+            let i = self.rng.below(n) as usize;
+            let roll = self.rng.below(1000);
+            let Some(t) = self.terminals.get_mut(i) else { break };
+            let sn = Self::sn(i);
+            let day = self.day;
+            match (roll, t.status) {
+                (_, SimStatus::Replaced) => {}
+                (0..=899, _) => {
+                    let amount = 500 + self.rng.below(5000);
+                    t.flow += amount;
+                    out.push(flow(&sn, day, amount));
+                    if t.status == SimStatus::Issued && !t.expired && t.flow >= 10_000 {
+                        t.status = SimStatus::Active;
+                        out.push(activated(&sn, day));
+                    }
+                }
+                (900..=939, _) => {
+                    let reason = FlagReason::ALL[(roll % 6) as usize];
+                    if t.flags & reason.bit() == 0 {
+                        t.flags |= reason.bit();
+                        out.push(flagged(&sn, day, reason));
+                    } else {
+                        t.flags &= !reason.bit();
+                        out.push(flag_cleared(&sn, day, reason));
+                    }
+                }
+                (940..=969, SimStatus::Issued | SimStatus::Active) => {
+                    if t.expired {
+                        t.expired = false;
+                        out.push(contract_renewed(&sn, day));
+                    } else {
+                        t.expired = true;
+                        out.push(contract_expired(&sn, day));
+                    }
+                }
+                (970..=989, SimStatus::Issued | SimStatus::Active) => {
+                    t.status = SimStatus::Stopped;
+                    out.push(stopped(&sn, day, StopReason::Violation, None));
+                }
+                (990..=999, SimStatus::Stopped) => {
+                    t.status = SimStatus::Replaced;
+                    let new = self.terminals.len();
+                    out.push(replaced(&sn, day, &Self::sn(new)));
+                    self.issue(Some(i), &mut out);
+                }
+                _ => {}
+            }
+        }
+        (day(self.day), out)
+    }
+
+    /// The directive and the stops it causes, once, for model `LKL-A7` (call near the end of the log).
+    pub fn recall(&mut self) -> Option<(DateTime<Utc>, Vec<Event>)> {
+        if self.directive_done {
+            return None;
+        }
+        self.directive_done = true;
+        self.day += 1;
+        let d = self.day;
+        let mut out = vec![directive("D-RECALL-7", d, &["LKL-A7"], Some(d + 30))];
+        self.directive_done = true;
+        for (i, t) in self.terminals.iter_mut().enumerate() {
+            if t.recallable && matches!(t.status, SimStatus::Issued | SimStatus::Active) {
+                t.status = SimStatus::Stopped;
+                out.push(stopped(&Self::sn(i), d, StopReason::ModelRecall, Some("D-RECALL-7")));
+            }
+        }
+        Some((day(d), out))
+    }
+}
+
+/// Fills `ledger` with a legal simulated fleet log of about `events` events, in appends of `batch`
+/// (the ledger checks every one). Returns the number of records written.
+pub fn simulate_into(
+    ledger: &ledger::Ledger,
+    events: u64,
+    batch: usize,
+    seed: u64,
+) -> Result<u64, ledger::AppendError> {
+    let mut sim = FleetSim::new(events, seed);
+    let mut written = 0u64;
+    while written < events {
+        let (at, batch) = if written + (batch as u64) >= events && !sim.directive_done {
+            sim.recall().unwrap_or_else(|| sim.next_batch(batch))
+        } else {
+            sim.next_batch(batch)
+        };
+        let appended = ledger.append_at(batch.into_iter().map(ledger::AppendEvent::from).collect(), Some(at))?;
+        written += appended.written;
+    }
+    Ok(written)
+}

@@ -1,0 +1,89 @@
+//! Against a real ledger: a simulated legal fleet, rebuilt from the folder and from a live snapshot,
+//! checkpointed beside the ledger and caught up after more appends; memory per terminal measured.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ledger::{Durability, Ledger, Sn, Source};
+use projections::checkpoint;
+use projections::testing::simulate_into;
+use projections::{history, rebuild, rebuild_sequential, AuditConfig, Cut, Options, Rule, Start};
+
+fn relaxed() -> ledger::Options {
+    ledger::Options { durability: Durability::Relaxed, segment_max_bytes: 2 << 20, ..ledger::Options::default() }
+}
+
+#[test]
+fn simulated_fleet_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
+    let written = simulate_into(&ledger, 120_000, 5_000, 42).unwrap();
+    ledger.flush().unwrap();
+    assert!(written >= 120_000);
+    let live = ledger.source();
+    let options = Options { audit: Some(AuditConfig::default()), ..Options::default() };
+    let fleet = rebuild(&live, Cut::Head, &options).unwrap();
+    assert_eq!(fleet.position(), written);
+    assert_eq!(fleet.illegal_events(), 0, "the simulator writes a legal log through the ledger");
+    // Every terminal of the model the directive recalled is stopped (or replaced): no finding.
+    let findings = fleet.findings().unwrap();
+    for f in
+        findings.iter().filter(|f| f.rule == Rule::DirectiveNotEnforced || f.rule == Rule::IllegalTransition).take(5)
+    {
+        println!("{f:?}");
+    }
+    assert!(findings.iter().all(|f| f.rule != Rule::DirectiveNotEnforced && f.rule != Rule::IllegalTransition));
+    assert_eq!(fleet, rebuild_sequential(&live, Cut::Head, options.audit).unwrap());
+    assert_eq!(fleet, rebuild(&live, Cut::Head, &options.threads(1)).unwrap());
+
+    // Checkpoint beside the ledger, append more, catch up.
+    let path = checkpoint::default_path(&live);
+    assert!(path.starts_with(dir.path()));
+    checkpoint::save(&fleet, &live, &path).unwrap();
+    for batch in 0..3 {
+        let events = (0..500)
+            .flat_map(|i| {
+                let sn = format!("X{batch}-{i}");
+                [projections::testing::issued(&sn, 400, "LKL-A1", None), projections::testing::flow(&sn, 400, 20_000)]
+            })
+            .map(ledger::AppendEvent::from)
+            .collect();
+        ledger.append(events).unwrap();
+    }
+    ledger.flush().unwrap();
+    let live = ledger.source();
+    let (caught_up, start) = projections::rebuild_from_checkpoint(&path, &live, Cut::Head, &options).unwrap();
+    assert!(matches!(start, Start::Checkpoint { position } if position == written), "{start:?}");
+    let full = rebuild(&live, Cut::Head, &options).unwrap();
+    assert_eq!(caught_up, full);
+    assert_eq!(caught_up.digest_hex(), full.digest_hex());
+
+    // The folder read by a reader (sealed segments without sparse offsets) gives the same fleet.
+    drop(ledger);
+    let folder = Source::open(dir.path()).unwrap();
+    assert_eq!(rebuild(&folder, Cut::Head, &options).unwrap(), full);
+
+    // One terminal's history ends in its fleet state.
+    let (sn, terminal) = full.iter().find(|(_, t)| t.state.flow_fen > 0).unwrap();
+    let sn = Sn::parse(sn).unwrap();
+    let entries = history(&folder, &sn, Cut::Head).unwrap();
+    assert!(entries.iter().all(|e| e.violation.is_none()));
+    assert_eq!(entries.last().unwrap().state, Some(terminal.state));
+    assert_eq!(entries.last().unwrap().record.position, terminal.last_position);
+}
+
+#[test]
+fn bytes_per_terminal_are_at_most_200() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
+    simulate_into(&ledger, 400_000, 10_000, 1).unwrap();
+    ledger.flush().unwrap();
+    let fleet = rebuild(&ledger.source(), Cut::Head, &Options::default()).unwrap();
+    let memory = fleet.memory();
+    println!(
+        "fleet memory: {} terminals, {:.1} bytes/terminal (Terminal = {} bytes) {memory:?}",
+        memory.terminals,
+        memory.per_terminal(),
+        std::mem::size_of::<projections::Terminal>()
+    );
+    assert!(memory.terminals >= 40_000);
+    assert!(memory.per_terminal() <= 200.0, "{memory:?}");
+}
