@@ -69,8 +69,8 @@ fn durable_append(c: &mut Criterion) {
     group.sample_size(10).measurement_time(std::time::Duration::from_secs(5));
     for batch in [1usize, 100, 10_000] {
         let tmp = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open_with(tmp.path(), Options { durability: Durability::Durable, ..Options::default() })
-            .unwrap();
+        let ledger =
+            Ledger::open_with(tmp.path(), Options { durability: Durability::Durable, ..Options::default() }).unwrap();
         issue_all(&ledger, &sns);
         let mut from = 0usize;
         group.throughput(Throughput::Elements(batch as u64));

@@ -123,7 +123,7 @@ fn check_log(ledger: &Ledger) -> Vec<Record> {
     for (i, record) in records.iter().enumerate() {
         let position = i as u64;
         assert_eq!(record.position, position, "positions are not dense");
-        assert_eq!(record.commit, (position + 1) % K == 0, "commit marker at {position}");
+        assert_eq!(record.commit, (position + 1).is_multiple_of(K), "commit marker at {position}");
         let want = &batch(position / K)[(position % K) as usize];
         assert_eq!(record.event, want.event, "record {position} is not what append {} wrote", position / K);
     }
@@ -139,7 +139,7 @@ fn roots_by_size(ledger: &Ledger) -> HashMap<u64, Hash> {
     let mut frames = ledger.frames(0, size);
     while let Some((_, body, _)) = frames.next_frame().unwrap() {
         frontier.push_leaf(body);
-        if frontier.size() % K == 0 {
+        if frontier.size().is_multiple_of(K) {
             roots.insert(frontier.size(), frontier.root());
         }
     }
