@@ -1,3 +1,29 @@
 //! replay: the regulators' tool; has no write path.
+//!
+//! The library behind the `replay` binary: [`verify`] (every CRC, decode, dense positions and stream
+//! versions, commit markers, header chain, Merkle roots), [`fleet`], [`device`] and [`audit`] (read
+//! models folded by `projections`), [`export`] (NDJSON in the design.md §5 schema, or CSV), and
+//! [`prove`] (inclusion and consistency proofs). SOURCE is a ledger folder or a bundle file, opened
+//! with [`ledger::Source::open`].
+//!
+//! ## Invariants, written as absences
+//! - replay has no write path: it never opens a file of the source for writing, never creates, renames
+//!   or deletes one, and never opens the sled index (sled has no read-only mode and locks its folder).
+//!   The library writes only to a `Write` it is handed (the binary's standard output or `--out` file).
+//! - No check is skipped for speed: every record of the log is CRC-checked, hashed and decoded by
+//!   `verify`, whatever the trailers and HEAD claim.
+//! - No audit finding is an error and no error is a finding; no library function prints.
+//! - No code path that input can reach calls `unwrap`, `expect` or indexes without a bound.
 
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod device;
+pub mod error;
+pub mod export;
+pub mod fleet;
 pub mod ndjson;
+pub mod prove;
+pub mod text;
+pub mod verify;

@@ -1,1 +1,549 @@
-fn main() {}
+//! `replay`: the regulators' tool. Arguments, progress bars, output and exit codes; the work is in the
+//! `replay` library. Exit codes: 0 success; 1 the data failed (verification failed, inconsistent log,
+//! unknown terminal, findings with `--fail-on-findings`); 2 usage or I/O error.
+
+#![deny(unsafe_code)]
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::merkle::Hash;
+use ledger::source::{hex, parse_hash};
+use ledger::{Sn, Source};
+use projections::{AuditConfig, Cut};
+use replay::error::{output, Class, Error};
+use replay::export::Format;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const ABOUT: &str = "The regulators' tool: verify, rebuild, audit, export and prove a posledger log, read-only.\n\
+SOURCE is a ledger folder or a bundle file; replay never writes to it and never opens its sled index.";
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 the data failed; 2 usage or I/O error.";
+
+#[derive(Parser)]
+#[command(name = "replay", version, about = ABOUT, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceFormat {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every CRC, that every record decodes, dense positions and stream versions, commit
+    /// markers, the header chain, and the Merkle root against the trailers and the published head.
+    #[command(
+        after_help = "Examples:\n  replay verify /var/lib/posledger\n  replay verify fleet.bundle --json | jq .root\n\n\
+Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the first failing position and what failed."
+    )]
+    Verify {
+        /// Ledger folder or bundle file.
+        source: PathBuf,
+        /// Print {"ok": true, "records": N, "root": "<hex>"} (or {"ok": false, "error": ..., "position": ...}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fleet summary by status and model, with the fleet digest, as of a position or a time.
+    #[command(
+        after_help = "Examples:\n  replay fleet fleet.bundle\n  replay fleet fleet.bundle --as-of 2026-07-01T00:00:00Z --format json | jq .status\n  replay fleet ledger-dir --position 1000 --format csv > fleet.csv"
+    )]
+    Fleet {
+        /// Ledger folder or bundle file.
+        source: PathBuf,
+        /// Fold every record recorded at or before this time (RFC 3339).
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time, conflicts_with = "position")]
+        as_of: Option<DateTime<Utc>>,
+        /// Fold the first N records (positions 0 to N-1).
+        #[arg(long, value_name = "N")]
+        position: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+    /// One terminal's whole history: position, times, event, and its state after each event.
+    #[command(
+        after_help = "Examples:\n  replay device fleet.bundle SN00000042\n  replay device ledger-dir SN00000042 --format json | jq '.events[].state.status'"
+    )]
+    Device {
+        /// Ledger folder or bundle file.
+        source: PathBuf,
+        /// The terminal's serial number.
+        sn: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: DeviceFormat,
+    },
+    /// Audit findings: flow after stop or replacement or on an expired contract, activation without
+    /// 100 yuan of flow, directives not enforced, flags open too long, replacement mismatches, dormant
+    /// terminals, illegal transitions.
+    #[command(
+        after_help = "Examples:\n  replay audit fleet.bundle\n  replay audit fleet.bundle --rule flow_after_stop --rule dormant --format csv > findings.csv\n  replay audit ledger-dir --fail-on-findings --format json | jq length\n\n\
+Rules: flow_after_stop, flow_after_replacement, flow_while_contract_expired, activation_without_flow,\n\
+directive_not_enforced, flag_open_too_long, replacement_mismatch, dormant, illegal_transition."
+    )]
+    Audit {
+        /// Ledger folder or bundle file.
+        source: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+        /// Only this rule (repeat for several).
+        #[arg(long = "rule", value_name = "NAME")]
+        rules: Vec<String>,
+        /// Exit 1 when there is at least one finding.
+        #[arg(long)]
+        fail_on_findings: bool,
+    },
+    /// Every record, one line each in position order: NDJSON in the append schema, or CSV.
+    #[command(
+        after_help = "Examples:\n  replay export fleet.bundle --format ndjson --out fleet.ndjson\n  replay export ledger-dir --format csv --out - | head\n\n\
+The NDJSON export appended into an empty ledger (`posledger append`) rebuilds a fleet with the same digest."
+    )]
+    Export {
+        /// Ledger folder or bundle file.
+        source: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Output file (`-` for standard output). Never inside SOURCE.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Inclusion proof of one record: JSON {position, size, leaf_hash, root, proof}.
+    #[command(
+        after_help = "Examples:\n  replay prove fleet.bundle --position 42\n  replay prove ledger-dir --position 42 --size 1000 | jq -r .root"
+    )]
+    Prove {
+        /// Ledger folder or bundle file.
+        source: PathBuf,
+        /// The record's position.
+        #[arg(long, value_name = "N")]
+        position: u64,
+        /// The size of the log to prove inclusion in (default: the whole log).
+        #[arg(long, value_name = "M")]
+        size: Option<u64>,
+    },
+    /// Check that the log extends an earlier head (size and root), and print the consistency proof.
+    #[command(
+        after_help = "Examples:\n  replay consistency fleet.bundle --old-size 1000 --old-root 3f5a...e1\n  replay consistency ledger-dir --old-size 1000 --old-root \"$ROOT\" --json\n\n\
+Exits 0 when the log's first M records have that root and the log extends them, 1 otherwise."
+    )]
+    Consistency {
+        /// Ledger folder or bundle file.
+        source: PathBuf,
+        /// The earlier log's size.
+        #[arg(long, value_name = "M")]
+        old_size: u64,
+        /// The earlier log's root (64 hex digits).
+        #[arg(long, value_name = "HEX", value_parser = parse_root)]
+        old_root: Hash,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2026-07-01T00:00:00Z"))
+}
+
+fn parse_root(text: &str) -> Result<Hash, String> {
+    parse_hash(text).ok_or_else(|| "expected 64 hex digits".to_owned())
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+fn bar(len: u64, what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:40}] {human_pos}/{human_len} records ({per_sec}, eta {eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// A spinner on a terminal for work without a count; nothing otherwise.
+fn spinner(what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn open(path: &Path) -> Result<Source, Error> {
+    Source::open(path).map_err(Error::from)
+}
+
+type Out = BufWriter<io::StdoutLock<'static>>;
+
+fn stdout() -> Out {
+    BufWriter::with_capacity(1 << 16, io::stdout().lock())
+}
+
+fn json_line(out: &mut dyn Write, value: &impl serde::Serialize, pretty: bool) -> Result<(), Error> {
+    let mut write = || -> io::Result<()> {
+        if pretty {
+            serde_json::to_writer_pretty(&mut *out, value)?;
+        } else {
+            serde_json::to_writer(&mut *out, value)?;
+        }
+        out.write_all(b"\n")
+    };
+    write().map_err(output("-"))
+}
+
+fn finish(mut out: Out) -> Result<(), Error> {
+    out.flush().map_err(output("-"))
+}
+
+/// What a command decided about the data, beside errors.
+enum Verdict {
+    Ok,
+    /// Exit 1 without an error line of its own (the output said why).
+    DataFailed,
+}
+
+fn verify(source_path: &Path, as_json: bool) -> Result<Verdict, Error> {
+    let run = || -> Result<replay::verify::Verified, Error> {
+        let source = open(source_path)?;
+        let bar = bar(source.head.size, "verify");
+        let result = replay::verify::verify(&source, &mut |n| bar.set_position(n));
+        bar.finish_and_clear();
+        result
+    };
+    let mut out = stdout();
+    match run() {
+        Ok(v) => {
+            if as_json {
+                let report = VerifyJson {
+                    ok: true,
+                    records: Some(v.records),
+                    root: Some(v.root_hex()),
+                    error: None,
+                    position: None,
+                };
+                json_line(&mut out, &report, false)?;
+            } else {
+                writeln!(out, "verified {} records, root {}", v.records, v.root_hex()).map_err(output("-"))?;
+            }
+            finish(out)?;
+            if let Some(torn) = &v.torn {
+                eprintln!(
+                    "replay: note: {} bytes after the last committed record of the live segment are not part of the log ({})",
+                    torn.bytes, torn.reason
+                );
+            }
+            Ok(Verdict::Ok)
+        }
+        Err(e) => {
+            if as_json {
+                let report = VerifyJson {
+                    ok: false,
+                    records: None,
+                    root: None,
+                    error: Some(e.to_string()),
+                    position: e.position(),
+                };
+                json_line(&mut out, &report, false)?;
+                finish(out)?;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn fleet(
+    source: &Path,
+    as_of: Option<DateTime<Utc>>,
+    position: Option<u64>,
+    format: ReportFormat,
+) -> Result<Verdict, Error> {
+    let source = open(source)?;
+    let cut = match (as_of, position) {
+        (Some(t), _) => Cut::Time(t),
+        (None, Some(n)) => Cut::Position(n),
+        (None, None) => Cut::Head,
+    };
+    let spin = spinner("folding the fleet");
+    let report = replay::fleet::fleet(&source, cut);
+    spin.finish_and_clear();
+    let report = report?;
+    let mut out = stdout();
+    match format {
+        ReportFormat::Json => json_line(&mut out, &report, true)?,
+        ReportFormat::Csv => report.write_csv(&mut out)?,
+        ReportFormat::Table => report.write_table(&mut out)?,
+    }
+    finish(out)?;
+    Ok(Verdict::Ok)
+}
+
+fn device(source: &Path, sn: &str, format: DeviceFormat) -> Result<Verdict, Error> {
+    let sn = Sn::parse(sn).map_err(|e| Error::Usage(format!("SN {sn:?}: {e}")))?;
+    let source = open(source)?;
+    let spin = spinner("reading the log");
+    let report = replay::device::device(&source, &sn);
+    spin.finish_and_clear();
+    let report = report?;
+    let mut out = stdout();
+    match format {
+        DeviceFormat::Json => json_line(&mut out, &report, true)?,
+        DeviceFormat::Table => report.write_table(&mut out)?,
+    }
+    finish(out)?;
+    Ok(Verdict::Ok)
+}
+
+fn audit(source: &Path, format: ReportFormat, rules: &[String], fail_on_findings: bool) -> Result<Verdict, Error> {
+    let rules = replay::audit::parse_rules(rules)?;
+    let source = open(source)?;
+    let spin = spinner("auditing");
+    let findings = replay::audit::audit(&source, &rules, AuditConfig::default());
+    spin.finish_and_clear();
+    let findings = findings?;
+    let mut out = stdout();
+    match format {
+        ReportFormat::Json => json_line(&mut out, &findings, true)?,
+        ReportFormat::Csv => replay::audit::write_csv(&findings, &mut out)?,
+        ReportFormat::Table => replay::audit::write_table(&findings, &mut out)?,
+    }
+    finish(out)?;
+    if fail_on_findings && !findings.is_empty() {
+        eprintln!("replay: {} findings (--fail-on-findings)", findings.len());
+        return Ok(Verdict::DataFailed);
+    }
+    Ok(Verdict::Ok)
+}
+
+/// Refuses an output path inside the source (a bundle file itself, or anything under a ledger folder).
+fn check_out_path(source: &Path, out: &Path) -> Result<(), Error> {
+    let source = std::fs::canonicalize(source)
+        .map_err(|e| Error::Read(ledger::ReadError::Io { path: source.to_owned(), source: e }))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let parent = std::fs::canonicalize(&parent).map_err(output(out))?;
+    let target = match out.file_name() {
+        Some(name) => parent.join(name),
+        None => return Err(Error::Usage(format!("--out {}: not a file name", out.display()))),
+    };
+    if target == source || target.starts_with(&source) {
+        return Err(Error::Usage(format!(
+            "--out {}: refusing to write inside the source {} (replay never writes to its source)",
+            out.display(),
+            source.display()
+        )));
+    }
+    Ok(())
+}
+
+fn export(source_path: &Path, format: ExportFormat, out_path: &Path) -> Result<Verdict, Error> {
+    let format = match format {
+        ExportFormat::Ndjson => Format::Ndjson,
+        ExportFormat::Csv => Format::Csv,
+    };
+    let source = open(source_path)?;
+    let bar = bar(source.head.size, "export");
+    if out_path == Path::new("-") {
+        let mut out = stdout();
+        let result = replay::export::export(&source, format, &mut out, out_path, &mut |n| bar.set_position(n));
+        bar.finish_and_clear();
+        result?;
+        finish(out)?;
+        return Ok(Verdict::Ok);
+    }
+    check_out_path(source_path, out_path)?;
+    // Write beside the target and rename at the end, so a failed export leaves no partial file.
+    let name = out_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let partial = out_path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let file = std::fs::File::create(&partial).map_err(output(&partial))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let result = replay::export::export(&source, format, &mut out, out_path, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let done = result.and_then(|n| {
+        let file = out.into_inner().map_err(|e| Error::Output { path: out_path.to_owned(), source: e.into_error() })?;
+        file.sync_all().map_err(output(out_path))?;
+        std::fs::rename(&partial, out_path).map_err(output(out_path))?;
+        Ok(n)
+    });
+    match done {
+        Ok(n) => {
+            eprintln!("replay: exported {n} records to {}", out_path.display());
+            Ok(Verdict::Ok)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+/// `replay prove` output, fields in this order.
+#[derive(serde::Serialize)]
+struct ProofJson {
+    position: u64,
+    size: u64,
+    leaf_hash: String,
+    root: String,
+    proof: Vec<String>,
+}
+
+/// `replay consistency --json` output, fields in this order.
+#[derive(serde::Serialize)]
+struct ConsistencyJson {
+    consistent: bool,
+    old_size: u64,
+    old_root: String,
+    actual_old_root: Option<String>,
+    size: u64,
+    root: String,
+    proof: Vec<String>,
+}
+
+/// `replay verify --json` output.
+#[derive(serde::Serialize)]
+struct VerifyJson {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
+}
+
+fn hexes(hashes: &[Hash]) -> Vec<String> {
+    hashes.iter().map(|h| hex(h)).collect()
+}
+
+fn prove(source: &Path, position: u64, size: Option<u64>) -> Result<Verdict, Error> {
+    let source = open(source)?;
+    let bar = bar(size.unwrap_or(source.head.size), "prove");
+    let proof = replay::prove::prove(&source, position, size, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let proof = proof?;
+    let mut out = stdout();
+    let report = ProofJson {
+        position: proof.position,
+        size: proof.size,
+        leaf_hash: hex(&proof.leaf_hash),
+        root: hex(&proof.root),
+        proof: hexes(&proof.proof),
+    };
+    json_line(&mut out, &report, true)?;
+    finish(out)?;
+    Ok(Verdict::Ok)
+}
+
+fn consistency(source: &Path, old_size: u64, old_root: Hash, as_json: bool) -> Result<Verdict, Error> {
+    let source = open(source)?;
+    let bar = bar(source.head.size, "consistency");
+    let c = replay::prove::consistency(&source, old_size, old_root, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let c = c?;
+    let mut out = stdout();
+    if as_json {
+        let report = ConsistencyJson {
+            consistent: c.consistent,
+            old_size: c.old_size,
+            old_root: hex(&c.old_root),
+            actual_old_root: c.actual_old_root.as_ref().map(|h| hex(h)),
+            size: c.size,
+            root: hex(&c.root),
+            proof: hexes(&c.proof),
+        };
+        json_line(&mut out, &report, true)?;
+    } else if c.consistent {
+        let mut write = || -> io::Result<()> {
+            writeln!(
+                out,
+                "consistent: the log of {} records (root {}) extends the log of {} records (root {})",
+                c.size,
+                hex(&c.root),
+                c.old_size,
+                hex(&c.old_root)
+            )?;
+            for h in &c.proof {
+                writeln!(out, "{}", hex(h))?;
+            }
+            Ok(())
+        };
+        write().map_err(output("-"))?;
+    }
+    finish(out)?;
+    if c.consistent {
+        return Ok(Verdict::Ok);
+    }
+    match c.actual_old_root {
+        None => eprintln!(
+            "replay: inconsistent: the log holds {} records, fewer than the {} of the stated head",
+            c.size, c.old_size
+        ),
+        Some(actual) => eprintln!(
+            "replay: inconsistent: the log's first {} records have root {}, not {}",
+            c.old_size,
+            hex(&actual),
+            hex(&c.old_root)
+        ),
+    }
+    Ok(Verdict::DataFailed)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Verify { source, json } => verify(&source, json),
+        Command::Fleet { source, as_of, position, format } => fleet(&source, as_of, position, format),
+        Command::Device { source, sn, format } => device(&source, &sn, format),
+        Command::Audit { source, format, rules, fail_on_findings } => audit(&source, format, &rules, fail_on_findings),
+        Command::Export { source, format, out } => export(&source, format, &out),
+        Command::Prove { source, position, size } => prove(&source, position, size),
+        Command::Consistency { source, old_size, old_root, json } => consistency(&source, old_size, old_root, json),
+    };
+    match result {
+        Ok(Verdict::Ok) => ExitCode::SUCCESS,
+        Ok(Verdict::DataFailed) => ExitCode::from(1),
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = e.to_string().replace('\n', " ");
+            eprintln!("replay: {message}");
+            match e.class() {
+                Class::Data => ExitCode::from(1),
+                _ => ExitCode::from(2),
+            }
+        }
+    }
+}

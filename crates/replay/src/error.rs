@@ -1,0 +1,117 @@
+//! The one error type of the replay library, and how each error maps to an exit class.
+//!
+//! Errors are never findings: an audit finding is data ([`projections::Finding`]); an [`Error`] means
+//! the command could not do what was asked, either because the log failed a check ([`Class::Data`]),
+//! because the request was wrong ([`Class::Usage`]), or because the OS refused ([`Class::Io`]).
+
+use ledger::segment::FormatError;
+use ledger::ReadError;
+use projections::RebuildError;
+use std::path::PathBuf;
+
+/// What kind of failure an [`Error`] is; the binary maps it to an exit code (1 for data, 2 otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Class {
+    /// The data failed a check: damaged, tampered, truncated, inconsistent (exit 1).
+    Data,
+    /// The request is impossible: a position past the end, an unknown rule, a bad argument (exit 2).
+    Usage,
+    /// The OS refused: a missing file, no permission, a full disk (exit 2).
+    Io,
+}
+
+/// A check the log failed, with the file and (when known) the first failing position.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}{what}", path.display(), position.map(|p| format!("position {p}: ")).unwrap_or_default())]
+pub struct Failure {
+    /// The file (or folder) where it was found.
+    pub path: PathBuf,
+    /// The first failing position, when the failure belongs to one record.
+    pub position: Option<u64>,
+    /// What failed.
+    pub what: String,
+}
+
+/// Why a replay command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The log failed a check.
+    #[error(transparent)]
+    Failed(#[from] Failure),
+    /// Reading the log failed (damage found by the reader, or the OS refused).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Folding the log failed.
+    #[error(transparent)]
+    Rebuild(#[from] RebuildError),
+    /// The request cannot be served by this log.
+    #[error("{0}")]
+    Usage(String),
+    /// Writing the output failed.
+    #[error("{}: {source}", path.display())]
+    Output {
+        /// The output (`-` for standard output).
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn format_class(e: &FormatError) -> Class {
+    match e {
+        FormatError::Io { source, .. } if source.kind() != std::io::ErrorKind::UnexpectedEof => Class::Io,
+        _ => Class::Data,
+    }
+}
+
+fn read_class(e: &ReadError) -> Class {
+    match e {
+        ReadError::Io { source, .. } if source.kind() != std::io::ErrorKind::UnexpectedEof => Class::Io,
+        ReadError::Format(f) => format_class(f),
+        ReadError::OutOfRange { .. } => Class::Usage,
+        ReadError::Index(_) => Class::Io,
+        _ => Class::Data,
+    }
+}
+
+impl Error {
+    /// The class of failure, for the exit code.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Failed(_) => Class::Data,
+            Error::Read(e) => read_class(e),
+            Error::Rebuild(RebuildError::Read(e)) => read_class(e),
+            Error::Rebuild(RebuildError::PastEnd { .. }) => Class::Usage,
+            Error::Rebuild(_) => Class::Io,
+            Error::Usage(_) => Class::Usage,
+            Error::Output { .. } => Class::Io,
+        }
+    }
+
+    /// Whether this is a broken pipe on the output (a reader such as `head` stopped reading): not an
+    /// error for a command-line tool.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
+    /// The first failing position, when the error names one.
+    pub fn position(&self) -> Option<u64> {
+        let read = |e: &ReadError| match e {
+            ReadError::Codec { position, .. } | ReadError::Corrupt { position, .. } => Some(*position),
+            _ => None,
+        };
+        match self {
+            Error::Failed(f) => f.position,
+            Error::Read(e) | Error::Rebuild(RebuildError::Read(e)) => read(e),
+            _ => None,
+        }
+    }
+}
+
+/// Wraps an output error with its path.
+pub fn output(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Output { path, source }
+}
