@@ -47,7 +47,7 @@ enum Command {
     Simulate(SimulateArgs),
     /// Append NDJSON events (design.md §5) atomically: every line is validated, then one append.
     #[command(
-        after_help = "Example:\n  posledger append --dir ledger events.ndjson\n  replay export old --format ndjson --out - | posledger append --dir new -\n\nLimits: 2,000,000 lines, 1 GiB, 1 MiB per line. A missing DIR becomes a new, empty ledger.\nAny bad line: exit 1, `FILE:LINE: reason` on stderr, and the ledger is unchanged."
+        after_help = "Example:\n  posledger append --dir ledger events.ndjson\n  replay export old.plb --format ndjson --out fleet.ndjson && posledger append --dir new fleet.ndjson\n  generate-events | posledger append --dir ledger -\n\nLimits: 2,000,000 lines, 1 GiB, 1 MiB per line. A missing DIR becomes a new, empty ledger.\nAny bad line: exit 1, `FILE:LINE: reason` on stderr, and the ledger is unchanged."
     )]
     Append(AppendArgs),
     /// Record an emergency-stop directive and stop every running terminal of its models, atomically.
@@ -304,7 +304,7 @@ fn append(args: AppendArgs) -> Outcome {
         (args.file.clone(), Box::new(BufReader::with_capacity(1 << 20, file)), len)
     };
     let progress = bar(len, "{spinner} reading [{bar:30}] {bytes}/{total_bytes}");
-    let input = ops::read_ndjson(&mut *reader, &name, &mut |n| progress.set_position(n)).map_err(|e| match e {
+    let mut input = ops::read_ndjson(&mut *reader, &name, &mut |n| progress.set_position(n)).map_err(|e| match e {
         ReadInputError::Bad(bad) => Failure::Data(bad.to_string()),
         io @ ReadInputError::Io { .. } => usage(io),
     })?;
@@ -315,7 +315,9 @@ fn append(args: AppendArgs) -> Outcome {
     } else {
         let spinner = bar(0, "{spinner} appending {msg}");
         spinner.set_message(format!("{} events", thousands(total as u64)));
-        let result = ledger.append(input.events.clone());
+        // The events move into the append (no copy of a 2,000,000-line input); the line numbers stay
+        // behind to map a refusal's index back to its line.
+        let result = ledger.append(std::mem::take(&mut input.events));
         spinner.finish_and_clear();
         match result {
             Ok(appended) => Some(appended),

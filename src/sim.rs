@@ -25,7 +25,7 @@
 //!   hkrt 10%, sumpay 9%, lianlian 7%.
 //! - **Regions.** 6-digit GB/T 2260 district codes: one of 24 big cities' prefixes plus a district 01–18.
 //! - **Flow.** 82% of terminals are busy: a monthly volume log-uniform between 300 and 300,000 yuan, in
-//!   one settlement total a month (a second one with 25% chance), each 50%–150% of its share. 5% trickle
+//!   one settlement total a month (a second one with 15% chance), each 50%–150% of its share. 5% trickle
 //!   (20–60 yuan in 70% of months) and reach 100 yuan after a few months. 13% are dormant: 60% of them
 //!   never transact, 40% report a few yuan now and then, never reaching 100 yuan. So about 85% of
 //!   terminals reach 100 yuan of flow and are **activated** 1–48 hours after the flow that crosses it.
@@ -886,7 +886,7 @@ impl Simulator {
         };
         if flowing {
             let count = match self.terms[i].persona {
-                Persona::Busy => 1 + u64::from(self.rng.chance(2_500)),
+                Persona::Busy => 1 + u64::from(self.rng.chance(1_500)),
                 Persona::Trickle => u64::from(self.rng.chance(7_000)),
                 Persona::DormantTiny => u64::from(self.rng.chance(1_500)),
                 Persona::DormantSilent => 0,

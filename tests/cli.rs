@@ -432,3 +432,35 @@ fn the_examples_in_docs_ndjson_are_a_valid_input() {
     let out = ok(posledger(&["append", "--dir", s(&dir.path().join("l")), s(&input)]));
     assert!(out.contains(&format!("appended {} events", lines.len())), "{out}");
 }
+
+/// The default demo's fleet (about 1.96 million events, under the 2,000,000-line append limit) rendered
+/// as NDJSON and appended through the binary in one atomic append. Slow: run with
+/// `cargo test --release --test cli -- --ignored`.
+#[test]
+#[ignore]
+fn the_full_demo_fleet_round_trips_through_ndjson() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("original");
+    let options = ledger::Options { durability: ledger::Durability::Relaxed, ..Default::default() };
+    let db = Ledger::open_with(&original, options).unwrap();
+    let started = std::time::Instant::now();
+    let report = sim::run(&db, &Config::default(), &mut |_| {}).unwrap();
+    db.close().unwrap();
+    assert!(report.events < ledger::MAX_APPEND_EVENTS as u64, "{} events", report.events);
+    let source = Source::open(&original).unwrap();
+    let path = dir.path().join("fleet.ndjson");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for record in source.records(0) {
+        writeln!(file, "{}", replay::ndjson::render(&record.unwrap()).unwrap()).unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
+    eprintln!("simulated and rendered {} events in {:.1?}", report.events, started.elapsed());
+    let started = std::time::Instant::now();
+    let copy = dir.path().join("copy");
+    ok(posledger(&["append", "--dir", s(&copy), s(&path)]));
+    eprintln!("appended {} NDJSON lines in {:.1?}", report.events, started.elapsed());
+    let a = fleet_summary(&source, &mut |_| {}).unwrap();
+    let b = fleet_summary(&Source::open(&copy).unwrap(), &mut |_| {}).unwrap();
+    assert_eq!(a, b);
+}
