@@ -124,3 +124,45 @@ fn segments_rotate_and_everything_still_reads() {
     let source = ledger::Source::open(dir.path()).unwrap();
     assert_eq!(source.head, head);
 }
+
+#[test]
+fn a_lagging_head_is_checked_from_its_own_segment_and_a_wrong_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ledger::Options { segment_max_bytes: 1_500, ..Default::default() };
+    let ledger = Ledger::open_with(dir.path(), options.clone()).unwrap();
+    for i in 0..30 {
+        ledger.append(vec![issued(&format!("SN{i}"), "M")]).unwrap();
+    }
+    let old_head = std::fs::read(dir.path().join("HEAD")).unwrap();
+    for i in 30..90 {
+        ledger.append(vec![issued(&format!("SN{i}"), "M")]).unwrap();
+    }
+    let head = ledger.head();
+    drop(ledger);
+    // A HEAD that lags by several segments (a crash before it was rewritten) still opens.
+    std::fs::write(dir.path().join("HEAD"), &old_head).unwrap();
+    let ledger = Ledger::open_with(dir.path(), options.clone()).unwrap();
+    assert_eq!(ledger.head(), head);
+    drop(ledger);
+    // A HEAD whose root differs from the log at its size is refused: acknowledged records changed.
+    let mut wrong = old_head.clone();
+    wrong[20] ^= 1;
+    let crc = crc32c::crc32c(&wrong[0..48]);
+    wrong[48..52].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.path().join("HEAD"), &wrong).unwrap();
+    let err = Ledger::open_with(dir.path(), options).err().unwrap();
+    assert!(err.to_string().contains("differs from the acknowledged head"), "{err}");
+}
+
+#[test]
+fn relaxed_mode_publishes_head_only_after_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ledger::Options { durability: ledger::Durability::Relaxed, ..Default::default() };
+    let ledger = Ledger::open_with(dir.path(), options).unwrap();
+    ledger.append(vec![issued("SN1", "M"), flow("SN1", 5)]).unwrap();
+    // Readers see the records, but HEAD (the durable promise) does not name them yet.
+    assert_eq!(ledger.head().size, 2);
+    assert_eq!(ledger::source::read_head(dir.path()).map(|h| h.size), Some(0));
+    let flushed = ledger.flush().unwrap();
+    assert_eq!(ledger::source::read_head(dir.path()), Some(flushed));
+}
