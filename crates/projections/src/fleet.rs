@@ -13,6 +13,10 @@ use ledger::{DirectiveId, Sn};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
+/// The hasher of the fleet's maps: foldhash, randomly seeded per map (fast on short SNs, and no fixed
+/// seed an adversarial log could aim collisions at). Map equality does not depend on it.
+pub(crate) type Hasher = foldhash::fast::RandomState;
+
 /// The number of partitions terminals are spread over (a constant: the shape never depends on threads).
 pub const PARTITIONS: usize = 64;
 
@@ -66,7 +70,7 @@ pub struct Links {
 /// One partition: a dense vector of terminals and an index from SN to slot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Partition {
-    pub index: HashMap<Box<str>, u32>,
+    pub index: HashMap<Box<str>, u32, Hasher>,
     pub terminals: Vec<Terminal>,
 }
 
@@ -75,9 +79,8 @@ impl Partition {
         self.index.get(sn).and_then(|slot| self.terminals.get(*slot as usize))
     }
 
-    pub fn get_mut(&mut self, sn: &str) -> Option<&mut Terminal> {
-        let slot = *self.index.get(sn)?;
-        self.terminals.get_mut(slot as usize)
+    pub fn slot(&self, sn: &str) -> Option<usize> {
+        self.index.get(sn).map(|slot| *slot as usize)
     }
 
     pub fn insert(&mut self, sn: &str, terminal: Terminal) {

@@ -96,7 +96,8 @@ pub(crate) fn record_directive(directives: &mut Directives, position: u64, d: &D
 /// Folds one terminal event into its partition. Returns the rule the event broke, if any; a rejected
 /// event leaves the terminal unchanged.
 pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &mut Acc) -> Result<(), Violation> {
-    let before = part.get(input.sn.as_str());
+    let slot = part.slot(input.sn.as_str());
+    let before = slot.and_then(|s| part.terminals.get(s));
     let before_state: Option<State> = before.map(|t| t.state);
     let model = before.and_then(|t| ctx.names.models.get(t.model));
     let lookup = |id: &ledger::DirectiveId| ctx.directives.lookup(id, input.position, model);
@@ -120,7 +121,7 @@ pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &
             return Err(violation);
         }
     };
-    let Some(terminal) = part.get_mut(input.sn.as_str()) else {
+    let Some(terminal) = slot.and_then(|s| part.terminals.get_mut(s)) else {
         // The rules accept only `issued` for an SN never seen.
         let TerminalEvent::Issued(issued) = input.event else {
             unreachable!("lifecycle::apply accepted a non-issued event for an unknown terminal")
