@@ -1,15 +1,14 @@
-//! An interim fleet summary for the operator CLI, folded straight from the log.
+//! The operator CLI's fleet summary and audit counts, from the `projections` crate.
 //!
-//! SWAP: `crates/projections` is building the real fleet projection (parallel rebuild, digest, audits).
-//! Once it lands, [`fleet_summary`] should delegate to it; its callers only use [`FleetSummary`].
-//! Until then this is a plain sequential fold of every record with [`ledger::lifecycle::apply`] — the
-//! same rules the write path uses, so the counts are exactly what the ledger believes.
+//! [`fleet_summary`] is the one place the CLI asks for fleet numbers: it rebuilds the fleet projection
+//! in parallel with the audit rules on ([`projections::rebuild`]) and flattens what the demo prints into
+//! a [`FleetSummary`]. Callers only use [`FleetSummary`], so the projection behind it can change freely.
 
-use ledger::lifecycle::{self, ContractState, DirectiveLookup, State, Status};
-use ledger::{DirectiveId, Event, ModelCode, ProviderId, ReadError, Sn, Source, TerminalEvent};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use ledger::Source;
+use projections::{AuditConfig, Cut, Options, RebuildError, Rule};
+use std::collections::BTreeMap;
 
-/// Fleet counts as of the end of a log.
+/// Fleet counts and audit findings as of the end of a log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FleetSummary {
     /// Records folded.
@@ -23,80 +22,38 @@ pub struct FleetSummary {
     /// Terminals whose contract is expired, whatever their status.
     pub contract_expired: u64,
     /// Terminals by provider: (issued, active, stopped, replaced).
-    pub by_provider: BTreeMap<ProviderId, [u64; 4]>,
+    pub by_provider: BTreeMap<String, [u64; 4]>,
     /// Directives recorded.
     pub directives: u64,
     /// Records the rules refuse (a well-formed ledger has none; replay's audit explains them).
     pub illegal: u64,
+    /// Audit findings by rule name, every rule listed (0 when none).
+    pub findings: BTreeMap<&'static str, u64>,
+    /// The fleet digest (SHA-256 over the sorted device states), as `replay fleet` prints it.
+    pub digest: String,
 }
 
-fn status_index(status: Status) -> usize {
-    match status {
-        Status::Issued => 0,
-        Status::Active => 1,
-        Status::Stopped => 2,
-        Status::Replaced => 3,
+/// Rebuilds the fleet of `source` (in parallel, audit on, default audit settings) and summarizes it.
+/// `progress` gets the number of records folded once the rebuild is done.
+pub fn fleet_summary(source: &Source, progress: &mut dyn FnMut(u64)) -> Result<FleetSummary, RebuildError> {
+    let fleet = projections::rebuild(source, Cut::Head, &Options::default().audit(AuditConfig::default()))?;
+    let summary = fleet.summary();
+    let counts = |c: &projections::Counts| [c.issued, c.active, c.stopped, c.replaced];
+    let mut findings: BTreeMap<&'static str, u64> = Rule::ALL.iter().map(|r| (r.as_str(), 0)).collect();
+    for finding in fleet.findings().unwrap_or_default() {
+        *findings.entry(finding.rule.as_str()).or_default() += 1;
     }
-}
-
-/// Folds every record of `source` into a [`FleetSummary`]. `progress` gets the number of records read.
-///
-/// SWAP for `projections` once it lands (see the module doc).
-pub fn fleet_summary(source: &Source, progress: &mut dyn FnMut(u64)) -> Result<FleetSummary, ReadError> {
-    struct Device {
-        state: State,
-        model: ModelCode,
-        provider: ProviderId,
-    }
-    let mut devices: HashMap<Sn, Device> = HashMap::new();
-    let mut directives: HashMap<DirectiveId, HashSet<ModelCode>> = HashMap::new();
-    let mut summary = FleetSummary::default();
-    for record in source.records(0) {
-        let record = record?;
-        summary.records += 1;
-        if summary.records.is_multiple_of(65_536) {
-            progress(summary.records);
-        }
-        match record.event {
-            Event::Directive(d) => {
-                directives.insert(d.id, d.models.into_iter().collect());
-            }
-            Event::Terminal(e) => {
-                let current = devices.get(&e.device);
-                let model = match (&e.event, current) {
-                    (TerminalEvent::Issued(issued), None) => issued.model.clone(),
-                    (_, Some(d)) => d.model.clone(),
-                    (_, None) => {
-                        summary.illegal += 1;
-                        continue;
-                    }
-                };
-                let lookup = |id: &DirectiveId| match directives.get(id) {
-                    None => DirectiveLookup::NotRecorded,
-                    Some(models) => DirectiveLookup::Recorded { lists_model: models.contains(&model) },
-                };
-                match lifecycle::apply(current.map(|d| &d.state), &e.event, &lookup) {
-                    Ok(state) => match (&e.event, devices.get_mut(&e.device)) {
-                        (_, Some(d)) => d.state = state,
-                        (TerminalEvent::Issued(issued), None) => {
-                            devices.insert(e.device, Device { state, model, provider: issued.provider.clone() });
-                        }
-                        _ => summary.illegal += 1,
-                    },
-                    Err(_) => summary.illegal += 1,
-                }
-            }
-        }
-    }
-    progress(summary.records);
-    summary.devices = devices.len() as u64;
-    summary.directives = directives.len() as u64;
-    for d in devices.values() {
-        let s = status_index(d.state.status);
-        summary.by_status[s] += 1;
-        summary.by_provider.entry(d.provider.clone()).or_default()[s] += 1;
-        summary.flagged += u64::from(!d.state.flags.is_empty());
-        summary.contract_expired += u64::from(d.state.contract == ContractState::Expired);
-    }
-    Ok(summary)
+    progress(summary.position);
+    Ok(FleetSummary {
+        records: summary.position,
+        devices: summary.total.total,
+        by_status: counts(&summary.total),
+        flagged: summary.total.flagged,
+        contract_expired: summary.total.contract_expired,
+        by_provider: summary.by_provider.iter().map(|(p, c)| (p.clone(), counts(c))).collect(),
+        directives: fleet.directives().list().len() as u64,
+        illegal: fleet.illegal_events(),
+        findings,
+        digest: projections::digest::digest_hex(&fleet),
+    })
 }

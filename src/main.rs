@@ -415,12 +415,13 @@ fn print_summary(out: &mut Out, summary: &FleetSummary) -> Outcome {
     out.line(format!("  {:<22}{:>12}", "with open flags", thousands(summary.flagged)))?;
     out.line(format!("  {:<22}{:>12}", "contract expired", thousands(summary.contract_expired)))?;
     out.line(format!("  {:<22}{:>12}", "directives", thousands(summary.directives)))?;
+    out.line(format!("  {:<22}{}", "fleet digest", summary.digest))?;
     out.line("")?;
     out.line(format!("  {:<14}{:>10}{:>10}{:>10}{:>10}", "provider", "issued", "active", "stopped", "replaced"))?;
     for (provider, [i, a, s, r]) in &summary.by_provider {
         out.line(format!(
             "  {:<14}{:>10}{:>10}{:>10}{:>10}",
-            provider.as_str(),
+            provider,
             thousands(*i),
             thousands(*a),
             thousands(*s),
@@ -467,13 +468,18 @@ fn demo(args: DemoArgs) -> Outcome {
     out.line(format!("events     {}", thousands(head.size)))?;
     out.line(format!("head root  {}", head.root_hex()))?;
     out.line("")?;
-    out.line("fleet (folded from the bundle with the ledger's lifecycle rules)")?;
+    out.line("fleet (rebuilt from the bundle by the projections, in parallel)")?;
     let bundle_source = Source::open(&bundle).map_err(|e| Failure::Data(e.to_string()))?;
     let progress = bar(bundle_source.head.size, "{spinner} summarizing [{bar:30}] {pos}/{len}");
     let summary =
         fleet_summary(&bundle_source, &mut |n| progress.set_position(n)).map_err(|e| Failure::Data(e.to_string()))?;
     progress.finish_and_clear();
     print_summary(&mut out, &summary)?;
+    out.line("")?;
+    out.line("audit findings by rule (replay audit lists each with its position and evidence)")?;
+    for (rule, n) in &summary.findings {
+        out.line(format!("  {rule:<30}{:>10}", thousands(*n)))?;
+    }
     out.line("")?;
     out.line("planted for the audits (what the simulator did on purpose)")?;
     if let Some(id) = &report.directive {
