@@ -70,8 +70,10 @@ fn bench(c: &mut Criterion) {
     });
 
     // Catch-up: a checkpoint at the append boundary nearest 90% of the log, then the last 10%.
-    let boundary = rebuild(&source, Cut::Position(n * 9 / 10), &Options::default()).expect("rebuild 90%");
-    let at = if boundary.at_commit_boundary() { n * 9 / 10 } else { n * 9 / 10 - (n * 9 / 10) % 10_000 };
+    let at = ledger::RecordIter::new(source.frames(n * 9 / 10, n))
+        .map(|r| r.expect("record"))
+        .find(|r| r.commit)
+        .map_or(n, |r| r.position + 1);
     let early = rebuild(&source, Cut::Position(at), &Options::default()).expect("rebuild to checkpoint");
     let path = dir.join("bench.checkpoint");
     if early.at_commit_boundary() {
