@@ -1414,13 +1414,31 @@ fn last_leaf_of(recovered: &Recovered) -> Result<Hash, OpenError> {
     }
 }
 
+/// Opens sled, waiting a little while its lock is still held: our own LOCK file already excludes other
+/// processes, so a held sled lock can only be a previous `Ledger` of this process whose sled threads
+/// are still shutting down. A damaged index must not be confused with that and deleted under it.
+fn open_store(path: &Path) -> Result<Store, String> {
+    let mut last = String::new();
+    for _ in 0..40 {
+        match Store::open(path) {
+            Ok(store) => return Ok(store),
+            Err(e) if e.contains("lock") || e.contains("temporarily unavailable") => {
+                last = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
 /// Opens the sled index and loads the view from its snapshot, then replays the log after the snapshot.
 /// When the index is missing, unreadable, from another ledger, or ahead of the log, it is deleted and the
 /// view is rebuilt from the whole log. Returns the store, the view, and the size the store covers.
 fn open_index(path: &Path, recovered: &Recovered) -> Result<(Store, View, u64), OpenError> {
     let size = recovered.frontier.size();
     let attempt = (|| -> Result<(Store, View, u64), String> {
-        let store = Store::open(path)?;
+        let store = open_store(path)?;
         let Some(mark) = store.watermark()? else {
             return Ok((store, View::default(), 0));
         };
@@ -1443,7 +1461,7 @@ fn open_index(path: &Path, recovered: &Recovered) -> Result<(Store, View, u64), 
         Ok(opened) => opened,
         Err(_) => {
             let _ = std::fs::remove_dir_all(path);
-            let store = Store::open(path).map_err(|what| OpenError::Index { path: path.to_owned(), what })?;
+            let store = open_store(path).map_err(|what| OpenError::Index { path: path.to_owned(), what })?;
             store.clear().map_err(|what| OpenError::Index { path: path.to_owned(), what })?;
             (store, View::default(), 0)
         }

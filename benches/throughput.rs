@@ -1,0 +1,435 @@
+//! The throughput harness: "how fast, compared with what", in one run on the same data.
+//!
+//! ```text
+//! cargo bench --bench throughput -- [--events N]... [--large] [--json PATH] [--dir DIR]
+//! ```
+//!
+//! For each size (10^4, 10^5, 10^6 by default; `--large` adds 10^7; `--events N` replaces the list) it
+//! simulates a fleet with `posledger::sim` (not timed), then measures on those exact events:
+//!
+//! - durable append with batches of 10,000, 100 and 1 records (batch-1 and batch-100 runs are capped
+//!   at a few thousand appends: each waits for its own fsync), and single-record appends from 1, 4 and
+//!   64 threads (group commit) with p50/p99 latency;
+//! - full scan (decode every record), verify (CRC, decode, dense positions and versions, Merkle root),
+//!   fleet rebuild on 1 thread and on all threads, rebuild as of the midpoint, and checkpoint catch-up
+//!   after 1% more records;
+//! - baselines on the same records: raw file append with one fsync per batch, raw sequential read and
+//!   decode of the same bytes (the physical limit of a scan), and raw sled `apply_batch` with one key
+//!   per event (what a plain sled-backed event store does);
+//! - peak memory (VmHWM) and bytes on disk per event.
+//!
+//! It prints a table and, with `--json PATH`, writes an array of
+//! `{"name", "events", "seconds", "events_per_s", "baseline", "ratio_to_baseline"}`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Utc};
+use ledger::{AppendEvent, Event, Ledger, TerminalEvent};
+use posledger::sim;
+use projections::{Cut, Options as RebuildOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Row {
+    name: String,
+    events: u64,
+    seconds: f64,
+    baseline: Option<String>,
+    ratio: Option<f64>,
+    note: String,
+}
+
+struct Args {
+    sizes: Vec<u64>,
+    json: Option<PathBuf>,
+    dir: PathBuf,
+}
+
+fn parse_args() -> Args {
+    let mut sizes = Vec::new();
+    let mut large = false;
+    let mut json = None;
+    let mut dir = std::env::temp_dir().join("posledger-throughput");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--events" => sizes.push(args.next().and_then(|v| v.replace('_', "").parse().ok()).expect("--events N")),
+            "--large" => large = true,
+            "--json" => json = Some(PathBuf::from(args.next().expect("--json PATH"))),
+            "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
+            // cargo bench passes --bench; ignore it and anything criterion-like.
+            _ => {}
+        }
+    }
+    if sizes.is_empty() {
+        sizes = vec![10_000, 100_000, 1_000_000];
+        if large {
+            sizes.push(10_000_000);
+        }
+    }
+    Args { sizes, json, dir }
+}
+
+/// The simulated events, in order, each with the recorded-at time of the batch it came in.
+fn simulate(events: u64) -> Vec<(DateTime<Utc>, AppendEvent)> {
+    // About 30 events per terminal over 24 months; simulate a little more, then keep a prefix of whole
+    // simulated batches (a prefix of a legal log is legal).
+    let devices = (events / 25).max(50);
+    let config = sim::Config { devices, months: 24, seed: 42, batch_events: 10_000 };
+    let mut out = Vec::with_capacity(events as usize + 10_000);
+    for (at, batch) in sim::generate(&config).expect("simulate") {
+        if out.len() as u64 >= events {
+            break;
+        }
+        out.extend(batch.into_iter().map(|e| (at, e)));
+    }
+    out
+}
+
+/// Splits the events into appends of about `size`, never between the two halves of a replacement.
+fn chunks(events: &[(DateTime<Utc>, AppendEvent)], size: usize) -> Vec<(DateTime<Utc>, Vec<AppendEvent>)> {
+    let mut out: Vec<(DateTime<Utc>, Vec<AppendEvent>)> = Vec::new();
+    let mut current: Vec<AppendEvent> = Vec::new();
+    let mut at = None;
+    for (i, (t, e)) in events.iter().enumerate() {
+        current.push(e.clone());
+        at = Some(*t);
+        let splits_pair = match (&e.event, events.get(i + 1).map(|n| &n.1.event)) {
+            (Event::Terminal(d), _) if matches!(d.event, TerminalEvent::Replaced { .. }) => true,
+            (_, Some(Event::Terminal(n))) => matches!(&n.event, TerminalEvent::Issued(x) if x.replaces.is_some()),
+            _ => false,
+        };
+        if current.len() >= size && !splits_pair {
+            out.push((at.unwrap_or_default(), std::mem::take(&mut current)));
+        }
+    }
+    if !current.is_empty() {
+        out.push((at.unwrap_or_default(), current));
+    }
+    out
+}
+
+fn fresh(dir: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    dir.to_owned()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let meta = e.metadata().ok();
+                match meta {
+                    Some(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Some(m) => m.len(),
+                    None => 0,
+                }
+            })
+            .sum()
+    })
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Appends the chunks to a fresh durable ledger; returns the seconds spent appending.
+fn durable_append(dir: &Path, chunks: &[(DateTime<Utc>, Vec<AppendEvent>)]) -> (f64, Ledger) {
+    let ledger = Ledger::open(&fresh(dir)).expect("open");
+    let start = Instant::now();
+    for (at, events) in chunks {
+        ledger.append_at(events.clone(), Some(*at)).expect("append");
+    }
+    (start.elapsed().as_secs_f64(), ledger)
+}
+
+/// Encodes the events as the ledger would, for the raw baselines.
+fn frames(ledger: &Ledger) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut iter = ledger.frames(0, u64::MAX);
+    while let Some((_, body, _)) = iter.next_frame().expect("frame") {
+        out.push(body.to_vec());
+    }
+    out
+}
+
+fn raw_file_append(dir: &Path, bodies: &[Vec<u8>], batch: usize) -> f64 {
+    let path = fresh(dir);
+    std::fs::create_dir_all(&path).expect("dir");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path.join("raw")).expect("raw file");
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    for chunk in bodies.chunks(batch) {
+        buf.clear();
+        for body in chunk {
+            ledger::segment::push_frame(&mut buf, body);
+        }
+        file.write_all(&buf).expect("write");
+        file.sync_data().expect("fsync");
+    }
+    start.elapsed().as_secs_f64()
+}
+
+fn raw_read_decode(dir: &Path) -> (f64, u64) {
+    let path = dir.join("raw");
+    let start = Instant::now();
+    let bytes = std::fs::read(&path).expect("read raw");
+    let mut offset = 0usize;
+    let mut n = 0u64;
+    while offset + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("len")) as usize;
+        let crc = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("crc"));
+        let body = &bytes[offset + 8..offset + 8 + len];
+        assert_eq!(crc32c::crc32c(body), crc);
+        std::hint::black_box(ledger::codec::decode_record(body).expect("decode"));
+        offset += 8 + len;
+        n += 1;
+    }
+    (start.elapsed().as_secs_f64(), n)
+}
+
+/// A plain sled-backed event store: one key per event (stream key + version) holding the record, plus
+/// the stream's version key, one `apply_batch` per batch, one flush at the end.
+fn raw_sled(dir: &Path, ledger: &Ledger, batch: usize) -> f64 {
+    let records: Vec<(Vec<u8>, Vec<u8>)> = {
+        let mut out = Vec::new();
+        let mut frames = ledger.frames(0, u64::MAX);
+        let mut iter = ledger.read_from(0);
+        while let Some((_, body, _)) = frames.next_frame().expect("frame") {
+            let record = iter.next().expect("record").expect("decode");
+            let mut key = ledger::index::SnKey::new(&match record.stream() {
+                ledger::StreamId::Terminal(sn) => sn,
+                ledger::StreamId::Directives => ledger::Sn::parse("directives").expect("sn"),
+            })
+            .as_str()
+            .as_bytes()
+            .to_vec();
+            key.push(0);
+            key.extend_from_slice(&record.version.to_be_bytes());
+            out.push((key, body.to_vec()));
+        }
+        out
+    };
+    let path = fresh(dir);
+    let db = sled::Config::new().path(&path).flush_every_ms(None).open().expect("sled");
+    let start = Instant::now();
+    for chunk in records.chunks(batch) {
+        let mut b = sled::Batch::default();
+        for (key, body) in chunk {
+            b.insert(key.as_slice(), body.as_slice());
+        }
+        db.apply_batch(b).expect("apply");
+    }
+    db.flush().expect("flush");
+    start.elapsed().as_secs_f64()
+}
+
+/// Single-record appends of fresh terminals from `threads` threads; returns seconds and latencies.
+fn concurrent_appends(dir: &Path, threads: usize, total: usize, template: &AppendEvent) -> (f64, Vec<Duration>) {
+    let ledger = std::sync::Arc::new(Ledger::open(&fresh(dir)).expect("open"));
+    let per = (total / threads).max(1);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let ledger = ledger.clone();
+            let template = template.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::with_capacity(per);
+                for i in 0..per {
+                    let mut e = template.clone();
+                    if let Event::Terminal(d) = &mut e.event {
+                        d.device = ledger::Sn::parse(&format!("BENCH{t:03}X{i:07}")).expect("sn");
+                    }
+                    let begin = Instant::now();
+                    ledger.append(vec![e]).expect("append");
+                    latencies.push(begin.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().expect("thread")).collect();
+    let seconds = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    (seconds, latencies)
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted.get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
+}
+
+fn main() {
+    let args = parse_args();
+    let threads = rayon::current_num_threads();
+    println!("posledger throughput harness: {} cores, sizes {:?}", threads, args.sizes);
+    let mut rows: Vec<Row> = Vec::new();
+    for &size in &args.sizes {
+        let events = simulate(size);
+        let n = events.len() as u64;
+        println!("\n== {n} simulated events ==");
+        let push =
+            |rows: &mut Vec<Row>, name: &str, events: u64, seconds: f64, baseline: Option<&str>, note: String| {
+                let ratio = baseline.and_then(|b| {
+                    rows.iter()
+                        .find(|r| r.name == b && r.events == n)
+                        .map(|r| (events as f64 / seconds) / (r.events as f64 / r.seconds))
+                });
+                let row =
+                    Row { name: name.into(), events, seconds, baseline: baseline.map(str::to_owned), ratio, note };
+                println!(
+                    "{:<34} {:>10} ev {:>9.3} s {:>13.0} ev/s {:>8} {}",
+                    row.name,
+                    row.events,
+                    row.seconds,
+                    row.events as f64 / row.seconds,
+                    row.ratio.map(|r| format!("{r:.2}x")).unwrap_or_default(),
+                    row.note
+                );
+                rows.push(row);
+            };
+        let base = args.dir.join(format!("n{n}"));
+        // Baseline first: raw file append with one fsync per 10,000-record batch of the same bytes.
+        let big = chunks(&events, 10_000);
+        // Append boundaries, for cuts that a checkpoint can be taken at.
+        let boundaries: Vec<u64> = big
+            .iter()
+            .scan(0u64, |end, (_, e)| {
+                *end += e.len() as u64;
+                Some(*end)
+            })
+            .collect();
+        let (seconds, ledger) = durable_append(&base.join("append-10000"), &big);
+        let bodies = frames(&ledger);
+        let raw = raw_file_append(&base.join("raw"), &bodies, 10_000);
+        push(&mut rows, "baseline: raw file append (batch 10000)", n, raw, None, String::new());
+        let sled_seconds = raw_sled(&base.join("sled"), &ledger, 10_000);
+        push(&mut rows, "baseline: raw sled apply_batch (10000)", n, sled_seconds, None, "one key per event".into());
+        push(
+            &mut rows,
+            "durable append (batch 10000)",
+            n,
+            seconds,
+            Some("baseline: raw sled apply_batch (10000)"),
+            String::new(),
+        );
+        let idx = rows.len() - 1;
+        rows[idx].note = format!("{:.2}x raw file", (n as f64 / seconds) / (n as f64 / raw));
+        let disk = dir_bytes(&base.join("append-10000").join("segments"));
+        println!("{:<34} {:>10.1} bytes/event on disk (segments)", "", disk as f64 / n as f64);
+        let ledger_dir = base.join("append-10000");
+        drop(ledger);
+
+        let hundred: Vec<_> = chunks(&events[..events.len().min(200_000)], 100);
+        let count: u64 = hundred.iter().map(|(_, e)| e.len() as u64).sum();
+        let (seconds, _) = durable_append(&base.join("append-100"), &hundred);
+        push(&mut rows, "durable append (batch 100)", count, seconds, None, String::new());
+        let ones: Vec<_> = chunks(&events[..events.len().min(2_000)], 1);
+        let count: u64 = ones.iter().map(|(_, e)| e.len() as u64).sum();
+        let (seconds, _) = durable_append(&base.join("append-1"), &ones);
+        push(&mut rows, "durable append (batch 1)", count, seconds, None, String::new());
+        let template = events
+            .iter()
+            .map(|(_, e)| e)
+            .find(|e| matches!(&e.event, Event::Terminal(d) if matches!(d.event, TerminalEvent::Issued(_))))
+            .expect("an issued event")
+            .clone();
+        for appenders in [1usize, 4, 64] {
+            let total = if appenders == 1 { 1_000 } else { 4_000 };
+            let (seconds, lat) =
+                concurrent_appends(&base.join(format!("concurrent-{appenders}")), appenders, total, &template);
+            let note = format!("p50 {:?} p99 {:?}", percentile(&lat, 50), percentile(&lat, 99));
+            push(
+                &mut rows,
+                &format!("durable append, {appenders} appenders x1"),
+                lat.len() as u64,
+                seconds,
+                None,
+                note,
+            );
+        }
+
+        // Reads, on the batch-10000 ledger.
+        let source = ledger::Source::open(&ledger_dir).expect("source");
+        let (seconds, count) = raw_read_decode(&base.join("raw"));
+        push(&mut rows, "baseline: raw read + decode", count, seconds, None, String::new());
+        let start = Instant::now();
+        let scanned = source.records(0).map(|r| r.expect("record")).count() as u64;
+        push(
+            &mut rows,
+            "full scan (decode)",
+            scanned,
+            start.elapsed().as_secs_f64(),
+            Some("baseline: raw read + decode"),
+            String::new(),
+        );
+        let start = Instant::now();
+        replay::verify::verify(&source, &mut |_| {}).expect("verify");
+        push(&mut rows, "verify", n, start.elapsed().as_secs_f64(), Some("baseline: raw read + decode"), String::new());
+        let one = RebuildOptions::default().threads(1);
+        let all = RebuildOptions::default().threads(threads);
+        let start = Instant::now();
+        let fleet1 = projections::rebuild(&source, Cut::Head, &one).expect("rebuild");
+        let t1 = start.elapsed().as_secs_f64();
+        push(&mut rows, "fleet rebuild, 1 thread", n, t1, Some("baseline: raw read + decode"), String::new());
+        let start = Instant::now();
+        let fleet = projections::rebuild(&source, Cut::Head, &all).expect("rebuild");
+        let tn = start.elapsed().as_secs_f64();
+        push(
+            &mut rows,
+            &format!("fleet rebuild, {threads} threads"),
+            n,
+            tn,
+            Some("baseline: raw read + decode"),
+            format!("speedup {:.2}x", t1 / tn),
+        );
+        assert_eq!(fleet.digest_hex(), fleet1.digest_hex(), "parallel and sequential rebuilds differ");
+        let memory = fleet.memory();
+        println!(
+            "{:<34} {:>10.1} bytes/terminal of fleet state ({} terminals)",
+            "",
+            memory.per_terminal(),
+            fleet.len()
+        );
+        let start = Instant::now();
+        projections::rebuild(&source, Cut::Position(n / 2), &all).expect("rebuild as of");
+        push(&mut rows, "fleet rebuild as of midpoint", n / 2, start.elapsed().as_secs_f64(), None, String::new());
+        // Checkpoint at the last append boundary at or before 99%, then catch up the rest.
+        let cut = boundaries.iter().copied().filter(|b| *b <= n - n / 100).max().unwrap_or(0);
+        let at99 = projections::rebuild(&source, Cut::Position(cut), &all).expect("rebuild 99%");
+        if at99.at_commit_boundary() {
+            let path = base.join("fleet.checkpoint");
+            projections::checkpoint::save(&at99, &source, &path).expect("save checkpoint");
+            let start = Instant::now();
+            let (caught_up, _) =
+                projections::rebuild_from_checkpoint(&path, &source, Cut::Head, &all).expect("catch up");
+            let seconds = start.elapsed().as_secs_f64();
+            assert_eq!(caught_up.digest_hex(), fleet.digest_hex(), "catch-up differs from a full rebuild");
+            push(&mut rows, "checkpoint catch-up (last ~1%)", n - cut, seconds, None, format!("from position {cut}"));
+        }
+        println!("{:<34} {:>10} KiB peak RSS so far", "", peak_rss_kib());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    if let Some(path) = args.json {
+        let json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name,
+                    "events": r.events,
+                    "seconds": r.seconds,
+                    "events_per_s": r.events as f64 / r.seconds,
+                    "baseline": r.baseline,
+                    "ratio_to_baseline": r.ratio,
+                })
+            })
+            .collect();
+        std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).expect("write json");
+        println!("\nwrote {}", path.display());
+    }
+}
