@@ -293,12 +293,7 @@ impl Checker {
         self.check_published(path)
     }
 
-    fn check_decoded(
-        &mut self,
-        path: &Path,
-        first: u64,
-        decoded: Vec<DecodeResult>,
-    ) -> Result<(), Failure> {
+    fn check_decoded(&mut self, path: &Path, first: u64, decoded: Vec<DecodeResult>) -> Result<(), Failure> {
         for (i, item) in decoded.into_iter().enumerate() {
             self.check(path, first + i as u64, item)?;
         }
