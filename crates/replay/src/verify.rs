@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Failure};
 use ledger::codec::{decode_record, CodecError};
-use ledger::merkle::{leaf_hash, Frontier, Hash};
+use ledger::merkle::{leaf_hash, node_hash, Hash};
 use ledger::segment::{FileKind, FormatError, FrameReader, Item, Trailer};
 use ledger::source::{hex, FileMeta, TornTail};
 use ledger::{Event, Head, Sn, Source};
@@ -101,30 +101,143 @@ impl StreamKey {
     }
 }
 
-fn decode(body: &[u8]) -> Result<(Hash, Decoded), CodecError> {
+impl StreamKey {
+    /// The version-check partition of the stream (a fixed hash, never the thread count).
+    fn partition(&self) -> usize {
+        let h = match self {
+            StreamKey::Short(k) => (*k as u64) ^ ((*k >> 64) as u64).rotate_left(29),
+            StreamKey::Long(sn) => sn
+                .as_str()
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)),
+            StreamKey::Directives => 0,
+        };
+        (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % VERSION_PARTITIONS
+    }
+}
+
+/// Partitions of the stream-version check (checked in parallel, each in position order).
+const VERSION_PARTITIONS: usize = 16;
+/// The largest Merkle subtree hashed as one task: 2^10 leaves.
+const MAX_BLOCK_HEIGHT: u32 = 10;
+
+fn decode(body: &[u8]) -> (Hash, Result<Decoded, CodecError>) {
     let leaf = leaf_hash(body);
-    let record = decode_record(body)?;
-    let stream = match record.event {
-        Event::Terminal(e) => StreamKey::of(e.device),
-        Event::Directive(_) => StreamKey::Directives,
-    };
-    Ok((
-        leaf,
+    let decoded = decode_record(body).map(|record| {
+        let stream = match record.event {
+            Event::Terminal(e) => StreamKey::of(e.device),
+            Event::Directive(_) => StreamKey::Directives,
+        };
         Decoded {
             position: record.position,
             version: record.version,
             recorded_at: record.recorded_at.timestamp_micros(),
             commit: record.commit,
             stream,
-        },
-    ))
+        }
+    });
+    (leaf, decoded)
 }
 
-type DecodeResult = Result<(Hash, Decoded), CodecError>;
+/// A batch after the parallel stage: each record's facts, and the Merkle roots of the aligned
+/// perfect subtrees that tile the batch's leaf range (cut at `cut`, the published HEAD's size).
+struct DecodedBatch {
+    first: u64,
+    records: Vec<Result<Decoded, CodecError>>,
+    subtrees: Vec<(u64, u32, Hash)>,
+    /// For each version partition, the indices of its records, in order.
+    parts: Vec<Vec<u32>>,
+}
 
-/// Hashes and decodes a batch in parallel, in order.
-fn decode_batch(batch: &Batch) -> Vec<DecodeResult> {
-    batch.bodies().with_min_len(256).map(decode).collect()
+/// The aligned perfect subtrees tiling leaves `lo..hi` (at most 2^[`MAX_BLOCK_HEIGHT`] each), as
+/// (start, height).
+fn tiles(mut lo: u64, hi: u64, out: &mut Vec<(u64, u32)>) {
+    while lo < hi {
+        let mut height = if lo == 0 { MAX_BLOCK_HEIGHT } else { lo.trailing_zeros().min(MAX_BLOCK_HEIGHT) };
+        while lo + (1u64 << height) > hi {
+            height -= 1;
+        }
+        out.push((lo, height));
+        lo += 1u64 << height;
+    }
+}
+
+/// The root of a perfect tree over `leaves` (a power-of-two count).
+fn perfect_root(leaves: &[Hash]) -> Hash {
+    let mut level: Vec<Hash> = leaves.to_vec();
+    while level.len() > 1 {
+        let next: Vec<Hash> = level.chunks_exact(2).map(|p| node_hash(&p[0], &p[1])).collect();
+        level = next;
+    }
+    level.first().copied().unwrap_or_else(ledger::merkle::empty_root)
+}
+
+/// Hashes and decodes a batch in parallel, then hashes its subtrees in parallel.
+fn decode_batch(batch: &Batch, cut: Option<u64>) -> DecodedBatch {
+    let (leaves, records): (Vec<Hash>, Vec<Result<Decoded, CodecError>>) =
+        batch.bodies().with_min_len(256).map(decode).unzip();
+    let (lo, hi) = (batch.first, batch.first + leaves.len() as u64);
+    let mut spans = Vec::new();
+    match cut {
+        Some(c) if lo < c && c < hi => {
+            tiles(lo, c, &mut spans);
+            tiles(c, hi, &mut spans);
+        }
+        _ => tiles(lo, hi, &mut spans),
+    }
+    let subtrees = spans
+        .into_par_iter()
+        .map(|(start, height)| {
+            let from = (start - lo) as usize;
+            let to = from + (1usize << height);
+            (start, height, perfect_root(leaves.get(from..to).unwrap_or_default()))
+        })
+        .collect();
+    let mut parts: Vec<Vec<u32>> = vec![Vec::new(); VERSION_PARTITIONS];
+    for (i, r) in records.iter().enumerate() {
+        if let Ok(d) = r {
+            if let Some(part) = parts.get_mut(d.stream.partition()) {
+                part.push(i as u32);
+            }
+        }
+    }
+    DecodedBatch { first: batch.first, records, subtrees, parts }
+}
+
+/// A Merkle frontier fed whole aligned subtrees (the ledger's [`Frontier`] takes single leaves):
+/// one node per set bit of `size`, with its height, largest first.
+#[derive(Default)]
+struct SubtreeFrontier {
+    size: u64,
+    nodes: Vec<(u32, Hash)>,
+}
+
+impl SubtreeFrontier {
+    /// Adds the root of the perfect subtree of 2^height leaves starting at `size` (which is aligned).
+    fn push(&mut self, height: u32, root: Hash) {
+        let mut carry = (height, root);
+        while let Some(&(h, left)) = self.nodes.last() {
+            if h != carry.0 {
+                break;
+            }
+            self.nodes.pop();
+            carry = (h + 1, node_hash(&left, &carry.1));
+        }
+        self.nodes.push(carry);
+        self.size += 1u64 << height;
+    }
+
+    fn root(&self) -> Hash {
+        let mut rev = self.nodes.iter().rev();
+        match rev.next() {
+            None => ledger::merkle::empty_root(),
+            Some((_, last)) => rev.fold(*last, |acc, (_, left)| node_hash(left, &acc)),
+        }
+    }
+
+    fn hashes(&self) -> Vec<Hash> {
+        self.nodes.iter().map(|(_, h)| *h).collect()
+    }
 }
 
 /// One batch of frames read from a file: bodies back to back.
@@ -210,23 +323,63 @@ fn fail(path: &Path, position: Option<u64>, what: impl Into<String>) -> Failure 
     Failure { path: path.to_owned(), position, what: what.into() }
 }
 
-/// The order-dependent checks.
-struct Checker {
-    next: u64,
+/// Stream versions of one partition of the streams.
+#[derive(Default)]
+struct VersionPart {
     short: HashMap<u128, u64, foldhash::fast::RandomState>,
     long: HashMap<Sn, u64, foldhash::fast::RandomState>,
     directives: Option<u64>,
-    frontier: Frontier,
+}
+
+impl VersionPart {
+    /// Checks the records at `indices` of the batch (all of this partition's streams), in order.
+    fn check(&mut self, path: &Path, batch: &DecodedBatch, indices: &[u32]) -> Result<(), Failure> {
+        for &i in indices {
+            let Some(Ok(d)) = batch.records.get(i as usize) else { continue };
+            let slot = match &d.stream {
+                StreamKey::Short(key) => self.short.entry(*key).or_insert(0),
+                StreamKey::Long(sn) => match self.long.get_mut(sn) {
+                    Some(slot) => slot,
+                    None => self.long.entry(sn.clone()).or_insert(0),
+                },
+                StreamKey::Directives => self.directives.get_or_insert(0),
+            };
+            if d.version != *slot {
+                let expected_version = *slot;
+                return Err(fail(
+                    path,
+                    Some(batch.first + u64::from(i)),
+                    format!(
+                        "record holds version {} of {}, expected {expected_version} (stream versions must be dense)",
+                        d.version,
+                        d.stream.describe()
+                    ),
+                ));
+            }
+            *slot += 1;
+        }
+        Ok(())
+    }
+
+    fn streams(&self) -> usize {
+        self.short.len() + self.long.len() + usize::from(self.directives.is_some())
+    }
+}
+
+/// The checks that depend on the order of the whole log.
+struct Sequence {
+    next: u64,
+    frontier: SubtreeFrontier,
     last_recorded_at: Option<i64>,
     last_commit: bool,
     published: Option<Head>,
     published_checked: bool,
 }
 
-impl Checker {
+impl Sequence {
     fn check_published(&mut self, path: &Path) -> Result<(), Failure> {
         if let Some(head) = self.published {
-            if !self.published_checked && head.size == self.frontier.size() {
+            if !self.published_checked && head.size == self.frontier.size {
                 self.published_checked = true;
                 let root = self.frontier.root();
                 if root != head.root {
@@ -246,58 +399,70 @@ impl Checker {
         Ok(())
     }
 
-    fn check(&mut self, path: &Path, expected: u64, item: Result<(Hash, Decoded), CodecError>) -> Result<(), Failure> {
-        let (leaf, d) = item.map_err(|e| fail(path, Some(expected), format!("record does not decode: {e}")))?;
-        if d.position != expected {
-            let hint = if d.position < expected {
-                "a record is duplicated or out of order"
-            } else {
-                "a record is missing or out of order"
-            };
-            return Err(fail(
-                path,
-                Some(expected),
-                format!("record holds position {}, expected {expected} ({hint})", d.position),
-            ));
-        }
-        let slot = match &d.stream {
-            StreamKey::Short(key) => self.short.entry(*key).or_insert(0),
-            StreamKey::Long(sn) => match self.long.get_mut(sn) {
-                Some(slot) => slot,
-                None => self.long.entry(sn.clone()).or_insert(0),
-            },
-            StreamKey::Directives => self.directives.get_or_insert(0),
-        };
-        if d.version != *slot {
-            let expected_version = *slot;
-            return Err(fail(
-                path,
-                Some(expected),
-                format!(
-                    "record holds version {} of {}, expected {expected_version} (stream versions must be dense)",
-                    d.version,
-                    d.stream.describe()
-                ),
-            ));
-        }
-        *slot += 1;
-        if let Some(last) = self.last_recorded_at {
-            if d.recorded_at < last {
-                return Err(fail(path, Some(expected), "recorded_at is earlier than the previous record's"));
+    fn check(&mut self, path: &Path, batch: &DecodedBatch) -> Result<(), Failure> {
+        for (i, item) in batch.records.iter().enumerate() {
+            let expected = batch.first + i as u64;
+            let d = item.as_ref().map_err(|e| fail(path, Some(expected), format!("record does not decode: {e}")))?;
+            if d.position != expected {
+                let hint = if d.position < expected {
+                    "a record is duplicated or out of order"
+                } else {
+                    "a record is missing or out of order"
+                };
+                return Err(fail(
+                    path,
+                    Some(expected),
+                    format!("record holds position {}, expected {expected} ({hint})", d.position),
+                ));
             }
+            if let Some(last) = self.last_recorded_at {
+                if d.recorded_at < last {
+                    return Err(fail(path, Some(expected), "recorded_at is earlier than the previous record's"));
+                }
+            }
+            self.last_recorded_at = Some(d.recorded_at);
+            self.last_commit = d.commit;
         }
-        self.last_recorded_at = Some(d.recorded_at);
-        self.last_commit = d.commit;
-        self.frontier.push_leaf_hash(leaf);
-        self.next += 1;
-        self.check_published(path)
-    }
-
-    fn check_decoded(&mut self, path: &Path, first: u64, decoded: Vec<DecodeResult>) -> Result<(), Failure> {
-        for (i, item) in decoded.into_iter().enumerate() {
-            self.check(path, first + i as u64, item)?;
+        for (start, height, root) in &batch.subtrees {
+            if *start != self.frontier.size {
+                return Err(fail(path, Some(*start), "internal error: Merkle subtrees out of order"));
+            }
+            self.frontier.push(*height, *root);
+            self.check_published(path)?;
         }
+        self.next = batch.first + batch.records.len() as u64;
         Ok(())
+    }
+}
+
+/// Every check, its state carried from batch to batch.
+struct Checker {
+    seq: Sequence,
+    versions: Vec<VersionPart>,
+}
+
+impl Checker {
+    /// Checks one decoded batch: the order-dependent checks and the partitions of the version check
+    /// run in parallel; the failure at the smallest position wins.
+    fn check_batch(&mut self, path: &Path, batch: DecodedBatch) -> Result<(), Failure> {
+        let Checker { seq, versions } = self;
+        let (in_order, by_stream) = rayon::join(
+            || seq.check(path, &batch),
+            || {
+                versions
+                    .par_iter_mut()
+                    .zip(batch.parts.par_iter())
+                    .map(|(part, indices)| part.check(path, &batch, indices))
+                    .filter_map(Result::err)
+                    .min_by_key(|f| f.position.unwrap_or(u64::MAX))
+            },
+        );
+        match (in_order, by_stream) {
+            (Ok(()), None) => Ok(()),
+            (Err(a), Some(b)) if b.position.unwrap_or(u64::MAX) < a.position.unwrap_or(u64::MAX) => Err(b),
+            (Err(a), _) => Err(a),
+            (Ok(()), Some(b)) => Err(b),
+        }
     }
 }
 
@@ -305,38 +470,38 @@ impl Checker {
 /// number of records checked so far.
 pub fn verify(source: &Source, progress: &mut dyn FnMut(u64)) -> Result<Verified, Error> {
     let mut checker = Checker {
-        next: 0,
-        short: HashMap::default(),
-        long: HashMap::default(),
-        directives: None,
-        frontier: Frontier::new(),
-        last_recorded_at: None,
-        last_commit: true,
-        published: source.published_head,
-        published_checked: false,
+        seq: Sequence {
+            next: 0,
+            frontier: SubtreeFrontier::default(),
+            last_recorded_at: None,
+            last_commit: true,
+            published: source.published_head,
+            published_checked: false,
+        },
+        versions: (0..VERSION_PARTITIONS).map(|_| VersionPart::default()).collect(),
     };
-    checker.check_published(&source.path)?;
+    checker.seq.check_published(&source.path)?;
     let mut ledger_id = None;
     for (i, meta) in source.files.iter().enumerate() {
         verify_file(source, i, meta, &mut checker, &mut ledger_id, progress)?;
     }
     let path = source.files.last().map_or(source.path.clone(), |f| f.path.clone());
-    if checker.next != source.head.size {
+    if checker.seq.next != source.head.size {
         return Err(fail(
             &path,
-            Some(checker.next),
-            format!("the log holds {} records, expected {}", checker.next, source.head.size),
+            Some(checker.seq.next),
+            format!("the log holds {} records, expected {}", checker.seq.next, source.head.size),
         )
         .into());
     }
-    let root = checker.frontier.root();
+    let root = checker.seq.frontier.root();
     if root != source.head.root {
         return Err(fail(
             &path,
             None,
             format!(
                 "Merkle root of the {} records is {}, the log's head says {}",
-                checker.next,
+                checker.seq.next,
                 hex(&root),
                 hex(&source.head.root)
             ),
@@ -344,23 +509,23 @@ pub fn verify(source: &Source, progress: &mut dyn FnMut(u64)) -> Result<Verified
         .into());
     }
     if let Some(head) = source.published_head {
-        if head.size > checker.next {
+        if head.size > checker.seq.next {
             return Err(fail(
                 &source.path,
-                Some(checker.next),
+                Some(checker.seq.next),
                 format!(
                     "the published HEAD names {} records, but the log holds only {} committed records: acknowledged records are missing or damaged",
-                    head.size, checker.next
+                    head.size, checker.seq.next
                 ),
             )
             .into());
         }
     }
     Ok(Verified {
-        records: checker.next,
+        records: checker.seq.next,
         root,
         files: source.files.len(),
-        streams: checker.short.len() + checker.long.len() + usize::from(checker.directives.is_some()),
+        streams: checker.versions.iter().map(VersionPart::streams).sum(),
         published_head: source.published_head,
         torn: source.torn.clone(),
     })
@@ -375,7 +540,7 @@ fn verify_file(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), Error> {
     let path: PathBuf = meta.path.clone();
-    let reader = FrameReader::open(&path).map_err(|e| fail(&path, Some(checker.next), describe(&e)))?;
+    let reader = FrameReader::open(&path).map_err(|e| fail(&path, Some(checker.seq.next), describe(&e)))?;
     let header = *reader.header();
     let expected_kind = source.kind;
     if header.kind != expected_kind
@@ -394,19 +559,19 @@ fn verify_file(
             fail(&path, None, "header names another ledger (ledger id differs from the first segment's)").into()
         );
     }
-    if header.first_position != checker.next {
+    if header.first_position != checker.seq.next {
         return Err(fail(
             &path,
-            Some(checker.next),
+            Some(checker.seq.next),
             format!(
                 "file starts at position {}, but the files before it end at {}",
-                header.first_position, checker.next
+                header.first_position, checker.seq.next
             ),
         )
         .into());
     }
     let sealed = meta.trailer.is_some();
-    let mut frames = FileFrames { meta, reader, next: checker.next, trailer: None, done: false };
+    let mut frames = FileFrames { meta, reader, next: checker.seq.next, trailer: None, done: false };
     if !sealed {
         // The live segment: only its committed records are part of the log.
         frames.reader.limit(meta.readable_len);
@@ -414,7 +579,8 @@ fn verify_file(
     // A three-stage pipeline: while batch k is checked (sequential), batch k+1 is hashed and decoded
     // (parallel) and batch k+2 is read (sequential I/O and CRC).
     let (mut batch, mut error) = frames.read_batch();
-    let mut decoded: Option<(u64, Vec<DecodeResult>)> = None;
+    let cut = checker.seq.published.map(|h| h.size);
+    let mut decoded: Option<DecodedBatch> = None;
     loop {
         if decoded.is_none() && batch.len() == 0 {
             break;
@@ -424,16 +590,16 @@ fn verify_file(
             || {
                 rayon::join(
                     || match decoded.take() {
-                        Some((first, items)) => checker.check_decoded(&path, first, items),
+                        Some(d) => checker.check_batch(&path, d),
                         None => Ok(()),
                     },
-                    || (batch.len() > 0).then(|| (batch.first, decode_batch(&batch))),
+                    || (batch.len() > 0).then(|| decode_batch(&batch, cut)),
                 )
             },
             || can_read.then(|| frames.read_batch()),
         );
         checked?;
-        progress(checker.next);
+        progress(checker.seq.next);
         decoded = next_decoded;
         match next_batch {
             Some((b, e)) => {
@@ -446,17 +612,20 @@ fn verify_file(
     if let Some(e) = error {
         return Err(e.into());
     }
-    let records = checker.next - header.first_position;
+    let records = checker.seq.next - header.first_position;
     if sealed || source.kind == FileKind::Bundle {
         let Some((offset, trailer)) = frames.trailer.take() else {
-            return Err(
-                fail(&path, Some(checker.next), "no trailer after the last record (the file is truncated)").into()
-            );
-        };
-        if records > 0 && !checker.last_commit {
             return Err(fail(
                 &path,
-                Some(checker.next - 1),
+                Some(checker.seq.next),
+                "no trailer after the last record (the file is truncated)",
+            )
+            .into());
+        };
+        if records > 0 && !checker.seq.last_commit {
+            return Err(fail(
+                &path,
+                Some(checker.seq.next - 1),
                 "the file's last record is not a commit marker (an append was cut)",
             )
             .into());
@@ -469,27 +638,27 @@ fn verify_file(
         if trailer.record_count != records {
             return Err(fail(
                 &path,
-                Some(checker.next),
+                Some(checker.seq.next),
                 format!("the file holds {records} records, its trailer says {}", trailer.record_count),
             )
             .into());
         }
-        if trailer.log_size != checker.next {
+        if trailer.log_size != checker.seq.next {
             return Err(fail(
                 &path,
                 None,
-                format!("trailer says the log has {} records here, it has {}", trailer.log_size, checker.next),
+                format!("trailer says the log has {} records here, it has {}", trailer.log_size, checker.seq.next),
             )
             .into());
         }
-        let root = checker.frontier.root();
-        if trailer.root != root || trailer.frontier != checker.frontier.nodes() {
+        let root = checker.seq.frontier.root();
+        if trailer.root != root || trailer.frontier != checker.seq.frontier.hashes() {
             return Err(fail(
                 &path,
                 None,
                 format!(
                     "Merkle root of positions 0..{} is {}, the trailer says {}",
-                    checker.next,
+                    checker.seq.next,
                     hex(&root),
                     hex(&trailer.root)
                 ),
@@ -499,10 +668,83 @@ fn verify_file(
     } else if records != meta.records {
         return Err(fail(
             &path,
-            Some(checker.next),
+            Some(checker.seq.next),
             format!("the live segment holds {records} committed records, expected {}", meta.records),
         )
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use ledger::merkle::Frontier;
+
+    fn leaf(i: u64) -> Hash {
+        leaf_hash(&i.to_le_bytes())
+    }
+
+    /// Feeding aligned subtrees batch by batch (with cuts) gives the ledger frontier's root and nodes
+    /// at every batch boundary and cut.
+    #[test]
+    fn subtree_frontier_matches_the_ledger_frontier() {
+        for (total, batch, cut) in
+            [(1u64, 1u64, None), (5000, 1000, Some(2500)), (4099, 4096, Some(4097)), (3000, 333, Some(1))]
+        {
+            let mut reference = Frontier::new();
+            let mut ours = SubtreeFrontier::default();
+            let mut lo = 0;
+            while lo < total {
+                let hi = (lo + batch).min(total);
+                let leaves: Vec<Hash> = (lo..hi).map(leaf).collect();
+                let mut spans = Vec::new();
+                match cut {
+                    Some(c) if lo < c && c < hi => {
+                        tiles(lo, c, &mut spans);
+                        tiles(c, hi, &mut spans);
+                    }
+                    _ => tiles(lo, hi, &mut spans),
+                }
+                for (start, height) in spans {
+                    assert_eq!(start, ours.size);
+                    let from = (start - lo) as usize;
+                    ours.push(height, perfect_root(&leaves[from..from + (1 << height)]));
+                    for l in &leaves[from..from + (1 << height)] {
+                        reference.push_leaf_hash(*l);
+                    }
+                    assert_eq!(ours.root(), reference.root(), "size {}", ours.size);
+                }
+                assert_eq!(ours.hashes(), reference.nodes());
+                lo = hi;
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_are_aligned_and_cover_the_range() {
+        for (lo, hi) in [(0u64, 1u64), (3, 17), (1024, 5000), (7, 8), (0, 100_000)] {
+            let mut spans = Vec::new();
+            tiles(lo, hi, &mut spans);
+            let mut at = lo;
+            for (start, height) in spans {
+                assert_eq!(start, at);
+                assert!(height <= MAX_BLOCK_HEIGHT);
+                assert_eq!(start % (1 << height), 0, "aligned");
+                at += 1 << height;
+            }
+            assert_eq!(at, hi);
+        }
+    }
+
+    #[test]
+    fn stream_keys_are_exact() {
+        let a = StreamKey::of(Sn::parse("SN000000000001").unwrap());
+        let b = StreamKey::of(Sn::parse("SN00000000001").unwrap());
+        assert!(matches!((&a, &b), (StreamKey::Short(x), StreamKey::Short(y)) if x != y));
+        assert_eq!(a.describe(), "terminal SN000000000001");
+        let long = StreamKey::of(Sn::parse("SN0000000000000001").unwrap());
+        assert!(matches!(long, StreamKey::Long(_)));
+    }
 }
