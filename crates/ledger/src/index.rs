@@ -170,9 +170,17 @@ pub struct TerminalMem {
 }
 
 /// The in-memory view of current state.
+///
+/// Terminals live in an arena (`terminals`, indexed by a *slot*) with one hash map from the inline SN
+/// to the slot: the write path looks a terminal up once per append (to validate) and then reaches it
+/// again by slot (to commit), instead of hashing and probing a large, cold table twice.
 #[derive(Debug)]
 pub struct View {
-    buckets: Vec<FastMap<SnKey, TerminalMem>>,
+    slots: FastMap<SnKey, u32>,
+    terminals: Vec<TerminalMem>,
+    sns: Vec<Sn>,
+    bucket_of_slot: Vec<u16>,
+    members: Vec<Vec<u32>>,
     dirty: Vec<bool>,
     /// Positions of the directives stream.
     pub directives_stream: Positions,
@@ -197,7 +205,11 @@ struct Delta {
 impl Default for View {
     fn default() -> Self {
         View {
-            buckets: (0..BUCKETS).map(|_| FastMap::default()).collect(),
+            slots: FastMap::default(),
+            terminals: Vec::new(),
+            sns: Vec::new(),
+            bucket_of_slot: Vec::new(),
+            members: (0..BUCKETS).map(|_| Vec::new()).collect(),
             dirty: vec![false; BUCKETS],
             directives_stream: Positions::default(),
             directives: FastMap::default(),
@@ -210,31 +222,55 @@ impl Default for View {
 }
 
 impl View {
+    /// The slot of a terminal.
+    pub fn slot_of(&self, sn: &Sn) -> Option<u32> {
+        self.slots.get(&SnKey::new(sn)).copied()
+    }
+
     /// A terminal's entry.
     pub fn terminal(&self, sn: &Sn) -> Option<&TerminalMem> {
-        self.buckets[bucket_of(sn)].get(&SnKey::new(sn))
+        self.slot_of(sn).and_then(|slot| self.terminals.get(slot as usize))
+    }
+
+    /// The entry in `slot`.
+    pub fn terminal_at(&self, slot: u32) -> Option<&TerminalMem> {
+        self.terminals.get(slot as usize)
+    }
+
+    /// The entry in `slot`, for update; marks its bucket dirty.
+    pub fn terminal_at_mut(&mut self, slot: u32) -> Option<&mut TerminalMem> {
+        let bucket = *self.bucket_of_slot.get(slot as usize)?;
+        self.dirty[usize::from(bucket)] = true;
+        self.terminals.get_mut(slot as usize)
     }
 
     /// A terminal's entry, for update; marks its bucket dirty.
     pub fn terminal_mut(&mut self, sn: &Sn) -> Option<&mut TerminalMem> {
-        let bucket = bucket_of(sn);
-        let entry = self.buckets[bucket].get_mut(&SnKey::new(sn));
-        if entry.is_some() {
-            self.dirty[bucket] = true;
-        }
-        entry
+        let slot = self.slot_of(sn)?;
+        self.terminal_at_mut(slot)
+    }
+
+    fn insert_slot(&mut self, sn: Sn, mem: TerminalMem) -> u32 {
+        let slot = u32::try_from(self.terminals.len()).unwrap_or(u32::MAX);
+        assert!(slot < u32::MAX, "more than 4 billion terminals");
+        let bucket = bucket_of(&sn);
+        let previous = self.slots.insert(SnKey::new(&sn), slot);
+        assert!(previous.is_none(), "a terminal is issued once");
+        self.terminals.push(mem);
+        self.sns.push(sn);
+        self.bucket_of_slot.push(bucket as u16);
+        self.members[bucket].push(slot);
+        self.dirty[bucket] = true;
+        slot
     }
 
     /// Adds a newly issued terminal.
     pub fn insert_terminal(&mut self, sn: Sn, mem: TerminalMem) {
-        let bucket = bucket_of(&sn);
-        self.dirty[bucket] = true;
         if !self.delta.models.contains(&mem.model) {
             self.delta.models.insert(mem.model.clone());
         }
         self.models.entry(mem.model.clone()).or_default().push(sn.clone());
-        let previous = self.buckets[bucket].insert(SnKey::new(&sn), mem);
-        assert!(previous.is_none(), "a terminal is issued once");
+        self.insert_slot(sn, mem);
     }
 
     /// Records a directive.
@@ -263,7 +299,7 @@ impl View {
 
     /// Number of terminals.
     pub fn terminal_count(&self) -> usize {
-        self.buckets.iter().map(|b| b.len()).sum()
+        self.terminals.len()
     }
 
     /// Encodes what changed since the last snapshot and clears the change marks.
@@ -274,8 +310,10 @@ impl View {
                 continue;
             }
             *dirty = false;
-            let mut entries: Vec<(&str, &TerminalMem)> =
-                self.buckets[number].iter().map(|(key, mem)| (key.as_str(), mem)).collect();
+            let mut entries: Vec<(&str, &TerminalMem)> = self.members[number]
+                .iter()
+                .map(|slot| (self.sns[*slot as usize].as_str(), &self.terminals[*slot as usize]))
+                .collect();
             // Sorted so that the same view always gives the same bytes.
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             buckets.push((number as u16, encode(&entries)?));
@@ -417,7 +455,10 @@ impl Store {
                 if bucket_of(&sn) != number {
                     return Err(format!("terminal {sn} stored in the wrong bucket"));
                 }
-                view.buckets[number].insert(SnKey::new(&sn), mem);
+                if view.slot_of(&sn).is_some() {
+                    return Err(format!("terminal {sn} stored twice"));
+                }
+                view.insert_slot(sn, mem);
             }
         }
         if let Some(bytes) = self.directives_stream.get("D").map_err(|e| e.to_string())? {
@@ -457,6 +498,9 @@ impl Store {
         if listed != view.terminal_count() {
             return Err(format!("model index lists {listed} terminals, the buckets hold {}", view.terminal_count()));
         }
+        // Loaded state is what sled already holds: nothing is dirty.
+        view.dirty.iter_mut().for_each(|d| *d = false);
+        view.delta = Delta::default();
         Ok(view)
     }
 

@@ -17,8 +17,8 @@ use crate::model::{
 use crate::segment::{push_frame, read_trailer_at_end, FileKind, Header, Trailer, HEADER_LEN};
 use crate::source::Head;
 use crate::source::{
-    encode_head, list_segments, read_head, scan_active, segment_file_name, FileMeta, FrameIter, RecordIter, HEAD_FILE,
-    SEGMENTS_DIR, SPARSE_EVERY,
+    encode_head, is_unwritten_segment, list_segments, read_head, scan_active, segment_file_name, FileMeta, FrameIter,
+    RecordIter, HEAD_FILE, SEGMENTS_DIR, SPARSE_EVERY,
 };
 use chrono::{DateTime, Utc};
 use std::fs::{File, OpenOptions};
@@ -243,7 +243,9 @@ impl Ledger {
         if lock_file.try_lock().is_err() {
             return Err(OpenError::Locked(dir.to_owned()));
         }
-        if !seg_dir.exists() {
+        // A crash during the very first open may leave `segments/` created but empty: still a new ledger.
+        let unborn = !seg_dir.exists() || std::fs::read_dir(&seg_dir).map_err(io_err(&seg_dir))?.next().is_none();
+        if unborn {
             std::fs::create_dir_all(&seg_dir).map_err(io_err(&seg_dir))?;
             create_segment(&seg_dir, 0, 0, new_ledger_id()).map_err(io_err(&seg_dir))?;
             sync_dir(dir).map_err(io_err(dir))?;
@@ -1042,6 +1044,8 @@ struct PendingTerminal<'v, 'e> {
     version: u64,
     state: State,
     model: ModelRef<'v, 'e>,
+    /// Where the terminal lives in the view (None: issued by this append).
+    slot: Option<u32>,
 }
 
 /// The state changes of one append, checked against the view plus the append's own earlier events.
@@ -1080,12 +1084,14 @@ impl<'v, 'e> Pending<'v, 'e> {
             Event::Terminal(d) => {
                 // One look-up in the (large, cold) view per terminal per append; later events of the same
                 // terminal hit the small pending map.
-                let (version, state, model) = match self.terminals.get(&d.device) {
-                    Some(p) => (p.version, Some(p.state), Some(p.model)),
-                    None => match self.view.terminal(&d.device) {
-                        Some(m) => (m.version, Some(m.state), Some(ModelRef::View(&m.model))),
-                        None => (0, None, None),
-                    },
+                let (version, state, model, slot) = match self.terminals.get(&d.device) {
+                    Some(p) => (p.version, Some(p.state), Some(p.model), p.slot),
+                    None => {
+                        match self.view.slot_of(&d.device).and_then(|slot| Some((slot, self.view.terminal_at(slot)?))) {
+                            Some((slot, m)) => (m.version, Some(m.state), Some(ModelRef::View(&m.model)), Some(slot)),
+                            None => (0, None, None, None),
+                        }
+                    }
                 };
                 check_expected(index, e, version)?;
                 let model = match (&d.event, model) {
@@ -1106,7 +1112,7 @@ impl<'v, 'e> Pending<'v, 'e> {
                     }
                 };
                 let state = lifecycle::apply(state.as_ref(), &d.event, &lookup).map_err(rule)?;
-                self.terminals.insert(&d.device, PendingTerminal { version: version + 1, state, model });
+                self.terminals.insert(&d.device, PendingTerminal { version: version + 1, state, model, slot });
                 Ok(version)
             }
         }
@@ -1121,7 +1127,14 @@ impl<'v, 'e> Pending<'v, 'e> {
                     ModelRef::New(model) => Some(model),
                     ModelRef::View(_) => None,
                 };
-                (sn, TerminalChange { version: p.version, state: p.state, new_model: new, positions: Vec::new() })
+                let change = TerminalChange {
+                    version: p.version,
+                    state: p.state,
+                    new_model: new,
+                    slot: p.slot,
+                    positions: Vec::new(),
+                };
+                (sn, change)
             })
             .collect();
         Changes { terminals }
@@ -1143,6 +1156,8 @@ struct TerminalChange<'e> {
     state: State,
     /// Set when the terminal is issued by this append.
     new_model: Option<&'e ModelCode>,
+    /// Its slot in the view, for a terminal issued earlier.
+    slot: Option<u32>,
     positions: Vec<u64>,
 }
 
@@ -1189,7 +1204,7 @@ impl Changes<'_> {
                     view.insert_terminal(sn.clone(), mem);
                 }
                 None => {
-                    if let Some(mem) = view.terminal_mut(sn) {
+                    if let Some(mem) = change.slot.and_then(|slot| view.terminal_at_mut(slot)) {
                         for position in &change.positions {
                             mem.positions.push(*position);
                         }
@@ -1251,6 +1266,13 @@ fn recover(dir: &Path, seg_dir: &Path) -> Result<Recovered, OpenError> {
     let mut i = 0;
     loop {
         let path = paths[i].clone();
+        if i + 1 == paths.len() && is_unwritten_segment(&path).map_err(io_err(&path))? {
+            // A crash while this segment was being created (after its predecessor was sealed, or on the
+            // first open): its header never reached the disk, so nothing can be in it. Create it again.
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            let id = ledger_id.unwrap_or_else(new_ledger_id);
+            create_segment(seg_dir, i as u32, frontier.size(), id).map_err(io_err(seg_dir))?;
+        }
         let mut reader = crate::segment::FrameReader::open(&path)?;
         let header = *reader.header();
         let corrupt = |what: String| OpenError::Corrupt { path: path.clone(), what };
