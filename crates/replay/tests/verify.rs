@@ -267,3 +267,18 @@ fn io_errors_exit_2() {
     let out = replay(&["verify"]);
     assert_eq!(code(&out), 2, "a usage error exits 2");
 }
+
+#[test]
+fn empty_logs_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("empty.bundle");
+    let head = write_raw_bundle(&bundle, &[]);
+    let out = replay_on("verify", &bundle, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("verified 0 records, root {}\n", head.root_hex()));
+    let folder = dir.path().join("ledger");
+    ledger::Ledger::open(&folder).unwrap().close().unwrap();
+    let out = replay_on("verify", &folder, &["--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"records\":0"));
+}
