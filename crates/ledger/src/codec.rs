@@ -5,7 +5,11 @@
 //! before any allocation, and bincode is configured with the same limit so no length field inside a body
 //! can make it allocate more.
 
-use crate::model::{Event, EventId, Record};
+use crate::model::{
+    Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FieldError, FlagReason, Issued,
+    MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, TerminalEvent, Text, MAX_DIRECTIVE_MODELS,
+    MAX_FLOW_FEN, MAX_ID_LEN, MAX_TEXT_LEN,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -114,6 +118,593 @@ pub fn decode_record(body: &[u8]) -> Result<Record, CodecError> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Borrowed, allocation-free decoding.
+//
+// `decode_record` goes through serde and allocates a `String` per identifier, a `Box<Issued>`, ...;
+// projections and scans that look at millions of records want the fields in place. `decode_view`
+// reads the very same bytes by hand, following bincode 2.0.1's standard configuration as its serde
+// deserializer reads them:
+//
+// - unsigned integers are varints: a byte < 251 is the value; 251, 252, 253 are followed by a
+//   little-endian u16, u32, u64. bincode does not insist on the shortest form, so neither do we. For a
+//   `u32` the u64 form (253) is refused; for a `u64` the u128 form (254) is; 255 is always refused;
+// - signed integers are the zigzag of a `u64` varint;
+// - `bool` is one byte 0 or 1; `Option` a byte 0 (None) or 1 (Some) then the value;
+// - an enum is its variant index as a `u32` varint, then the variant's fields;
+// - a string (and a `Vec`) is a `u64` varint length, then the UTF-8 bytes (elements).
+//
+// It applies the checks the owned decoder applies, in the same two stages, so both accept the same
+// bodies and refuse the others with the same `CodecError` variant: while reading, what serde checks
+// (charsets and lengths of ids, text, region, timestamps in chrono's range, tags, UTF-8); then the
+// trailing-bytes check; then what `Event::validate` checks (contract order, flow limit, directive
+// models). A proptest below holds the two decoders to that.
+// ---------------------------------------------------------------------------------------------------
+
+/// The earliest timestamp, in microseconds since the epoch, that decodes (chrono's `DateTime::MIN_UTC`).
+pub const MIN_TIMESTAMP_US: i64 = DateTime::<Utc>::MIN_UTC.timestamp_micros();
+/// The latest timestamp, in microseconds since the epoch, that decodes (chrono's `DateTime::MAX_UTC`).
+pub const MAX_TIMESTAMP_US: i64 = DateTime::<Utc>::MAX_UTC.timestamp_micros();
+
+/// A record read in place from its body: every string borrows the body. See [`decode_view`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// See [`Record::position`].
+    pub position: u64,
+    /// See [`Record::version`].
+    pub version: u64,
+    /// See [`Record::event_id`] (already validated as an [`EventId`]).
+    pub event_id: Option<&'a str>,
+    /// [`Record::recorded_at`] in microseconds since the Unix epoch (within chrono's range).
+    pub recorded_at_us: i64,
+    /// See [`Record::commit`].
+    pub commit: bool,
+    /// See [`Record::event`].
+    pub event: EventView<'a>,
+}
+
+/// A borrowed [`Event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventView<'a> {
+    /// See [`Event::Terminal`].
+    Terminal(DeviceEventView<'a>),
+    /// See [`Event::Directive`].
+    Directive(DirectiveView<'a>),
+}
+
+/// A borrowed [`DeviceEvent`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceEventView<'a> {
+    /// The terminal's SN (already validated as an [`Sn`]).
+    pub device: &'a str,
+    /// Event time, microseconds since the Unix epoch.
+    pub at_us: i64,
+    /// What happened.
+    pub event: TerminalEventView<'a>,
+}
+
+/// A borrowed [`Contract`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContractView<'a> {
+    /// See [`Contract::id`].
+    pub id: &'a str,
+    /// See [`Contract::start`], microseconds.
+    pub start_us: i64,
+    /// See [`Contract::end`], microseconds.
+    pub end_us: i64,
+}
+
+/// A borrowed [`Issued`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IssuedView<'a> {
+    /// See [`Issued::model`].
+    pub model: &'a str,
+    /// See [`Issued::merchant`].
+    pub merchant: &'a str,
+    /// See [`Issued::provider`].
+    pub provider: &'a str,
+    /// See [`Issued::region`] (at most 999999).
+    pub region: u32,
+    /// See [`Issued::contract`].
+    pub contract: ContractView<'a>,
+    /// See [`Issued::replaces`].
+    pub replaces: Option<&'a str>,
+}
+
+/// A borrowed [`TerminalEvent`]; the variants and fields mirror it one for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TerminalEventView<'a> {
+    /// See [`TerminalEvent::Issued`].
+    Issued(IssuedView<'a>),
+    /// See [`TerminalEvent::Flow`].
+    Flow {
+        /// Amount in fen.
+        amount_fen: u64,
+        /// Number of transactions.
+        transactions: u32,
+    },
+    /// See [`TerminalEvent::Activated`].
+    Activated,
+    /// See [`TerminalEvent::ContractRenewed`].
+    ContractRenewed {
+        /// The new contract.
+        contract: ContractView<'a>,
+    },
+    /// See [`TerminalEvent::ContractExpired`].
+    ContractExpired,
+    /// See [`TerminalEvent::Flagged`].
+    Flagged {
+        /// Why.
+        reason: FlagReason,
+        /// Free text (already validated as a [`Text`]).
+        note: &'a str,
+    },
+    /// See [`TerminalEvent::FlagCleared`].
+    FlagCleared {
+        /// Which flag.
+        reason: FlagReason,
+        /// Free text (already validated as a [`Text`]).
+        note: &'a str,
+    },
+    /// See [`TerminalEvent::Stopped`].
+    Stopped {
+        /// Why.
+        reason: StopReason,
+        /// The directive, if any (already validated as a [`DirectiveId`]).
+        directive: Option<&'a str>,
+    },
+    /// See [`TerminalEvent::Replaced`].
+    Replaced {
+        /// The new terminal's SN.
+        by: &'a str,
+    },
+}
+
+/// A borrowed [`Directive`]. The model list is the one field that allocates (a `Vec` of borrowed
+/// strings): directives are rare, and checking that the models are distinct needs them side by side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectiveView<'a> {
+    /// See [`Directive::id`].
+    pub id: &'a str,
+    /// See [`Directive::at`], microseconds.
+    pub at_us: i64,
+    /// See [`Directive::models`]: 1..=[`MAX_DIRECTIVE_MODELS`], distinct.
+    pub models: Vec<&'a str>,
+    /// See [`Directive::reason`].
+    pub reason: &'a str,
+    /// See [`Directive::deadline`], microseconds.
+    pub deadline_us: Option<i64>,
+}
+
+fn field_error(error: FieldError) -> CodecError {
+    CodecError::Decode(error.to_string())
+}
+
+fn timestamp(us: i64) -> Result<DateTime<Utc>, CodecError> {
+    DateTime::<Utc>::from_timestamp_micros(us).ok_or_else(|| CodecError::Decode("timestamp out of range".into()))
+}
+
+impl ContractView<'_> {
+    /// The owned contract.
+    pub fn to_contract(&self) -> Result<Contract, CodecError> {
+        Ok(Contract {
+            id: ContractId::parse(self.id).map_err(field_error)?,
+            start: timestamp(self.start_us)?,
+            end: timestamp(self.end_us)?,
+        })
+    }
+}
+
+impl IssuedView<'_> {
+    /// The owned [`Issued`].
+    pub fn to_issued(&self) -> Result<Issued, CodecError> {
+        Ok(Issued {
+            model: ModelCode::parse(self.model).map_err(field_error)?,
+            merchant: MerchantId::parse(self.merchant).map_err(field_error)?,
+            provider: ProviderId::parse(self.provider).map_err(field_error)?,
+            region: RegionCode::try_from(self.region).map_err(field_error)?,
+            contract: self.contract.to_contract()?,
+            replaces: self.replaces.map(Sn::parse).transpose().map_err(field_error)?,
+        })
+    }
+}
+
+impl TerminalEventView<'_> {
+    /// The owned event. `Flow`, `Activated` and `ContractExpired` take no heap; the others allocate
+    /// their strings (and `Issued` its box).
+    pub fn to_terminal_event(&self) -> Result<TerminalEvent, CodecError> {
+        Ok(match *self {
+            TerminalEventView::Issued(issued) => TerminalEvent::Issued(Box::new(issued.to_issued()?)),
+            TerminalEventView::Flow { amount_fen, transactions } => TerminalEvent::Flow { amount_fen, transactions },
+            TerminalEventView::Activated => TerminalEvent::Activated,
+            TerminalEventView::ContractRenewed { contract } => {
+                TerminalEvent::ContractRenewed { contract: contract.to_contract()? }
+            }
+            TerminalEventView::ContractExpired => TerminalEvent::ContractExpired,
+            TerminalEventView::Flagged { reason, note } => {
+                TerminalEvent::Flagged { reason, note: Text::parse(note).map_err(field_error)? }
+            }
+            TerminalEventView::FlagCleared { reason, note } => {
+                TerminalEvent::FlagCleared { reason, note: Text::parse(note).map_err(field_error)? }
+            }
+            TerminalEventView::Stopped { reason, directive } => TerminalEvent::Stopped {
+                reason,
+                directive: directive.map(DirectiveId::parse).transpose().map_err(field_error)?,
+            },
+            TerminalEventView::Replaced { by } => TerminalEvent::Replaced { by: Sn::parse(by).map_err(field_error)? },
+        })
+    }
+
+    /// The snake_case type name, as [`TerminalEvent::type_name`].
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TerminalEventView::Issued(_) => "issued",
+            TerminalEventView::Flow { .. } => "flow",
+            TerminalEventView::Activated => "activated",
+            TerminalEventView::ContractRenewed { .. } => "contract_renewed",
+            TerminalEventView::ContractExpired => "contract_expired",
+            TerminalEventView::Flagged { .. } => "flagged",
+            TerminalEventView::FlagCleared { .. } => "flag_cleared",
+            TerminalEventView::Stopped { .. } => "stopped",
+            TerminalEventView::Replaced { .. } => "replaced",
+        }
+    }
+}
+
+impl DeviceEventView<'_> {
+    /// The owned [`DeviceEvent`].
+    pub fn to_device_event(&self) -> Result<DeviceEvent, CodecError> {
+        Ok(DeviceEvent {
+            device: Sn::parse(self.device).map_err(field_error)?,
+            at: timestamp(self.at_us)?,
+            event: self.event.to_terminal_event()?,
+        })
+    }
+}
+
+impl DirectiveView<'_> {
+    /// The owned [`Directive`].
+    pub fn to_directive(&self) -> Result<Directive, CodecError> {
+        Ok(Directive {
+            id: DirectiveId::parse(self.id).map_err(field_error)?,
+            at: timestamp(self.at_us)?,
+            models: self.models.iter().map(|m| ModelCode::parse(m)).collect::<Result<_, _>>().map_err(field_error)?,
+            reason: Text::parse(self.reason).map_err(field_error)?,
+            deadline: self.deadline_us.map(timestamp).transpose()?,
+        })
+    }
+}
+
+impl EventView<'_> {
+    /// The owned [`Event`].
+    pub fn to_event(&self) -> Result<Event, CodecError> {
+        Ok(match self {
+            EventView::Terminal(e) => Event::Terminal(e.to_device_event()?),
+            EventView::Directive(d) => Event::Directive(d.to_directive()?),
+        })
+    }
+
+    /// Event time in microseconds, as [`Event::at`].
+    pub fn at_us(&self) -> i64 {
+        match self {
+            EventView::Terminal(e) => e.at_us,
+            EventView::Directive(d) => d.at_us,
+        }
+    }
+}
+
+impl RecordView<'_> {
+    /// The owned [`Record`]: equal to what [`decode_record`] returns for the same body (proptested).
+    ///
+    /// Cannot fail for a view that [`decode_view`] returned (every field was validated while reading);
+    /// the `Result` is there because the owned types re-check what they are built from.
+    pub fn to_record(&self) -> Result<Record, CodecError> {
+        Ok(Record {
+            position: self.position,
+            version: self.version,
+            event_id: self.event_id.map(EventId::parse).transpose().map_err(field_error)?,
+            recorded_at: timestamp(self.recorded_at_us)?,
+            commit: self.commit,
+            event: self.event.to_event()?,
+        })
+    }
+}
+
+/// Which bytes an identifier may hold: `[A-Za-z0-9_-]`.
+const ID_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    table
+};
+
+/// The bincode reader: a position in the body, every read bounds-checked (no indexing that can panic).
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+fn malformed(what: &str) -> CodecError {
+    CodecError::Decode(what.to_owned())
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if n > self.bytes.len() {
+            return Err(malformed("unexpected end of the record body"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    #[inline]
+    fn byte(&mut self) -> Result<u8, CodecError> {
+        let (&b, rest) = self.bytes.split_first().ok_or_else(|| malformed("unexpected end of the record body"))?;
+        self.bytes = rest;
+        Ok(b)
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// A `u64` varint (251/252/253 prefix a u16/u32/u64; 254 and 255 are refused, as by bincode).
+    #[inline]
+    fn u64(&mut self) -> Result<u64, CodecError> {
+        match self.byte()? {
+            b @ 0..=250 => Ok(u64::from(b)),
+            251 => Ok(u64::from(u16::from_le_bytes(self.array()?))),
+            252 => Ok(u64::from(u32::from_le_bytes(self.array()?))),
+            253 => Ok(u64::from_le_bytes(self.array()?)),
+            _ => Err(malformed("invalid varint discriminant for a u64")),
+        }
+    }
+
+    /// A `u32` varint (the u64 form is refused, as by bincode).
+    #[inline]
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        match self.byte()? {
+            b @ 0..=250 => Ok(u32::from(b)),
+            251 => Ok(u32::from(u16::from_le_bytes(self.array()?))),
+            252 => Ok(u32::from_le_bytes(self.array()?)),
+            _ => Err(malformed("invalid varint discriminant for a u32")),
+        }
+    }
+
+    /// An `i64`: the zigzag of a `u64` varint.
+    #[inline]
+    fn i64(&mut self) -> Result<i64, CodecError> {
+        let n = self.u64()?;
+        // (n >> 1) fits in 63 bits, so the cast is lossless; XOR with all ones for odd n undoes zigzag.
+        Ok(((n >> 1) as i64) ^ -((n & 1) as i64))
+    }
+
+    /// A timestamp in microseconds, refused outside chrono's range (as `model::micros` does).
+    #[inline]
+    fn timestamp(&mut self) -> Result<i64, CodecError> {
+        let us = self.i64()?;
+        if !(MIN_TIMESTAMP_US..=MAX_TIMESTAMP_US).contains(&us) {
+            return Err(malformed("timestamp out of range"));
+        }
+        Ok(us)
+    }
+
+    #[inline]
+    fn bool(&mut self) -> Result<bool, CodecError> {
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(CodecError::Decode(format!("invalid bool value {b}"))),
+        }
+    }
+
+    /// The tag of an `Option`: `true` for `Some`.
+    #[inline]
+    fn some(&mut self) -> Result<bool, CodecError> {
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(CodecError::Decode(format!("invalid Option tag {b}"))),
+        }
+    }
+
+    /// The variant index of an enum.
+    #[inline]
+    fn variant(&mut self) -> Result<u32, CodecError> {
+        self.u32()
+    }
+
+    /// A string: `u64` length, then UTF-8 bytes.
+    #[inline]
+    fn str(&mut self) -> Result<&'a str, CodecError> {
+        let len = self.u64()?;
+        let len = usize::try_from(len).map_err(|_| malformed("string length out of range"))?;
+        std::str::from_utf8(self.take(len)?).map_err(|e| CodecError::Decode(e.to_string()))
+    }
+
+    /// An identifier: 1..=[`MAX_ID_LEN`] bytes of `[A-Za-z0-9_-]` (the checks of `model::check_id`).
+    #[inline]
+    fn id(&mut self, field: &'static str) -> Result<&'a str, CodecError> {
+        let len = usize::try_from(self.u64()?).map_err(|_| malformed("string length out of range"))?;
+        let bytes = self.take(len)?;
+        if bytes.is_empty() || bytes.len() > MAX_ID_LEN {
+            return Err(field_error(FieldError::Length { field, max: MAX_ID_LEN, len: bytes.len() }));
+        }
+        if !bytes.iter().all(|b| ID_BYTES[usize::from(*b)]) {
+            // The owned decoder refuses invalid UTF-8 first, then the charset; both refuse.
+            return Err(CodecError::Decode(format!("{field} may only hold the characters A-Z a-z 0-9 _ -")));
+        }
+        // ASCII by the check above, so this cannot fail; it is the safe way to get a `&str`.
+        std::str::from_utf8(bytes).map_err(|e| CodecError::Decode(e.to_string()))
+    }
+
+    /// Free text: at most [`MAX_TEXT_LEN`] bytes, no control characters (the checks of [`Text`]).
+    #[inline]
+    fn text(&mut self) -> Result<&'a str, CodecError> {
+        let text = self.str()?;
+        if text.len() > MAX_TEXT_LEN {
+            return Err(field_error(FieldError::Length { field: "text", max: MAX_TEXT_LEN, len: text.len() }));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(malformed("text must not hold control characters"));
+        }
+        Ok(text)
+    }
+
+    fn contract(&mut self) -> Result<ContractView<'a>, CodecError> {
+        Ok(ContractView { id: self.id("contract id")?, start_us: self.timestamp()?, end_us: self.timestamp()? })
+    }
+
+    fn flag_reason(&mut self) -> Result<FlagReason, CodecError> {
+        let index = self.variant()?;
+        FlagReason::ALL
+            .get(index as usize)
+            .copied()
+            .ok_or_else(|| CodecError::Decode(format!("unknown flag reason variant {index}")))
+    }
+
+    fn stop_reason(&mut self) -> Result<StopReason, CodecError> {
+        let index = self.variant()?;
+        StopReason::ALL
+            .get(index as usize)
+            .copied()
+            .ok_or_else(|| CodecError::Decode(format!("unknown stop reason variant {index}")))
+    }
+
+    fn terminal_event(&mut self) -> Result<TerminalEventView<'a>, CodecError> {
+        Ok(match self.variant()? {
+            0 => TerminalEventView::Issued(IssuedView {
+                model: self.id("model")?,
+                merchant: self.id("merchant")?,
+                provider: self.id("provider")?,
+                region: {
+                    let region = self.u32()?;
+                    // The check of `RegionCode::try_from`.
+                    if region > 999_999 {
+                        return Err(field_error(FieldError::Range {
+                            field: "region",
+                            max: 999_999,
+                            value: u64::from(region),
+                        }));
+                    }
+                    region
+                },
+                contract: self.contract()?,
+                replaces: if self.some()? { Some(self.id("SN")?) } else { None },
+            }),
+            1 => TerminalEventView::Flow { amount_fen: self.u64()?, transactions: self.u32()? },
+            2 => TerminalEventView::Activated,
+            3 => TerminalEventView::ContractRenewed { contract: self.contract()? },
+            4 => TerminalEventView::ContractExpired,
+            5 => TerminalEventView::Flagged { reason: self.flag_reason()?, note: self.text()? },
+            6 => TerminalEventView::FlagCleared { reason: self.flag_reason()?, note: self.text()? },
+            7 => TerminalEventView::Stopped {
+                reason: self.stop_reason()?,
+                directive: if self.some()? { Some(self.id("directive id")?) } else { None },
+            },
+            8 => TerminalEventView::Replaced { by: self.id("SN")? },
+            other => return Err(CodecError::Decode(format!("unknown terminal event variant {other}"))),
+        })
+    }
+
+    fn directive(&mut self) -> Result<DirectiveView<'a>, CodecError> {
+        let id = self.id("directive id")?;
+        let at_us = self.timestamp()?;
+        let count = usize::try_from(self.u64()?).map_err(|_| malformed("sequence length out of range"))?;
+        // Each model takes at least 2 bytes (length and one byte): never reserve more than the body can
+        // hold, so a forged count cannot make us allocate (serde caps its preallocation the same way).
+        let mut models = Vec::with_capacity(count.min(self.bytes.len() / 2));
+        for _ in 0..count {
+            models.push(self.id("model")?);
+        }
+        let reason = self.text()?;
+        let deadline_us = if self.some()? { Some(self.timestamp()?) } else { None };
+        Ok(DirectiveView { id, at_us, models, reason, deadline_us })
+    }
+
+    fn record(&mut self) -> Result<RecordView<'a>, CodecError> {
+        let position = self.u64()?;
+        let version = self.u64()?;
+        let event_id = if self.some()? { Some(self.id("event_id")?) } else { None };
+        let recorded_at_us = self.timestamp()?;
+        let commit = self.bool()?;
+        let event = match self.variant()? {
+            0 => {
+                let device = self.id("SN")?;
+                let at_us = self.timestamp()?;
+                EventView::Terminal(DeviceEventView { device, at_us, event: self.terminal_event()? })
+            }
+            1 => EventView::Directive(self.directive()?),
+            other => return Err(CodecError::Decode(format!("unknown event variant {other}"))),
+        };
+        Ok(RecordView { position, version, event_id, recorded_at_us, commit, event })
+    }
+}
+
+/// The checks of [`Event::validate`], on a view.
+fn validate_view(event: &EventView<'_>) -> Result<(), CodecError> {
+    let contract = |c: &ContractView<'_>| {
+        if c.end_us <= c.start_us {
+            return Err(CodecError::Decode(format!("contract {} must end after it starts", c.id)));
+        }
+        Ok(())
+    };
+    match event {
+        EventView::Terminal(e) => match &e.event {
+            TerminalEventView::Issued(issued) => contract(&issued.contract),
+            TerminalEventView::ContractRenewed { contract: c } => contract(c),
+            TerminalEventView::Flow { amount_fen, .. } if *amount_fen > MAX_FLOW_FEN => {
+                Err(field_error(FieldError::Range { field: "amount_fen", max: MAX_FLOW_FEN, value: *amount_fen }))
+            }
+            _ => Ok(()),
+        },
+        EventView::Directive(d) => {
+            if d.models.is_empty() || d.models.len() > MAX_DIRECTIVE_MODELS {
+                return Err(field_error(FieldError::Length {
+                    field: "models",
+                    max: MAX_DIRECTIVE_MODELS,
+                    len: d.models.len(),
+                }));
+            }
+            let mut sorted = d.models.clone();
+            sorted.sort_unstable();
+            if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+                return Err(CodecError::Decode(format!("directive {} lists model {} twice", d.id, pair[0])));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Decodes one record body in place, without allocating (but for a directive's model list).
+///
+/// Accepts exactly the bodies [`decode_record`] accepts and refuses the others with the same
+/// [`CodecError`] variant; `decode_view(body)?.to_record()` equals `decode_record(body)?`.
+pub fn decode_view(body: &[u8]) -> Result<RecordView<'_>, CodecError> {
+    if body.len() > MAX_RECORD_BYTES {
+        return Err(CodecError::TooLarge { len: body.len(), max: MAX_RECORD_BYTES });
+    }
+    let (&version, rest) = body.split_first().ok_or(CodecError::Empty)?;
+    if version != RECORD_FORMAT_V1 {
+        return Err(CodecError::UnknownVersion(version));
+    }
+    let mut reader = Reader { bytes: rest };
+    let record = reader.record()?;
+    if !reader.bytes.is_empty() {
+        return Err(CodecError::Trailing(reader.bytes.len()));
+    }
+    validate_view(&record.event)?;
+    Ok(record)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -176,5 +767,293 @@ mod tests {
         let at = out.windows(3).position(|w| w == b"SN1").unwrap();
         out[at + 1] = b'!';
         assert!(matches!(decode_record(&out), Err(CodecError::Decode(_))));
+    }
+
+    mod view {
+        use super::super::*;
+        use crate::model::*;
+        use chrono::{DateTime, Utc};
+        use proptest::collection::{hash_set, vec};
+        use proptest::prelude::*;
+
+        #[test]
+        fn timestamp_bounds_are_chronos() {
+            assert!(DateTime::<Utc>::from_timestamp_micros(MIN_TIMESTAMP_US).is_some());
+            assert!(DateTime::<Utc>::from_timestamp_micros(MAX_TIMESTAMP_US).is_some());
+            assert!(DateTime::<Utc>::from_timestamp_micros(MIN_TIMESTAMP_US - 1).is_none());
+            assert!(DateTime::<Utc>::from_timestamp_micros(MAX_TIMESTAMP_US + 1).is_none());
+        }
+
+        fn id() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_-]{1,64}"
+        }
+
+        fn text() -> impl Strategy<Value = Text> {
+            // Any non-control characters (multi-byte ones included), then cut to the byte limit.
+            "\\PC{0,24}".prop_map(|s| Text::parse(&s).unwrap())
+        }
+
+        fn at() -> impl Strategy<Value = DateTime<Utc>> {
+            prop_oneof![
+                4 => 1_500_000_000_000_000i64..2_500_000_000_000_000,
+                1 => MIN_TIMESTAMP_US..=MAX_TIMESTAMP_US,
+                1 => Just(MIN_TIMESTAMP_US),
+                1 => Just(MAX_TIMESTAMP_US),
+            ]
+            .prop_map(|us| DateTime::<Utc>::from_timestamp_micros(us).unwrap())
+        }
+
+        fn contract() -> impl Strategy<Value = Contract> {
+            (id(), at(), 1i64..1_000_000_000_000).prop_filter_map("end in range", |(id, start, len)| {
+                let end = DateTime::<Utc>::from_timestamp_micros(start.timestamp_micros().checked_add(len)?)?;
+                Some(Contract { id: ContractId::parse(&id).unwrap(), start, end })
+            })
+        }
+
+        fn flag() -> impl Strategy<Value = FlagReason> {
+            proptest::sample::select(FlagReason::ALL)
+        }
+
+        fn terminal_event() -> impl Strategy<Value = TerminalEvent> {
+            prop_oneof![
+                (id(), id(), id(), 0u32..=999_999, contract(), proptest::option::of(id())).prop_map(
+                    |(model, merchant, provider, region, contract, replaces)| {
+                        TerminalEvent::Issued(Box::new(Issued {
+                            model: ModelCode::parse(&model).unwrap(),
+                            merchant: MerchantId::parse(&merchant).unwrap(),
+                            provider: ProviderId::parse(&provider).unwrap(),
+                            region: RegionCode::try_from(region).unwrap(),
+                            contract,
+                            replaces: replaces.map(|s| Sn::parse(&s).unwrap()),
+                        }))
+                    }
+                ),
+                (prop_oneof![0u64..300, 0..=MAX_FLOW_FEN], any::<u32>())
+                    .prop_map(|(amount_fen, transactions)| TerminalEvent::Flow { amount_fen, transactions }),
+                Just(TerminalEvent::Activated),
+                contract().prop_map(|contract| TerminalEvent::ContractRenewed { contract }),
+                Just(TerminalEvent::ContractExpired),
+                (flag(), text()).prop_map(|(reason, note)| TerminalEvent::Flagged { reason, note }),
+                (flag(), text()).prop_map(|(reason, note)| TerminalEvent::FlagCleared { reason, note }),
+                (proptest::sample::select(StopReason::ALL), proptest::option::of(id())).prop_map(
+                    |(reason, directive)| TerminalEvent::Stopped {
+                        reason,
+                        directive: directive.map(|d| DirectiveId::parse(&d).unwrap())
+                    }
+                ),
+                id().prop_map(|by| TerminalEvent::Replaced { by: Sn::parse(&by).unwrap() }),
+            ]
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            prop_oneof![
+                8 => (id(), at(), terminal_event()).prop_map(|(device, at, event)| Event::Terminal(DeviceEvent {
+                    device: Sn::parse(&device).unwrap(),
+                    at,
+                    event
+                })),
+                1 => (id(), at(), hash_set(id(), 1..6), text(), proptest::option::of(at())).prop_map(
+                    |(id, at, models, reason, deadline)| Event::Directive(Directive {
+                        id: DirectiveId::parse(&id).unwrap(),
+                        at,
+                        models: models.iter().map(|m| ModelCode::parse(m).unwrap()).collect(),
+                        reason,
+                        deadline,
+                    })
+                ),
+            ]
+        }
+
+        fn record() -> impl Strategy<Value = Record> {
+            (
+                prop_oneof![0u64..300, any::<u64>()],
+                prop_oneof![0u64..70_000, any::<u64>()],
+                proptest::option::of(id()),
+                at(),
+                any::<bool>(),
+                event(),
+            )
+                .prop_map(|(position, version, event_id, recorded_at, commit, event)| Record {
+                    position,
+                    version,
+                    event_id: event_id.map(|e| EventId::parse(&e).unwrap()),
+                    recorded_at,
+                    commit,
+                    event,
+                })
+        }
+
+        fn body(record: &Record) -> Vec<u8> {
+            let mut out = Vec::new();
+            encode_record(record, &mut out).unwrap();
+            out
+        }
+
+        /// Both decoders agree: the same record, or errors of the same variant.
+        fn agree(body: &[u8]) -> Result<bool, TestCaseError> {
+            let owned = decode_record(body);
+            let view = decode_view(body);
+            match (&owned, &view) {
+                (Ok(owned), Ok(view)) => {
+                    prop_assert_eq!(&view.to_record().unwrap(), owned);
+                    Ok(true)
+                }
+                (Err(a), Err(b)) => {
+                    prop_assert_eq!(std::mem::discriminant(a), std::mem::discriminant(b), "{} vs {}", a, b);
+                    Ok(false)
+                }
+                _ => {
+                    prop_assert!(false, "owned {:?} vs view {:?} for {:?}", owned, view, body);
+                    Ok(false)
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        enum Mutation {
+            Set(usize, u8),
+            Truncate(usize),
+            Insert(usize, u8),
+            Append(Vec<u8>),
+            Remove(usize),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            prop_oneof![
+                4 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
+                // Bytes that matter to the grammar: tags, varint prefixes, control and non-ASCII chars.
+                3 => (any::<usize>(), proptest::sample::select(vec![0u8, 1, 2, 8, 9, 0x1f, 0x7f, 0x80, 0xc2, 250, 251, 252, 253, 254, 255]))
+                    .prop_map(|(i, b)| Mutation::Set(i, b)),
+                1 => any::<usize>().prop_map(Mutation::Truncate),
+                1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+                1 => vec(any::<u8>(), 1..4).prop_map(Mutation::Append),
+                1 => any::<usize>().prop_map(Mutation::Remove),
+            ]
+        }
+
+        fn mutate(mut body: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+            for m in mutations {
+                let n = body.len().max(1);
+                match m {
+                    Mutation::Set(i, b) => {
+                        if let Some(x) = body.get_mut(i % n) {
+                            *x = *b;
+                        }
+                    }
+                    Mutation::Truncate(i) => body.truncate(i % n),
+                    Mutation::Insert(i, b) => body.insert(i % (body.len() + 1), *b),
+                    Mutation::Append(bytes) => body.extend_from_slice(bytes),
+                    Mutation::Remove(i) => {
+                        if !body.is_empty() {
+                            body.remove(i % n);
+                        }
+                    }
+                }
+            }
+            body
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn view_equals_owned_on_valid_records(record in record()) {
+                let body = body(&record);
+                prop_assert!(agree(&body)?);
+                prop_assert_eq!(decode_view(&body).unwrap().to_record().unwrap(), record);
+            }
+
+            #[test]
+            fn both_refuse_the_same_mutated_bodies(record in record(), mutations in vec(mutation(), 1..4)) {
+                agree(&mutate(body(&record), &mutations))?;
+            }
+
+            #[test]
+            fn both_refuse_the_same_random_bodies(tail in vec(any::<u8>(), 0..64)) {
+                let mut body = vec![RECORD_FORMAT_V1];
+                body.extend(tail);
+                agree(&body)?;
+            }
+
+            #[test]
+            fn both_agree_on_every_prefix(record in record()) {
+                let body = body(&record);
+                for cut in 0..body.len() {
+                    agree(&body[..cut])?;
+                }
+            }
+        }
+
+        #[test]
+        fn invalid_fields_are_refused_alike() {
+            let at = DateTime::<Utc>::from_timestamp_micros(1_700_000_000_000_000).unwrap();
+            let base = Record {
+                position: 1,
+                version: 0,
+                event_id: None,
+                recorded_at: at,
+                commit: true,
+                event: Event::Terminal(DeviceEvent {
+                    device: Sn::parse("SN1").unwrap(),
+                    at,
+                    event: TerminalEvent::Flow { amount_fen: MAX_FLOW_FEN, transactions: 1 },
+                }),
+            };
+            let good = body(&base);
+            assert!(agree(&good).unwrap());
+            // Flow over the limit: refused after decoding (validate), by both.
+            let mut over = base.clone();
+            if let Event::Terminal(e) = &mut over.event {
+                e.event = TerminalEvent::Flow { amount_fen: MAX_FLOW_FEN + 1, transactions: 1 };
+            }
+            assert!(!agree(&body(&over)).unwrap());
+            // ... and with a trailing byte it is `Trailing` for both (trailing is checked first).
+            let mut over_trailing = body(&over);
+            over_trailing.push(0);
+            assert!(matches!(decode_view(&over_trailing), Err(CodecError::Trailing(1))));
+            assert!(!agree(&over_trailing).unwrap());
+            // A directive listing a model twice, and one listing none.
+            for models in [vec!["A", "A"], vec![]] {
+                let d = Record {
+                    event: Event::Directive(Directive {
+                        id: DirectiveId::parse("D1").unwrap(),
+                        at,
+                        models: models.iter().map(|m| ModelCode::parse(m).unwrap()).collect(),
+                        reason: Text::parse("r").unwrap(),
+                        deadline: None,
+                    }),
+                    ..base.clone()
+                };
+                assert!(!agree(&body(&d)).unwrap());
+            }
+            // Text with a control character (C1, two bytes in UTF-8), an SN of 65 bytes, region 10^6.
+            let mut flagged = body(&Record {
+                event: Event::Terminal(DeviceEvent {
+                    device: Sn::parse("SN1").unwrap(),
+                    at,
+                    event: TerminalEvent::Flagged { reason: FlagReason::Other, note: Text::parse("xé").unwrap() },
+                }),
+                ..base.clone()
+            });
+            let e = flagged.windows(2).position(|w| w == "é".as_bytes()).unwrap();
+            assert!(agree(&flagged).unwrap());
+            flagged[e] = 0xc2;
+            flagged[e + 1] = 0x85; // U+0085, a C1 control
+            assert!(!agree(&flagged).unwrap());
+            let long = "S".repeat(MAX_ID_LEN);
+            let mut long_sn = body(&Record {
+                event: Event::Terminal(DeviceEvent {
+                    device: Sn::parse(&long).unwrap(),
+                    at,
+                    event: TerminalEvent::Activated,
+                }),
+                ..base.clone()
+            });
+            assert!(agree(&long_sn).unwrap());
+            let len_at = long_sn.windows(MAX_ID_LEN).position(|w| w == long.as_bytes()).unwrap() - 1;
+            long_sn[len_at] = 65;
+            long_sn.insert(len_at + 1, b'S');
+            assert!(!agree(&long_sn).unwrap());
+        }
     }
 }
