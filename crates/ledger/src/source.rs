@@ -362,6 +362,21 @@ pub fn list_segments(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
     Ok(seqs.into_iter().map(|seq| seg_dir.join(segment_file_name(seq))).collect())
 }
 
+/// Whether a segment file holds no more than a header that does not decode: what a crash leaves while
+/// the segment is being created (its header is written and fsynced before anything else goes in), so
+/// nothing can be in it. Only ever the last segment; recovery creates it again, readers skip it.
+pub fn is_unwritten_segment(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len != HEADER_LEN as u64 {
+        return Ok(len < HEADER_LEN as u64);
+    }
+    let mut bytes = [0u8; HEADER_LEN];
+    file.read_exact(&mut bytes)?;
+    Ok(Header::decode(&bytes).is_err())
+}
+
 /// A log opened for reading: a ledger folder or a bundle. Opening never writes.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -447,6 +462,10 @@ impl Source {
         let mut torn = None;
         let mut root_at_published = None;
         for (i, path) in paths.iter().enumerate() {
+            let io = |source| ReadError::Io { path: path.clone(), source };
+            if i > 0 && i + 1 == paths.len() && is_unwritten_segment(path).map_err(io)? {
+                break; // a crash while it was being created: empty, and its predecessor is sealed
+            }
             let reader = FrameReader::open(path)?;
             let header = *reader.header();
             let bad = |what: String| ReadError::Corrupt { path: path.clone(), position: frontier.size(), what };
