@@ -186,10 +186,17 @@ pub fn end_of_log(fleet: &Fleet, config: &AuditConfig) -> Vec<Finding> {
             let mut found = Vec::new();
             for (sn, slot) in &p.index {
                 let Some(t) = p.terminals.get(*slot as usize) else { continue };
-                let device = || Sn::parse(sn).ok();
-                terminal_end_rules(fleet, sn, t, end, limit, dormant, &by_model, &mut |rule, position, detail| {
-                    found.push(Finding { position, rule, device: device(), detail })
-                });
+                let device = || sn.to_sn();
+                terminal_end_rules(
+                    fleet,
+                    sn.as_str(),
+                    t,
+                    end,
+                    limit,
+                    dormant,
+                    &by_model,
+                    &mut |rule, position, detail| found.push(Finding { position, rule, device: device(), detail }),
+                );
             }
             found
         })

@@ -272,7 +272,7 @@ fn from_image(image: Image) -> Result<Checkpoint, &'static str> {
             if !in_range {
                 return Err("a terminal names an unknown interned id");
             }
-            part.insert(&sn, t);
+            part.insert(crate::fleet::SnKey::new(&sn), t);
         }
         partitions.push(part);
     }

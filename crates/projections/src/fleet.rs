@@ -2,8 +2,8 @@
 //!
 //! Terminals live in [`PARTITIONS`] partitions chosen by a fixed hash of the SN (FNV-1a), never by the
 //! number of threads, so a fleet has the same shape whichever way it was built. Inside a partition a
-//! terminal is a slot of a dense `Vec<Terminal>`, found through a `HashMap<Box<str>, u32>` index: that
-//! keeps the per-terminal cost near `size_of::<Terminal>()` + SN + one index bucket (see
+//! terminal is a slot of a dense `Vec<Terminal>`, found through a `HashMap<SnKey, u32>` index whose keys hold the SN inline: that
+//! keeps the per-terminal cost near `size_of::<Terminal>()` + one index bucket (see
 //! [`Fleet::memory`]).
 
 use crate::audit::{AuditConfig, AuditTerm, Finding};
@@ -67,27 +67,114 @@ pub struct Links {
     pub replaced_by: Option<(Sn, u64)>,
 }
 
+/// An SN as a partition key: held inline (no heap, no pointer to chase on lookup) when it is at most
+/// [`SnKey::INLINE`] bytes, which covers real SNs (10 to 20 characters); longer ones are boxed.
+///
+/// It hashes and compares as its bytes, so the index can be searched with a `&[u8]` (`Borrow<[u8]>`).
+/// It is only ever built from a `&str`, so its bytes are always UTF-8.
+#[derive(Clone)]
+pub(crate) enum SnKey {
+    /// `len` bytes at the start of `bytes`; the rest is zero.
+    Inline { len: u8, bytes: [u8; SnKey::INLINE] },
+    /// A longer SN.
+    Heap(Box<str>),
+}
+
+impl SnKey {
+    /// The longest SN held inline (the enum stays 24 bytes).
+    pub const INLINE: usize = 22;
+
+    pub fn new(sn: &str) -> SnKey {
+        match u8::try_from(sn.len()) {
+            Ok(len) if sn.len() <= SnKey::INLINE => {
+                let mut bytes = [0u8; SnKey::INLINE];
+                if let Some(head) = bytes.get_mut(..sn.len()) {
+                    head.copy_from_slice(sn.as_bytes());
+                }
+                SnKey::Inline { len, bytes }
+            }
+            _ => SnKey::Heap(sn.into()),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            SnKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            SnKey::Heap(sn) => sn.as_bytes(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match std::str::from_utf8(self.as_bytes()) {
+            Ok(sn) => sn,
+            // `new` copies a whole `&str`, so the bytes are UTF-8.
+            Err(_) => unreachable!("an SnKey holds the bytes of a &str"),
+        }
+    }
+
+    /// The owned, validated SN (for findings and links; the SN was validated when decoded).
+    pub fn to_sn(&self) -> Option<Sn> {
+        let sn = Sn::parse(self.as_str()).ok();
+        debug_assert!(sn.is_some(), "partition keys come from decoded (validated) SNs");
+        sn
+    }
+
+    /// Heap bytes held (glibc chunk size), 0 when inline.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            SnKey::Inline { .. } => 0,
+            SnKey::Heap(sn) => malloc_size(sn.len()),
+        }
+    }
+}
+
+impl PartialEq for SnKey {
+    fn eq(&self, other: &SnKey) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for SnKey {}
+impl std::hash::Hash for SnKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Exactly as `[u8]` hashes, as `Borrow<[u8]>` requires.
+        self.as_bytes().hash(state)
+    }
+}
+impl std::borrow::Borrow<[u8]> for SnKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl std::fmt::Debug for SnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
 /// One partition: a dense vector of terminals and an index from SN to slot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Partition {
-    pub index: HashMap<Box<str>, u32, Hasher>,
+    pub index: HashMap<SnKey, u32, Hasher>,
     pub terminals: Vec<Terminal>,
 }
 
 impl Partition {
     pub fn get(&self, sn: &str) -> Option<&Terminal> {
-        self.index.get(sn).and_then(|slot| self.terminals.get(*slot as usize))
+        self.slot(sn.as_bytes()).and_then(|slot| self.terminals.get(slot))
     }
 
-    pub fn slot(&self, sn: &str) -> Option<usize> {
+    pub fn slot(&self, sn: &[u8]) -> Option<usize> {
         self.index.get(sn).map(|slot| *slot as usize)
     }
 
-    pub fn insert(&mut self, sn: &str, terminal: Terminal) {
-        assert!(!self.index.contains_key(sn), "a terminal is inserted once: issued twice is rejected by the rules");
+    pub fn insert(&mut self, sn: SnKey, terminal: Terminal) {
+        assert!(
+            !self.index.contains_key(sn.as_bytes()),
+            "a terminal is inserted once: issued twice is rejected by the rules"
+        );
         let slot = u32::try_from(self.terminals.len()).unwrap_or(u32::MAX);
         self.terminals.push(terminal);
-        self.index.insert(sn.into(), slot);
+        self.index.insert(sn, slot);
     }
 
     /// SNs in slot order.
@@ -95,7 +182,7 @@ impl Partition {
         let mut out = vec![""; self.terminals.len()];
         for (sn, slot) in &self.index {
             if let Some(entry) = out.get_mut(*slot as usize) {
-                *entry = sn;
+                *entry = sn.as_str();
             }
         }
         out
@@ -278,7 +365,7 @@ impl Fleet {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Terminal)> {
         self.partitions
             .iter()
-            .flat_map(|p| p.index.iter().filter_map(|(sn, slot)| Some((&**sn, p.terminals.get(*slot as usize)?))))
+            .flat_map(|p| p.index.iter().filter_map(|(sn, slot)| Some((sn.as_str(), p.terminals.get(*slot as usize)?))))
     }
 
     /// Every terminal sorted by SN (bytewise).
@@ -355,7 +442,7 @@ impl Fleet {
 
     /// What the fleet holds in memory, measured from its containers' capacities.
     pub fn memory(&self) -> Memory {
-        let bucket = std::mem::size_of::<(Box<str>, u32)>() + 1;
+        let bucket = std::mem::size_of::<(SnKey, u32)>() + 1;
         let mut m = Memory { terminals: self.len(), ..Memory::default() };
         for p in &self.partitions {
             // hashbrown keeps capacity = 7/8 of a power-of-two bucket count.
@@ -363,7 +450,7 @@ impl Fleet {
             m.index_bytes += buckets * bucket;
             m.slot_bytes += p.terminals.capacity() * std::mem::size_of::<Terminal>();
             for (sn, _) in p.index.iter() {
-                m.sn_bytes += malloc_size(sn.len());
+                m.sn_bytes += sn.heap_bytes();
             }
             for t in &p.terminals {
                 if let Some(links) = &t.links {

@@ -8,7 +8,7 @@
 //! pairing verdicts are the same in both.
 
 use crate::audit::{self, AuditConfig, AuditTerm, Finding, Rule};
-use crate::fleet::{partition_of, Directives, Fleet, Links, Partition, Terminal};
+use crate::fleet::{partition_of, Directives, Fleet, Links, Partition, SnKey, Terminal};
 use crate::intern::{NameIds, Names};
 use ledger::lifecycle::{self, ContractState, State, Status, Violation};
 use ledger::model::ACTIVATION_FLOW_FEN;
@@ -34,7 +34,8 @@ pub(crate) struct Input<'a> {
     pub position: u64,
     /// Event time, microseconds.
     pub at: i64,
-    pub sn: &'a Sn,
+    /// The terminal, as its partition key (inline, so the hot path never allocates for it).
+    pub sn: &'a SnKey,
     pub event: &'a TerminalEvent,
     /// Interned names, for `issued`.
     pub ids: Option<NameIds>,
@@ -96,7 +97,7 @@ pub(crate) fn record_directive(directives: &mut Directives, position: u64, d: &D
 /// Folds one terminal event into its partition. Returns the rule the event broke, if any; a rejected
 /// event leaves the terminal unchanged.
 pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &mut Acc) -> Result<(), Violation> {
-    let slot = part.slot(input.sn.as_str());
+    let slot = part.slot(input.sn.as_bytes());
     let before = slot.and_then(|s| part.terminals.get(s));
     let before_state: Option<State> = before.map(|t| t.state);
     let model = before.and_then(|t| ctx.names.models.get(t.model));
@@ -114,7 +115,7 @@ pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &
                 acc.findings.push(Finding {
                     position: input.position,
                     rule: Rule::IllegalTransition,
-                    device: Some(input.sn.clone()),
+                    device: input.sn.to_sn(),
                     detail: format!("{} rejected: {violation}", input.event.type_name()),
                 });
             }
@@ -128,7 +129,7 @@ pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &
         };
         let ids = input.ids.unwrap_or_default();
         part.insert(
-            input.sn.as_str(),
+            input.sn.clone(),
             Terminal {
                 state: next,
                 model: ids[0],
@@ -170,7 +171,7 @@ pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &
                     acc.findings.push(Finding {
                         position: input.position,
                         rule: Rule::FlagOpenTooLong,
-                        device: Some(input.sn.clone()),
+                        device: input.sn.to_sn(),
                         detail: audit::describe_flag_cleared(*reason, since, input.at),
                     });
                 }
@@ -185,7 +186,7 @@ pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &
 fn observe(before: Option<&State>, input: &Input<'_>, acc: &mut Acc) {
     let Some(state) = before else { return };
     let mut emit = |rule: Rule, detail: String| {
-        acc.findings.push(Finding { position: input.position, rule, device: Some(input.sn.clone()), detail })
+        acc.findings.push(Finding { position: input.position, rule, device: input.sn.to_sn(), detail })
     };
     match input.event {
         TerminalEvent::Flow { amount_fen, .. } => {
@@ -268,10 +269,11 @@ impl<'a> Sequential<'a> {
                     };
                     let Some(part) = fleet.partitions.get_mut(partition_of(e.device.as_str())) else { continue };
                     let ctx = Ctx { names: &fleet.names, directives: &fleet.directives, audit: audit.as_ref() };
+                    let sn = SnKey::new(e.device.as_str());
                     let input = Input {
                         position: record.position,
                         at: e.at.timestamp_micros(),
-                        sn: &e.device,
+                        sn: &sn,
                         event: &e.event,
                         ids,
                         pairing: verdicts.get(&record.position).cloned().flatten(),

@@ -15,15 +15,16 @@
 //! thread count and equal to [`rebuild_sequential`].
 
 use crate::audit::AuditConfig;
-use crate::fleet::{partition_of, Fleet, PARTITIONS};
+use crate::fleet::{partition_of, Fleet, SnKey, PARTITIONS};
 use crate::fold::{self, is_pairing, pair_verdicts, record_directive, step, Acc, Ctx, Input, Sequential};
 use crate::intern::{Interner, NameIds};
 use chrono::{DateTime, Utc};
-use ledger::codec::decode_record;
+use ledger::codec::{decode_view, EventView, TerminalEventView};
 use ledger::lifecycle::Violation;
 use ledger::source::build_sparse;
-use ledger::{DeviceEvent, Directive, Event, ReadError, Record, RecordIter, Sn, Source, TerminalEvent};
+use ledger::{DeviceEvent, Directive, ReadError, RecordIter, Source, TerminalEvent};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -213,15 +214,47 @@ pub fn rebuild_sequential(source: &Source, cut: Cut, audit: Option<AuditConfig>)
     Ok(fleet)
 }
 
-/// One terminal event, decoded and routed to its partition.
+/// One terminal event, decoded and routed to its partition (64 bytes: the ops of a batch are written
+/// once and read once, so their size is memory traffic).
 struct Op {
     position: u64,
     at: i64,
-    sn: Sn,
+    sn: SnKey,
+    event: OpEvent,
+}
+
+/// The event of an [`Op`]. The frequent events (flow is ~70% of a fleet's log) are held inline and
+/// need no heap; the others carry the owned event, boxed so they do not make every op bigger.
+enum OpEvent {
+    Flow { amount_fen: u64, transactions: u32 },
+    Activated,
+    ContractExpired,
+    Other(Box<OtherOp>),
+}
+
+struct OtherOp {
     event: TerminalEvent,
-    /// Global number of the chunk that decoded it (for its local name ids).
-    chunk: u32,
+    /// For `issued`: the chunk-local name ids, and the global number of the chunk that interned them.
     ids: NameIds,
+    chunk: u32,
+}
+
+impl OpEvent {
+    fn is_pairing(&self) -> bool {
+        matches!(self, OpEvent::Other(other) if is_pairing(&other.event))
+    }
+
+    /// The event as the rules take it; the inline variants are rebuilt on the stack (no heap).
+    fn event(&self) -> Cow<'_, TerminalEvent> {
+        match self {
+            OpEvent::Flow { amount_fen, transactions } => {
+                Cow::Owned(TerminalEvent::Flow { amount_fen: *amount_fen, transactions: *transactions })
+            }
+            OpEvent::Activated => Cow::Owned(TerminalEvent::Activated),
+            OpEvent::ContractExpired => Cow::Owned(TerminalEvent::ContractExpired),
+            OpEvent::Other(other) => Cow::Borrowed(&other.event),
+        }
+    }
 }
 
 /// What one chunk of records turns into.
@@ -234,6 +267,17 @@ struct ChunkOut {
     first_commit: Option<u64>,
     /// Of the last record: commit marker, event time, recorded_at.
     last: Option<(bool, i64, i64)>,
+}
+
+/// A region code as its six-digit text, without allocating (what `RegionCode`'s `Display` writes).
+fn region_text(region: u32, buf: &mut [u8; 6]) -> &str {
+    let mut n = region;
+    for digit in buf.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    debug_assert_eq!(n, 0, "a decoded region is at most 999999");
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 fn decode_chunk(source: &Source, from: u64, to: u64, chunk: u32) -> Result<ChunkOut, ReadError> {
@@ -251,8 +295,9 @@ fn decode_chunk(source: &Source, from: u64, to: u64, chunk: u32) -> Result<Chunk
     let mut frames = source.frames(from, to);
     let mut expected = from;
     while let Some((position, body, path)) = frames.next_frame()? {
-        let record =
-            decode_record(body).map_err(|error| ReadError::Codec { path: path.to_owned(), position, error })?;
+        let codec = |error| ReadError::Codec { path: path.to_owned(), position, error };
+        // Borrowed decoding: no allocation for the frequent events (the SN is copied inline into the op).
+        let record = decode_view(body).map_err(codec)?;
         if record.position != position || position != expected {
             return Err(ReadError::Corrupt {
                 path: path.to_owned(),
@@ -261,34 +306,39 @@ fn decode_chunk(source: &Source, from: u64, to: u64, chunk: u32) -> Result<Chunk
             });
         }
         expected += 1;
-        let Record { commit, recorded_at, event, .. } = record;
-        out.last = Some((commit, event.at().timestamp_micros(), recorded_at.timestamp_micros()));
-        match event {
-            Event::Directive(d) => out.directives.push((position, d)),
-            Event::Terminal(DeviceEvent { device, at, event }) => {
-                if is_pairing(&event) {
-                    out.pairing.push((
-                        position,
-                        DeviceEvent { device: device.clone(), at, event: event.clone() },
-                        None,
-                    ));
-                }
-                let mut ids = NameIds::default();
-                if let TerminalEvent::Issued(issued) = &event {
-                    let region = issued.region.to_string();
-                    let values =
-                        [issued.model.as_str(), issued.provider.as_str(), region.as_str(), issued.merchant.as_str()];
-                    for ((id, table), value) in ids.iter_mut().zip(local.iter_mut()).zip(values) {
-                        *id = table.intern(value);
+        out.last = Some((record.commit, record.event.at_us(), record.recorded_at_us));
+        match &record.event {
+            EventView::Directive(d) => out.directives.push((position, d.to_directive().map_err(codec)?)),
+            EventView::Terminal(e) => {
+                let event = match e.event {
+                    TerminalEventView::Flow { amount_fen, transactions } => OpEvent::Flow { amount_fen, transactions },
+                    TerminalEventView::Activated => OpEvent::Activated,
+                    TerminalEventView::ContractExpired => OpEvent::ContractExpired,
+                    other => {
+                        let event = other.to_terminal_event().map_err(codec)?;
+                        if is_pairing(&event) {
+                            let device = e.to_device_event().map_err(codec)?;
+                            out.pairing.push((position, device, None));
+                        }
+                        let mut ids = NameIds::default();
+                        if let TerminalEventView::Issued(issued) = other {
+                            let mut buf = [0u8; 6];
+                            let region = region_text(issued.region, &mut buf);
+                            let values = [issued.model, issued.provider, region, issued.merchant];
+                            for ((id, table), value) in ids.iter_mut().zip(local.iter_mut()).zip(values) {
+                                *id = table.intern(value);
+                            }
+                        }
+                        OpEvent::Other(Box::new(OtherOp { event, ids, chunk }))
                     }
-                }
-                let op = Op { position, at: at.timestamp_micros(), sn: device, event, chunk, ids };
-                if let Some(part) = out.parts.get_mut(partition_of(op.sn.as_str())) {
+                };
+                let op = Op { position, at: e.at_us, sn: SnKey::new(e.device), event };
+                if let Some(part) = out.parts.get_mut(partition_of(e.device)) {
                     part.push(op);
                 }
             }
         }
-        if commit {
+        if record.commit {
             out.first_commit.get_or_insert(position);
             for pending in out.pairing.iter_mut().skip(open) {
                 pending.2 = Some(position);
@@ -418,7 +468,7 @@ fn fold_partitions(fleet: &mut Fleet, carry: &mut Carry, parts: Vec<Vec<Vec<Op>>
             let earlier = std::mem::take(waiting);
             let mut stalled = false;
             for op in earlier.into_iter().chain(chunks.into_iter().flatten()) {
-                let pairing = if is_pairing(&op.event) { verdicts.get(&op.position) } else { Some(&None) };
+                let pairing = if op.event.is_pairing() { verdicts.get(&op.position) } else { Some(&None) };
                 let pairing = match (stalled, pairing) {
                     (false, Some(verdict)) => verdict.clone(),
                     _ => {
@@ -427,17 +477,20 @@ fn fold_partitions(fleet: &mut Fleet, carry: &mut Carry, parts: Vec<Vec<Vec<Op>>
                         continue;
                     }
                 };
-                let ids = match op.event {
-                    TerminalEvent::Issued(_) => remaps.get(op.chunk as usize).map(|remap| {
-                        let mut ids = NameIds::default();
-                        for ((id, map), local) in ids.iter_mut().zip(remap).zip(op.ids) {
-                            *id = map.get(local as usize).copied().unwrap_or_default();
-                        }
-                        ids
-                    }),
+                let ids = match &op.event {
+                    OpEvent::Other(other) if matches!(other.event, TerminalEvent::Issued(_)) => {
+                        remaps.get(other.chunk as usize).map(|remap| {
+                            let mut ids = NameIds::default();
+                            for ((id, map), local) in ids.iter_mut().zip(remap).zip(other.ids) {
+                                *id = map.get(local as usize).copied().unwrap_or_default();
+                            }
+                            ids
+                        })
+                    }
                     _ => None,
                 };
-                let input = Input { position: op.position, at: op.at, sn: &op.sn, event: &op.event, ids, pairing };
+                let event = op.event.event();
+                let input = Input { position: op.position, at: op.at, sn: &op.sn, event: &event, ids, pairing };
                 let _ = step(part, &ctx, input, &mut acc);
             }
             acc
