@@ -21,7 +21,12 @@ use std::time::Duration;
 const ABOUT: &str = "The regulators' tool: verify, rebuild, audit, export and prove a posledger log, read-only.\n\
 SOURCE is a ledger folder or a bundle file; replay never writes to it and never opens its sled index.";
 
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 the data failed; 2 usage or I/O error.";
+const EXIT_CODES: &str = "Examples:
+  replay verify fleet.bundle
+  replay fleet /var/lib/posledger --as-of 2026-07-01T00:00:00Z --format json | jq .status
+  replay audit fleet.bundle --format csv > findings.csv
+
+Exit codes: 0 success; 1 the data failed; 2 usage or I/O error.";
 
 #[derive(Parser)]
 #[command(name = "replay", version, about = ABOUT, after_help = EXIT_CODES)]
@@ -51,8 +56,11 @@ enum ExportFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check every CRC, that every record decodes, dense positions and stream versions, commit
-    /// markers, the header chain, and the Merkle root against the trailers and the published head.
+    /// Check every byte of the log: CRCs, decoding, positions, versions, Merkle roots.
+    ///
+    /// Checks every CRC, that every record decodes, dense positions and dense stream versions, commit
+    /// markers, the header chain, and the Merkle root recomputed from the records against every
+    /// trailer and the published HEAD.
     #[command(
         after_help = "Examples:\n  replay verify /var/lib/posledger\n  replay verify fleet.bundle --json | jq .root\n\n\
 Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the first failing position and what failed."
@@ -94,9 +102,11 @@ Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the
         #[arg(long, value_enum, default_value = "table")]
         format: DeviceFormat,
     },
-    /// Audit findings: flow after stop or replacement or on an expired contract, activation without
-    /// 100 yuan of flow, directives not enforced, flags open too long, replacement mismatches, dormant
-    /// terminals, illegal transitions.
+    /// Audit findings: the regulations' rules applied to the whole log.
+    ///
+    /// Flow after stop or replacement or on an expired contract, activation without 100 yuan of flow,
+    /// directives not enforced, flags open too long, replacement mismatches, dormant terminals, illegal
+    /// transitions. Findings are data: the exit code is 0 unless --fail-on-findings is given.
     #[command(
         after_help = "Examples:\n  replay audit fleet.bundle\n  replay audit fleet.bundle --rule flow_after_stop --rule dormant --format csv > findings.csv\n  replay audit ledger-dir --fail-on-findings --format json | jq length\n\n\
 Rules: flow_after_stop, flow_after_replacement, flow_while_contract_expired, activation_without_flow,\n\
