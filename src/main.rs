@@ -265,7 +265,7 @@ fn simulate(args: SimulateArgs) -> Outcome {
 fn export_to(source: &Source, out_path: &Path) -> Result<ops::Exported, Failure> {
     let progress = bar(source.head.size, "{spinner} exporting [{bar:30}] {pos}/{len} records");
     let exported = ops::export_bundle(source, out_path, &mut |n| progress.set_position(n)).map_err(|e| match e {
-        ops::ExportError::Io { .. } => usage(e),
+        ops::ExportError::Write(_) => usage(e),
         other => Failure::Data(other.to_string()),
     })?;
     progress.finish_and_clear();

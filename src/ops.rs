@@ -2,13 +2,12 @@
 //! refusal back to its input line, writing a bundle, preparing the demo folder. The binary only parses
 //! arguments, draws progress bars and prints.
 
-use ledger::merkle::Frontier;
-use ledger::segment::{push_frame, FileKind, Header, Trailer};
+use ledger::bundle::BundleWriter;
 use ledger::{AppendError, AppendEvent, ReadError, Source, MAX_APPEND_EVENTS};
 use replay::ndjson::{self, MAX_LINE_BYTES};
-use std::fs::{self, File};
-use std::io::{self, BufRead, Read, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io::{self, BufRead, Read};
+use std::path::Path;
 
 /// The most lines one `posledger append` input may hold: 2,000,000 (the ledger's limit for one atomic
 /// append, [`MAX_APPEND_EVENTS`]). Blank lines count.
@@ -164,13 +163,8 @@ pub enum ExportError {
     #[error(transparent)]
     Read(#[from] ReadError),
     /// Writing the bundle failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Write(#[from] ledger::bundle::BundleError),
     /// The frames read do not hash to the source's head (the log changed or is damaged).
     #[error("the records read hash to another root than the head's ({records} records read, head has {head})")]
     RootMismatch {
@@ -187,64 +181,23 @@ pub enum ExportError {
 /// file beside `out`, fsynced, then renamed over it (and the folder fsynced), so a crash never leaves
 /// a half bundle under the final name. `progress` gets the records written.
 pub fn export_bundle(source: &Source, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Exported, ExportError> {
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ExportError::Io { path: path.clone(), source }
-    };
-    let file_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
-    let tmp = out.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let ledger_id = source.files.first().map_or(0, |f| f.header.ledger_id);
-        let header = Header { kind: FileKind::Bundle, seq: 0, first_position: 0, ledger_id };
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut writer = io::BufWriter::with_capacity(1 << 20, file);
-        writer.write_all(&header.encode()).map_err(io_err(&tmp))?;
-        let mut bytes = header.encode().len() as u64;
-        let mut frontier = Frontier::new();
-        let mut frame = Vec::new();
-        let mut frames = source.frames(0, source.head.size);
-        while let Some((_, body, _)) = frames.next_frame()? {
-            frame.clear();
-            push_frame(&mut frame, body);
-            writer.write_all(&frame).map_err(io_err(&tmp))?;
-            bytes += frame.len() as u64;
-            frontier.push_leaf(body);
-            if frontier.size().is_multiple_of(65_536) {
-                progress(frontier.size());
-            }
-        }
-        if frontier.size() != source.head.size || frontier.root() != source.head.root {
-            return Err(ExportError::RootMismatch { records: frontier.size(), head: source.head.size });
-        }
-        let mut trailer = Vec::new();
-        Trailer::new(frontier.size(), &frontier).encode(&mut trailer);
-        writer.write_all(&trailer).map_err(io_err(&tmp))?;
-        bytes += trailer.len() as u64;
-        let file = writer.into_inner().map_err(|e| ExportError::Io { path: tmp.clone(), source: e.into_error() })?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        progress(frontier.size());
-        Ok(Exported { records: frontier.size(), root: frontier.root(), bytes })
-    })();
-    match result {
-        Ok(exported) => {
-            fs::rename(&tmp, out).map_err(io_err(out))?;
-            sync_parent(out).map_err(io_err(out))?;
-            Ok(exported)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
+    let ledger_id = source.files.first().map_or(0, |f| f.header.ledger_id);
+    let mut writer = BundleWriter::create(out, ledger_id)?;
+    let mut frames = source.frames(0, source.head.size);
+    while let Some((_, body, _)) = frames.next_frame()? {
+        writer.push(body)?;
+        if writer.records().is_multiple_of(65_536) {
+            progress(writer.records());
         }
     }
-}
-
-/// Fsyncs the folder holding `path`, so a rename into it survives a crash.
-fn sync_parent(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()
+    // The copy must be the log the source describes: same size, same root. Dropping the writer
+    // removes the unfinished file.
+    if writer.records() != source.head.size || writer.root() != source.head.root {
+        return Err(ExportError::RootMismatch { records: writer.records(), head: source.head.size });
+    }
+    let written = writer.finish()?;
+    progress(written.records);
+    Ok(Exported { records: written.records, root: written.root, bytes: written.bytes })
 }
 
 /// Whether `dir` holds a posledger ledger (it has a `segments/` folder).

@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bundle;
 pub mod codec;
 pub mod error;
 pub mod index;
