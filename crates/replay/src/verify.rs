@@ -15,11 +15,11 @@
 //! over the small per-record results.
 
 use crate::error::{Error, Failure};
-use ledger::codec::{decode_record, CodecError};
+use ledger::codec::{decode_view, CodecError, EventView};
 use ledger::merkle::{leaf_hash, node_hash, Hash};
 use ledger::segment::{FileKind, FormatError, FrameReader, Item, Trailer};
 use ledger::source::{hex, FileMeta, TornTail};
-use ledger::{Event, Head, Sn, Source};
+use ledger::{Head, Source};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -68,13 +68,13 @@ struct Decoded {
 /// no heap, one cache line less per lookup); a longer SN keeps its string.
 enum StreamKey {
     Short(u128),
-    Long(Sn),
+    Long(Box<str>),
     Directives,
 }
 
 impl StreamKey {
-    fn of(sn: Sn) -> StreamKey {
-        let bytes = sn.as_str().as_bytes();
+    fn of(sn: &str) -> StreamKey {
+        let bytes = sn.as_bytes();
         match bytes.len() {
             len @ 0..=15 => {
                 let mut packed = [0u8; 16];
@@ -84,7 +84,7 @@ impl StreamKey {
                 packed[15] = len as u8;
                 StreamKey::Short(u128::from_le_bytes(packed))
             }
-            _ => StreamKey::Long(sn),
+            _ => StreamKey::Long(sn.into()),
         }
     }
 
@@ -106,10 +106,9 @@ impl StreamKey {
     fn partition(&self) -> usize {
         let h = match self {
             StreamKey::Short(k) => (*k as u64) ^ ((*k >> 64) as u64).rotate_left(29),
-            StreamKey::Long(sn) => sn
-                .as_str()
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)),
+            StreamKey::Long(sn) => {
+                sn.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+            }
             StreamKey::Directives => 0,
         };
         (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % VERSION_PARTITIONS
@@ -123,15 +122,17 @@ const MAX_BLOCK_HEIGHT: u32 = 10;
 
 fn decode(body: &[u8]) -> (Hash, Result<Decoded, CodecError>) {
     let leaf = leaf_hash(body);
-    let decoded = decode_record(body).map(|record| {
-        let stream = match record.event {
-            Event::Terminal(e) => StreamKey::of(e.device),
-            Event::Directive(_) => StreamKey::Directives,
+    // decode_view accepts exactly the bodies decode_record accepts (every field validated), without
+    // allocating.
+    let decoded = decode_view(body).map(|record| {
+        let stream = match &record.event {
+            EventView::Terminal(e) => StreamKey::of(e.device),
+            EventView::Directive(_) => StreamKey::Directives,
         };
         Decoded {
             position: record.position,
             version: record.version,
-            recorded_at: record.recorded_at.timestamp_micros(),
+            recorded_at: record.recorded_at_us,
             commit: record.commit,
             stream,
         }
@@ -327,7 +328,7 @@ fn fail(path: &Path, position: Option<u64>, what: impl Into<String>) -> Failure 
 #[derive(Default)]
 struct VersionPart {
     short: HashMap<u128, u64, foldhash::fast::RandomState>,
-    long: HashMap<Sn, u64, foldhash::fast::RandomState>,
+    long: HashMap<Box<str>, u64, foldhash::fast::RandomState>,
     directives: Option<u64>,
 }
 
@@ -740,11 +741,11 @@ mod tests {
 
     #[test]
     fn stream_keys_are_exact() {
-        let a = StreamKey::of(Sn::parse("SN000000000001").unwrap());
-        let b = StreamKey::of(Sn::parse("SN00000000001").unwrap());
+        let a = StreamKey::of("SN000000000001");
+        let b = StreamKey::of("SN00000000001");
         assert!(matches!((&a, &b), (StreamKey::Short(x), StreamKey::Short(y)) if x != y));
         assert_eq!(a.describe(), "terminal SN000000000001");
-        let long = StreamKey::of(Sn::parse("SN0000000000000001").unwrap());
+        let long = StreamKey::of("SN0000000000000001");
         assert!(matches!(long, StreamKey::Long(_)));
     }
 }

@@ -282,3 +282,17 @@ fn empty_logs_verify() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("\"records\":0"));
 }
+
+#[test]
+fn a_body_that_does_not_decode_fails_even_with_a_valid_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("fleet.bundle");
+    make_bundle(&source);
+    let mut b = bodies(&source);
+    let at = b[12].windows(3).position(|w| w == b"SN0").unwrap();
+    b[12][at + 1] = b'!';
+    let tampered = dir.path().join("undecodable.bundle");
+    write_raw_bundle(&tampered, &b);
+    let err = assert_fails(&tampered, "position 12");
+    assert!(err.contains("does not decode"), "{err}");
+}
