@@ -691,3 +691,67 @@ fn crash_during_the_first_open_is_recovered() {
         assert_eq!(Source::open(&dir).unwrap().head.size, 1, "{what}");
     }
 }
+
+/// Sealing writes the trailer to the end of the live segment and fsyncs it before the next segment is
+/// created. A crash (power loss) during that write leaves the segment ending in a prefix of its trailer,
+/// or that prefix and zeros, with no successor. Every record before it was acknowledged and is intact:
+/// the ledger must open with all of them (cutting the partial trailer), readers must read them, and
+/// appends must go on.
+#[test]
+fn torn_trailer_of_the_last_segment_is_a_torn_tail() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let options = || Options { segment_max_bytes: 1_500, ..relaxed() };
+    {
+        let ledger = Ledger::open_with(&base, options()).unwrap();
+        for i in 0..30 {
+            ledger.append(vec![issued(&format!("SN{i}"), "M"), flow(&format!("SN{i}"), 10)]).unwrap();
+        }
+        ledger.close().unwrap();
+    }
+    // Back to the moment the segment before the live one was being sealed.
+    let live = last_segment(&base);
+    std::fs::remove_file(&live).unwrap();
+    std::fs::remove_file(base.join(ledger::source::HEAD_FILE)).unwrap();
+    let sealing = last_segment(&base);
+    let sealed_bytes = std::fs::read(&sealing).unwrap();
+    let records_end = frame_ranges(&sealing).last().unwrap().1;
+    let trailer_len = sealed_bytes.len() - records_end;
+    let head = Source::open(&base).unwrap().head;
+    let mut failures = Vec::new();
+    // Every cut inside the tag, length and count fields, then every 9th byte and the very last one.
+    let cuts: Vec<usize> = (1..trailer_len).filter(|c| *c <= 13 || c % 9 == 0 || *c == trailer_len - 1).collect();
+    for &cut in &cuts {
+        for zeros in [false, true] {
+            let case = tmp.path().join(format!("cut-{cut}-{zeros}"));
+            copy_dir(&base, &case);
+            let mut bytes = sealed_bytes[..records_end + cut].to_vec();
+            if zeros {
+                bytes.resize(sealed_bytes.len(), 0);
+            }
+            std::fs::write(case.join(SEGMENTS_DIR).join(sealing.file_name().unwrap()), &bytes).unwrap();
+            let what = format!("trailer cut after {cut} of {trailer_len} bytes (zero-filled: {zeros})");
+            let outcome = (|| -> Result<(), String> {
+                let source = Source::open(&case).map_err(|e| format!("Source::open: {e}"))?;
+                if source.head != head {
+                    return Err(format!("Source head {} != {}", source.head.size, head.size));
+                }
+                let ledger = Ledger::open_with(&case, options()).map_err(|e| format!("Ledger::open: {e}"))?;
+                if ledger.head() != head {
+                    return Err(format!("Ledger head {} != {}", ledger.head().size, head.size));
+                }
+                let a = ledger.append(vec![flow("SN1", 1)]).map_err(|e| format!("append: {e}"))?;
+                if a.positions != vec![head.size] {
+                    return Err(format!("appended at {:?}", a.positions));
+                }
+                Ok(())
+            })();
+            if let Err(e) = outcome {
+                failures.push(format!("{what}: {e}"));
+            }
+            std::fs::remove_dir_all(&case).unwrap();
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), 2 * cuts.len(), failures.join("\n"));
+}

@@ -170,6 +170,26 @@ fn rest_is_zero(path: &Path, offset: u64) -> Result<bool, ReadError> {
     }
 }
 
+/// Whether the bytes from `offset` to the end of the file are a damaged trailer that nothing follows: a
+/// trailer tag (or its first bytes), at most one trailer long, then at most zeros. Sealing writes the
+/// trailer right after a commit record and creates the next segment only once it is durable, so this is
+/// what a crash while sealing leaves. A trailer holds nothing that the records before it do not give
+/// again (count, root, frontier), so cutting it loses nothing.
+fn is_torn_trailer(path: &Path, offset: u64) -> Result<bool, ReadError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |source| ReadError::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len <= offset || len - offset > Trailer::encoded_len(crate::segment::MAX_FRONTIER) as u64 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    let written = bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1);
+    Ok(written > 0 && bytes[..written.min(4)].iter().all(|b| *b == 0xFF))
+}
+
 /// The end of the frame that starts at `offset`, by its length prefix.
 fn frame_end(path: &Path, offset: u64) -> Result<u64, ReadError> {
     use std::io::{Seek, SeekFrom};
@@ -236,6 +256,13 @@ pub fn scan_active(path: &Path, start: Frontier, want_root_at: Option<u64>) -> R
                     format!("checksum mismatch in the last frame, at offset {offset}"),
                     reader.file_len(),
                 ));
+                break;
+            }
+            // A crash while sealing: the trailer after the last commit record is cut short or damaged.
+            Err(FormatError::BadTrailer { offset, .. } | FormatError::BadLength { offset, .. })
+                if offset == scan.committed_len && seen == scan.records && is_torn_trailer(path, offset)? =>
+            {
+                scan.torn = Some(torn(&scan, format!("a trailer cut short at offset {offset}"), reader.file_len()));
                 break;
             }
             Err(e @ (FormatError::BadLength { .. } | FormatError::BadChecksum { .. })) => {
