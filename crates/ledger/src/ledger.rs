@@ -686,6 +686,11 @@ impl Ledger {
         while durable.syncing {
             durable = self.shared.published_cv.wait(durable).unwrap_or_else(|e| e.into_inner());
         }
+        // After a failed fsync, whether the bytes written before it are on disk is unknown (a second
+        // fsync may succeed without writing them): never publish them; the ledger must be reopened.
+        if let Some(why) = &durable.failed {
+            return Err(AppendError::Poisoned(why.clone()));
+        }
         durable.syncing = true;
         drop(durable);
         let result = self.sync_once(true);
@@ -704,6 +709,10 @@ impl Ledger {
             }
         };
         drop(durable);
+        if let Err(AppendError::Poisoned(why)) = &result {
+            // Refuse appends before they write (as a failed group commit does).
+            lock(&self.shared.writer).poisoned = Some(why.clone());
+        }
         self.shared.published_cv.notify_all();
         if let Ok(head) = &result {
             assert!(head.size >= size);
