@@ -431,8 +431,10 @@ fn malformed(what: &str) -> CodecError {
     CodecError::Decode(what.to_owned())
 }
 
+// The small readers are forced inline: a flow record is a dozen of them, and calls were ~10% of a
+// rebuild profile when LLVM left them out of line.
 impl<'a> Reader<'a> {
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if n > self.bytes.len() {
             return Err(malformed("unexpected end of the record body"));
@@ -442,14 +444,14 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, CodecError> {
         let (&b, rest) = self.bytes.split_first().ok_or_else(|| malformed("unexpected end of the record body"))?;
         self.bytes = rest;
         Ok(b)
     }
 
-    #[inline]
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
@@ -457,7 +459,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u64` varint (251/252/253 prefix a u16/u32/u64; 254 and 255 are refused, as by bincode).
-    #[inline]
+    #[inline(always)]
     fn u64(&mut self) -> Result<u64, CodecError> {
         match self.byte()? {
             b @ 0..=250 => Ok(u64::from(b)),
@@ -469,7 +471,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u32` varint (the u64 form is refused, as by bincode).
-    #[inline]
+    #[inline(always)]
     fn u32(&mut self) -> Result<u32, CodecError> {
         match self.byte()? {
             b @ 0..=250 => Ok(u32::from(b)),
@@ -480,7 +482,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An `i64`: the zigzag of a `u64` varint.
-    #[inline]
+    #[inline(always)]
     fn i64(&mut self) -> Result<i64, CodecError> {
         let n = self.u64()?;
         // (n >> 1) fits in 63 bits, so the cast is lossless; XOR with all ones for odd n undoes zigzag.
@@ -488,7 +490,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A timestamp in microseconds, refused outside chrono's range (as `model::micros` does).
-    #[inline]
+    #[inline(always)]
     fn timestamp(&mut self) -> Result<i64, CodecError> {
         let us = self.i64()?;
         if !(MIN_TIMESTAMP_US..=MAX_TIMESTAMP_US).contains(&us) {
@@ -497,7 +499,7 @@ impl<'a> Reader<'a> {
         Ok(us)
     }
 
-    #[inline]
+    #[inline(always)]
     fn bool(&mut self) -> Result<bool, CodecError> {
         match self.byte()? {
             0 => Ok(false),
@@ -507,7 +509,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The tag of an `Option`: `true` for `Some`.
-    #[inline]
+    #[inline(always)]
     fn some(&mut self) -> Result<bool, CodecError> {
         match self.byte()? {
             0 => Ok(false),
@@ -517,13 +519,13 @@ impl<'a> Reader<'a> {
     }
 
     /// The variant index of an enum.
-    #[inline]
+    #[inline(always)]
     fn variant(&mut self) -> Result<u32, CodecError> {
         self.u32()
     }
 
     /// A string: `u64` length, then UTF-8 bytes.
-    #[inline]
+    #[inline(always)]
     fn str(&mut self) -> Result<&'a str, CodecError> {
         let len = self.u64()?;
         let len = usize::try_from(len).map_err(|_| malformed("string length out of range"))?;
@@ -531,7 +533,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An identifier: 1..=[`MAX_ID_LEN`] bytes of `[A-Za-z0-9_-]` (the checks of `model::check_id`).
-    #[inline]
+    #[inline(always)]
     fn id(&mut self, field: &'static str) -> Result<&'a str, CodecError> {
         let len = usize::try_from(self.u64()?).map_err(|_| malformed("string length out of range"))?;
         let bytes = self.take(len)?;
@@ -547,7 +549,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Free text: at most [`MAX_TEXT_LEN`] bytes, no control characters (the checks of [`Text`]).
-    #[inline]
+    #[inline(always)]
     fn text(&mut self) -> Result<&'a str, CodecError> {
         let text = self.str()?;
         if text.len() > MAX_TEXT_LEN {
@@ -559,10 +561,12 @@ impl<'a> Reader<'a> {
         Ok(text)
     }
 
+    #[inline(always)]
     fn contract(&mut self) -> Result<ContractView<'a>, CodecError> {
         Ok(ContractView { id: self.id("contract id")?, start_us: self.timestamp()?, end_us: self.timestamp()? })
     }
 
+    #[inline(always)]
     fn flag_reason(&mut self) -> Result<FlagReason, CodecError> {
         let index = self.variant()?;
         FlagReason::ALL
@@ -571,6 +575,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| CodecError::Decode(format!("unknown flag reason variant {index}")))
     }
 
+    #[inline(always)]
     fn stop_reason(&mut self) -> Result<StopReason, CodecError> {
         let index = self.variant()?;
         StopReason::ALL
@@ -579,6 +584,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| CodecError::Decode(format!("unknown stop reason variant {index}")))
     }
 
+    #[inline(always)]
     fn terminal_event(&mut self) -> Result<TerminalEventView<'a>, CodecError> {
         Ok(match self.variant()? {
             0 => TerminalEventView::Issued(IssuedView {
@@ -630,6 +636,7 @@ impl<'a> Reader<'a> {
         Ok(DirectiveView { id, at_us, models, reason, deadline_us })
     }
 
+    #[inline(always)]
     fn record(&mut self) -> Result<RecordView<'a>, CodecError> {
         let position = self.u64()?;
         let version = self.u64()?;

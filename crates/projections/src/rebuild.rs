@@ -280,10 +280,22 @@ fn region_text(region: u32, buf: &mut [u8; 6]) -> &str {
     std::str::from_utf8(buf).unwrap_or_default()
 }
 
-fn decode_chunk(source: &Source, from: u64, to: u64, chunk: u32) -> Result<ChunkOut, ReadError> {
-    let mut out = ChunkOut {
+/// Decodes records `from..to` into ops by partition, filling `parts` (empty vectors handed back by the
+/// previous batch's fold, so a rebuild does not allocate and fault in fresh op buffers every batch).
+fn decode_chunk(
+    source: &Source,
+    from: u64,
+    to: u64,
+    chunk: u32,
+    mut parts: Vec<Vec<Op>>,
+) -> Result<ChunkOut, ReadError> {
+    assert!(parts.len() == PARTITIONS && parts.iter().all(Vec::is_empty), "one empty op vector per partition");
+    for part in &mut parts {
         // Room for an even spread plus a quarter, so the vectors rarely grow (and copy) while filling.
-        parts: (0..PARTITIONS).map(|_| Vec::with_capacity(((to - from) as usize / PARTITIONS) * 5 / 4 + 4)).collect(),
+        part.reserve(((to - from) as usize / PARTITIONS) * 5 / 4 + 4);
+    }
+    let mut out = ChunkOut {
+        parts,
         names: Default::default(),
         directives: Vec::new(),
         pairing: Vec::new(),
@@ -380,6 +392,8 @@ pub(crate) fn fold_parallel(
     assert!(fleet.position <= to, "a fold never goes backwards");
     let mut carry = Carry { ops: (0..PARTITIONS).map(|_| Vec::new()).collect(), ..Carry::default() };
     let batch = options.chunk_records.saturating_mul(options.batch_chunks as u64);
+    // Emptied op vectors, reused by the next batch.
+    let mut pool: Vec<Vec<Op>> = Vec::new();
     let mut pos = fleet.position;
     while pos < to {
         let end = to.min(pos.saturating_add(batch));
@@ -388,13 +402,16 @@ pub(crate) fn fold_parallel(
             .step_by(usize::try_from(options.chunk_records).unwrap_or(usize::MAX))
             .map(|from| (from, end.min(from + options.chunk_records)))
             .collect();
+        let buffers: Vec<Vec<Vec<Op>>> =
+            ranges.iter().map(|_| (0..PARTITIONS).map(|_| pool.pop().unwrap_or_default()).collect()).collect();
         let outs: Vec<ChunkOut> = ranges
             .par_iter()
+            .zip(buffers)
             .enumerate()
-            .map(|(i, (from, to))| decode_chunk(source, *from, *to, base + i as u32))
+            .map(|(i, ((from, to), parts))| decode_chunk(source, *from, *to, base + i as u32, parts))
             .collect::<Result<_, _>>()?;
         let parts = glue(fleet, &mut carry, outs, end);
-        fold_partitions(fleet, &mut carry, parts);
+        pool.extend(fold_partitions(fleet, &mut carry, parts));
         pos = end;
     }
     // The end of the input closes the append still open (a cut inside an append folds what is there).
@@ -453,12 +470,14 @@ fn glue(fleet: &mut Fleet, carry: &mut Carry, outs: Vec<ChunkOut>, end: u64) -> 
 }
 
 /// Folds each partition's carried ops, then its new ops, in position order; partitions in parallel.
-fn fold_partitions(fleet: &mut Fleet, carry: &mut Carry, parts: Vec<Vec<Vec<Op>>>) {
+///
+/// Returns the emptied op vectors, for reuse.
+fn fold_partitions(fleet: &mut Fleet, carry: &mut Carry, parts: Vec<Vec<Vec<Op>>>) -> Vec<Vec<Op>> {
     let audit = fleet.audit.as_ref().map(|a| a.config);
     let ctx = Ctx { names: &fleet.names, directives: &fleet.directives, audit: audit.as_ref() };
     let verdicts = &carry.verdicts;
     let remaps = &carry.remaps;
-    let accs: Vec<Acc> = fleet
+    let accs: Vec<(Acc, Vec<Vec<Op>>)> = fleet
         .partitions
         .par_iter_mut()
         .zip(carry.ops.par_iter_mut())
@@ -467,14 +486,14 @@ fn fold_partitions(fleet: &mut Fleet, carry: &mut Carry, parts: Vec<Vec<Vec<Op>>
             let mut acc = Acc::default();
             let earlier = std::mem::take(waiting);
             let mut stalled = false;
-            for op in earlier.into_iter().chain(chunks.into_iter().flatten()) {
+            let mut fold_op = |op: Op| {
                 let pairing = if op.event.is_pairing() { verdicts.get(&op.position) } else { Some(&None) };
                 let pairing = match (stalled, pairing) {
                     (false, Some(verdict)) => verdict.clone(),
                     _ => {
                         stalled = true;
                         waiting.push(op);
-                        continue;
+                        return;
                     }
                 };
                 let ids = match &op.event {
@@ -492,14 +511,23 @@ fn fold_partitions(fleet: &mut Fleet, carry: &mut Carry, parts: Vec<Vec<Vec<Op>>
                 let event = op.event.event();
                 let input = Input { position: op.position, at: op.at, sn: &op.sn, event: &event, ids, pairing };
                 let _ = step(part, &ctx, input, &mut acc);
+            };
+            earlier.into_iter().for_each(&mut fold_op);
+            let mut spent = Vec::with_capacity(chunks.len());
+            for mut ops in chunks {
+                ops.drain(..).for_each(&mut fold_op);
+                spent.push(ops);
             }
-            acc
+            (acc, spent)
         })
         .collect();
-    for acc in accs {
+    let mut spent = Vec::new();
+    for (acc, ops) in accs {
         fleet.illegal += acc.illegal;
         if let Some(log) = fleet.audit.as_mut() {
             log.findings.extend(acc.findings);
         }
+        spent.extend(ops);
     }
+    spent
 }

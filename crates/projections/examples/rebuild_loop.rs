@@ -1,0 +1,43 @@
+//! Rebuilds a ledger folder's fleet in a loop, for profiling (`perf record`) and quick timing on a
+//! shared machine (prints wall and process CPU time, so a loaded machine can be told apart).
+//!
+//! `cargo run --release -p posledger-projections --example rebuild_loop -- DIR THREADS ROUNDS [prepared]`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use projections::rebuild::{prepare, rebuild, Cut, Options};
+use std::time::Instant;
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of the process, in clock ticks (100 Hz on Linux), fields 14 and 15 of /proc/self/stat.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = std::path::PathBuf::from(&args[1]);
+    let threads: usize = args.get(2).map_or(1, |a| a.parse().unwrap());
+    let rounds: usize = args.get(3).map_or(5, |a| a.parse().unwrap());
+    let prepared = args.get(4).is_some_and(|a| a == "prepared");
+    let source = ledger::Source::open(&dir).expect("open");
+    let source = if prepared { prepare(&source).expect("prepare") } else { source };
+    let n = source.head.size;
+    let mut best = f64::MAX;
+    for _ in 0..rounds {
+        let (wall, cpu) = (Instant::now(), cpu_seconds());
+        let fleet = rebuild(&source, Cut::Head, &Options::default().threads(threads)).expect("rebuild");
+        let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        best = best.min(wall);
+        println!(
+            "{threads}t: {n} events in {wall:.3}s = {:.2} M/s (cpu {cpu:.2}s, {:.2} M/s per cpu-second); {} terminals",
+            n as f64 / wall / 1e6,
+            n as f64 / cpu.max(1e-9) / 1e6,
+            fleet.len()
+        );
+    }
+    println!("best {threads}t: {:.2} M/s", n as f64 / best / 1e6);
+}
