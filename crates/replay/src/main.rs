@@ -124,6 +124,12 @@ directive_not_enforced, flag_open_too_long, replacement_mismatch, dormant, illeg
         /// Exit 1 when there is at least one finding.
         #[arg(long)]
         fail_on_findings: bool,
+        /// flag_open_too_long: a flag open longer than this many days is a finding.
+        #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        flag_open_days: u32,
+        /// dormant: issued more than this many days before the end of the log and never activated.
+        #[arg(long, value_name = "DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        dormant_days: u32,
     },
     /// Every record, one line each in position order: NDJSON in the append schema, or CSV.
     #[command(
@@ -334,11 +340,17 @@ fn device(source: &Path, sn: &str, format: DeviceFormat) -> Result<Verdict, Erro
     Ok(Verdict::Ok)
 }
 
-fn audit(source: &Path, format: ReportFormat, rules: &[String], fail_on_findings: bool) -> Result<Verdict, Error> {
+fn audit(
+    source: &Path,
+    format: ReportFormat,
+    rules: &[String],
+    fail_on_findings: bool,
+    config: AuditConfig,
+) -> Result<Verdict, Error> {
     let rules = replay::audit::parse_rules(rules)?;
     let source = open(source)?;
     let spin = spinner("auditing");
-    let findings = replay::audit::audit(&source, &rules, AuditConfig::default());
+    let findings = replay::audit::audit(&source, &rules, config);
     spin.finish_and_clear();
     let findings = findings?;
     let mut out = stdout();
@@ -538,7 +550,13 @@ fn main() -> ExitCode {
         Command::Verify { source, json } => verify(&source, json),
         Command::Fleet { source, as_of, position, format } => fleet(&source, as_of, position, format),
         Command::Device { source, sn, format } => device(&source, &sn, format),
-        Command::Audit { source, format, rules, fail_on_findings } => audit(&source, format, &rules, fail_on_findings),
+        Command::Audit { source, format, rules, fail_on_findings, flag_open_days, dormant_days } => {
+            let config = AuditConfig {
+                flag_open_limit: std::time::Duration::from_secs(u64::from(flag_open_days) * 86_400),
+                dormant_after: std::time::Duration::from_secs(u64::from(dormant_days) * 86_400),
+            };
+            audit(&source, format, &rules, fail_on_findings, config)
+        }
         Command::Export { source, format, out } => export(&source, format, &out),
         Command::Prove { source, position, size } => prove(&source, position, size),
         Command::Consistency { source, old_size, old_root, json } => consistency(&source, old_size, old_root, json),

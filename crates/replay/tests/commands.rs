@@ -7,7 +7,7 @@ use common::*;
 use ledger::merkle::{leaf_hash, verify_consistency, verify_inclusion, Hash};
 use ledger::source::{hex, parse_hash};
 use ledger::{AppendEvent, Ledger, Source};
-use projections::testing::{activated, flow, issued, stopped, write_bundle, LogBuilder};
+use projections::testing::{activated, flag_cleared, flagged, flow, issued, stopped, write_bundle, LogBuilder};
 use projections::{Cut, Options};
 use serde_json::Value;
 use std::io::Read;
@@ -321,4 +321,31 @@ fn progress_stays_quiet_when_stderr_is_not_a_terminal() {
         assert_eq!(code(&out), 0);
         assert!(stderr(&out).is_empty(), "{cmd:?}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn audit_limits_are_configurable_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LogBuilder::new();
+    log.append(vec![issued("SN1", 0, "LKL-A8", None)]);
+    log.append(vec![flow("SN1", 1, 20_000), activated("SN1", 1)]);
+    log.append(vec![flagged("SN1", 2, ledger::FlagReason::CashOut)]);
+    log.append(vec![flag_cleared("SN1", 12, ledger::FlagReason::CashOut)]); // open for 10 days
+    log.append(vec![issued("SN2", 12, "LKL-A8", None)]);
+    log.append(vec![flow("SN1", 60, 100)]); // the log ends on day 60: SN2 is 48 days old, never active
+    let bundle = dir.path().join("limits.bundle");
+    write_bundle(&bundle, log.records(), 1).unwrap();
+    let rules = |extra: &[&str]| {
+        let mut args = vec!["--format", "json", "--rule", "flag_open_too_long", "--rule", "dormant"];
+        args.extend_from_slice(extra);
+        let v = json(&replay_on("audit", &bundle, &args));
+        let mut names: Vec<String> =
+            v.as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap().to_owned()).collect();
+        names.sort();
+        names
+    };
+    assert!(rules(&[]).is_empty(), "defaults: 30 days for flags, 90 for dormancy");
+    assert_eq!(rules(&["--flag-open-days", "5"]), vec!["flag_open_too_long"]);
+    assert_eq!(rules(&["--dormant-days", "30"]), vec!["dormant"]);
+    assert_eq!(code(&replay_on("audit", &bundle, &["--flag-open-days", "0"])), 2);
 }
