@@ -258,13 +258,25 @@ fn terminal_end_rules(
         let check_at = d.deadline.map_or(end, |deadline| deadline.min(end));
         let existed = t.issued_at <= check_at;
         let stopped = audit.stopped_at.is_some_and(|at| at <= check_at);
+        let model = fleet.names.models.get(t.model).unwrap_or("?");
         if existed && !stopped {
-            let model = fleet.names.models.get(t.model).unwrap_or("?");
             let when = if d.deadline.is_some_and(|dl| dl <= end) { "its deadline" } else { "the end of the log" };
             emit(
                 Rule::DirectiveNotEnforced,
                 d.position,
                 format!("directive {} lists model {model}; terminal not stopped by {when} ({})", d.id, time(check_at)),
+            );
+        } else if matches!(t.state.status, Status::Issued | Status::Active) && t.issued_at > check_at {
+            // Issued after the deadline (a recalled model put into service anyway) and never stopped:
+            // still running at the end of the log.
+            emit(
+                Rule::DirectiveNotEnforced,
+                d.position,
+                format!(
+                    "directive {} lists model {model}; terminal issued {} after its deadline and still running at the end of the log",
+                    d.id,
+                    time(t.issued_at)
+                ),
             );
         }
     }

@@ -100,12 +100,17 @@ fn directive_not_enforced() {
             vec![stopped("A", 15, StopReason::ModelRecall, Some("D1"))],
             // B is stopped, but only after the deadline.
             vec![stopped("B", 25, StopReason::ModelRecall, Some("D1"))],
+            // F, of the recalled model M1, is put into service after the deadline and never stopped;
+            // G likewise, but it is stopped before the log ends.
+            vec![issued("F", 30, "M1", None), issued("G", 30, "M1", None)],
+            vec![stopped("G", 35, StopReason::ModelRecall, Some("D1"))],
             vec![flow("C", 40, 1)],
         ],
         AuditConfig::default(),
     );
-    // B missed D1's deadline (directive at position 4); E is never stopped under D2 (end of log).
-    assert_eq!(only(&f, Rule::DirectiveNotEnforced), vec![dev("B", 4), dev("E", 5)]);
+    // B missed D1's deadline (directive at position 4); E is never stopped under D2 (end of log); F is
+    // still running at the end of the log.
+    assert_eq!(only(&f, Rule::DirectiveNotEnforced), vec![dev("B", 4), dev("F", 4), dev("E", 5)]);
 }
 
 #[test]
