@@ -19,7 +19,7 @@ use crate::fleet::{partition_of, Fleet, SnKey, PARTITIONS};
 use crate::fold::{self, is_pairing, pair_verdicts, record_directive, step, Acc, Ctx, Input, Sequential};
 use crate::intern::{Interner, NameIds};
 use chrono::{DateTime, Utc};
-use ledger::codec::{decode_view, EventView, TerminalEventView};
+use ledger::codec::{decode_view, CodecError, EventView, TerminalEventView};
 use ledger::lifecycle::Violation;
 use ledger::source::build_sparse;
 use ledger::{DeviceEvent, Directive, ReadError, RecordIter, Source, TerminalEvent};
@@ -223,43 +223,91 @@ struct Op {
     event: OpEvent,
 }
 
-/// The event of an [`Op`]. The frequent events (flow is ~70% of a fleet's log) are held inline and
-/// need no heap; the others carry the owned event, boxed so they do not make every op bigger.
+/// The event of an [`Op`] (16 bytes).
+///
+/// No event allocates in the decoding thread. The frequent ones (flow is ~70% of a fleet's log) are
+/// held inline. The others are kept as their record body, copied into the chunk's arena
+/// ([`ChunkOut::bodies`]), and decoded again into an owned [`TerminalEvent`] by the thread that folds
+/// them, right before [`step`]: the allocations an owned event needs (an `issued` has six) are then
+/// made and freed by one thread within microseconds, which glibc serves from its thread cache. Owned
+/// events built in one thread and freed in another, a batch later, were ~25% of a 10M-event profile.
 enum OpEvent {
-    Flow { amount_fen: u64, transactions: u32 },
+    Flow {
+        amount_fen: u64,
+        transactions: u32,
+    },
     Activated,
     ContractExpired,
-    Other(Box<OtherOp>),
+    /// A record body at `bodies[start..start + len]` of the chunk's arena; for an `issued`, followed by
+    /// its four chunk-local name ids (little-endian `u32`s).
+    Body {
+        start: usize,
+        len: u32,
+        pairing: bool,
+    },
+    /// An op that waits for a later batch (its chunk's arena is gone by then), decoded and owned.
+    Owned(Box<OwnedOp>),
 }
 
-struct OtherOp {
+/// A decoded event carried over to a later batch.
+struct OwnedOp {
     event: TerminalEvent,
     /// For `issued`: the chunk-local name ids, and the global number of the chunk that interned them.
     ids: NameIds,
     chunk: u32,
 }
 
+/// The bytes of the chunk-local name ids stored after an `issued` body in the arena.
+const IDS_LEN: usize = 16;
+
 impl OpEvent {
     fn is_pairing(&self) -> bool {
-        matches!(self, OpEvent::Other(other) if is_pairing(&other.event))
+        match self {
+            OpEvent::Body { pairing, .. } => *pairing,
+            OpEvent::Owned(owned) => is_pairing(&owned.event),
+            _ => false,
+        }
     }
 
-    /// The event as the rules take it; the inline variants are rebuilt on the stack (no heap).
-    fn event(&self) -> Cow<'_, TerminalEvent> {
-        match self {
-            OpEvent::Flow { amount_fen, transactions } => {
-                Cow::Owned(TerminalEvent::Flow { amount_fen: *amount_fen, transactions: *transactions })
+    /// The event as the rules take it, with the chunk-local name ids of an `issued`. The inline
+    /// variants are rebuilt on the stack (no heap); a body is decoded from `bodies`, the arena of the
+    /// chunk it came from.
+    fn resolve(&self, bodies: &[u8]) -> Result<(Cow<'_, TerminalEvent>, NameIds), CodecError> {
+        Ok(match self {
+            OpEvent::Flow { amount_fen, transactions } => (
+                Cow::Owned(TerminalEvent::Flow { amount_fen: *amount_fen, transactions: *transactions }),
+                NameIds::default(),
+            ),
+            OpEvent::Activated => (Cow::Owned(TerminalEvent::Activated), NameIds::default()),
+            OpEvent::ContractExpired => (Cow::Owned(TerminalEvent::ContractExpired), NameIds::default()),
+            OpEvent::Owned(owned) => (Cow::Borrowed(&owned.event), owned.ids),
+            OpEvent::Body { start, len, .. } => {
+                let missing = || CodecError::Decode("op body outside its chunk's arena".into());
+                let end = start.checked_add(*len as usize).ok_or_else(missing)?;
+                let body = bodies.get(*start..end).ok_or_else(missing)?;
+                // These bytes decoded as a terminal event when the chunk was read; decoding is a pure
+                // function of them, so this cannot fail short of a bug (it would be reported, not hidden).
+                let EventView::Terminal(e) = decode_view(body)?.event else {
+                    return Err(CodecError::Decode("op body is not a terminal event".into()));
+                };
+                let mut ids = NameIds::default();
+                if let TerminalEventView::Issued(_) = e.event {
+                    let raw = bodies.get(end..end + IDS_LEN).ok_or_else(missing)?;
+                    for (id, bytes) in ids.iter_mut().zip(raw.chunks_exact(4)) {
+                        *id = u32::from_le_bytes(bytes.try_into().unwrap_or_default());
+                    }
+                }
+                (Cow::Owned(e.event.to_terminal_event()?), ids)
             }
-            OpEvent::Activated => Cow::Owned(TerminalEvent::Activated),
-            OpEvent::ContractExpired => Cow::Owned(TerminalEvent::ContractExpired),
-            OpEvent::Other(other) => Cow::Borrowed(&other.event),
-        }
+        })
     }
 }
 
 /// What one chunk of records turns into.
 struct ChunkOut {
     parts: Vec<Vec<Op>>,
+    /// The arena of [`OpEvent::Body`] ops.
+    bodies: Vec<u8>,
     names: [Vec<String>; 4],
     directives: Vec<(u64, Directive)>,
     /// Pairing events, each with the position of the commit marker that closes its append, if read.
@@ -286,9 +334,10 @@ fn decode_chunk(
     source: &Source,
     from: u64,
     to: u64,
-    chunk: u32,
     mut parts: Vec<Vec<Op>>,
+    mut bodies: Vec<u8>,
 ) -> Result<ChunkOut, ReadError> {
+    bodies.clear();
     assert!(parts.len() == PARTITIONS && parts.iter().all(Vec::is_empty), "one empty op vector per partition");
     for part in &mut parts {
         // Room for an even spread plus a quarter, so the vectors rarely grow (and copy) while filling.
@@ -296,6 +345,7 @@ fn decode_chunk(
     }
     let mut out = ChunkOut {
         parts,
+        bodies,
         names: Default::default(),
         directives: Vec::new(),
         pairing: Vec::new(),
@@ -327,21 +377,29 @@ fn decode_chunk(
                     TerminalEventView::Activated => OpEvent::Activated,
                     TerminalEventView::ContractExpired => OpEvent::ContractExpired,
                     other => {
-                        let event = other.to_terminal_event().map_err(codec)?;
-                        if is_pairing(&event) {
+                        let pairing = match other {
+                            TerminalEventView::Replaced { .. } => true,
+                            TerminalEventView::Issued(issued) => issued.replaces.is_some(),
+                            _ => false,
+                        };
+                        if pairing {
                             let device = e.to_device_event().map_err(codec)?;
+                            debug_assert!(is_pairing(&device.event), "the view and the owned event agree on pairing");
                             out.pairing.push((position, device, None));
                         }
-                        let mut ids = NameIds::default();
+                        let start = out.bodies.len();
+                        out.bodies.extend_from_slice(body);
                         if let TerminalEventView::Issued(issued) = other {
                             let mut buf = [0u8; 6];
                             let region = region_text(issued.region, &mut buf);
                             let values = [issued.model, issued.provider, region, issued.merchant];
-                            for ((id, table), value) in ids.iter_mut().zip(local.iter_mut()).zip(values) {
-                                *id = table.intern(value);
+                            for (table, value) in local.iter_mut().zip(values) {
+                                out.bodies.extend_from_slice(&table.intern(value).to_le_bytes());
                             }
                         }
-                        OpEvent::Other(Box::new(OtherOp { event, ids, chunk }))
+                        // A body is at most MAX_RECORD_BYTES (checked by the frame reader and the codec).
+                        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+                        OpEvent::Body { start, len, pairing }
                     }
                 };
                 let op = Op { position, at: e.at_us, sn: SnKey::new(e.device), event };
@@ -390,10 +448,12 @@ pub(crate) fn fold_parallel(
         return Err(RebuildError::Options("chunk_records and batch_chunks must be at least 1"));
     }
     assert!(fleet.position <= to, "a fold never goes backwards");
+    let codec = |(position, error)| ReadError::Codec { path: source.path.clone(), position, error };
     let mut carry = Carry { ops: (0..PARTITIONS).map(|_| Vec::new()).collect(), ..Carry::default() };
     let batch = options.chunk_records.saturating_mul(options.batch_chunks as u64);
-    // Emptied op vectors, reused by the next batch.
+    // Emptied op vectors and body arenas, reused by the next batch.
     let mut pool: Vec<Vec<Op>> = Vec::new();
+    let mut arena_pool: Vec<Vec<u8>> = Vec::new();
     let mut pos = fleet.position;
     while pos < to {
         let end = to.min(pos.saturating_add(batch));
@@ -402,31 +462,39 @@ pub(crate) fn fold_parallel(
             .step_by(usize::try_from(options.chunk_records).unwrap_or(usize::MAX))
             .map(|from| (from, end.min(from + options.chunk_records)))
             .collect();
-        let buffers: Vec<Vec<Vec<Op>>> =
-            ranges.iter().map(|_| (0..PARTITIONS).map(|_| pool.pop().unwrap_or_default()).collect()).collect();
+        let buffers: Vec<(Vec<Vec<Op>>, Vec<u8>)> = ranges
+            .iter()
+            .map(|_| {
+                let parts = (0..PARTITIONS).map(|_| pool.pop().unwrap_or_default()).collect();
+                (parts, arena_pool.pop().unwrap_or_default())
+            })
+            .collect();
         let outs: Vec<ChunkOut> = ranges
             .par_iter()
             .zip(buffers)
-            .enumerate()
-            .map(|(i, ((from, to), parts))| decode_chunk(source, *from, *to, base + i as u32, parts))
+            .map(|((from, to), (parts, bodies))| decode_chunk(source, *from, *to, parts, bodies))
             .collect::<Result<_, _>>()?;
-        let parts = glue(fleet, &mut carry, outs, end);
-        pool.extend(fold_partitions(fleet, &mut carry, parts));
+        let (parts, arenas) = glue(fleet, &mut carry, outs, end);
+        pool.extend(fold_partitions(fleet, &mut carry, parts, &arenas, base).map_err(codec)?);
+        arena_pool.extend(arenas);
         pos = end;
     }
     // The end of the input closes the append still open (a cut inside an append folds what is there).
     let open = std::mem::take(&mut carry.open);
     pair_verdicts(&open, &mut carry.verdicts);
-    fold_partitions(fleet, &mut carry, (0..PARTITIONS).map(|_| Vec::new()).collect());
+    let base = u32::try_from(carry.remaps.len()).unwrap_or(u32::MAX);
+    fold_partitions(fleet, &mut carry, (0..PARTITIONS).map(|_| Vec::new()).collect(), &[], base).map_err(codec)?;
     assert!(carry.ops.iter().all(Vec::is_empty), "every event is folded once all appends are closed");
     fold::finalize(fleet);
     Ok(())
 }
 
-/// The sequential step between decoding and folding a batch; returns the ops by partition, chunk order.
-fn glue(fleet: &mut Fleet, carry: &mut Carry, outs: Vec<ChunkOut>, end: u64) -> Vec<Vec<Vec<Op>>> {
+/// The sequential step between decoding and folding a batch; returns the ops by partition, chunk order,
+/// and the chunks' body arenas.
+fn glue(fleet: &mut Fleet, carry: &mut Carry, outs: Vec<ChunkOut>, end: u64) -> (Vec<Vec<Vec<Op>>>, Vec<Vec<u8>>) {
     let audit = fleet.audit.is_some();
     let mut acc = Acc::default();
+    let mut arenas = Vec::with_capacity(outs.len());
     let mut by_part: Vec<Vec<Vec<Op>>> = (0..PARTITIONS).map(|_| Vec::with_capacity(outs.len())).collect();
     for out in outs {
         let tables = fleet.names.tables_mut();
@@ -460,24 +528,33 @@ fn glue(fleet: &mut Fleet, carry: &mut Carry, outs: Vec<ChunkOut>, end: u64) -> 
         for (slot, ops) in by_part.iter_mut().zip(out.parts) {
             slot.push(ops);
         }
+        arenas.push(out.bodies);
     }
     fleet.position = end;
     fleet.illegal += acc.illegal;
     if let Some(log) = fleet.audit.as_mut() {
         log.findings.extend(acc.findings);
     }
-    by_part
+    (by_part, arenas)
 }
 
 /// Folds each partition's carried ops, then its new ops, in position order; partitions in parallel.
+/// `arenas` are the body arenas of the batch's chunks, the first of which has global number `base`.
 ///
-/// Returns the emptied op vectors, for reuse.
-fn fold_partitions(fleet: &mut Fleet, carry: &mut Carry, parts: Vec<Vec<Vec<Op>>>) -> Vec<Vec<Op>> {
+/// Returns the emptied op vectors, for reuse; or the position of a body that failed to decode again.
+fn fold_partitions(
+    fleet: &mut Fleet,
+    carry: &mut Carry,
+    parts: Vec<Vec<Vec<Op>>>,
+    arenas: &[Vec<u8>],
+    base: u32,
+) -> Result<Vec<Vec<Op>>, (u64, CodecError)> {
     let audit = fleet.audit.as_ref().map(|a| a.config);
     let ctx = Ctx { names: &fleet.names, directives: &fleet.directives, audit: audit.as_ref() };
     let verdicts = &carry.verdicts;
     let remaps = &carry.remaps;
-    let accs: Vec<(Acc, Vec<Vec<Op>>)> = fleet
+    type Folded = (Acc, Vec<Vec<Op>>);
+    let folded: Vec<Result<Folded, (u64, CodecError)>> = fleet
         .partitions
         .par_iter_mut()
         .zip(carry.ops.par_iter_mut())
@@ -486,48 +563,69 @@ fn fold_partitions(fleet: &mut Fleet, carry: &mut Carry, parts: Vec<Vec<Vec<Op>>
             let mut acc = Acc::default();
             let earlier = std::mem::take(waiting);
             let mut stalled = false;
-            let mut fold_op = |op: Op| {
-                let pairing = if op.event.is_pairing() { verdicts.get(&op.position) } else { Some(&None) };
+            // `bodies` is the arena of the op's chunk, `chunk` its global number.
+            let mut fold_op = |op: Op, bodies: &[u8], chunk: u32| -> Result<(), (u64, CodecError)> {
+                let Op { position, at, sn, event } = op;
+                let pairing = if event.is_pairing() { verdicts.get(&position) } else { Some(&None) };
                 let pairing = match (stalled, pairing) {
                     (false, Some(verdict)) => verdict.clone(),
                     _ => {
                         stalled = true;
-                        waiting.push(op);
-                        return;
+                        // Carried to the next batch, when this chunk's arena is gone: decode it now.
+                        let event = match event {
+                            OpEvent::Body { .. } => {
+                                let (decoded, ids) = event.resolve(bodies).map_err(|e| (position, e))?;
+                                OpEvent::Owned(Box::new(OwnedOp { event: decoded.into_owned(), ids, chunk }))
+                            }
+                            other => other,
+                        };
+                        waiting.push(Op { position, at, sn, event });
+                        return Ok(());
                     }
                 };
-                let ids = match &op.event {
-                    OpEvent::Other(other) if matches!(other.event, TerminalEvent::Issued(_)) => {
-                        remaps.get(other.chunk as usize).map(|remap| {
-                            let mut ids = NameIds::default();
-                            for ((id, map), local) in ids.iter_mut().zip(remap).zip(other.ids) {
-                                *id = map.get(local as usize).copied().unwrap_or_default();
-                            }
-                            ids
-                        })
-                    }
+                let (decoded, local) = event.resolve(bodies).map_err(|e| (position, e))?;
+                let chunk = match &event {
+                    OpEvent::Owned(owned) => owned.chunk,
+                    _ => chunk,
+                };
+                let ids = match *decoded {
+                    TerminalEvent::Issued(_) => remaps.get(chunk as usize).map(|remap| {
+                        let mut ids = NameIds::default();
+                        for ((id, map), local) in ids.iter_mut().zip(remap).zip(local) {
+                            *id = map.get(local as usize).copied().unwrap_or_default();
+                        }
+                        ids
+                    }),
                     _ => None,
                 };
-                let event = op.event.event();
-                let input = Input { position: op.position, at: op.at, sn: &op.sn, event: &event, ids, pairing };
+                let input = Input { position, at, sn: &sn, event: &decoded, ids, pairing };
                 let _ = step(part, &ctx, input, &mut acc);
+                Ok(())
             };
-            earlier.into_iter().for_each(&mut fold_op);
+            for op in earlier {
+                assert!(!matches!(op.event, OpEvent::Body { .. }), "carried ops own their event");
+                fold_op(op, &[], u32::MAX)?;
+            }
             let mut spent = Vec::with_capacity(chunks.len());
-            for mut ops in chunks {
-                ops.drain(..).for_each(&mut fold_op);
+            for (c, mut ops) in chunks.into_iter().enumerate() {
+                let bodies = arenas.get(c).map_or(&[][..], Vec::as_slice);
+                let chunk = base.saturating_add(u32::try_from(c).unwrap_or(u32::MAX));
+                for op in ops.drain(..) {
+                    fold_op(op, bodies, chunk)?;
+                }
                 spent.push(ops);
             }
-            (acc, spent)
+            Ok((acc, spent))
         })
         .collect();
     let mut spent = Vec::new();
-    for (acc, ops) in accs {
+    for result in folded {
+        let (acc, ops) = result?;
         fleet.illegal += acc.illegal;
         if let Some(log) = fleet.audit.as_mut() {
             log.findings.extend(acc.findings);
         }
         spent.extend(ops);
     }
-    spent
+    Ok(spent)
 }
