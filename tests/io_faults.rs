@@ -142,7 +142,7 @@ fn check_script_log(records: &[Record], appends: u64, what: &str) {
     for (i, record) in records.iter().enumerate() {
         let position = i as u64;
         assert_eq!(record.position, position, "{what}");
-        assert_eq!(record.commit, (position + 1) % K == 0, "{what}: commit marker at {position}");
+        assert_eq!(record.commit, (position + 1).is_multiple_of(K), "{what}: commit marker at {position}");
         let want = &batch(position / K)[(position % K) as usize];
         assert_eq!(record.event, want.event, "{what}: record {position}");
         assert_eq!(record.event_id, want.event_id, "{what}: record {position}");
