@@ -166,3 +166,14 @@ fn relaxed_mode_publishes_head_only_after_flush() {
     let flushed = ledger.flush().unwrap();
     assert_eq!(ledger::source::read_head(dir.path()), Some(flushed));
 }
+
+#[test]
+fn a_ledger_open_elsewhere_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let second = Ledger::open(dir.path()).err().unwrap();
+    assert!(matches!(second, ledger::OpenError::Locked(_)), "{second}");
+    drop(ledger);
+    // Closed: the next open gets it.
+    Ledger::open(dir.path()).unwrap();
+}

@@ -240,8 +240,16 @@ impl Ledger {
         let lock_path = dir.join("LOCK");
         let lock_file =
             OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
-        if lock_file.try_lock().is_err() {
-            return Err(OpenError::Locked(dir.to_owned()));
+        // The lock belongs to an open file description, which a child process shares between its fork
+        // and its exec: a ledger closed by a process that is spawning others may stay locked for a few
+        // milliseconds. Wait up to a second before calling it held by someone else.
+        let mut attempts = 0;
+        while lock_file.try_lock().is_err() {
+            attempts += 1;
+            if attempts >= 40 {
+                return Err(OpenError::Locked(dir.to_owned()));
+            }
+            std::thread::sleep(Duration::from_millis(25));
         }
         // A crash during the very first open may leave `segments/` created but empty: still a new ledger.
         let unborn = !seg_dir.exists() || std::fs::read_dir(&seg_dir).map_err(io_err(&seg_dir))?.next().is_none();
