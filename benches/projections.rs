@@ -1,15 +1,18 @@
 //! Projections benchmarks: full parallel rebuild (1 and 2 threads), the plain sequential fold, decoding
-//! alone, and catch-up from a checkpoint covering 90% of the log.
+//! alone (owned `decode_record` and borrowed `decode_view`), and catch-up from a checkpoint covering 90%
+//! of the log.
 //!
 //! The log is a legal simulated fleet (`projections::testing::simulate_into`, appends of 10,000 events
 //! through a relaxed-durability ledger), 1,000,000 events by default; set `POSLEDGER_BENCH_EVENTS` for
 //! another size (the target is 10,000,000). The generated ledger is cached in the system temp
 //! folder, keyed by size, so repeated runs skip generation.
 //!
-//! `cargo bench --bench projections`
+//! `cargo bench --bench projections` (`-- rebuild/` for the two headline numbers only)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ledger::codec::decode_record;
+use ledger::codec::{decode_record, decode_view};
 use ledger::{Durability, Ledger, Source};
 use projections::checkpoint;
 use projections::{rebuild, rebuild_sequential, Cut, Options};
@@ -59,6 +62,16 @@ fn bench(c: &mut Criterion) {
             let mut count = 0u64;
             while let Some((_, body, _)) = frames.next_frame().expect("frame") {
                 count += u64::from(decode_record(body).expect("decode").commit);
+            }
+            count
+        })
+    });
+    group.bench_function("decode_view_only_1t", |b| {
+        b.iter(|| {
+            let mut frames = source.frames(0, n);
+            let mut count = 0u64;
+            while let Some((_, body, _)) = frames.next_frame().expect("frame") {
+                count += u64::from(decode_view(body).expect("decode").commit);
             }
             count
         })

@@ -70,7 +70,8 @@ pub struct Links {
 /// An SN as a partition key: held inline (no heap, no pointer to chase on lookup) when it is at most
 /// [`SnKey::INLINE`] bytes, which covers real SNs (10 to 20 characters); longer ones are boxed.
 ///
-/// It hashes and compares as its bytes, so the index can be searched with a `&[u8]` (`Borrow<[u8]>`).
+/// The representation is canonical (inline exactly when short enough), so two keys are equal when their
+/// variants and fields are: an inline comparison is two fixed-size array compares, no `memcmp` call.
 /// It is only ever built from a `&str`, so its bytes are always UTF-8.
 #[derive(Clone)]
 pub(crate) enum SnKey {
@@ -129,20 +130,21 @@ impl SnKey {
 }
 
 impl PartialEq for SnKey {
+    #[inline]
     fn eq(&self, other: &SnKey) -> bool {
-        self.as_bytes() == other.as_bytes()
+        match (self, other) {
+            (SnKey::Inline { len: a, bytes: x }, SnKey::Inline { len: b, bytes: y }) => a == b && x == y,
+            (SnKey::Heap(a), SnKey::Heap(b)) => a == b,
+            // `new` is canonical: equal SNs never take different variants.
+            _ => false,
+        }
     }
 }
 impl Eq for SnKey {}
 impl std::hash::Hash for SnKey {
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // Exactly as `[u8]` hashes, as `Borrow<[u8]>` requires.
         self.as_bytes().hash(state)
-    }
-}
-impl std::borrow::Borrow<[u8]> for SnKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
     }
 }
 impl std::fmt::Debug for SnKey {
@@ -160,18 +162,16 @@ pub(crate) struct Partition {
 
 impl Partition {
     pub fn get(&self, sn: &str) -> Option<&Terminal> {
-        self.slot(sn.as_bytes()).and_then(|slot| self.terminals.get(slot))
+        self.slot(&SnKey::new(sn)).and_then(|slot| self.terminals.get(slot))
     }
 
-    pub fn slot(&self, sn: &[u8]) -> Option<usize> {
+    #[inline]
+    pub fn slot(&self, sn: &SnKey) -> Option<usize> {
         self.index.get(sn).map(|slot| *slot as usize)
     }
 
     pub fn insert(&mut self, sn: SnKey, terminal: Terminal) {
-        assert!(
-            !self.index.contains_key(sn.as_bytes()),
-            "a terminal is inserted once: issued twice is rejected by the rules"
-        );
+        assert!(!self.index.contains_key(&sn), "a terminal is inserted once: issued twice is rejected by the rules");
         let slot = u32::try_from(self.terminals.len()).unwrap_or(u32::MAX);
         self.terminals.push(terminal);
         self.index.insert(sn, slot);

@@ -36,6 +36,8 @@ pub(crate) struct Input<'a> {
     pub at: i64,
     /// The terminal, as its partition key (inline, so the hot path never allocates for it).
     pub sn: &'a SnKey,
+    /// Its slot in the partition, if already looked up and found (`None`: look it up).
+    pub slot: Option<usize>,
     pub event: &'a TerminalEvent,
     /// Interned names, for `issued`.
     pub ids: Option<NameIds>,
@@ -97,7 +99,9 @@ pub(crate) fn record_directive(directives: &mut Directives, position: u64, d: &D
 /// Folds one terminal event into its partition. Returns the rule the event broke, if any; a rejected
 /// event leaves the terminal unchanged.
 pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &mut Acc) -> Result<(), Violation> {
-    let slot = part.slot(input.sn.as_bytes());
+    // A slot never changes once given, so a hint looked up earlier (to overlap cache misses, see
+    // `rebuild::fold_partitions`) is as good as a fresh lookup; only a miss must be looked up again.
+    let slot = input.slot.or_else(|| part.slot(input.sn));
     let before = slot.and_then(|s| part.terminals.get(s));
     let before_state: Option<State> = before.map(|t| t.state);
     let model = before.and_then(|t| ctx.names.models.get(t.model));
@@ -274,6 +278,7 @@ impl<'a> Sequential<'a> {
                         position: record.position,
                         at: e.at.timestamp_micros(),
                         sn: &sn,
+                        slot: None,
                         event: &e.event,
                         ids,
                         pairing: verdicts.get(&record.position).cloned().flatten(),
