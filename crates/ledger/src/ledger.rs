@@ -14,11 +14,10 @@ use crate::merkle::{self, leaf_hash, Frontier, Hash};
 use crate::model::{
     Directive, DirectiveId, Event, EventId, ModelCode, Record, Sn, StopReason, StreamId, TerminalEvent,
 };
-use crate::segment::{push_frame, read_trailer_at_end, FileKind, Header, Trailer, HEADER_LEN};
+use crate::segment::{push_frame, FileKind, Header, Trailer, HEADER_LEN};
 use crate::source::Head;
 use crate::source::{
-    encode_head, is_unwritten_segment, list_segments, read_head, scan_active, segment_file_name, FileMeta, FrameIter,
-    RecordIter, HEAD_FILE, SEGMENTS_DIR, SPARSE_EVERY,
+    encode_head, segment_file_name, FileMeta, FrameIter, RecordIter, HEAD_FILE, SEGMENTS_DIR, SPARSE_EVERY,
 };
 use chrono::{DateTime, Utc};
 use std::fs::{File, OpenOptions};
@@ -150,9 +149,11 @@ impl Writer {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Published {
     head: Head,
+    /// The Merkle frontier at `head` (for read-only snapshots that may be extended, e.g. exports).
+    frontier: Frontier,
 }
 
 struct Durable {
@@ -262,7 +263,8 @@ impl Ledger {
         let index_path = dir.join("index");
         let (store, view, indexed) = open_index(&index_path, &recovered)?;
         let last_leaf = if recovered.frontier.size() == 0 { [0u8; 32] } else { last_leaf_of(&recovered)? };
-        let published = Published { head: Head { size: recovered.frontier.size(), root: recovered.frontier.root() } };
+        let head = Head { size: recovered.frontier.size(), root: recovered.frontier.root() };
+        let published = Published { head, frontier: recovered.frontier.clone() };
         let (tx, rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE);
         let active = recovered.active;
         let shared = Arc::new(Shared {
@@ -313,7 +315,7 @@ impl Ledger {
         // Records replayed from the log on open are already durable: persist them now, so the next open
         // starts from here.
         lock(&ledger.shared.writer).maybe_snapshot(1);
-        ledger.write_head_file(published.head);
+        ledger.write_head_file(head);
         Ok(ledger)
     }
 
@@ -626,9 +628,10 @@ impl Ledger {
             durable = lock(&self.shared.durable);
             durable.syncing = false;
             match result {
-                Ok(head) => {
+                Ok(published) => {
+                    let head = published.head;
                     if head.size > durable.published.head.size {
-                        durable.published.head = head;
+                        durable.published = published;
                         if sync {
                             // HEAD names only records that are durable: in relaxed mode it waits for
                             // `flush`, so after a power loss it never leads the log.
@@ -651,13 +654,14 @@ impl Ledger {
     }
 
     /// One group-commit round: takes what has been written so far and fsyncs it.
-    fn sync_once(&self, sync: bool) -> Result<Head, String> {
-        let (file, path, head) = {
+    fn sync_once(&self, sync: bool) -> Result<Published, String> {
+        let (file, path, published) = {
             let writer = lock(&self.shared.writer);
+            let head = Head { size: writer.size, root: writer.frontier.root() };
             (
                 writer.active.file.clone(),
                 writer.active.path.clone(),
-                Head { size: writer.size, root: writer.frontier.root() },
+                Published { head, frontier: writer.frontier.clone() },
             )
         };
         if sync {
@@ -671,7 +675,7 @@ impl Ledger {
                 return Err(format!("fsync of {} failed: {e}", path.display()));
             }
         }
-        Ok(head)
+        Ok(published)
     }
 
     /// Publishes the HEAD file (advisory; not synced: it may lag the log after a crash, never lead it).
@@ -705,9 +709,9 @@ impl Ledger {
         let mut durable = lock(&self.shared.durable);
         durable.syncing = false;
         let result = match result {
-            Ok(head) => {
-                if head.size > durable.published.head.size {
-                    durable.published.head = head;
+            Ok(published) => {
+                if published.head.size > durable.published.head.size {
+                    durable.published = published;
                 }
                 Ok(durable.published.head)
             }
@@ -852,7 +856,7 @@ impl Ledger {
 
     /// A read-only view of the published log, for projections and exports.
     pub fn source(&self) -> crate::source::Source {
-        let head = self.head();
+        let Published { head, frontier } = lock(&self.shared.durable).published.clone();
         crate::source::Source {
             path: self.shared.dir.clone(),
             kind: FileKind::Segment,
@@ -861,6 +865,8 @@ impl Ledger {
             published_head: Some(head),
             root_at_published: Some(head.root),
             torn: None,
+            frontier,
+            unwritten: None,
         }
     }
 
@@ -1270,172 +1276,71 @@ struct Recovered {
 /// Reads the segment files, checks their chain, cuts a torn tail off the live segment, and checks the
 /// result against the published HEAD (which may lag the log but never lead it).
 fn recover(dir: &Path, seg_dir: &Path) -> Result<Recovered, OpenError> {
-    let mut paths = list_segments(dir)?;
-    if paths.is_empty() {
-        return Err(OpenError::NotALedger(dir.to_owned()));
-    }
-    let published = read_head(dir);
-    let mut sealed = Vec::new();
-    let mut frontier = Frontier::new();
-    let mut ledger_id = None;
-    let mut last_recorded_at = None;
-    // Sealed segments: everything but the last, and the last too if it carries a trailer.
-    let mut i = 0;
-    loop {
-        let path = paths[i].clone();
-        if i + 1 == paths.len() && is_unwritten_segment(&path).map_err(io_err(&path))? {
-            // A crash while this segment was being created (after its predecessor was sealed, or on the
-            // first open): its header never reached the disk, so nothing can be in it. Create it again.
-            std::fs::remove_file(&path).map_err(io_err(&path))?;
-            let id = ledger_id.unwrap_or_else(new_ledger_id);
-            create_segment(seg_dir, i as u32, frontier.size(), id).map_err(io_err(seg_dir))?;
-        }
-        let mut reader = crate::segment::FrameReader::open(&path)?;
-        let header = *reader.header();
-        let corrupt = |what: String| OpenError::Corrupt { path: path.clone(), what };
-        if header.kind != FileKind::Segment || header.seq as usize != i {
-            return Err(corrupt(format!("segment {i} has header kind {:?}, number {}", header.kind, header.seq)));
-        }
-        if *ledger_id.get_or_insert(header.ledger_id) != header.ledger_id {
-            return Err(corrupt("segment belongs to another ledger (ledger id differs)".into()));
-        }
-        if header.first_position != frontier.size() {
-            return Err(corrupt(format!(
-                "segment starts at position {}, expected {}",
-                header.first_position,
-                frontier.size()
-            )));
-        }
-        let last = i + 1 == paths.len();
-        let trailer = if last { read_trailer_at_end(&path).ok() } else { Some(read_trailer_at_end(&path)?) };
-        match trailer {
-            Some(trailer) => {
-                let Some(next) = trailer.checked_frontier() else {
-                    return Err(corrupt("trailer frontier does not match its root".into()));
-                };
-                if trailer.log_size != header.first_position + trailer.record_count {
-                    return Err(corrupt("trailer log size differs from first position + records".into()));
-                }
-                // The last record of a sealed segment gives the recorded-at floor for new appends.
-                if last && trailer.record_count > 0 {
-                    let meta = FileMeta {
-                        path: path.clone(),
-                        header,
-                        records: trailer.record_count,
-                        readable_len: reader.file_len() - Trailer::encoded_len(trailer.frontier.len()) as u64,
-                        trailer: None,
-                        sparse: None,
-                    };
-                    let mut iter = RecordIter::new(FrameIter::new(vec![meta], trailer.log_size - 1, trailer.log_size));
-                    if let Some(record) = iter.next() {
-                        last_recorded_at = Some(record?.recorded_at);
-                    }
-                }
-                reader.limit(0);
-                sealed.push(FileMeta {
-                    path: path.clone(),
-                    header,
-                    records: trailer.record_count,
-                    readable_len: reader_len(&path)? - Trailer::encoded_len(trailer.frontier.len()) as u64,
-                    trailer: Some(trailer),
-                    sparse: None,
-                });
-                frontier = next;
-                if last {
-                    // Sealed but no successor yet (a crash between sealing and creating it).
-                    let id = ledger_id.unwrap_or_default();
-                    let (new_path, _) =
-                        create_segment(seg_dir, (i + 1) as u32, frontier.size(), id).map_err(io_err(seg_dir))?;
-                    paths.push(new_path);
-                }
+    // The read side finds the committed log and everything wrong with it; recovery only acts on that.
+    let source = crate::source::Source::open(dir)?;
+    check_published(dir, &source)?;
+    let ledger_id = source.ledger_id().unwrap_or_else(new_ledger_id);
+    let mut sealed = source.files.clone();
+    let live = match sealed.last() {
+        Some(file) if file.trailer.is_none() => sealed.pop(),
+        _ => None,
+    };
+    let active = match live {
+        Some(active) => {
+            if let Some(torn) = &source.torn {
+                // Unacknowledged bytes: cut them so new appends follow the last commit.
+                let file = OpenOptions::new().write(true).open(&active.path).map_err(io_err(&active.path))?;
+                file.set_len(torn.committed_len).map_err(io_err(&active.path))?;
+                file.sync_all().map_err(io_err(&active.path))?;
             }
-            None => {
-                let scan = scan_active(&path, frontier.clone(), None)?;
-                if let Some(torn) = &scan.torn {
-                    // Unacknowledged bytes: cut them so new appends follow the last commit.
-                    let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
-                    file.set_len(torn.committed_len).map_err(io_err(&path))?;
-                    file.sync_all().map_err(io_err(&path))?;
-                }
-                if scan.last_recorded_at.is_some() {
-                    last_recorded_at = scan.last_recorded_at;
-                }
-                frontier = scan.frontier.clone();
-                let active_file = OpenOptions::new().read(true).append(true).open(&path).map_err(io_err(&path))?;
-                // What a crashed relaxed-mode writer left in the page cache is durable from here on, so
-                // the HEAD this open publishes never leads the disk.
-                active_file.sync_all().map_err(io_err(&path))?;
-                let active = FileMeta {
-                    path: path.clone(),
-                    header,
-                    records: scan.records,
-                    readable_len: scan.committed_len,
-                    trailer: None,
-                    sparse: Some(Arc::new(scan.sparse)),
-                };
-                if let Some(head) = published {
-                    check_published(dir, head, &frontier, &sealed, &active)?;
-                }
-                return Ok(Recovered {
-                    ledger_id: header.ledger_id,
-                    sealed,
-                    active,
-                    active_file,
-                    frontier,
-                    last_recorded_at,
-                });
+            active
+        }
+        None => {
+            // No live segment: a new ledger, a crash between sealing a segment and creating the next,
+            // or a crash while creating it (its header never reached the disk). Create it (again).
+            if let Some(path) = &source.unwritten {
+                std::fs::remove_file(path).map_err(io_err(path))?;
+            }
+            let seq = u32::try_from(sealed.len()).unwrap_or(u32::MAX);
+            let (path, _) = create_segment(seg_dir, seq, source.head.size, ledger_id).map_err(io_err(seg_dir))?;
+            let header = Header { kind: FileKind::Segment, seq, first_position: source.head.size, ledger_id };
+            FileMeta {
+                path,
+                header,
+                records: 0,
+                readable_len: HEADER_LEN as u64,
+                trailer: None,
+                sparse: Some(Arc::default()),
             }
         }
-        i += 1;
-    }
-}
-
-fn reader_len(path: &Path) -> Result<u64, OpenError> {
-    Ok(std::fs::metadata(path).map_err(io_err(path))?.len())
+    };
+    let active_file = OpenOptions::new().read(true).append(true).open(&active.path).map_err(io_err(&active.path))?;
+    // What a crashed relaxed-mode writer left in the page cache is durable from here on, so the HEAD
+    // this open publishes never leads the disk.
+    active_file.sync_all().map_err(io_err(&active.path))?;
+    let last_recorded_at = match source.head.size.checked_sub(1) {
+        Some(last) => match source.records(last).next() {
+            Some(record) => Some(record?.recorded_at),
+            None => None,
+        },
+        None => None,
+    };
+    assert_eq!(source.frontier.size(), source.head.size, "the frontier covers the committed log");
+    Ok(Recovered { ledger_id, sealed, active, active_file, frontier: source.frontier, last_recorded_at })
 }
 
 /// The HEAD file names a size that was acknowledged: the log must hold at least that many records, and
-/// the same root at that size.
-fn check_published(
-    dir: &Path,
-    head: Head,
-    frontier: &Frontier,
-    sealed: &[FileMeta],
-    active: &FileMeta,
-) -> Result<(), OpenError> {
+/// the same root at that size. (HEAD may lag the log, never lead it.)
+fn check_published(dir: &Path, source: &crate::source::Source) -> Result<(), OpenError> {
+    let Some(head) = source.published_head else { return Ok(()) };
     let corrupt = |what: String| OpenError::Corrupt { path: dir.join(HEAD_FILE), what };
-    if head.size > frontier.size() {
+    if head.size > source.head.size {
         return Err(corrupt(format!(
             "the log holds {} records but {} were acknowledged: acknowledged records are missing",
-            frontier.size(),
-            head.size
+            source.head.size, head.size
         )));
     }
-    if head.size == 0 {
-        return Ok(());
-    }
-    let root = if head.size == frontier.size() {
-        frontier.root()
-    } else {
-        // HEAD lags the log (it is rewritten after each sync, not synced itself). Hash only from the
-        // start of the segment holding position head.size - 1, starting from the frontier its
-        // predecessor's trailer carries: open stays proportional to one segment, not to the log.
-        let mut files = sealed.to_vec();
-        files.push(active.clone());
-        let index = files.partition_point(|f| f.end_position() < head.size);
-        let mut at = match index.checked_sub(1).and_then(|i| files[i].trailer.as_ref()) {
-            Some(trailer) => {
-                trailer.checked_frontier().ok_or_else(|| corrupt("a trailer's frontier is damaged".into()))?
-            }
-            None => Frontier::new(),
-        };
-        let mut frames = FrameIter::new(files, at.size(), head.size);
-        while let Some((_, body, _)) = frames.next_frame()? {
-            at.push_leaf(body);
-        }
-        at.root()
-    };
-    if root != head.root {
+    if head.size > 0 && source.root_at_published != Some(head.root) {
         return Err(corrupt(format!("the root of the first {} records differs from the acknowledged head", head.size)));
     }
     Ok(())

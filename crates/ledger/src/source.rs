@@ -404,6 +404,38 @@ pub fn is_unwritten_segment(path: &Path) -> std::io::Result<bool> {
     Ok(Header::decode(&bytes).is_err())
 }
 
+/// Checks segment `index`'s header against its place in the chain: kind, number, ledger id, first position.
+pub fn check_chain(
+    path: &Path,
+    header: &Header,
+    index: usize,
+    ledger_id: &mut Option<u64>,
+    expected_first: u64,
+) -> Result<(), ReadError> {
+    let bad = |what: String| ReadError::Corrupt { path: path.to_owned(), position: expected_first, what };
+    if header.kind != FileKind::Segment || header.seq as usize != index {
+        return Err(bad(format!("segment {index} has header kind {:?}, number {}", header.kind, header.seq)));
+    }
+    if *ledger_id.get_or_insert(header.ledger_id) != header.ledger_id {
+        return Err(bad("segment belongs to another ledger (ledger id differs)".into()));
+    }
+    if header.first_position != expected_first {
+        return Err(bad(format!("segment starts at position {}, expected {expected_first}", header.first_position)));
+    }
+    Ok(())
+}
+
+/// The root of the log at `size`, a position inside `meta`, from the frontier at the file's start:
+/// hashes only that file's records.
+fn root_within(meta: &FileMeta, mut frontier: Frontier, size: u64) -> Result<Hash, ReadError> {
+    assert_eq!(frontier.size(), meta.first_position(), "the frontier starts where the file does");
+    let mut frames = FrameIter::new(vec![meta.clone()], meta.first_position(), size);
+    while let Some((_, body, _)) = frames.next_frame()? {
+        frontier.push_leaf(body);
+    }
+    Ok(frontier.root())
+}
+
 /// A log opened for reading: a ledger folder or a bundle. Opening never writes.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -421,6 +453,11 @@ pub struct Source {
     pub root_at_published: Option<Hash>,
     /// For a folder: bytes after the last committed record of the live segment (a write in progress or a torn tail).
     pub torn: Option<TornTail>,
+    /// The Merkle frontier at the head (what an appender continues from).
+    pub frontier: Frontier,
+    /// For a folder: a last segment file whose creation a crash cut short (its header never reached the
+    /// disk, so nothing can be in it). Readers skip it; the writer creates it again.
+    pub unwritten: Option<PathBuf>,
 }
 
 impl Source {
@@ -455,6 +492,11 @@ impl Source {
             });
         }
         let head = Head { size: trailer.log_size, root: trailer.root };
+        let trailer_frontier = trailer.checked_frontier().ok_or_else(|| ReadError::Corrupt {
+            path: path.to_owned(),
+            position: trailer.log_size,
+            what: "bundle trailer's frontier does not hash to its root".into(),
+        })?;
         Ok(Source {
             path: path.to_owned(),
             kind: FileKind::Bundle,
@@ -470,45 +512,31 @@ impl Source {
             published_head: None,
             root_at_published: None,
             torn: None,
+            frontier: trailer_frontier,
+            unwritten: None,
         })
     }
 
     fn open_dir(dir: &Path) -> Result<Source, ReadError> {
         let paths = list_segments(dir)?;
-        if paths.is_empty() {
-            return Err(ReadError::Corrupt {
-                path: dir.join(SEGMENTS_DIR),
-                position: 0,
-                what: "no segment files".into(),
-            });
-        }
         let published = read_head(dir);
-        let mut files = Vec::with_capacity(paths.len());
+        let mut files: Vec<FileMeta> = Vec::with_capacity(paths.len());
         let mut frontier = Frontier::new();
         let mut ledger_id = None;
         let mut torn = None;
+        let mut unwritten = None;
         let mut root_at_published = None;
         for (i, path) in paths.iter().enumerate() {
             let io = |source| ReadError::Io { path: path.clone(), source };
-            if i > 0 && i + 1 == paths.len() && is_unwritten_segment(path).map_err(io)? {
-                break; // a crash while it was being created: empty, and its predecessor is sealed
+            if i + 1 == paths.len() && is_unwritten_segment(path).map_err(io)? {
+                // A crash while it was being created: empty, and its predecessor (if any) is sealed.
+                unwritten = Some(path.clone());
+                break;
             }
             let reader = FrameReader::open(path)?;
             let header = *reader.header();
+            check_chain(path, &header, i, &mut ledger_id, frontier.size())?;
             let bad = |what: String| ReadError::Corrupt { path: path.clone(), position: frontier.size(), what };
-            if header.kind != FileKind::Segment || header.seq as usize != i {
-                return Err(bad(format!("header says kind {:?}, segment {}", header.kind, header.seq)));
-            }
-            if *ledger_id.get_or_insert(header.ledger_id) != header.ledger_id {
-                return Err(bad("segment belongs to another ledger (ledger id differs)".into()));
-            }
-            if header.first_position != frontier.size() {
-                return Err(bad(format!(
-                    "segment starts at position {}, expected {}",
-                    header.first_position,
-                    frontier.size()
-                )));
-            }
             let last = i + 1 == paths.len();
             let sealed = if last { read_trailer_at_end(path).ok() } else { Some(read_trailer_at_end(path)?) };
             if let Some(trailer) = sealed {
@@ -518,20 +546,24 @@ impl Source {
                 if trailer.log_size != header.first_position + trailer.record_count {
                     return Err(bad("trailer's log size differs from first position + record count".into()));
                 }
-                if let Some(p) = published {
-                    if p.size == header.first_position {
-                        root_at_published = Some(frontier.root());
-                    }
-                }
                 let readable_len = reader.file_len() - Trailer::encoded_len(trailer.frontier.len()) as u64;
-                files.push(FileMeta {
+                let meta = FileMeta {
                     path: path.clone(),
                     header,
                     records: trailer.record_count,
                     readable_len,
                     trailer: Some(trailer),
                     sparse: None,
-                });
+                };
+                if let Some(p) = published {
+                    // HEAD may lag the log: its root is found by hashing only the segment it falls in.
+                    if p.size > header.first_position && p.size < meta.end_position() {
+                        root_at_published = Some(root_within(&meta, frontier.clone(), p.size)?);
+                    } else if p.size == header.first_position {
+                        root_at_published = Some(frontier.root());
+                    }
+                }
+                files.push(meta);
                 frontier = next;
             } else {
                 let scan = scan_active(path, frontier.clone(), published.map(|h| h.size))?;
@@ -563,7 +595,14 @@ impl Source {
             published_head: published,
             root_at_published,
             torn,
+            frontier,
+            unwritten,
         })
+    }
+
+    /// The ledger id of the log's files (`None` for a folder with no written segment yet).
+    pub fn ledger_id(&self) -> Option<u64> {
+        self.files.first().map(|f| f.header.ledger_id)
     }
 
     /// Iterates raw frames of positions `from..to` (clamped to the head).
