@@ -85,6 +85,7 @@ impl SnKey {
     /// The longest SN held inline (the enum stays 24 bytes).
     pub const INLINE: usize = 22;
 
+    /// The key of `sn` (inline when it fits, so the same SN always gets the same variant).
     pub fn new(sn: &str) -> SnKey {
         match u8::try_from(sn.len()) {
             Ok(len) if sn.len() <= SnKey::INLINE => {
@@ -98,6 +99,7 @@ impl SnKey {
         }
     }
 
+    /// The SN's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             SnKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
@@ -105,6 +107,7 @@ impl SnKey {
         }
     }
 
+    /// The SN as text (validated again as UTF-8: a few nanoseconds, off the fold's hot path).
     pub fn as_str(&self) -> &str {
         match std::str::from_utf8(self.as_bytes()) {
             Ok(sn) => sn,
