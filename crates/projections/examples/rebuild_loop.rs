@@ -63,6 +63,7 @@ fn main() {
             n as f64 / cpu.max(1e-9) / 1e6,
             fleet.len()
         );
+        println!("digest {}", fleet.digest_hex());
     }
     println!("best {threads}t: {:.2} M/s", n as f64 / best / 1e6);
 }
