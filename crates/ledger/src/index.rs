@@ -264,13 +264,13 @@ impl View {
         slot
     }
 
-    /// Adds a newly issued terminal.
-    pub fn insert_terminal(&mut self, sn: Sn, mem: TerminalMem) {
+    /// Adds a newly issued terminal; returns its slot.
+    pub fn insert_terminal(&mut self, sn: Sn, mem: TerminalMem) -> u32 {
         if !self.delta.models.contains(&mem.model) {
             self.delta.models.insert(mem.model.clone());
         }
         self.models.entry(mem.model.clone()).or_default().push(sn.clone());
-        self.insert_slot(sn, mem);
+        self.insert_slot(sn, mem)
     }
 
     /// Records a directive.

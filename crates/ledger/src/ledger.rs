@@ -1046,36 +1046,21 @@ fn precheck(events: &[AppendEvent]) -> Result<(), AppendError> {
     })
 }
 
-/// Where a pending terminal's model lives: in the view (known terminal) or in the request (issued now).
-#[derive(Clone, Copy)]
-enum ModelRef<'v, 'e> {
-    View(&'v ModelCode),
-    New(&'e ModelCode),
-}
-
-impl ModelRef<'_, '_> {
-    fn get(&self) -> &ModelCode {
-        match self {
-            ModelRef::View(m) => m,
-            ModelRef::New(m) => m,
-        }
-    }
-}
-
 /// One terminal's entry as of the append's events so far.
-struct PendingTerminal<'v, 'e> {
+struct PendingTerminal<'e> {
     version: u64,
     state: State,
-    model: ModelRef<'v, 'e>,
-    /// Where the terminal lives in the view (None: issued by this append).
+    /// Where the terminal lives in the view (None until a terminal issued by this append is inserted).
     slot: Option<u32>,
+    /// Set when the terminal is issued by this append.
+    new_model: Option<&'e ModelCode>,
 }
 
 /// The state changes of one append, checked against the view plus the append's own earlier events.
-/// Keys borrow from the view (`'v`) and the request (`'e`), so checking an event allocates nothing.
+/// Keys borrow from the request (`'e`), so checking an event allocates nothing.
 struct Pending<'v, 'e> {
     view: &'v View,
-    terminals: FastMap<&'e Sn, PendingTerminal<'v, 'e>>,
+    terminals: FastMap<&'e Sn, PendingTerminal<'e>>,
     directives: FastMap<&'e DirectiveId, FastSet<&'e ModelCode>>,
     directives_version: u64,
 }
@@ -1105,62 +1090,45 @@ impl<'v, 'e> Pending<'v, 'e> {
                 Ok(version)
             }
             Event::Terminal(d) => {
+                let view = self.view;
                 // One look-up in the (large, cold) view per terminal per append; later events of the same
-                // terminal hit the small pending map.
-                let (version, state, model, slot) = match self.terminals.get(&d.device) {
-                    Some(p) => (p.version, Some(p.state), Some(p.model), p.slot),
-                    None => {
-                        match self.view.slot_of(&d.device).and_then(|slot| Some((slot, self.view.terminal_at(slot)?))) {
-                            Some((slot, m)) => (m.version, Some(m.state), Some(ModelRef::View(&m.model)), Some(slot)),
-                            None => (0, None, None, None),
-                        }
-                    }
+                // terminal hit the small pending map, and the commit reaches the entry by its slot.
+                let (version, state, slot, new_model) = match self.terminals.get(&d.device) {
+                    Some(p) => (p.version, Some(p.state), p.slot, p.new_model),
+                    None => match view.slot_of(&d.device).and_then(|slot| Some((slot, view.terminal_at(slot)?))) {
+                        Some((slot, m)) => (m.version, Some(m.state), Some(slot), None),
+                        None => (0, None, None, None),
+                    },
                 };
                 check_expected(index, e, version)?;
-                let model = match (&d.event, model) {
-                    (TerminalEvent::Issued(issued), None) => ModelRef::New(&issued.model),
-                    (_, Some(model)) => model,
+                let new_model = match (&d.event, state) {
+                    (TerminalEvent::Issued(issued), None) => Some(&issued.model),
+                    (_, Some(_)) => new_model,
                     (_, None) => return Err(rule(lifecycle::Violation::UnknownTerminal)),
                 };
+                let model: Option<&ModelCode> =
+                    new_model.or_else(|| slot.and_then(|slot| view.terminal_at(slot)).map(|m| &m.model));
                 let directives = &self.directives;
-                let view = self.view;
                 let lookup = |id: &DirectiveId| {
                     let lists = |found: bool| DirectiveLookup::Recorded { lists_model: found };
+                    let covers = |models: &dyn Fn(&ModelCode) -> bool| model.is_some_and(models);
                     match directives.get(id) {
-                        Some(models) => lists(models.contains(model.get())),
+                        Some(models) => lists(covers(&|m| models.contains(m))),
                         None => match view.directives.get(id) {
-                            Some(models) => lists(models.contains(model.get())),
+                            Some(models) => lists(covers(&|m| models.contains(m))),
                             None => DirectiveLookup::NotRecorded,
                         },
                     }
                 };
                 let state = lifecycle::apply(state.as_ref(), &d.event, &lookup).map_err(rule)?;
-                self.terminals.insert(&d.device, PendingTerminal { version: version + 1, state, model, slot });
+                self.terminals.insert(&d.device, PendingTerminal { version: version + 1, state, slot, new_model });
                 Ok(version)
             }
         }
     }
 
     fn finish(self) -> Changes<'e> {
-        let terminals = self
-            .terminals
-            .into_iter()
-            .map(|(sn, p)| {
-                let new = match p.model {
-                    ModelRef::New(model) => Some(model),
-                    ModelRef::View(_) => None,
-                };
-                let change = TerminalChange {
-                    version: p.version,
-                    state: p.state,
-                    new_model: new,
-                    slot: p.slot,
-                    positions: Vec::new(),
-                };
-                (sn, change)
-            })
-            .collect();
-        Changes { terminals }
+        Changes { terminals: self.terminals }
     }
 }
 
@@ -1173,32 +1141,39 @@ fn check_expected(index: usize, e: &AppendEvent, actual: u64) -> Result<(), Appe
     }
 }
 
-/// One terminal's checked change within an append.
-struct TerminalChange<'e> {
-    version: u64,
-    state: State,
-    /// Set when the terminal is issued by this append.
-    new_model: Option<&'e ModelCode>,
-    /// Its slot in the view, for a terminal issued earlier.
-    slot: Option<u32>,
-    positions: Vec<u64>,
-}
-
 /// The checked changes of one append, ready to apply once the records are written.
 struct Changes<'e> {
-    terminals: FastMap<&'e Sn, TerminalChange<'e>>,
+    terminals: FastMap<&'e Sn, PendingTerminal<'e>>,
 }
 
 impl Changes<'_> {
-    /// Applies the changes to the view: states, versions, stream positions, directives, event ids.
+    /// Applies the changes to the view: stream positions in event order, then each terminal's final
+    /// version and state; directives and event ids.
     fn commit(mut self, view: &mut View, fresh: &[usize], events: &[AppendEvent], positions: &[u64]) {
         for &index in fresh {
             let e = &events[index];
             let position = positions[index];
             match &e.event {
                 Event::Terminal(d) => {
-                    if let Some(change) = self.terminals.get_mut(&d.device) {
-                        change.positions.push(position);
+                    let Some(change) = self.terminals.get_mut(&d.device) else { continue };
+                    let slot = match (change.slot, change.new_model) {
+                        (Some(slot), _) => slot,
+                        (None, Some(model)) => {
+                            // Issued by this append: enters the view at its first event.
+                            let mem = TerminalMem {
+                                version: change.version,
+                                state: change.state,
+                                model: model.clone(),
+                                positions: Positions::default(),
+                            };
+                            let slot = view.insert_terminal(d.device.clone(), mem);
+                            change.slot = Some(slot);
+                            slot
+                        }
+                        (None, None) => continue,
+                    };
+                    if let Some(mem) = view.terminal_at_mut(slot) {
+                        mem.positions.push(position);
                     }
                 }
                 Event::Directive(d) => {
@@ -1210,32 +1185,11 @@ impl Changes<'_> {
                 view.insert_event_id(id.clone(), position);
             }
         }
-        for (sn, change) in self.terminals {
-            match change.new_model {
-                Some(model) => {
-                    let mut list = Positions::default();
-                    for position in &change.positions {
-                        list.push(*position);
-                    }
-                    assert_eq!(list.len(), change.version, "a stream's positions and version agree");
-                    let mem = TerminalMem {
-                        version: change.version,
-                        state: change.state,
-                        model: model.clone(),
-                        positions: list,
-                    };
-                    view.insert_terminal(sn.clone(), mem);
-                }
-                None => {
-                    if let Some(mem) = change.slot.and_then(|slot| view.terminal_at_mut(slot)) {
-                        for position in &change.positions {
-                            mem.positions.push(*position);
-                        }
-                        mem.version = change.version;
-                        mem.state = change.state;
-                        assert_eq!(mem.positions.len(), mem.version, "a stream's positions and version agree");
-                    }
-                }
+        for change in self.terminals.values() {
+            if let Some(mem) = change.slot.and_then(|slot| view.terminal_at_mut(slot)) {
+                mem.version = change.version;
+                mem.state = change.state;
+                assert_eq!(mem.positions.len(), mem.version, "a stream's positions and version agree");
             }
         }
     }
