@@ -4,11 +4,13 @@
 //! Both the [`crate::Ledger`] (on open and for every read) and read-only tools (replay) use this module,
 //! so there is one copy of the rules for what counts as a committed record and what is a torn tail.
 
-use crate::codec::decode_record;
+use crate::codec::{decode_record, MAX_RECORD_BYTES};
 use crate::error::ReadError;
 use crate::merkle::{leaf_hash, Frontier, Hash};
 use crate::model::Record;
-use crate::segment::{read_trailer_at_end, FileKind, FormatError, FrameReader, Header, Item, Trailer, HEADER_LEN};
+use crate::segment::{
+    read_trailer_at_end, FileKind, FormatError, FrameReader, Header, Item, Trailer, FRAME_PREFIX_LEN, HEADER_LEN,
+};
 use chrono::{DateTime, Utc};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -334,30 +336,45 @@ pub fn scan_active(path: &Path, start: Frontier, want_root_at: Option<u64>) -> R
     Ok(scan)
 }
 
-/// Byte offsets of every [`SPARSE_EVERY`]th record of a file, by a scan of its frames.
+/// Byte offsets of every [`SPARSE_EVERY`]th record of a file, by a walk along its frames' length
+/// fields. Bodies are skipped, not read or CRC-checked: the offsets are only ever used to seek, and every
+/// frame read from them goes through the frame reader, CRC included. (A full scan of a 64 MiB segment
+/// costs ~25 ms; the walk reads 8 bytes a record.)
 pub fn build_sparse(meta: &FileMeta) -> Result<Vec<u64>, ReadError> {
-    let mut reader = FrameReader::open(&meta.path)?;
-    reader.limit(meta.readable_len);
-    let mut sparse = Vec::with_capacity((meta.records / SPARSE_EVERY + 1) as usize);
+    use std::io::{BufReader, Seek, SeekFrom};
+    let io = |source| ReadError::Io { path: meta.path.clone(), source };
+    let file = std::fs::File::open(&meta.path).map_err(io)?;
+    let end = meta.readable_len.min(file.metadata().map_err(io)?.len());
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    reader.seek(SeekFrom::Start(HEADER_LEN as u64)).map_err(io)?;
+    let corrupt = |seen: u64, what: String| ReadError::Corrupt {
+        path: meta.path.clone(),
+        position: meta.first_position() + seen,
+        what,
+    };
+    let mut sparse = Vec::with_capacity(usize::try_from(meta.records / SPARSE_EVERY + 1).unwrap_or(0));
+    let mut next = HEADER_LEN as u64;
     let mut seen = 0u64;
-    loop {
-        let offset = reader.offset();
-        match reader.next_item()? {
-            Some(Item::Record { .. }) => {
-                if seen.is_multiple_of(SPARSE_EVERY) {
-                    sparse.push(offset);
-                }
-                seen += 1;
-            }
-            Some(Item::Trailer { .. }) | None => break,
+    while seen < meta.records {
+        if next + FRAME_PREFIX_LEN as u64 > end {
+            return Err(corrupt(seen, format!("file ends at offset {end} before record {seen} of {}", meta.records)));
         }
+        let mut prefix = [0u8; 4];
+        reader.read_exact(&mut prefix).map_err(io)?;
+        let len = u32::from_le_bytes(prefix);
+        if len == 0 || len as usize > MAX_RECORD_BYTES {
+            return Err(corrupt(seen, format!("offset {next}: record length {len} is out of bounds")));
+        }
+        if seen.is_multiple_of(SPARSE_EVERY) {
+            sparse.push(next);
+        }
+        seen += 1;
+        next += FRAME_PREFIX_LEN as u64 + u64::from(len);
+        // Skip the CRC and the body; within the buffer this is a pointer move.
+        reader.seek_relative(4 + i64::from(len)).map_err(io)?;
     }
-    if seen != meta.records {
-        return Err(ReadError::Corrupt {
-            path: meta.path.clone(),
-            position: meta.first_position() + seen,
-            what: format!("file holds {seen} records, expected {}", meta.records),
-        });
+    if next > end {
+        return Err(corrupt(seen, format!("the last frame runs past offset {end}")));
     }
     Ok(sparse)
 }
