@@ -9,10 +9,33 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// A table of distinct strings, each with a dense `u32` id (its index).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Compact on purpose: a fleet has about one merchant per 1.4 terminals, so this table is a large part
+/// of the fleet's memory. The strings live end to end in one `String` (`text`, with each id's end offset
+/// in `ends`), and the look-up map goes from a 64-bit hash of the string to its id: about 30 bytes a
+/// value instead of two boxed copies and a map of boxed keys (~110). A hash shared by two different
+/// strings (never seen in practice, but possible) sends the later one to `collisions`, keyed by text.
+#[derive(Clone, Debug, Default)]
 pub struct Interner {
-    values: Vec<Box<str>>,
-    ids: HashMap<Box<str>, u32, crate::fleet::Hasher>,
+    text: String,
+    ends: Vec<u32>,
+    by_hash: HashMap<u64, u32, crate::fleet::Hasher>,
+    collisions: HashMap<Box<str>, u32, crate::fleet::Hasher>,
+}
+
+impl PartialEq for Interner {
+    fn eq(&self, other: &Interner) -> bool {
+        // Equal tables hold the same values in the same id order; the maps follow from them.
+        self.ends == other.ends && self.text == other.text
+    }
+}
+
+impl Eq for Interner {}
+
+/// One fixed hash function for the table's keys (a map's own random state would differ per table).
+fn hash_of(value: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x696e_7465_726e_6564).hash_one(value)
 }
 
 impl Interner {
@@ -23,54 +46,73 @@ impl Interner {
 
     /// The id of `value`, adding it if it is new.
     pub fn intern(&mut self, value: &str) -> u32 {
-        if let Some(id) = self.ids.get(value) {
-            return *id;
+        if let Some(id) = self.id(value) {
+            return id;
         }
-        // More than 4 billion distinct values cannot occur: every one comes from a record of at most
-        // 1 MiB and the log would be petabytes long; saturate rather than wrap if it ever did.
-        let id = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
-        self.values.push(value.into());
-        self.ids.insert(value.into(), id);
+        // More than 4 billion distinct values (or 4 GiB of text) cannot occur: every one comes from a
+        // record of at most 1 MiB and the log would be petabytes long; saturate rather than wrap.
+        let id = u32::try_from(self.ends.len()).unwrap_or(u32::MAX);
+        self.text.push_str(value);
+        self.ends.push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+        match self.by_hash.entry(hash_of(value)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.insert(value.into(), id);
+            }
+        }
         id
     }
 
     /// The id of `value`, if it was interned.
     pub fn id(&self, value: &str) -> Option<u32> {
-        self.ids.get(value).copied()
+        match self.by_hash.get(&hash_of(value)) {
+            Some(id) if self.get(*id) == Some(value) => Some(*id),
+            Some(_) => self.collisions.get(value).copied(),
+            None => None,
+        }
     }
 
     /// The string of `id`, if it exists.
     pub fn get(&self, id: u32) -> Option<&str> {
-        self.values.get(id as usize).map(|v| &**v)
+        let end = *self.ends.get(id as usize)? as usize;
+        let start = match id.checked_sub(1) {
+            Some(previous) => *self.ends.get(previous as usize)? as usize,
+            None => 0,
+        };
+        self.text.get(start..end)
     }
 
     /// How many distinct values.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.ends.len()
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.ends.is_empty()
     }
 
     /// The values, in id order.
     pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.values.iter().map(|v| &**v)
+        (0..self.ends.len()).filter_map(|id| self.get(u32::try_from(id).ok()?))
     }
 
-    /// Heap bytes held by the table (glibc chunk sizes; each string is held twice, in the list and as
-    /// the key of the id map).
+    /// Heap bytes held by the table (glibc chunk sizes for the text and the id list; hashbrown's
+    /// buckets for the maps).
     pub fn heap_bytes(&self) -> usize {
-        let strings: usize = self.values.iter().map(|v| crate::fleet::malloc_size(v.len())).sum();
-        let buckets = if self.ids.capacity() == 0 { 0 } else { (self.ids.capacity() * 8 / 7).next_power_of_two() };
-        self.values.capacity() * std::mem::size_of::<Box<str>>()
-            + buckets * (std::mem::size_of::<(Box<str>, u32)>() + 1)
-            + 2 * strings
+        let buckets = |capacity: usize| if capacity == 0 { 0 } else { (capacity * 8 / 7).next_power_of_two() };
+        let collided: usize = self.collisions.keys().map(|k| crate::fleet::malloc_size(k.len())).sum();
+        crate::fleet::malloc_size(self.text.capacity())
+            + crate::fleet::malloc_size(self.ends.capacity() * std::mem::size_of::<u32>())
+            + buckets(self.by_hash.capacity()) * (std::mem::size_of::<(u64, u32)>() + 1)
+            + buckets(self.collisions.capacity()) * (std::mem::size_of::<(Box<str>, u32)>() + 1)
+            + collided
     }
 
     pub(crate) fn to_image(&self) -> Vec<String> {
-        self.values.iter().map(|v| v.to_string()).collect()
+        self.values().map(str::to_owned).collect()
     }
 
     /// Rebuilds a table from its values in id order; `None` if a value repeats.
