@@ -411,9 +411,10 @@ fn main() {
             let path = base.join("fleet.checkpoint");
             projections::checkpoint::save(&at99, &source, &path).expect("save checkpoint");
             let start = Instant::now();
-            let (caught_up, _) =
+            let (caught_up, start_from) =
                 projections::rebuild_from_checkpoint(&path, &source, Cut::Head, &all).expect("catch up");
             let seconds = start.elapsed().as_secs_f64();
+            assert!(matches!(start_from, projections::Start::Checkpoint { .. }), "checkpoint refused: {start_from:?}");
             assert_eq!(caught_up.digest_hex(), fleet.digest_hex(), "catch-up differs from a full rebuild");
             push(&mut rows, "checkpoint catch-up (last ~1%)", n - cut, seconds, None, format!("from position {cut}"));
         }
