@@ -18,6 +18,9 @@
 //!   per event (what a plain sled-backed event store does);
 //! - peak memory (VmHWM) and bytes on disk per event.
 //!
+//! Reads (scan, verify, rebuilds, catch-up, the raw read baseline) run three times and keep the fastest;
+//! appends run once, each on a fresh ledger.
+//!
 //! It prints a table and, with `--json PATH`, writes an array of
 //! `{"name", "events", "seconds", "events_per_s", "baseline", "ratio_to_baseline"}`.
 
@@ -261,6 +264,23 @@ fn concurrent_appends(dir: &Path, threads: usize, total: usize, template: &Appen
     (seconds, latencies)
 }
 
+/// Reads are repeated and the fastest run kept (as criterion's lower bound): on a shared 2-core machine a
+/// single run measures the neighbours as much as the code. Appends are measured once (each needs a
+/// fresh ledger).
+const READ_RUNS: usize = 3;
+
+fn best_of<T>(mut run: impl FnMut() -> T) -> (f64, T) {
+    let mut best = f64::INFINITY;
+    let mut last = None;
+    for _ in 0..READ_RUNS {
+        let start = Instant::now();
+        let out = run();
+        best = best.min(start.elapsed().as_secs_f64());
+        last = Some(out);
+    }
+    (best, last.expect("READ_RUNS is at least 1"))
+}
+
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted.get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
@@ -357,34 +377,24 @@ fn main() {
 
         // Reads, on the batch-10000 ledger.
         let source = ledger::Source::open(&ledger_dir).expect("source");
-        let (seconds, count) = raw_read_decode(&base.join("raw"));
+        let (seconds, (_, count)) = best_of(|| raw_read_decode(&base.join("raw")));
         push(&mut rows, "baseline: raw read + decode", count, seconds, None, String::new());
-        let start = Instant::now();
-        let mut scanned = 0u64;
-        for record in source.records(0) {
-            std::hint::black_box(record.expect("record"));
-            scanned += 1;
-        }
-        push(
-            &mut rows,
-            "full scan (decode)",
-            scanned,
-            start.elapsed().as_secs_f64(),
-            Some("baseline: raw read + decode"),
-            String::new(),
-        );
-        let start = Instant::now();
-        replay::verify::verify(&source, &mut |_| {}).expect("verify");
-        push(&mut rows, "verify", n, start.elapsed().as_secs_f64(), Some("baseline: raw read + decode"), String::new());
+        let (seconds, scanned) = best_of(|| {
+            let mut scanned = 0u64;
+            for record in source.records(0) {
+                std::hint::black_box(record.expect("record"));
+                scanned += 1;
+            }
+            scanned
+        });
+        push(&mut rows, "full scan (decode)", scanned, seconds, Some("baseline: raw read + decode"), String::new());
+        let (seconds, _) = best_of(|| replay::verify::verify(&source, &mut |_| {}).expect("verify"));
+        push(&mut rows, "verify", n, seconds, Some("baseline: raw read + decode"), String::new());
         let one = RebuildOptions::default().threads(1);
         let all = RebuildOptions::default().threads(threads);
-        let start = Instant::now();
-        let fleet1 = projections::rebuild(&source, Cut::Head, &one).expect("rebuild");
-        let t1 = start.elapsed().as_secs_f64();
+        let (t1, fleet1) = best_of(|| projections::rebuild(&source, Cut::Head, &one).expect("rebuild"));
         push(&mut rows, "fleet rebuild, 1 thread", n, t1, Some("baseline: raw read + decode"), String::new());
-        let start = Instant::now();
-        let fleet = projections::rebuild(&source, Cut::Head, &all).expect("rebuild");
-        let tn = start.elapsed().as_secs_f64();
+        let (tn, fleet) = best_of(|| projections::rebuild(&source, Cut::Head, &all).expect("rebuild"));
         push(
             &mut rows,
             &format!("fleet rebuild, {threads} threads"),
@@ -401,19 +411,17 @@ fn main() {
             memory.per_terminal(),
             fleet.len()
         );
-        let start = Instant::now();
-        projections::rebuild(&source, Cut::Position(n / 2), &all).expect("rebuild as of");
-        push(&mut rows, "fleet rebuild as of midpoint", n / 2, start.elapsed().as_secs_f64(), None, String::new());
+        let (seconds, _) =
+            best_of(|| projections::rebuild(&source, Cut::Position(n / 2), &all).expect("rebuild as of"));
+        push(&mut rows, "fleet rebuild as of midpoint", n / 2, seconds, None, String::new());
         // Checkpoint at the last append boundary at or before 99%, then catch up the rest.
         let cut = boundaries.iter().copied().filter(|b| *b <= n - n / 100).max().unwrap_or(0);
         let at99 = projections::rebuild(&source, Cut::Position(cut), &all).expect("rebuild 99%");
         if at99.at_commit_boundary() {
             let path = base.join("fleet.checkpoint");
             projections::checkpoint::save(&at99, &source, &path).expect("save checkpoint");
-            let start = Instant::now();
-            let (caught_up, start_from) =
-                projections::rebuild_from_checkpoint(&path, &source, Cut::Head, &all).expect("catch up");
-            let seconds = start.elapsed().as_secs_f64();
+            let (seconds, (caught_up, start_from)) =
+                best_of(|| projections::rebuild_from_checkpoint(&path, &source, Cut::Head, &all).expect("catch up"));
             assert!(matches!(start_from, projections::Start::Checkpoint { .. }), "checkpoint refused: {start_from:?}");
             assert_eq!(caught_up.digest_hex(), fleet.digest_hex(), "catch-up differs from a full rebuild");
             push(&mut rows, "checkpoint catch-up (last ~1%)", n - cut, seconds, None, format!("from position {cut}"));
