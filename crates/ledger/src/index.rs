@@ -302,21 +302,21 @@ impl View {
         self.terminals.len()
     }
 
-    /// Encodes what changed since the last snapshot and clears the change marks.
-    pub fn take_snapshot(&mut self, size: u64, last_leaf: Hash) -> Result<Snapshot, String> {
+    /// Copies what changed since the last snapshot and clears the change marks. Only the copy is made
+    /// here, under the writer's lock; sorting and encoding ([`Changed::encode`]) happen on the indexer
+    /// thread, off the append path (the copy costs a fraction of the encoding).
+    pub fn take_snapshot(&mut self, size: u64, last_leaf: Hash) -> Changed {
         let mut buckets = Vec::new();
         for (number, dirty) in self.dirty.iter_mut().enumerate() {
             if !*dirty {
                 continue;
             }
             *dirty = false;
-            let mut entries: Vec<(&str, &TerminalMem)> = self.members[number]
+            let entries: Vec<(SnKey, TerminalMem)> = self.members[number]
                 .iter()
-                .map(|slot| (self.sns[*slot as usize].as_str(), &self.terminals[*slot as usize]))
+                .map(|slot| (SnKey::new(&self.sns[*slot as usize]), self.terminals[*slot as usize].clone()))
                 .collect();
-            // Sorted so that the same view always gives the same bytes.
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            buckets.push((number as u16, encode(&entries)?));
+            buckets.push((number as u16, entries));
         }
         let mut event_ids = Vec::new();
         for (number, dirty) in self.event_ids_dirty.iter_mut().enumerate() {
@@ -324,22 +324,75 @@ impl View {
                 continue;
             }
             *dirty = false;
-            let mut entries: Vec<(&str, u64)> = self.event_ids[number].iter().map(|(k, v)| (k.as_str(), *v)).collect();
-            entries.sort_unstable();
-            event_ids.push((number as u16, encode(&entries)?));
+            let entries: Vec<(EventId, u64)> = self.event_ids[number].iter().map(|(k, v)| (k.clone(), *v)).collect();
+            event_ids.push((number as u16, entries));
         }
         let delta = std::mem::take(&mut self.delta);
-        let mut models = Vec::with_capacity(delta.models.len());
-        for model in delta.models {
-            let list = self.models.get(&model).map(Vec::as_slice).unwrap_or_default();
-            models.push((model.as_str().to_owned(), encode(&list)?));
-        }
-        Ok(Snapshot {
+        let models = delta
+            .models
+            .into_iter()
+            .map(|model| {
+                let list = self.models.get(&model).cloned().unwrap_or_default();
+                (model, list)
+            })
+            .collect();
+        Changed {
             size,
             last_leaf,
             buckets,
-            directives_stream: if delta.directives_stream { Some(encode(&self.directives_stream)?) } else { None },
+            directives_stream: delta.directives_stream.then(|| self.directives_stream.clone()),
             directives: delta.directives,
+            models,
+            event_ids,
+        }
+    }
+}
+
+/// A copy of what changed in the view since the last snapshot, not yet encoded.
+#[derive(Debug, Default)]
+pub struct Changed {
+    size: u64,
+    last_leaf: Hash,
+    buckets: Vec<(u16, Vec<(SnKey, TerminalMem)>)>,
+    directives_stream: Option<Positions>,
+    directives: Vec<(DirectiveId, Vec<ModelCode>)>,
+    models: Vec<(ModelCode, Vec<Sn>)>,
+    event_ids: Vec<(u16, Vec<(EventId, u64)>)>,
+}
+
+impl Changed {
+    /// Records the snapshot covers.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Sorts and encodes the pages (the same view always gives the same bytes).
+    pub fn encode(self) -> Result<Snapshot, String> {
+        let mut buckets = Vec::with_capacity(self.buckets.len());
+        for (number, entries) in &self.buckets {
+            let mut entries: Vec<(&str, &TerminalMem)> = entries.iter().map(|(k, m)| (k.as_str(), m)).collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            buckets.push((*number, encode(&entries)?));
+        }
+        let mut event_ids = Vec::with_capacity(self.event_ids.len());
+        for (number, entries) in &self.event_ids {
+            let mut entries: Vec<(&str, u64)> = entries.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            entries.sort_unstable();
+            event_ids.push((*number, encode(&entries)?));
+        }
+        let mut models = Vec::with_capacity(self.models.len());
+        for (model, list) in &self.models {
+            models.push((model.as_str().to_owned(), encode(list)?));
+        }
+        Ok(Snapshot {
+            size: self.size,
+            last_leaf: self.last_leaf,
+            buckets,
+            directives_stream: match &self.directives_stream {
+                Some(stream) => Some(encode(stream)?),
+                None => None,
+            },
+            directives: self.directives,
             models,
             event_ids,
         })

@@ -8,7 +8,7 @@
 
 use crate::codec::{encode_record_ref, RecordRef, MAX_RECORD_BYTES};
 use crate::error::{AppendError, OpenError, ReadError};
-use crate::index::{FastMap, FastSet, Positions, Snapshot, Store, TerminalMem, View, SNAPSHOT_EVERY};
+use crate::index::{Changed, FastMap, FastSet, Positions, Store, TerminalMem, View, SNAPSHOT_EVERY};
 use crate::lifecycle::{self, DirectiveLookup, State, Status};
 use crate::merkle::{self, leaf_hash, Frontier, Hash};
 use crate::model::{
@@ -127,7 +127,7 @@ struct Writer {
     last_leaf: Hash,
     /// Log size covered by the last snapshot handed to the indexer.
     snapshot_size: u64,
-    index_tx: Option<SyncSender<Snapshot>>,
+    index_tx: Option<SyncSender<Changed>>,
 }
 
 impl Writer {
@@ -136,12 +136,7 @@ impl Writer {
         if self.size < self.snapshot_size + min_new.max(1) {
             return;
         }
-        let snapshot = match self.view.take_snapshot(self.size, self.last_leaf) {
-            Ok(snapshot) => snapshot,
-            // Encoding the view cannot fail for values that passed validation; if it ever does the index
-            // simply stays behind and is caught up from the log on the next open.
-            Err(_) => return,
-        };
+        let snapshot = self.view.take_snapshot(self.size, self.last_leaf);
         self.snapshot_size = self.size;
         if let Some(tx) = &self.index_tx {
             let _ = tx.send(snapshot);
@@ -177,6 +172,10 @@ struct Shared {
     active_sparse: RwLock<(u32, u64, Vec<u64>)>,
     store: Store,
     indexed: Mutex<u64>,
+    /// Set when a snapshot could not be encoded or written: later snapshots are not written either
+    /// (each covers only what changed since the one before), so the persisted index stays at its last
+    /// good watermark and the next open replays the log from there.
+    index_error: Mutex<Option<String>>,
     indexed_cv: Condvar,
     indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
     head_file: Mutex<Option<File>>,
@@ -300,6 +299,7 @@ impl Ledger {
             )),
             store,
             indexed: Mutex::new(indexed),
+            index_error: Mutex::new(None),
             indexed_cv: Condvar::new(),
             indexer: Mutex::new(None),
             head_file: Mutex::new(None),
@@ -741,6 +741,9 @@ impl Ledger {
         while *indexed < target {
             if lock(&self.shared.durable).failed.is_some() {
                 return Err(ReadError::Index("the ledger failed; the index is behind the log".into()));
+            }
+            if let Some(why) = lock(&self.shared.index_error).clone() {
+                return Err(ReadError::Index(format!("the index stopped at its last good snapshot: {why}")));
             }
             let (guard, _) = self
                 .shared
@@ -1196,9 +1199,20 @@ impl Changes<'_> {
 }
 
 /// The background thread that writes snapshots to sled, once the records they cover are published.
-fn indexer_loop(shared: std::sync::Weak<Shared>, rx: Receiver<Snapshot>) {
-    while let Ok(snapshot) = rx.recv() {
+fn indexer_loop(shared: std::sync::Weak<Shared>, rx: Receiver<Changed>) {
+    while let Ok(changed) = rx.recv() {
         let Some(shared) = shared.upgrade() else { return };
+        if lock(&shared.index_error).is_some() {
+            continue;
+        }
+        let snapshot = match changed.encode() {
+            Ok(snapshot) => snapshot,
+            Err(why) => {
+                *lock(&shared.index_error) = Some(why);
+                shared.indexed_cv.notify_all();
+                continue;
+            }
+        };
         // Only durable records go to sled: wait until the snapshot's records are published.
         let mut durable = lock(&shared.durable);
         while durable.published.head.size < snapshot.size && durable.failed.is_none() && !durable.closed {
@@ -1210,10 +1224,16 @@ fn indexer_loop(shared: std::sync::Weak<Shared>, rx: Receiver<Snapshot>) {
         }
         let publishable = durable.published.head.size >= snapshot.size;
         drop(durable);
-        if publishable && shared.store.write(&snapshot, shared.ledger_id).is_ok() {
-            *lock(&shared.indexed) = snapshot.size;
-            shared.indexed_cv.notify_all();
+        let written = if publishable {
+            shared.store.write(&snapshot, shared.ledger_id)
+        } else {
+            Err("the snapshot covers records that were never published".to_string())
+        };
+        match written {
+            Ok(()) => *lock(&shared.indexed) = snapshot.size,
+            Err(why) => *lock(&shared.index_error) = Some(why),
         }
+        shared.indexed_cv.notify_all();
     }
 }
 
