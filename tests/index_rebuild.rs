@@ -177,19 +177,6 @@ fn reopen_and_compare(dir: &Path, before: &Answers, what: &str) {
     assert_eq!(answers(&ledger).head, head);
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn deleted_index_is_rebuilt() {
     let tmp = tempfile::tempdir().unwrap();

@@ -67,3 +67,17 @@ pub fn directive(id: &str, models: &[&str]) -> Directive {
         deadline: Some(t(20)),
     }
 }
+
+/// Copies a folder tree (a ledger, a fixture) file by file.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
