@@ -349,18 +349,7 @@ fn an_ndjson_export_appended_into_a_fresh_ledger_rebuilds_the_same_fleet() {
     ok(posledger(&["simulate", "--dir", s(&original), "--devices", "400", "--seed", "11", "--months", "18"]));
     let source = Source::open(&original).unwrap();
     let lines: Vec<String> = source.records(0).map(|r| replay::ndjson::render(&r.unwrap()).unwrap()).collect();
-    for kind in [
-        "issued",
-        "flow",
-        "activated",
-        "contract_renewed",
-        "contract_expired",
-        "flagged",
-        "flag_cleared",
-        "stopped",
-        "replaced",
-        "directive",
-    ] {
+    for kind in replay::ndjson::TYPES {
         assert!(lines.iter().any(|l| l.contains(&format!("\"type\":\"{kind}\""))), "the simulation has no {kind}");
     }
     let input = write(dir.path(), "export.ndjson", &lines);

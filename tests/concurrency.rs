@@ -39,17 +39,6 @@ fn flow_amount(record: &Record) -> Option<(String, u64)> {
     }
 }
 
-/// xorshift64*, seeded per writer.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 /// Checks that `read` is a prefix-consistent view: dense positions from 0, and equal to what was seen
 /// before where they overlap; extends `known`.
 fn merge_prefix(known: &mut Vec<Record>, read: Vec<Record>, who: &str) {

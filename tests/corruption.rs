@@ -24,17 +24,6 @@ fn cases() -> u64 {
     std::env::var("POSLEDGER_CORRUPTION_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(150)
 }
 
-/// xorshift64*.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 fn seed() -> u64 {
     std::env::var("POSLEDGER_CORRUPTION_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1

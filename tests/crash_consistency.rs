@@ -605,6 +605,20 @@ fn torn_frame_followed_by_zeros_is_a_torn_tail() {
 // Crash windows the kill loop rarely hits: creating a segment file
 // ---------------------------------------------------------------------------------------------------------
 
+/// Options with 1,500-byte segments, so a few appends seal several.
+fn small_segments() -> Options {
+    Options { segment_max_bytes: 1_500, ..relaxed() }
+}
+
+/// 30 two-event appends into a new ledger of small segments, then closed.
+fn fill_small_segments(base: &std::path::Path) {
+    let ledger = Ledger::open_with(base, small_segments()).unwrap();
+    for i in 0..30 {
+        ledger.append(vec![issued(&format!("SN{i}"), "M"), flow(&format!("SN{i}"), 10)]).unwrap();
+    }
+    ledger.close().unwrap();
+}
+
 /// A segment file is created (`create_new`), then its 40-byte header is written and fsynced, then the
 /// folder is fsynced. A crash in between leaves the new, last segment shorter than its header: empty, or a
 /// prefix of it. Its predecessor is sealed, so nothing acknowledged can be in it. The ledger must open
@@ -614,14 +628,8 @@ fn crash_while_creating_the_next_segment_is_recovered() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    let options = || Options { segment_max_bytes: 1_500, ..relaxed() };
-    {
-        let ledger = Ledger::open_with(&base, options()).unwrap();
-        for i in 0..30 {
-            ledger.append(vec![issued(&format!("SN{i}"), "M"), flow(&format!("SN{i}"), 10)]).unwrap();
-        }
-        ledger.close().unwrap();
-    }
+    let options = small_segments;
+    fill_small_segments(&base);
     // The state just after sealing the segment before the live one: drop the live segment (and HEAD,
     // which would name its records).
     let live = last_segment(&base);
@@ -689,14 +697,8 @@ fn torn_trailer_of_the_last_segment_is_a_torn_tail() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    let options = || Options { segment_max_bytes: 1_500, ..relaxed() };
-    {
-        let ledger = Ledger::open_with(&base, options()).unwrap();
-        for i in 0..30 {
-            ledger.append(vec![issued(&format!("SN{i}"), "M"), flow(&format!("SN{i}"), 10)]).unwrap();
-        }
-        ledger.close().unwrap();
-    }
+    let options = small_segments;
+    fill_small_segments(&base);
     // Back to the moment the segment before the live one was being sealed.
     let live = last_segment(&base);
     std::fs::remove_file(&live).unwrap();

@@ -509,23 +509,25 @@ impl<'a> Reader<'a> {
         Ok(us)
     }
 
+    /// A 0/1 byte (a `bool`, or an `Option`'s tag); anything else is refused, naming `what`.
     #[inline(always)]
-    fn bool(&mut self) -> Result<bool, CodecError> {
+    fn flag(&mut self, what: &str) -> Result<bool, CodecError> {
         match self.byte()? {
             0 => Ok(false),
             1 => Ok(true),
-            b => Err(CodecError::Decode(format!("invalid bool value {b}"))),
+            b => Err(CodecError::Decode(format!("invalid {what} {b}"))),
         }
+    }
+
+    #[inline(always)]
+    fn bool(&mut self) -> Result<bool, CodecError> {
+        self.flag("bool value")
     }
 
     /// The tag of an `Option`: `true` for `Some`.
     #[inline(always)]
     fn some(&mut self) -> Result<bool, CodecError> {
-        match self.byte()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            b => Err(CodecError::Decode(format!("invalid Option tag {b}"))),
-        }
+        self.flag("Option tag")
     }
 
     /// The variant index of an enum.

@@ -150,6 +150,20 @@ struct DecodedBatch {
     parts: Vec<Vec<u32>>,
 }
 
+/// The tiles of leaves `lo..hi`, split at `cut` when it falls inside (so the root at `cut` can be
+/// recomputed from whole tiles).
+fn spans_of(lo: u64, hi: u64, cut: Option<u64>) -> Vec<(u64, u32)> {
+    let mut spans = Vec::new();
+    match cut {
+        Some(c) if lo < c && c < hi => {
+            tiles(lo, c, &mut spans);
+            tiles(c, hi, &mut spans);
+        }
+        _ => tiles(lo, hi, &mut spans),
+    }
+    spans
+}
+
 /// The aligned perfect subtrees tiling leaves `lo..hi` (at most 2^[`MAX_BLOCK_HEIGHT`] each), as
 /// (start, height).
 fn tiles(mut lo: u64, hi: u64, out: &mut Vec<(u64, u32)>) {
@@ -178,14 +192,7 @@ fn decode_batch(batch: &Batch, cut: Option<u64>) -> DecodedBatch {
     let (leaves, records): (Vec<Hash>, Vec<Result<Decoded, CodecError>>) =
         batch.bodies().with_min_len(256).map(decode).unzip();
     let (lo, hi) = (batch.first, batch.first + leaves.len() as u64);
-    let mut spans = Vec::new();
-    match cut {
-        Some(c) if lo < c && c < hi => {
-            tiles(lo, c, &mut spans);
-            tiles(c, hi, &mut spans);
-        }
-        _ => tiles(lo, hi, &mut spans),
-    }
+    let spans = spans_of(lo, hi, cut);
     let subtrees = spans
         .into_par_iter()
         .map(|(start, height)| {
@@ -700,14 +707,7 @@ mod tests {
             while lo < total {
                 let hi = (lo + batch).min(total);
                 let leaves: Vec<Hash> = (lo..hi).map(leaf).collect();
-                let mut spans = Vec::new();
-                match cut {
-                    Some(c) if lo < c && c < hi => {
-                        tiles(lo, c, &mut spans);
-                        tiles(c, hi, &mut spans);
-                    }
-                    _ => tiles(lo, hi, &mut spans),
-                }
+                let spans = spans_of(lo, hi, cut);
                 for (start, height) in spans {
                     assert_eq!(start, ours.size);
                     let from = (start - lo) as usize;
