@@ -809,7 +809,7 @@ impl Ledger {
     fn read_at_unpublished(&self, position: u64, writer: &Writer) -> Result<Record, ReadError> {
         // Called under the writer lock: the record may not be published yet but it is written.
         let files = self.files_snapshot(writer.size);
-        let mut iter = RecordIter::new(self.frame_iter(files, position, position + 1));
+        let mut iter = RecordIter::new(FrameIter::new(files, position, position + 1));
         iter.next().unwrap_or(Err(ReadError::OutOfRange { position, size: writer.size }))
     }
 
@@ -828,11 +828,7 @@ impl Ledger {
     pub fn frames(&self, from: u64, to: u64) -> FrameIter {
         let size = self.head().size;
         let files = self.files_snapshot(size);
-        self.frame_iter(files, from, to.min(size))
-    }
-
-    fn frame_iter(&self, files: Vec<FileMeta>, from: u64, to: u64) -> FrameIter {
-        FrameIter::new(files, from, to)
+        FrameIter::new(files, from, to.min(size))
     }
 
     /// The files of the log with the active segment cut at `size` records.
