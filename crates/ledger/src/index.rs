@@ -9,8 +9,8 @@
 //! view is persisted as *pages*: terminals are spread over [`BUCKETS`] buckets by a hash of their SN, and
 //! a snapshot writes one sled value per bucket that changed since the previous snapshot (in the spirit
 //! of EventStoreDB's PTables: a memtable in memory, flushed in large sorted pieces). Snapshots are taken
-//! every [`SNAPSHOT_EVERY`] records and when the ledger closes, written by a background thread, and only
-//! once every record they cover is durable in the log. The log between the snapshot's watermark and its
+//! of the follower's full view every [`SNAPSHOT_EVERY`] records and when the ledger closes, written by a
+//! background thread (see `indexer.rs`), and only once every record they cover is durable in the log. The log between the snapshot's watermark and its
 //! end is replayed on open, as a database replays its WAL.
 //!
 //! ## sled layout (keys big-endian, values bincode standard)
@@ -32,6 +32,7 @@ use crate::merkle::Hash;
 use crate::model::{DirectiveId, EventId, ModelCode, Sn, MAX_ID_LEN};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 
 /// Number of snapshot pages terminals are spread over.
 pub const BUCKETS: usize = 4096;
@@ -138,6 +139,11 @@ impl SnKey {
         SnKey { len: text.len() as u8, bytes }
     }
 
+    /// The SN's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
     /// The SN's text (always ASCII: the model admits only `[A-Za-z0-9_-]`).
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
@@ -169,16 +175,33 @@ pub struct TerminalMem {
     pub positions: Positions,
 }
 
+/// One terminal in the view's arena: its SN inline beside its state, so the look-up's key comparison
+/// and the check's read of the state touch the same few cache lines.
+#[derive(Clone, Debug)]
+struct Entry {
+    key: SnKey,
+    mem: TerminalMem,
+}
+
 /// The in-memory view of current state.
 ///
-/// Terminals live in an arena (`terminals`, indexed by a *slot*) with one hash map from the inline SN
-/// to the slot: the write path looks a terminal up once per append (to validate) and then reaches it
-/// again by slot (to commit), instead of hashing and probing a large, cold table twice.
-#[derive(Debug)]
+/// Terminals live in an arena (`entries`, indexed by a *slot*); the hash table holds only slots
+/// (4 bytes each, hashed by SN and compared against the arena's inline key). With 500 k terminals the
+/// table is a few MiB and stays in cache, so a look-up costs one miss, on the arena entry the check
+/// needs anyway (a map holding the 65-byte keys themselves cost a second miss per event). The write
+/// path looks a terminal up once per append (to validate) and reaches it again by slot (to commit).
+///
+/// A view is *full* (the default) or the *writer's*. A full view keeps every stream's positions and
+/// marks what changed for the next snapshot; the background follower keeps one, answers stream reads
+/// from it and snapshots it. The writer's view ([`View::writer_copy`]) keeps only what validating an
+/// append needs (versions, states, models, directives, idempotency keys), so an append does not pay
+/// for the stream index or for snapshots.
+#[derive(Clone, Debug)]
 pub struct View {
-    slots: FastMap<SnKey, u32>,
-    terminals: Vec<TerminalMem>,
-    sns: Vec<Sn>,
+    full: bool,
+    slots: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+    entries: Vec<Entry>,
     bucket_of_slot: Vec<u16>,
     members: Vec<Vec<u32>>,
     dirty: Vec<bool>,
@@ -205,9 +228,10 @@ struct Delta {
 impl Default for View {
     fn default() -> Self {
         View {
-            slots: FastMap::default(),
-            terminals: Vec::new(),
-            sns: Vec::new(),
+            full: true,
+            slots: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::FixedState::default(),
+            entries: Vec::new(),
             bucket_of_slot: Vec::new(),
             members: (0..BUCKETS).map(|_| Vec::new()).collect(),
             dirty: vec![false; BUCKETS],
@@ -222,26 +246,109 @@ impl Default for View {
 }
 
 impl View {
+    /// Whether this view keeps stream positions and change marks (see [`View`]).
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// A copy for the writer: the same terminals (in the same slots), directives, models and
+    /// idempotency keys, without stream positions or change marks.
+    pub fn writer_copy(&self) -> View {
+        let mut copy = View {
+            full: false,
+            slots: self.slots.clone(),
+            hasher: self.hasher.clone(),
+            entries: self
+                .entries
+                .iter()
+                .map(|e| Entry {
+                    key: e.key,
+                    mem: TerminalMem {
+                        version: e.mem.version,
+                        state: e.mem.state,
+                        model: e.mem.model.clone(),
+                        positions: Positions::default(),
+                    },
+                })
+                .collect(),
+            bucket_of_slot: self.bucket_of_slot.clone(),
+            members: Vec::new(),
+            dirty: Vec::new(),
+            directives_stream: self.directives_stream.clone(),
+            directives: self.directives.clone(),
+            models: self.models.clone(),
+            event_ids: self.event_ids.clone(),
+            event_ids_dirty: Vec::new(),
+            delta: Delta::default(),
+        };
+        copy.members = (0..BUCKETS).map(|_| Vec::new()).collect();
+        copy.dirty = vec![false; BUCKETS];
+        copy.event_ids_dirty = vec![false; BUCKETS];
+        copy
+    }
+
     /// The slot of a terminal.
     pub fn slot_of(&self, sn: &Sn) -> Option<u32> {
-        self.slots.get(&SnKey::new(sn)).copied()
+        let text = sn.as_str().as_bytes();
+        let entries = &self.entries;
+        self.slots
+            .find(self.hasher.hash_one(text), |&slot| {
+                entries.get(slot as usize).is_some_and(|e| e.key.as_bytes() == text)
+            })
+            .copied()
+    }
+
+    /// The slots of many terminals (`None` for an absent SN or terminal).
+    ///
+    /// Three passes, so the CPU can overlap the cache misses instead of waiting for each in turn:
+    /// probe the table (4 bytes a terminal, it stays in cache) for each SN's first candidate slot
+    /// without touching the arena; load every candidate's arena entry (independent loads, no branch on
+    /// what they return); then look up for real, finding the entries in cache.
+    pub fn slots_of<'a>(&self, sns: impl Iterator<Item = Option<&'a Sn>>) -> Vec<Option<u32>> {
+        let sns: Vec<Option<&Sn>> = sns.collect();
+        let mut candidates: Vec<u32> = Vec::with_capacity(sns.len());
+        for sn in sns.iter().flatten() {
+            let mut first = None;
+            self.slots.find(self.hasher.hash_one(sn.as_str().as_bytes()), |&slot| {
+                first = first.or(Some(slot));
+                false
+            });
+            if let Some(slot) = first {
+                candidates.push(slot);
+            }
+        }
+        let mut touched = 0u64;
+        for &slot in &candidates {
+            if let Some(entry) = self.entries.get(slot as usize) {
+                touched = touched.wrapping_add(u64::from(entry.key.len)).wrapping_add(entry.mem.version);
+            }
+        }
+        std::hint::black_box(touched);
+        sns.into_iter().map(|sn| sn.and_then(|sn| self.slot_of(sn))).collect()
+    }
+
+    /// Whether `slot` holds the terminal `sn`.
+    pub fn slot_holds(&self, slot: u32, sn: &Sn) -> bool {
+        self.entries.get(slot as usize).is_some_and(|e| e.key.as_bytes() == sn.as_str().as_bytes())
     }
 
     /// A terminal's entry.
     pub fn terminal(&self, sn: &Sn) -> Option<&TerminalMem> {
-        self.slot_of(sn).and_then(|slot| self.terminals.get(slot as usize))
+        self.slot_of(sn).and_then(|slot| self.terminal_at(slot))
     }
 
     /// The entry in `slot`.
     pub fn terminal_at(&self, slot: u32) -> Option<&TerminalMem> {
-        self.terminals.get(slot as usize)
+        self.entries.get(slot as usize).map(|e| &e.mem)
     }
 
     /// The entry in `slot`, for update; marks its bucket dirty.
     pub fn terminal_at_mut(&mut self, slot: u32) -> Option<&mut TerminalMem> {
         let bucket = *self.bucket_of_slot.get(slot as usize)?;
-        self.dirty[usize::from(bucket)] = true;
-        self.terminals.get_mut(slot as usize)
+        if self.full {
+            self.dirty[usize::from(bucket)] = true;
+        }
+        self.entries.get_mut(slot as usize).map(|e| &mut e.mem)
     }
 
     /// A terminal's entry, for update; marks its bucket dirty.
@@ -250,45 +357,69 @@ impl View {
         self.terminal_at_mut(slot)
     }
 
-    fn insert_slot(&mut self, sn: Sn, mem: TerminalMem) -> u32 {
-        let slot = u32::try_from(self.terminals.len()).unwrap_or(u32::MAX);
+    fn insert_slot(&mut self, sn: &Sn, mem: TerminalMem) -> u32 {
+        let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         assert!(slot < u32::MAX, "more than 4 billion terminals");
-        let bucket = bucket_of(&sn);
-        let previous = self.slots.insert(SnKey::new(&sn), slot);
-        assert!(previous.is_none(), "a terminal is issued once");
-        self.terminals.push(mem);
-        self.sns.push(sn);
+        let bucket = bucket_of(sn);
+        let key = SnKey::new(sn);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        let found = self.slots.entry(
+            hasher.hash_one(key.as_bytes()),
+            |&s| entries.get(s as usize).is_some_and(|e| e.key == key),
+            |&s| entries.get(s as usize).map_or(0, |e| hasher.hash_one(e.key.as_bytes())),
+        );
+        match found {
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(slot);
+            }
+            hashbrown::hash_table::Entry::Occupied(_) => panic!("a terminal is issued once"),
+        }
+        self.entries.push(Entry { key, mem });
         self.bucket_of_slot.push(bucket as u16);
-        self.members[bucket].push(slot);
-        self.dirty[bucket] = true;
+        if self.full {
+            self.members[bucket].push(slot);
+            self.dirty[bucket] = true;
+        }
         slot
     }
 
     /// Adds a newly issued terminal; returns its slot.
     pub fn insert_terminal(&mut self, sn: Sn, mem: TerminalMem) -> u32 {
-        if !self.delta.models.contains(&mem.model) {
-            self.delta.models.insert(mem.model.clone());
+        let slot = self.insert_slot(&sn, mem);
+        let Some(model) = self.entries.last().map(|e| &e.mem.model) else { return slot };
+        if self.full && !self.delta.models.contains(model) {
+            self.delta.models.insert(model.clone());
         }
-        self.models.entry(mem.model.clone()).or_default().push(sn.clone());
-        self.insert_slot(sn, mem)
+        // The model's list takes the SN; the model itself is moved in only for a new model.
+        match self.models.get_mut(model) {
+            Some(list) => list.push(sn),
+            None => {
+                self.models.insert(model.clone(), vec![sn]);
+            }
+        }
+        slot
     }
 
     /// Records a directive.
     pub fn insert_directive(&mut self, id: DirectiveId, models: &[ModelCode]) {
-        self.delta.directives.push((id.clone(), models.to_vec()));
+        if self.full {
+            self.delta.directives.push((id.clone(), models.to_vec()));
+        }
         self.directives.insert(id, models.iter().cloned().collect());
     }
 
     /// Adds a position to the directives stream.
     pub fn push_directive_position(&mut self, position: u64) {
         self.directives_stream.push(position);
-        self.delta.directives_stream = true;
+        self.delta.directives_stream = self.full;
     }
 
     /// Records an idempotency key.
     pub fn insert_event_id(&mut self, id: EventId, position: u64) {
         let bucket = fnv_bucket(id.as_str());
-        self.event_ids_dirty[bucket] = true;
+        if self.full {
+            self.event_ids_dirty[bucket] = true;
+        }
         self.event_ids[bucket].insert(id, position);
     }
 
@@ -299,13 +430,14 @@ impl View {
 
     /// Number of terminals.
     pub fn terminal_count(&self) -> usize {
-        self.terminals.len()
+        self.entries.len()
     }
 
     /// Copies what changed since the last snapshot and clears the change marks. Only the copy is made
     /// here, under the writer's lock; sorting and encoding ([`Changed::encode`]) happen on the indexer
     /// thread, off the append path (the copy costs a fraction of the encoding).
     pub fn take_snapshot(&mut self, size: u64, last_leaf: Hash) -> Changed {
+        assert!(self.full, "only a full view is snapshotted");
         let mut buckets = Vec::new();
         for (number, dirty) in self.dirty.iter_mut().enumerate() {
             if !*dirty {
@@ -314,7 +446,8 @@ impl View {
             *dirty = false;
             let entries: Vec<(SnKey, TerminalMem)> = self.members[number]
                 .iter()
-                .map(|slot| (SnKey::new(&self.sns[*slot as usize]), self.terminals[*slot as usize].clone()))
+                .filter_map(|slot| self.entries.get(*slot as usize))
+                .map(|e| (e.key, e.mem.clone()))
                 .collect();
             buckets.push((number as u16, entries));
         }
@@ -511,7 +644,7 @@ impl Store {
                 if view.slot_of(&sn).is_some() {
                     return Err(format!("terminal {sn} stored twice"));
                 }
-                view.insert_slot(sn, mem);
+                view.insert_slot(&sn, mem);
             }
         }
         if let Some(bytes) = self.directives_stream.get("D").map_err(|e| e.to_string())? {

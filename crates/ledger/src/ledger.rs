@@ -6,14 +6,14 @@
 //! appends share one fsync (group commit); the others wait on a condition variable. A record becomes
 //! visible to readers only when it is *published*: after its fsync in durable mode.
 
+use crate::apply::{precheck, Pending, Steps, Written};
 use crate::codec::{encode_record_ref, RecordRef, MAX_RECORD_BYTES};
 use crate::error::{AppendError, OpenError, ReadError};
-use crate::index::{Changed, FastMap, FastSet, Positions, Store, TerminalMem, View, SNAPSHOT_EVERY};
-use crate::lifecycle::{self, DirectiveLookup, State, Status};
+use crate::index::{Store, View};
+use crate::indexer::{follower_loop, store_loop, Applied, Follower, FollowerMsg, FOLLOWER_QUEUE};
+use crate::lifecycle::{State, Status};
 use crate::merkle::{self, leaf_hash, Frontier, Hash};
-use crate::model::{
-    Directive, DirectiveId, Event, EventId, ModelCode, Record, Sn, StopReason, StreamId, TerminalEvent,
-};
+use crate::model::{Directive, Event, EventId, ModelCode, Record, Sn, StopReason, StreamId, TerminalEvent};
 use crate::segment::{push_frame, FileKind, Header, Trailer, HEADER_LEN};
 use crate::source::Head;
 use crate::source::{
@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -31,8 +31,6 @@ use std::time::Duration;
 pub const MAX_APPEND_EVENTS: usize = 2_000_000;
 /// Default size at which a segment is sealed.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
-/// Snapshots that may wait for the background indexer before the writer blocks.
-const INDEX_QUEUE: usize = 2;
 
 /// When an append returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -125,59 +123,70 @@ struct Writer {
     buf: Vec<u8>,
     body: Vec<u8>,
     last_leaf: Hash,
-    /// Log size covered by the last snapshot handed to the indexer.
-    snapshot_size: u64,
-    index_tx: Option<SyncSender<Changed>>,
+    /// The follower's queue (see [`crate::indexer`]); `None` once the ledger is closing.
+    follower_tx: Option<SyncSender<FollowerMsg>>,
 }
 
 impl Writer {
-    /// Hands the indexer a snapshot of the view if at least `min_new` records arrived since the last one.
-    fn maybe_snapshot(&mut self, min_new: u64) {
-        if self.size < self.snapshot_size + min_new.max(1) {
-            return;
+    /// Hands a written append to the follower (in log order: called under the writer lock). Blocks
+    /// while the follower's queue is full.
+    fn follow(&self, events: Vec<AppendEvent>, written: Option<(Vec<usize>, Steps)>) {
+        let Some((fresh, steps)) = written else { return };
+        // The append's records are the last `fresh.len()` of the log (positions are dense).
+        let first = self.size - fresh.len() as u64;
+        if let Some(tx) = &self.follower_tx {
+            let written = Written { events, fresh, first, steps };
+            let _ = tx.send(FollowerMsg::Apply(Applied { written, size: self.size, last_leaf: self.last_leaf }));
         }
-        let snapshot = self.view.take_snapshot(self.size, self.last_leaf);
-        self.snapshot_size = self.size;
-        if let Some(tx) = &self.index_tx {
-            let _ = tx.send(snapshot);
+    }
+
+    /// Asks the follower for a snapshot of what changed since the last one.
+    fn request_snapshot(&self) {
+        if let Some(tx) = &self.follower_tx {
+            let _ = tx.send(FollowerMsg::Snapshot);
         }
     }
 }
 
 #[derive(Clone)]
-struct Published {
-    head: Head,
+pub(crate) struct Published {
+    pub(crate) head: Head,
     /// The Merkle frontier at `head` (for read-only snapshots that may be extended, e.g. exports).
     frontier: Frontier,
 }
 
-struct Durable {
-    published: Published,
+pub(crate) struct Durable {
+    pub(crate) published: Published,
     syncing: bool,
-    failed: Option<String>,
-    closed: bool,
+    pub(crate) failed: Option<String>,
+    pub(crate) closed: bool,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     dir: PathBuf,
-    ledger_id: u64,
+    pub(crate) ledger_id: u64,
     options: Options,
     writer: Mutex<Writer>,
-    durable: Mutex<Durable>,
-    published_cv: Condvar,
+    pub(crate) durable: Mutex<Durable>,
+    pub(crate) published_cv: Condvar,
     /// Sealed segments, for readers.
     sealed: RwLock<Vec<FileMeta>>,
     /// Offsets of every SPARSE_EVERY-th record of the active segment (written records; readers only use
     /// entries below the published size).
     active_sparse: RwLock<(u32, u64, Vec<u64>)>,
-    store: Store,
-    indexed: Mutex<u64>,
+    pub(crate) store: Store,
+    /// Log size the sled index covers.
+    pub(crate) indexed: Mutex<u64>,
     /// Set when a snapshot could not be encoded or written: later snapshots are not written either
     /// (each covers only what changed since the one before), so the persisted index stays at its last
     /// good watermark and the next open replays the log from there.
-    index_error: Mutex<Option<String>>,
-    indexed_cv: Condvar,
-    indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub(crate) index_error: Mutex<Option<String>>,
+    pub(crate) indexed_cv: Condvar,
+    /// The full view, kept by the follower thread (stream reads).
+    pub(crate) follower: Mutex<Follower>,
+    pub(crate) follower_cv: Condvar,
+    /// The follower and store threads, joined on close (the follower first).
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     head_file: Mutex<Option<File>>,
     _lock: File,
 }
@@ -188,7 +197,7 @@ pub struct Ledger {
     owner: bool,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock leaves state we cannot trust, but the data it guards is only ever
     // changed after every check passed; recover the guard rather than cascade the panic.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -264,15 +273,19 @@ impl Ledger {
         let last_leaf = if recovered.frontier.size() == 0 { [0u8; 32] } else { last_leaf_of(&recovered)? };
         let head = Head { size: recovered.frontier.size(), root: recovered.frontier.root() };
         let published = Published { head, frontier: recovered.frontier.clone() };
-        let (tx, rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE);
+        let (follower_tx, follower_rx) = std::sync::mpsc::sync_channel(FOLLOWER_QUEUE);
+        let (store_tx, store_rx) = std::sync::mpsc::channel();
+        let size = recovered.frontier.size();
+        let writer_view = view.writer_copy();
+        let follower = Follower::new(view, size, last_leaf, indexed);
         let active = recovered.active;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             ledger_id: recovered.ledger_id,
             options,
             writer: Mutex::new(Writer {
-                view,
-                size: recovered.frontier.size(),
+                view: writer_view,
+                size,
                 frontier: recovered.frontier.clone(),
                 last_recorded_at: recovered.last_recorded_at,
                 active: Active {
@@ -286,8 +299,7 @@ impl Ledger {
                 buf: Vec::new(),
                 body: Vec::new(),
                 last_leaf,
-                snapshot_size: indexed,
-                index_tx: Some(tx),
+                follower_tx: Some(follower_tx),
             }),
             durable: Mutex::new(Durable { published, syncing: false, failed: None, closed: false }),
             published_cv: Condvar::new(),
@@ -301,20 +313,28 @@ impl Ledger {
             indexed: Mutex::new(indexed),
             index_error: Mutex::new(None),
             indexed_cv: Condvar::new(),
-            indexer: Mutex::new(None),
+            follower: Mutex::new(follower),
+            follower_cv: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
             head_file: Mutex::new(None),
             _lock: lock_file,
         });
-        let indexer_shared = Arc::downgrade(&shared);
-        let handle = std::thread::Builder::new()
-            .name("posledger-indexer".into())
-            .spawn(move || indexer_loop(indexer_shared, rx))
+        let weak = Arc::downgrade(&shared);
+        let follower = std::thread::Builder::new()
+            .name("posledger-follower".into())
+            .spawn(move || follower_loop(weak, follower_rx, store_tx))
             .map_err(io_err(dir))?;
-        *lock(&shared.indexer) = Some(handle);
+        lock(&shared.threads).push(follower);
+        let weak = Arc::downgrade(&shared);
+        let store = std::thread::Builder::new()
+            .name("posledger-store".into())
+            .spawn(move || store_loop(weak, store_rx))
+            .map_err(io_err(dir))?;
+        lock(&shared.threads).push(store);
         let ledger = Ledger { shared, owner: true };
         // Records replayed from the log on open are already durable: persist them now, so the next open
         // starts from here.
-        lock(&ledger.shared.writer).maybe_snapshot(1);
+        lock(&ledger.shared.writer).request_snapshot();
         ledger.write_head_file(head);
         Ok(ledger)
     }
@@ -360,7 +380,9 @@ impl Ledger {
         precheck(&events)?;
         let (end, appended) = {
             let mut writer = lock(&self.shared.writer);
-            self.append_locked(&mut writer, &events, recorded_at)?
+            let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at)?;
+            writer.follow(events, written);
+            (end, appended)
         };
         if appended.written == 0 {
             return Ok(Appended { head: self.head(), ..appended });
@@ -404,20 +426,23 @@ impl Ledger {
             if events.len() > MAX_APPEND_EVENTS {
                 return Err(AppendError::TooMany { len: events.len(), max: MAX_APPEND_EVENTS });
             }
-            let (end, appended) = self.append_locked(&mut writer, &events, recorded_at)?;
+            let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at)?;
+            writer.follow(events, written);
             (end, appended, stopped)
         };
         let head = self.wait_published(end)?;
         Ok(StopModelsOutcome { stopped, appended: Appended { head, ..appended } })
     }
 
-    /// Validates against current state, encodes, writes. Returns the log size after the append.
+    /// Validates against current state, encodes, writes. Returns the log size after the append, the
+    /// outcome, and (unless every event was an idempotent retry) the indices of the events written with
+    /// what each did, for the follower.
     fn append_locked(
         &self,
         writer: &mut Writer,
         events: &[AppendEvent],
         recorded_at: Option<DateTime<Utc>>,
-    ) -> Result<(u64, Appended), AppendError> {
+    ) -> Result<(u64, Appended, Option<(Vec<usize>, Steps)>), AppendError> {
         if let Some(why) = &writer.poisoned {
             return Err(AppendError::Poisoned(why.clone()));
         }
@@ -446,14 +471,10 @@ impl Ledger {
             return Ok((
                 writer.size,
                 Appended { positions, written: 0, head: Head { size: writer.size, root: writer.frontier.root() } },
+                None,
             ));
         }
-        let mut pending = Pending::new(&writer.view, fresh.len());
-        let mut versions = Vec::with_capacity(fresh.len());
-        for &index in &fresh {
-            versions.push(pending.check(index, &events[index])?);
-        }
-        let changes = pending.finish();
+        let changes = Pending::check_all(&writer.view, events, &fresh).map_err(|(_, e)| e)?;
         // Encode every record; nothing has been written yet, so a failure here changes nothing.
         let first = writer.size;
         let mut buf = std::mem::take(&mut writer.buf);
@@ -464,7 +485,7 @@ impl Ledger {
         let mut last_leaf = [0u8; 32];
         let active_base = writer.active.len;
         let encoded: Result<(), AppendError> = (|| {
-            for (i, (&index, &version)) in fresh.iter().zip(&versions).enumerate() {
+            for (i, (&index, &version)) in fresh.iter().zip(&changes.versions).enumerate() {
                 let position = first + i as u64;
                 let record = RecordRef {
                     position,
@@ -543,11 +564,11 @@ impl Ledger {
         writer.frontier = frontier;
         writer.last_recorded_at = Some(recorded_at);
         writer.last_leaf = last_leaf;
-        changes.commit(&mut writer.view, &fresh, events, &positions);
-        writer.maybe_snapshot(SNAPSHOT_EVERY);
+        let steps = changes.commit(&mut writer.view, &fresh, events, &positions);
         assert_eq!(writer.size, first + fresh.len() as u64, "positions must be dense");
         let head = Head { size: writer.size, root: writer.frontier.root() };
-        Ok((writer.size, Appended { positions, written: fresh.len() as u64, head }))
+        let written = fresh.len() as u64;
+        Ok((writer.size, Appended { positions, written, head }, Some((fresh, steps))))
     }
 
     fn seal_and_rotate(&self, writer: &mut Writer) -> Result<(), AppendError> {
@@ -736,7 +757,7 @@ impl Ledger {
     /// Persists the index now: snapshots the view and waits until sled covers every published record.
     pub fn sync_index(&self) -> Result<(), ReadError> {
         let target = self.head().size;
-        lock(&self.shared.writer).maybe_snapshot(1);
+        lock(&self.shared.writer).request_snapshot();
         let mut indexed = lock(&self.shared.indexed);
         while *indexed < target {
             if lock(&self.shared.durable).failed.is_some() {
@@ -759,10 +780,10 @@ impl Ledger {
     pub fn read_stream(&self, stream: &StreamId) -> Result<Vec<Record>, ReadError> {
         let size = self.head().size;
         let positions = {
-            let writer = lock(&self.shared.writer);
+            let follower = self.follower_at(size)?;
             match stream {
-                StreamId::Terminal(sn) => writer.view.terminal(sn).map(|m| m.positions.to_vec()),
-                StreamId::Directives => Some(writer.view.directives_stream.to_vec()),
+                StreamId::Terminal(sn) => follower.view.terminal(sn).map(|m| m.positions.to_vec()),
+                StreamId::Directives => Some(follower.view.directives_stream.to_vec()),
             }
         };
         let positions = positions.unwrap_or(Ok(Vec::new())).map_err(ReadError::Index)?;
@@ -780,6 +801,29 @@ impl Ledger {
             records.push(record);
         }
         Ok(records)
+    }
+
+    /// The follower's full view once it covers at least `size` records (every published record has been
+    /// handed to it, so it gets there unless it failed or stopped).
+    fn follower_at(&self, size: u64) -> Result<MutexGuard<'_, Follower>, ReadError> {
+        let mut follower = lock(&self.shared.follower);
+        loop {
+            if follower.applied >= size {
+                return Ok(follower);
+            }
+            if let Some(why) = &follower.failed {
+                return Err(ReadError::Index(format!("the stream index stopped: {why}")));
+            }
+            if follower.stopped {
+                return Err(ReadError::Index("the stream index stopped: the ledger is closing".into()));
+            }
+            let (guard, _) = self
+                .shared
+                .follower_cv
+                .wait_timeout(follower, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner());
+            follower = guard;
+        }
     }
 
     /// Terminals issued with `model` (from the model index).
@@ -937,17 +981,19 @@ impl Shared {
         {
             // A last snapshot of what is published, so the next open need not replay the log.
             let published = lock(&self.durable).published.head.size;
-            let mut writer = lock(&self.writer);
+            let writer = lock(&self.writer);
             if writer.size == published {
-                writer.maybe_snapshot(1);
+                writer.request_snapshot();
             }
         }
         lock(&self.durable).closed = true;
         self.published_cv.notify_all();
-        // Dropping the sender ends the indexer loop once it has drained the queue.
-        lock(&self.writer).index_tx = None;
-        if let Some(handle) = lock(&self.indexer).take() {
-            // The indexer itself may hold the last reference for a moment; it cannot join itself.
+        // Dropping the sender ends the follower once it has drained its queue; the follower's end drops
+        // the store thread's sender, which ends that thread once it has written what it was handed.
+        lock(&self.writer).follower_tx = None;
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for handle in threads {
+            // A background thread may hold the last reference for a moment; it cannot join itself.
             if handle.thread().id() != std::thread::current().id() {
                 let _ = handle.join();
             }
@@ -1017,219 +1063,6 @@ impl Drop for Ledger {
         if self.owner {
             self.shared.shutdown();
         }
-    }
-}
-
-/// Checks that need no state: field limits, pairing of replacements, duplicate ids in the request.
-fn precheck(events: &[AppendEvent]) -> Result<(), AppendError> {
-    let mut ids = FastSet::default();
-    for (index, e) in events.iter().enumerate() {
-        e.event.validate().map_err(|error| AppendError::Field { index, error })?;
-        if let Some(id) = &e.event_id {
-            if !ids.insert(id) {
-                return Err(AppendError::DuplicateEventId { index, event_id: id.clone() });
-            }
-        }
-    }
-    let device_events: Vec<(usize, &crate::model::DeviceEvent)> = events
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| match &e.event {
-            Event::Terminal(d) => Some((i, d)),
-            Event::Directive(_) => None,
-        })
-        .collect();
-    lifecycle::check_pairs(device_events.iter().map(|(_, d)| *d)).map_err(|(i, violation)| {
-        let (index, d) = device_events[i];
-        AppendError::Rule { index, stream: StreamId::Terminal(d.device.clone()), event: d.event.type_name(), violation }
-    })
-}
-
-/// One terminal's entry as of the append's events so far.
-struct PendingTerminal<'e> {
-    version: u64,
-    state: State,
-    /// Where the terminal lives in the view (None until a terminal issued by this append is inserted).
-    slot: Option<u32>,
-    /// Set when the terminal is issued by this append.
-    new_model: Option<&'e ModelCode>,
-}
-
-/// The state changes of one append, checked against the view plus the append's own earlier events.
-/// Keys borrow from the request (`'e`), so checking an event allocates nothing.
-struct Pending<'v, 'e> {
-    view: &'v View,
-    terminals: FastMap<&'e Sn, PendingTerminal<'e>>,
-    directives: FastMap<&'e DirectiveId, FastSet<&'e ModelCode>>,
-    directives_version: u64,
-}
-
-impl<'v, 'e> Pending<'v, 'e> {
-    fn new(view: &'v View, capacity: usize) -> Self {
-        Pending {
-            view,
-            terminals: FastMap::with_capacity_and_hasher(capacity, Default::default()),
-            directives: FastMap::default(),
-            directives_version: view.directives_stream.len(),
-        }
-    }
-
-    /// Checks one event; returns its stream version.
-    fn check(&mut self, index: usize, e: &'e AppendEvent) -> Result<u64, AppendError> {
-        let rule =
-            |violation| AppendError::Rule { index, stream: e.event.stream(), event: e.event.type_name(), violation };
-        match &e.event {
-            Event::Directive(d) => {
-                let seen = self.view.directives.contains_key(&d.id) || self.directives.contains_key(&d.id);
-                lifecycle::check_directive(d, seen).map_err(rule)?;
-                let version = self.directives_version;
-                check_expected(index, e, version)?;
-                self.directives.insert(&d.id, d.models.iter().collect());
-                self.directives_version += 1;
-                Ok(version)
-            }
-            Event::Terminal(d) => {
-                let view = self.view;
-                // One look-up in the (large, cold) view per terminal per append; later events of the same
-                // terminal hit the small pending map, and the commit reaches the entry by its slot.
-                let (version, state, slot, new_model) = match self.terminals.get(&d.device) {
-                    Some(p) => (p.version, Some(p.state), p.slot, p.new_model),
-                    None => match view.slot_of(&d.device).and_then(|slot| Some((slot, view.terminal_at(slot)?))) {
-                        Some((slot, m)) => (m.version, Some(m.state), Some(slot), None),
-                        None => (0, None, None, None),
-                    },
-                };
-                check_expected(index, e, version)?;
-                let new_model = match (&d.event, state) {
-                    (TerminalEvent::Issued(issued), None) => Some(&issued.model),
-                    (_, Some(_)) => new_model,
-                    (_, None) => return Err(rule(lifecycle::Violation::UnknownTerminal)),
-                };
-                let model: Option<&ModelCode> =
-                    new_model.or_else(|| slot.and_then(|slot| view.terminal_at(slot)).map(|m| &m.model));
-                let directives = &self.directives;
-                let lookup = |id: &DirectiveId| {
-                    let lists = |found: bool| DirectiveLookup::Recorded { lists_model: found };
-                    let covers = |models: &dyn Fn(&ModelCode) -> bool| model.is_some_and(models);
-                    match directives.get(id) {
-                        Some(models) => lists(covers(&|m| models.contains(m))),
-                        None => match view.directives.get(id) {
-                            Some(models) => lists(covers(&|m| models.contains(m))),
-                            None => DirectiveLookup::NotRecorded,
-                        },
-                    }
-                };
-                let state = lifecycle::apply(state.as_ref(), &d.event, &lookup).map_err(rule)?;
-                self.terminals.insert(&d.device, PendingTerminal { version: version + 1, state, slot, new_model });
-                Ok(version)
-            }
-        }
-    }
-
-    fn finish(self) -> Changes<'e> {
-        Changes { terminals: self.terminals }
-    }
-}
-
-fn check_expected(index: usize, e: &AppendEvent, actual: u64) -> Result<(), AppendError> {
-    match e.expected_version {
-        Some(expected) if expected != actual => {
-            Err(AppendError::WrongExpectedVersion { index, stream: e.event.stream(), expected, actual })
-        }
-        _ => Ok(()),
-    }
-}
-
-/// The checked changes of one append, ready to apply once the records are written.
-struct Changes<'e> {
-    terminals: FastMap<&'e Sn, PendingTerminal<'e>>,
-}
-
-impl Changes<'_> {
-    /// Applies the changes to the view: stream positions in event order, then each terminal's final
-    /// version and state; directives and event ids.
-    fn commit(mut self, view: &mut View, fresh: &[usize], events: &[AppendEvent], positions: &[u64]) {
-        for &index in fresh {
-            let e = &events[index];
-            let position = positions[index];
-            match &e.event {
-                Event::Terminal(d) => {
-                    let Some(change) = self.terminals.get_mut(&d.device) else { continue };
-                    let slot = match (change.slot, change.new_model) {
-                        (Some(slot), _) => slot,
-                        (None, Some(model)) => {
-                            // Issued by this append: enters the view at its first event.
-                            let mem = TerminalMem {
-                                version: change.version,
-                                state: change.state,
-                                model: model.clone(),
-                                positions: Positions::default(),
-                            };
-                            let slot = view.insert_terminal(d.device.clone(), mem);
-                            change.slot = Some(slot);
-                            slot
-                        }
-                        (None, None) => continue,
-                    };
-                    if let Some(mem) = view.terminal_at_mut(slot) {
-                        mem.positions.push(position);
-                    }
-                }
-                Event::Directive(d) => {
-                    view.insert_directive(d.id.clone(), &d.models);
-                    view.push_directive_position(position);
-                }
-            }
-            if let Some(id) = &e.event_id {
-                view.insert_event_id(id.clone(), position);
-            }
-        }
-        for change in self.terminals.values() {
-            if let Some(mem) = change.slot.and_then(|slot| view.terminal_at_mut(slot)) {
-                mem.version = change.version;
-                mem.state = change.state;
-                assert_eq!(mem.positions.len(), mem.version, "a stream's positions and version agree");
-            }
-        }
-    }
-}
-
-/// The background thread that writes snapshots to sled, once the records they cover are published.
-fn indexer_loop(shared: std::sync::Weak<Shared>, rx: Receiver<Changed>) {
-    while let Ok(changed) = rx.recv() {
-        let Some(shared) = shared.upgrade() else { return };
-        if lock(&shared.index_error).is_some() {
-            continue;
-        }
-        let snapshot = match changed.encode() {
-            Ok(snapshot) => snapshot,
-            Err(why) => {
-                *lock(&shared.index_error) = Some(why);
-                shared.indexed_cv.notify_all();
-                continue;
-            }
-        };
-        // Only durable records go to sled: wait until the snapshot's records are published.
-        let mut durable = lock(&shared.durable);
-        while durable.published.head.size < snapshot.size && durable.failed.is_none() && !durable.closed {
-            let (guard, _) = shared
-                .published_cv
-                .wait_timeout(durable, Duration::from_millis(100))
-                .unwrap_or_else(|e| e.into_inner());
-            durable = guard;
-        }
-        let publishable = durable.published.head.size >= snapshot.size;
-        drop(durable);
-        let written = if publishable {
-            shared.store.write(&snapshot, shared.ledger_id)
-        } else {
-            Err("the snapshot covers records that were never published".to_string())
-        };
-        match written {
-            Ok(()) => *lock(&shared.indexed) = snapshot.size,
-            Err(why) => *lock(&shared.index_error) = Some(why),
-        }
-        shared.indexed_cv.notify_all();
     }
 }
 
@@ -1404,14 +1237,10 @@ fn replay_into(view: &mut View, recovered: &Recovered, from: u64) -> Result<(), 
             continue;
         }
         let fresh: Vec<usize> = (0..group.len()).collect();
-        let mut pending = Pending::new(view, group.len());
-        for (index, e) in group.iter().enumerate() {
-            pending.check(index, e).map_err(|e| OpenError::Corrupt {
-                path: recovered.active.path.clone(),
-                what: format!("position {}: the log breaks a rule the writer enforces: {e}", group_positions[index]),
-            })?;
-        }
-        let changes = pending.finish();
+        let changes = Pending::check_all(view, &group, &fresh).map_err(|(index, e)| OpenError::Corrupt {
+            path: recovered.active.path.clone(),
+            what: format!("position {}: the log breaks a rule the writer enforces: {e}", group_positions[index]),
+        })?;
         changes.commit(view, &fresh, &group, &group_positions);
         group.clear();
         group_positions.clear();

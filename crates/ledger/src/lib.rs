@@ -18,10 +18,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod apply;
 pub mod bundle;
 pub mod codec;
 pub mod error;
 pub mod index;
+mod indexer;
 mod ledger;
 pub mod lifecycle;
 pub mod merkle;

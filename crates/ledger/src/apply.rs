@@ -1,0 +1,328 @@
+//! Checking an append against the view and applying it: the one place the lifecycle rules meet the
+//! index. The write path checks and commits each append here; recovery replays the log tail through the
+//! same functions, and so does the background follower that keeps the full view (stream positions)
+//! current. So the state a record leads to is computed by one piece of code wherever it is computed.
+
+use crate::error::AppendError;
+use crate::index::{FastMap, FastSet, Positions, TerminalMem, View};
+use crate::ledger::AppendEvent;
+use crate::lifecycle::{self, DirectiveLookup, State};
+use crate::model::{DirectiveId, Event, ModelCode, Sn, StreamId, TerminalEvent};
+
+/// Checks that need no state: field limits, pairing of replacements, duplicate ids in the request.
+pub(crate) fn precheck(events: &[AppendEvent]) -> Result<(), AppendError> {
+    let mut ids = FastSet::default();
+    for (index, e) in events.iter().enumerate() {
+        e.event.validate().map_err(|error| AppendError::Field { index, error })?;
+        if let Some(id) = &e.event_id {
+            if !ids.insert(id) {
+                return Err(AppendError::DuplicateEventId { index, event_id: id.clone() });
+            }
+        }
+    }
+    let device_events: Vec<(usize, &crate::model::DeviceEvent)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match &e.event {
+            Event::Terminal(d) => Some((i, d)),
+            Event::Directive(_) => None,
+        })
+        .collect();
+    lifecycle::check_pairs(device_events.iter().map(|(_, d)| *d)).map_err(|(i, violation)| {
+        let (index, d) = device_events[i];
+        AppendError::Rule { index, stream: StreamId::Terminal(d.device.clone()), event: d.event.type_name(), violation }
+    })
+}
+
+/// Events looked up together before they are checked: enough look-ups in flight to overlap their
+/// cache misses, few enough that what they bring in stays in the core's own cache (256 events touch
+/// about 100 KiB of events, keys and entries).
+const CHECK_BLOCK: usize = 256;
+
+/// One terminal's entry as of the append's events so far.
+struct PendingTerminal<'e> {
+    version: u64,
+    state: State,
+    /// Where the terminal lives in the view (None until a terminal issued by this append is inserted).
+    slot: Option<u32>,
+    /// Set when the terminal is issued by this append.
+    new_model: Option<&'e ModelCode>,
+}
+
+/// The state changes of one append, checked against the view plus the append's own earlier events.
+/// Keys borrow from the request (`'e`), so checking an event allocates nothing.
+pub(crate) struct Pending<'v, 'e> {
+    view: &'v View,
+    terminals: FastMap<&'e Sn, PendingTerminal<'e>>,
+    directives: FastMap<&'e DirectiveId, FastSet<&'e ModelCode>>,
+    directives_version: u64,
+}
+
+impl<'v, 'e> Pending<'v, 'e> {
+    fn new(view: &'v View, capacity: usize) -> Self {
+        Pending {
+            view,
+            terminals: FastMap::with_capacity_and_hasher(capacity, Default::default()),
+            directives: FastMap::default(),
+            directives_version: view.directives_stream.len(),
+        }
+    }
+
+    /// Checks `events[i]` for every `i` in `fresh`, in order, against `view`; returns the changes with
+    /// each checked event's stream version and resulting state, or the index of the first event that
+    /// fails.
+    pub(crate) fn check_all(
+        view: &'v View,
+        events: &'e [AppendEvent],
+        fresh: &[usize],
+    ) -> Result<Changes<'e>, (usize, AppendError)> {
+        let mut pending = Pending::new(view, fresh.len());
+        let mut versions = Vec::with_capacity(fresh.len());
+        let mut states = Vec::with_capacity(fresh.len());
+        // Look up a block of terminals at once (the CPU overlaps the misses), then check the block
+        // while what the look-ups brought into cache is still there.
+        for block in fresh.chunks(CHECK_BLOCK) {
+            let slots = view.slots_of(block.iter().map(|&index| match &events[index].event {
+                Event::Terminal(d) => Some(&d.device),
+                Event::Directive(_) => None,
+            }));
+            for (&index, &slot) in block.iter().zip(&slots) {
+                let (version, state) = pending.check(index, &events[index], slot).map_err(|e| (index, e))?;
+                versions.push(version);
+                states.push(state);
+            }
+        }
+        Ok(Changes { terminals: pending.terminals, versions, states })
+    }
+
+    /// Checks one event; returns its stream version. `slot` is the terminal's slot in the view, looked
+    /// up beforehand ([`View::slots_of`]).
+    /// The state is the terminal's after the event (`None` for a directive).
+    fn check(
+        &mut self,
+        index: usize,
+        e: &'e AppendEvent,
+        slot: Option<u32>,
+    ) -> Result<(u64, Option<State>), AppendError> {
+        let rule =
+            |violation| AppendError::Rule { index, stream: e.event.stream(), event: e.event.type_name(), violation };
+        match &e.event {
+            Event::Directive(d) => {
+                let seen = self.view.directives.contains_key(&d.id) || self.directives.contains_key(&d.id);
+                lifecycle::check_directive(d, seen).map_err(rule)?;
+                let version = self.directives_version;
+                check_expected(index, e, version)?;
+                self.directives.insert(&d.id, d.models.iter().collect());
+                self.directives_version += 1;
+                Ok((version, None))
+            }
+            Event::Terminal(d) => {
+                let view = self.view;
+                // One look-up in the (large, cold) view per terminal per append; later events of the same
+                // terminal hit the small pending map, and the commit reaches the entry by its slot.
+                let (version, state, slot, new_model) = match self.terminals.get(&d.device) {
+                    Some(p) => (p.version, Some(p.state), p.slot, p.new_model),
+                    None => match slot.and_then(|slot| Some((slot, view.terminal_at(slot)?))) {
+                        Some((slot, m)) => (m.version, Some(m.state), Some(slot), None),
+                        None => (0, None, None, None),
+                    },
+                };
+                check_expected(index, e, version)?;
+                let new_model = match (&d.event, state) {
+                    (TerminalEvent::Issued(issued), None) => Some(&issued.model),
+                    (_, Some(_)) => new_model,
+                    (_, None) => return Err(rule(lifecycle::Violation::UnknownTerminal)),
+                };
+                let model: Option<&ModelCode> =
+                    new_model.or_else(|| slot.and_then(|slot| view.terminal_at(slot)).map(|m| &m.model));
+                let directives = &self.directives;
+                let lookup = |id: &DirectiveId| {
+                    let lists = |found: bool| DirectiveLookup::Recorded { lists_model: found };
+                    let covers = |models: &dyn Fn(&ModelCode) -> bool| model.is_some_and(models);
+                    match directives.get(id) {
+                        Some(models) => lists(covers(&|m| models.contains(m))),
+                        None => match view.directives.get(id) {
+                            Some(models) => lists(covers(&|m| models.contains(m))),
+                            None => DirectiveLookup::NotRecorded,
+                        },
+                    }
+                };
+                let state = lifecycle::apply(state.as_ref(), &d.event, &lookup).map_err(rule)?;
+                self.terminals.insert(&d.device, PendingTerminal { version: version + 1, state, slot, new_model });
+                Ok((version, Some(state)))
+            }
+        }
+    }
+}
+
+fn check_expected(index: usize, e: &AppendEvent, actual: u64) -> Result<(), AppendError> {
+    match e.expected_version {
+        Some(expected) if expected != actual => {
+            Err(AppendError::WrongExpectedVersion { index, stream: e.event.stream(), expected, actual })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The checked changes of one append, ready to apply once the records are written.
+pub(crate) struct Changes<'e> {
+    terminals: FastMap<&'e Sn, PendingTerminal<'e>>,
+    /// Per checked event (in `fresh` order): its stream version (events before it in its stream).
+    pub(crate) versions: Vec<u64>,
+    /// Per checked event: the terminal's state after it (`None` for a directive).
+    pub(crate) states: Vec<Option<State>>,
+}
+
+/// Marks a directive in [`Steps::slots`].
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+/// Per written event (in log order): where it landed in the view and what it did there.
+pub(crate) struct Steps {
+    /// The terminal's slot ([`NO_SLOT`] for a directive). Slots are assigned in the same order in every
+    /// view (a terminal takes the next free slot at its issue), so the writer's slots are the
+    /// follower's too.
+    pub(crate) slots: Vec<u32>,
+    /// The event's stream version (events before it in its stream).
+    pub(crate) versions: Vec<u64>,
+    /// The terminal's state after the event (`None` for a directive).
+    pub(crate) states: Vec<Option<State>>,
+}
+
+/// What the writer hands the follower for one written append: everything the follower needs to apply
+/// it to its full view without checking it again (the check ran once, in [`Pending::check_all`]).
+pub(crate) struct Written {
+    /// The request, moved (it is dropped by the follower, off the append path).
+    pub(crate) events: Vec<AppendEvent>,
+    /// Indices of the events written, in log order (the others were idempotent retries).
+    pub(crate) fresh: Vec<usize>,
+    /// Position of `events[fresh[0]]`; `events[fresh[i]]` is at `first + i`.
+    pub(crate) first: u64,
+    /// What each written event did.
+    pub(crate) steps: Steps,
+}
+
+impl<'e> Changes<'e> {
+    /// Applies the changes to the view: terminals issued by this append enter it at their first event,
+    /// stream positions are added in event order (in a full view), then each terminal takes its final
+    /// version and state; directives and event ids are recorded. Returns what each event did.
+    pub(crate) fn commit(
+        mut self,
+        view: &mut View,
+        fresh: &[usize],
+        events: &'e [AppendEvent],
+        positions: &[u64],
+    ) -> Steps {
+        let full = view.is_full();
+        let mut slots = Vec::with_capacity(fresh.len());
+        for &index in fresh {
+            let e = &events[index];
+            let position = positions[index];
+            match &e.event {
+                Event::Terminal(d) => {
+                    let slot = self.slot_for(view, &d.device);
+                    if full {
+                        if let Some(mem) = slot.and_then(|slot| view.terminal_at_mut(slot)) {
+                            mem.positions.push(position);
+                        }
+                    }
+                    slots.push(slot.unwrap_or(NO_SLOT));
+                }
+                Event::Directive(d) => {
+                    view.insert_directive(d.id.clone(), &d.models);
+                    view.push_directive_position(position);
+                    slots.push(NO_SLOT);
+                }
+            }
+            if let Some(id) = &e.event_id {
+                view.insert_event_id(id.clone(), position);
+            }
+        }
+        for change in self.terminals.values() {
+            if let Some(mem) = change.slot.and_then(|slot| view.terminal_at_mut(slot)) {
+                mem.version = change.version;
+                mem.state = change.state;
+                if full {
+                    assert_eq!(mem.positions.len(), mem.version, "a stream's positions and version agree");
+                }
+            }
+        }
+        Steps { slots, versions: self.versions, states: self.states }
+    }
+
+    /// The slot of a terminal this append touches, inserting it into the view at its first event when
+    /// this append issues it.
+    fn slot_for(&mut self, view: &mut View, sn: &Sn) -> Option<u32> {
+        let change = self.terminals.get_mut(sn)?;
+        match (change.slot, change.new_model) {
+            (Some(slot), _) => Some(slot),
+            (None, Some(model)) => {
+                let mem = TerminalMem {
+                    version: change.version,
+                    state: change.state,
+                    model: model.clone(),
+                    positions: Positions::default(),
+                };
+                let slot = view.insert_terminal(sn.clone(), mem);
+                change.slot = Some(slot);
+                Some(slot)
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// Applies a written append to a full view, event by event, trusting the writer's check but not its
+/// bookkeeping: every slot must hold the event's terminal (or be the next free slot at its issue) and
+/// every version must follow the stream's. A mismatch means the views diverged; the caller stops.
+pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), String> {
+    assert!(view.is_full());
+    let (n, steps) = (written.fresh.len(), &written.steps);
+    assert!(steps.slots.len() == n && steps.versions.len() == n && steps.states.len() == n);
+    for (i, &index) in written.fresh.iter().enumerate() {
+        let position = written.first + i as u64;
+        let Some(e) = written.events.get(index) else { return Err(format!("event index {index} out of range")) };
+        match &e.event {
+            Event::Terminal(d) => {
+                let (slot, version) = (steps.slots[i], steps.versions[i]);
+                let Some(state) = steps.states[i] else { return Err(format!("position {position}: no state")) };
+                if slot as usize == view.terminal_count() {
+                    let TerminalEvent::Issued(issued) = &d.event else {
+                        return Err(format!("position {position}: {} enters the view without being issued", d.device));
+                    };
+                    let mem =
+                        TerminalMem { version: 0, state, model: issued.model.clone(), positions: Positions::default() };
+                    let inserted = view.insert_terminal(d.device.clone(), mem);
+                    assert_eq!(inserted, slot, "the next slot is the terminal count");
+                }
+                if !view.slot_holds(slot, &d.device) {
+                    return Err(format!("position {position}: slot {slot} does not hold {}", d.device));
+                }
+                let Some(mem) = view.terminal_at_mut(slot) else { return Err(format!("slot {slot} out of range")) };
+                if mem.version != version {
+                    return Err(format!(
+                        "position {position}: {} is at version {}, the writer wrote {version}",
+                        d.device, mem.version
+                    ));
+                }
+                mem.positions.push(position);
+                mem.version = version + 1;
+                mem.state = state;
+                assert_eq!(mem.positions.len(), mem.version, "a stream's positions and version agree");
+            }
+            Event::Directive(d) => {
+                if view.directives_stream.len() != steps.versions[i] {
+                    return Err(format!(
+                        "position {position}: the directives stream is not at version {}",
+                        steps.versions[i]
+                    ));
+                }
+                view.insert_directive(d.id.clone(), &d.models);
+                view.push_directive_position(position);
+            }
+        }
+        if let Some(id) = &e.event_id {
+            view.insert_event_id(id.clone(), position);
+        }
+    }
+    Ok(())
+}

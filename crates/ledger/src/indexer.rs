@@ -1,0 +1,190 @@
+//! The index pipeline: two background threads between the write path and sled.
+//!
+//! ```text
+//!  writer (append, under the writer lock)        follower thread               store thread
+//!  check + encode + write + commit to  --Apply-->  commit to the full view  --Changed-->  encode pages, wait
+//!  the writer's view (no positions)   (bounded)   (stream positions), take    (unbounded,  until published,
+//!                                                  a snapshot every           rare)        write to sled
+//!                                                  SNAPSHOT_EVERY records
+//! ```
+//!
+//! The writer hands each append's events (moved, not copied) to the *follower*, which applies them to
+//! the full [`View`] through the same check and commit the writer ran ([`crate::apply`]) and answers
+//! stream reads from it. So the append path pays neither for the per-stream position lists nor for
+//! copying the view into snapshots, nor for dropping the events: those run on another core. Stream
+//! reads wait until the follower has applied every published record ([`Follower`]`::applied`).
+//!
+//! The *store* thread encodes each snapshot and writes it to sled once every record it covers is
+//! published (only durable records are indexed).
+//!
+//! No deadlock: the writer may block on the follower's bounded queue while holding the writer lock, so
+//! the follower never waits for anything the writer holds: it never takes the writer lock, and its
+//! queue to the store thread is unbounded (a snapshot every 2 M records at most, or on request). The
+//! store thread waits for publication, which needs the writer lock only briefly and never the follower.
+
+use crate::apply::{apply_written, Written};
+use crate::index::{Changed, View, SNAPSHOT_EVERY};
+use crate::ledger::{lock, Shared};
+use crate::merkle::Hash;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Weak;
+use std::time::Duration;
+
+/// Appends that may wait for the follower before the writer blocks. Bounds the memory of events in
+/// flight (at most this many appends' events) when the follower falls behind.
+pub(crate) const FOLLOWER_QUEUE: usize = 32;
+
+/// What the writer sends the follower.
+pub(crate) enum FollowerMsg {
+    /// One append, as written.
+    Apply(Applied),
+    /// Snapshot whatever changed since the last snapshot (`sync_index`, close, open).
+    Snapshot,
+}
+
+/// One written append and the log after it.
+pub(crate) struct Applied {
+    /// The append.
+    pub(crate) written: Written,
+    /// Log size after the append.
+    pub(crate) size: u64,
+    /// Leaf hash of record `size - 1`.
+    pub(crate) last_leaf: Hash,
+}
+
+/// The follower's full view and how far it has got.
+pub(crate) struct Follower {
+    pub(crate) view: View,
+    /// Log size the view covers.
+    pub(crate) applied: u64,
+    /// Leaf hash of record `applied - 1`.
+    pub(crate) last_leaf: Hash,
+    /// Log size the last snapshot covered.
+    pub(crate) snapshot_size: u64,
+    /// Set when an append could not be applied (the view is then behind the log for good).
+    pub(crate) failed: Option<String>,
+    /// Set when the follower thread has ended.
+    pub(crate) stopped: bool,
+}
+
+impl Follower {
+    /// A follower whose view covers `applied` records, the last snapshot `snapshot_size`.
+    pub(crate) fn new(view: View, applied: u64, last_leaf: Hash, snapshot_size: u64) -> Follower {
+        assert!(view.is_full(), "the follower keeps a full view");
+        assert!(snapshot_size <= applied);
+        Follower { view, applied, last_leaf, snapshot_size, failed: None, stopped: false }
+    }
+
+    /// Applies one append; returns the snapshot to persist if one is due.
+    fn apply(&mut self, applied: &Applied) -> Option<Changed> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let written = &applied.written;
+        let count = written.fresh.len() as u64;
+        assert!(count > 0 && applied.size == written.first + count);
+        if written.first != self.applied {
+            self.failed = Some(format!(
+                "the follower holds {} records but was handed an append starting at {}",
+                self.applied, written.first
+            ));
+            return None;
+        }
+        if let Err(why) = apply_written(&mut self.view, written) {
+            self.failed = Some(format!("the stream index diverged from the writer's view: {why}"));
+            return None;
+        }
+        self.applied = applied.size;
+        self.last_leaf = applied.last_leaf;
+        self.snapshot(SNAPSHOT_EVERY)
+    }
+
+    /// A snapshot of what changed, if at least `min_new` records arrived since the last one.
+    fn snapshot(&mut self, min_new: u64) -> Option<Changed> {
+        if self.failed.is_some() || self.applied < self.snapshot_size + min_new.max(1) {
+            return None;
+        }
+        self.snapshot_size = self.applied;
+        Some(self.view.take_snapshot(self.applied, self.last_leaf))
+    }
+}
+
+/// Marks the follower stopped when its thread ends, even by a panic, so stream reads stop waiting.
+struct StopGuard(Weak<Shared>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            lock(&shared.follower).stopped = true;
+            shared.follower_cv.notify_all();
+        }
+    }
+}
+
+/// The follower thread: applies each append to the full view, hands snapshots to the store thread.
+pub(crate) fn follower_loop(shared: Weak<Shared>, rx: Receiver<FollowerMsg>, store_tx: Sender<Changed>) {
+    let _guard = StopGuard(shared.clone());
+    while let Ok(msg) = rx.recv() {
+        let Some(shared) = shared.upgrade() else { return };
+        let snapshot = {
+            let mut follower = lock(&shared.follower);
+            let snapshot = match &msg {
+                FollowerMsg::Apply(applied) => follower.apply(applied),
+                FollowerMsg::Snapshot => follower.snapshot(1),
+            };
+            if let Some(why) = &follower.failed {
+                let mut error = lock(&shared.index_error);
+                if error.is_none() {
+                    *error = Some(why.clone());
+                }
+            }
+            snapshot
+        };
+        shared.follower_cv.notify_all();
+        shared.indexed_cv.notify_all();
+        // The request's events are dropped here, off the append path.
+        drop(msg);
+        if let Some(changed) = snapshot {
+            let _ = store_tx.send(changed);
+        }
+    }
+}
+
+/// The store thread: writes snapshots to sled, once the records they cover are published.
+pub(crate) fn store_loop(shared: Weak<Shared>, rx: Receiver<Changed>) {
+    while let Ok(changed) = rx.recv() {
+        let Some(shared) = shared.upgrade() else { return };
+        if lock(&shared.index_error).is_some() {
+            continue;
+        }
+        let snapshot = match changed.encode() {
+            Ok(snapshot) => snapshot,
+            Err(why) => {
+                *lock(&shared.index_error) = Some(why);
+                shared.indexed_cv.notify_all();
+                continue;
+            }
+        };
+        // Only durable records go to sled: wait until the snapshot's records are published.
+        let mut durable = lock(&shared.durable);
+        while durable.published.head.size < snapshot.size && durable.failed.is_none() && !durable.closed {
+            let (guard, _) = shared
+                .published_cv
+                .wait_timeout(durable, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner());
+            durable = guard;
+        }
+        let publishable = durable.published.head.size >= snapshot.size;
+        drop(durable);
+        let written = if publishable {
+            shared.store.write(&snapshot, shared.ledger_id)
+        } else {
+            Err("the snapshot covers records that were never published".to_string())
+        };
+        match written {
+            Ok(()) => *lock(&shared.indexed) = snapshot.size,
+            Err(why) => *lock(&shared.index_error) = Some(why),
+        }
+        shared.indexed_cv.notify_all();
+    }
+}
