@@ -1,4 +1,5 @@
-//! Ledger micro-benchmarks: durable append in batches of 1, 100 and 10,000 records, and a full scan of a
+//! Ledger micro-benchmarks: the units of the append path (record encode and decode, Merkle leaf append,
+//! lifecycle apply), durable append in batches of 1, 100 and 10,000 records, and a full scan of a
 //! 1,000,000-record log (decoded records, and raw frames).
 //!
 //! Run: `cargo bench --bench ledger`. Targets on the 2-core reference machine: durable batched append
@@ -9,7 +10,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ledger::{
     AppendEvent, Contract, ContractId, DeviceEvent, Durability, Event, Issued, Ledger, MerchantId, ModelCode, Options,
-    ProviderId, RegionCode, Sn, TerminalEvent,
+    ProviderId, Record, RegionCode, Sn, TerminalEvent,
 };
 
 const TERMINALS: usize = 10_000;
@@ -23,30 +24,24 @@ fn sns() -> Vec<Sn> {
     (0..TERMINALS).map(|i| Sn::parse(&format!("SN{i:08}")).unwrap()).collect()
 }
 
+/// The issue of terminal number `i`.
+fn issued_event(sn: &Sn, i: usize) -> AppendEvent {
+    AppendEvent::from(Event::Terminal(DeviceEvent {
+        device: sn.clone(),
+        at: t0(),
+        event: TerminalEvent::Issued(Box::new(Issued {
+            model: ModelCode::parse(&format!("M-{}", i % 50)).unwrap(),
+            merchant: MerchantId::parse(&format!("MER{}", i % 997)).unwrap(),
+            provider: ProviderId::parse("lakala").unwrap(),
+            region: RegionCode::parse("310000").unwrap(),
+            contract: Contract { id: ContractId::parse("C1").unwrap(), start: t0(), end: t0() + Duration::days(365) },
+            replaces: None,
+        })),
+    }))
+}
+
 fn issue_all(ledger: &Ledger, sns: &[Sn]) {
-    let events: Vec<AppendEvent> = sns
-        .iter()
-        .enumerate()
-        .map(|(i, sn)| {
-            AppendEvent::from(Event::Terminal(DeviceEvent {
-                device: sn.clone(),
-                at: t0(),
-                event: TerminalEvent::Issued(Box::new(Issued {
-                    model: ModelCode::parse(&format!("M-{}", i % 50)).unwrap(),
-                    merchant: MerchantId::parse(&format!("MER{}", i % 997)).unwrap(),
-                    provider: ProviderId::parse("lakala").unwrap(),
-                    region: RegionCode::parse("310000").unwrap(),
-                    contract: Contract {
-                        id: ContractId::parse("C1").unwrap(),
-                        start: t0(),
-                        end: t0() + Duration::days(365),
-                    },
-                    replaces: None,
-                })),
-            }))
-        })
-        .collect();
-    ledger.append(events).unwrap();
+    ledger.append(sns.iter().enumerate().map(|(i, sn)| issued_event(sn, i)).collect()).unwrap();
 }
 
 /// `n` flow observations over the terminals, starting at terminal `from` (a realistic mix of streams).
@@ -157,5 +152,97 @@ fn scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, durable_append, scan);
+/// 1,000 records like the log's: 90% flows, 10% issues, over the fixture terminals.
+fn records() -> Vec<Record> {
+    let sns = sns();
+    let issues = (0..100).map(|i| issued_event(&sns[i], i));
+    issues
+        .chain(flows(&sns, 0, 900))
+        .enumerate()
+        .map(|(i, e)| Record {
+            position: 5_000_000 + i as u64,
+            version: (i % 40) as u64,
+            event_id: None,
+            recorded_at: t0(),
+            commit: i % 100 == 99,
+            event: e.event,
+        })
+        .collect()
+}
+
+fn units(c: &mut Criterion) {
+    let records = records();
+    let bodies: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| {
+            let mut body = Vec::new();
+            ledger::codec::encode_record(r, &mut body).unwrap();
+            body
+        })
+        .collect();
+    let mut group = c.benchmark_group("units");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function("encode_1k", |b| {
+        let mut out = Vec::with_capacity(1 << 16);
+        b.iter(|| {
+            out.clear();
+            for r in &records {
+                ledger::codec::encode_record(r, &mut out).unwrap();
+            }
+            out.len()
+        })
+    });
+    group.bench_function("decode_view_1k", |b| {
+        b.iter(|| bodies.iter().map(|body| ledger::codec::decode_view(body).unwrap().position).sum::<u64>())
+    });
+    group.bench_function("decode_owned_1k", |b| {
+        b.iter(|| bodies.iter().map(|body| ledger::codec::decode_record(body).unwrap().position).sum::<u64>())
+    });
+    group.bench_function("merkle_push_leaf_1k", |b| {
+        // Leaf hash of each body, pushed into a frontier that already holds 4,095 leaves (the writer's
+        // per-record hashing: one leaf hash and, on average, one interior node hash).
+        let mut base = ledger::merkle::Frontier::new();
+        for i in 0..4_095u64 {
+            base.push_leaf_hash([i as u8; 32]);
+        }
+        b.iter_batched(
+            || base.clone(),
+            |mut frontier| {
+                for body in &bodies {
+                    frontier.push_leaf(body);
+                }
+                frontier.size()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("lifecycle_apply_1k", |b| {
+        let none = |_: &ledger::DirectiveId| ledger::lifecycle::DirectiveLookup::NotRecorded;
+        let events: Vec<&TerminalEvent> = records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Terminal(d) => Some(&d.event),
+                Event::Directive(_) => None,
+            })
+            .collect();
+        b.iter(|| {
+            // Each terminal: issued, then flows (the fold every check and projection runs).
+            let mut state = None;
+            let mut applied = 0u32;
+            for event in &events {
+                if matches!(event, TerminalEvent::Issued(_)) {
+                    state = None;
+                }
+                if let Ok(next) = ledger::lifecycle::apply(state.as_ref(), event, &none) {
+                    state = Some(next);
+                    applied += 1;
+                }
+            }
+            applied
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, units, durable_append, scan);
 criterion_main!(benches);

@@ -326,3 +326,101 @@ pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), St
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::model::{Contract, ContractId, DeviceEvent, Issued, MerchantId, ProviderId, RegionCode};
+    use chrono::{TimeZone, Utc};
+
+    fn dev(device: &str, event: TerminalEvent) -> AppendEvent {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        AppendEvent::from(Event::Terminal(DeviceEvent { device: Sn::parse(device).unwrap(), at, event }))
+    }
+
+    fn issued(device: &str) -> AppendEvent {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        dev(
+            device,
+            TerminalEvent::Issued(Box::new(Issued {
+                model: ModelCode::parse("M1").unwrap(),
+                merchant: MerchantId::parse("MER").unwrap(),
+                provider: ProviderId::parse("p").unwrap(),
+                region: RegionCode::parse("310000").unwrap(),
+                contract: Contract { id: ContractId::parse("C").unwrap(), start: at, end: at },
+                replaces: None,
+            })),
+        )
+    }
+
+    fn flow(device: &str) -> AppendEvent {
+        dev(device, TerminalEvent::Flow { amount_fen: 6_000, transactions: 1 })
+    }
+
+    /// Checks and commits `events` (appended at `first`) to the writer's view; returns what the
+    /// follower is handed.
+    fn write(view: &mut View, events: Vec<AppendEvent>, first: u64) -> Written {
+        let fresh: Vec<usize> = (0..events.len()).collect();
+        let positions: Vec<u64> = (first..first + events.len() as u64).collect();
+        let changes = Pending::check_all(view, &events, &fresh).unwrap();
+        let steps = changes.commit(view, &fresh, &events, &positions);
+        Written { events, fresh, first, steps }
+    }
+
+    #[test]
+    fn the_follower_ends_where_a_checked_replay_ends() {
+        let mut writer = View::default().writer_copy();
+        let mut follower = View::default();
+        let mut replayed = View::default();
+        let appends = [
+            vec![issued("A"), flow("A"), issued("B")],
+            vec![flow("B"), flow("A"), issued("C"), flow("C"), flow("B")],
+            vec![dev("A", TerminalEvent::Activated), flow("C")],
+        ];
+        let mut first = 0;
+        for events in appends {
+            let written = write(&mut writer, events.clone(), first);
+            apply_written(&mut follower, &written).unwrap();
+            // The reference: the full check and commit, as recovery replays the log.
+            write(&mut replayed, events, first);
+            first += written.fresh.len() as u64;
+        }
+        for name in ["A", "B", "C"] {
+            let sn = Sn::parse(name).unwrap();
+            let (got, want) = (follower.terminal(&sn).unwrap(), replayed.terminal(&sn).unwrap());
+            assert_eq!(got, want, "{name}");
+            assert_eq!(writer.terminal(&sn).unwrap().version, want.version, "{name}");
+            assert!(writer.terminal(&sn).unwrap().positions.is_empty(), "the writer's view keeps no positions");
+        }
+        assert_eq!(follower.terminal(&Sn::parse("B").unwrap()).unwrap().positions.to_vec().unwrap(), vec![2, 3, 7]);
+    }
+
+    #[test]
+    fn a_follower_that_diverged_refuses_the_append() {
+        let mut writer = View::default().writer_copy();
+        let written = write(&mut writer, vec![issued("A"), issued("B")], 0);
+        let mut follower = View::default();
+        apply_written(&mut follower, &written).unwrap();
+
+        // The writer's slot for B points at A in the follower.
+        let mut next = write(&mut writer, vec![flow("B")], 2);
+        next.steps.slots[0] = 0;
+        let before = follower.terminal(&Sn::parse("A").unwrap()).unwrap().clone();
+        let why = apply_written(&mut follower, &next).unwrap_err();
+        assert!(why.contains("slot 0 does not hold B"), "{why}");
+        assert_eq!(follower.terminal(&Sn::parse("A").unwrap()).unwrap(), &before, "A is untouched");
+
+        // A version the follower's stream is not at.
+        let mut stale = write(&mut writer, vec![flow("A")], 3);
+        stale.steps.versions[0] = 7;
+        let why = apply_written(&mut follower, &stale).unwrap_err();
+        assert!(why.contains("is at version 1, the writer wrote 7"), "{why}");
+
+        // A terminal that would enter the follower's view without being issued.
+        let mut unissued = write(&mut writer, vec![flow("A")], 4);
+        unissued.steps.slots[0] = 2;
+        let why = apply_written(&mut follower, &unissued).unwrap_err();
+        assert!(why.contains("without being issued"), "{why}");
+    }
+}
