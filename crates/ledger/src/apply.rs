@@ -49,11 +49,25 @@ struct PendingTerminal<'e> {
     new_model: Option<&'e ModelCode>,
 }
 
+/// A terminal the append touches: by its slot when the view holds it (hashing a `u32` is cheaper than
+/// hashing the SN again), by its SN when this append issues it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Key<'e> {
+    Slot(u32),
+    New(&'e Sn),
+}
+
+impl<'e> Key<'e> {
+    fn of(slot: Option<u32>, sn: &'e Sn) -> Key<'e> {
+        slot.map_or(Key::New(sn), Key::Slot)
+    }
+}
+
 /// The state changes of one append, checked against the view plus the append's own earlier events.
 /// Keys borrow from the request (`'e`), so checking an event allocates nothing.
 pub(crate) struct Pending<'v, 'e> {
     view: &'v View,
-    terminals: FastMap<&'e Sn, PendingTerminal<'e>>,
+    terminals: FastMap<Key<'e>, PendingTerminal<'e>>,
     directives: FastMap<&'e DirectiveId, FastSet<&'e ModelCode>>,
     directives_version: u64,
 }
@@ -79,6 +93,7 @@ impl<'v, 'e> Pending<'v, 'e> {
         let mut pending = Pending::new(view, fresh.len());
         let mut versions = Vec::with_capacity(fresh.len());
         let mut states = Vec::with_capacity(fresh.len());
+        let mut view_slots = Vec::with_capacity(fresh.len());
         // Look up a block of terminals at once (the CPU overlaps the misses), then check the block
         // while what the look-ups brought into cache is still there.
         for block in fresh.chunks(CHECK_BLOCK) {
@@ -91,8 +106,9 @@ impl<'v, 'e> Pending<'v, 'e> {
                 versions.push(version);
                 states.push(state);
             }
+            view_slots.extend(slots);
         }
-        Ok(Changes { terminals: pending.terminals, versions, states })
+        Ok(Changes { terminals: pending.terminals, view_slots, versions, states })
     }
 
     /// Checks one event; returns its stream version. `slot` is the terminal's slot in the view, looked
@@ -120,7 +136,8 @@ impl<'v, 'e> Pending<'v, 'e> {
                 let view = self.view;
                 // One look-up in the (large, cold) view per terminal per append; later events of the same
                 // terminal hit the small pending map, and the commit reaches the entry by its slot.
-                let (version, state, slot, new_model) = match self.terminals.get(&d.device) {
+                let key = Key::of(slot, &d.device);
+                let (version, state, slot, new_model) = match self.terminals.get(&key) {
                     Some(p) => (p.version, Some(p.state), p.slot, p.new_model),
                     None => match slot.and_then(|slot| Some((slot, view.terminal_at(slot)?))) {
                         Some((slot, m)) => (m.version, Some(m.state), Some(slot), None),
@@ -148,7 +165,7 @@ impl<'v, 'e> Pending<'v, 'e> {
                     }
                 };
                 let state = lifecycle::apply(state.as_ref(), &d.event, &lookup).map_err(rule)?;
-                self.terminals.insert(&d.device, PendingTerminal { version: version + 1, state, slot, new_model });
+                self.terminals.insert(key, PendingTerminal { version: version + 1, state, slot, new_model });
                 Ok((version, Some(state)))
             }
         }
@@ -166,7 +183,10 @@ fn check_expected(index: usize, e: &AppendEvent, actual: u64) -> Result<(), Appe
 
 /// The checked changes of one append, ready to apply once the records are written.
 pub(crate) struct Changes<'e> {
-    terminals: FastMap<&'e Sn, PendingTerminal<'e>>,
+    terminals: FastMap<Key<'e>, PendingTerminal<'e>>,
+    /// Per checked event: the terminal's slot in the view before the append (`None` for a terminal
+    /// this append issues, and for a directive).
+    view_slots: Vec<Option<u32>>,
     /// Per checked event (in `fresh` order): its stream version (events before it in its stream).
     pub(crate) versions: Vec<u64>,
     /// Per checked event: the terminal's state after it (`None` for a directive).
@@ -214,12 +234,15 @@ impl<'e> Changes<'e> {
     ) -> Steps {
         let full = view.is_full();
         let mut slots = Vec::with_capacity(fresh.len());
-        for &index in fresh {
+        for (i, &index) in fresh.iter().enumerate() {
             let e = &events[index];
             let position = positions[index];
             match &e.event {
                 Event::Terminal(d) => {
-                    let slot = self.slot_for(view, &d.device);
+                    let slot = match self.view_slots[i] {
+                        Some(slot) => Some(slot),
+                        None => self.slot_for(view, &d.device),
+                    };
                     if full {
                         if let Some(mem) = slot.and_then(|slot| view.terminal_at_mut(slot)) {
                             mem.positions.push(position);
@@ -249,10 +272,9 @@ impl<'e> Changes<'e> {
         Steps { slots, versions: self.versions, states: self.states }
     }
 
-    /// The slot of a terminal this append touches, inserting it into the view at its first event when
-    /// this append issues it.
-    fn slot_for(&mut self, view: &mut View, sn: &Sn) -> Option<u32> {
-        let change = self.terminals.get_mut(sn)?;
+    /// The slot of a terminal this append issues, inserting it into the view at its first event.
+    fn slot_for(&mut self, view: &mut View, sn: &'e Sn) -> Option<u32> {
+        let change = self.terminals.get_mut(&Key::New(sn))?;
         match (change.slot, change.new_model) {
             (Some(slot), _) => Some(slot),
             (None, Some(model)) => {

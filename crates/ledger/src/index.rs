@@ -320,7 +320,10 @@ impl View {
         let mut touched = 0u64;
         for &slot in &candidates {
             if let Some(entry) = self.entries.get(slot as usize) {
-                touched = touched.wrapping_add(u64::from(entry.key.len)).wrapping_add(entry.mem.version);
+                touched = touched
+                    .wrapping_add(u64::from(entry.key.len))
+                    .wrapping_add(entry.mem.version)
+                    .wrapping_add(entry.mem.state.flow_fen);
             }
         }
         std::hint::black_box(touched);
