@@ -815,7 +815,7 @@ impl Ledger {
                 return Err(ReadError::Index(format!("the stream index stopped: {why}")));
             }
             if follower.stopped {
-                return Err(ReadError::Index("the stream index stopped: the ledger is closing".into()));
+                return Err(ReadError::Index("the stream index stopped: its thread has ended".into()));
             }
             let (guard, _) = self
                 .shared
