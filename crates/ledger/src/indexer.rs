@@ -27,12 +27,50 @@ use crate::index::{Changed, View, SNAPSHOT_EVERY};
 use crate::ledger::{lock, Shared};
 use crate::merkle::Hash;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Weak;
+use std::sync::{Condvar, Mutex, Weak};
 use std::time::Duration;
 
-/// Appends that may wait for the follower before the writer blocks. Bounds the memory of events in
-/// flight (at most this many appends' events) when the follower falls behind.
+/// Appends that may wait for the follower before the writer blocks.
 pub(crate) const FOLLOWER_QUEUE: usize = 32;
+/// Events that may wait for the follower before the writer blocks (about 100 MB of requests): with
+/// [`FOLLOWER_QUEUE`], bounds the memory held for a follower that falls behind, whatever the append size.
+pub(crate) const FOLLOWER_BACKLOG_EVENTS: u64 = 1_000_000;
+
+/// Events handed to the follower and not yet applied. The writer waits (under the writer lock; the
+/// follower never takes it) while the backlog is over [`FOLLOWER_BACKLOG_EVENTS`]; one append larger than
+/// the limit still goes through alone.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    /// Events waiting, and whether the follower has stopped (then nobody waits).
+    state: Mutex<(u64, bool)>,
+    drained: Condvar,
+}
+
+impl Backlog {
+    /// Waits for room for `n` events, then counts them in.
+    pub(crate) fn add(&self, n: u64) {
+        let mut state = lock(&self.state);
+        while !state.1 && state.0 > 0 && state.0 + n > FOLLOWER_BACKLOG_EVENTS {
+            let (guard, _) =
+                self.drained.wait_timeout(state, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner());
+            state = guard;
+        }
+        state.0 += n;
+    }
+
+    /// Counts `n` applied (or dropped) events out.
+    fn remove(&self, n: u64) {
+        let mut state = lock(&self.state);
+        state.0 = state.0.saturating_sub(n);
+        self.drained.notify_all();
+    }
+
+    /// The follower has stopped: nothing will drain the backlog, so nobody may wait for it.
+    fn stop(&self) {
+        lock(&self.state).1 = true;
+        self.drained.notify_all();
+    }
+}
 
 /// What the writer sends the follower.
 pub(crate) enum FollowerMsg {
@@ -117,6 +155,7 @@ impl Drop for StopGuard {
         if let Some(shared) = self.0.upgrade() {
             lock(&shared.follower).stopped = true;
             shared.follower_cv.notify_all();
+            shared.backlog.stop();
         }
     }
 }
@@ -143,7 +182,12 @@ pub(crate) fn follower_loop(shared: Weak<Shared>, rx: Receiver<FollowerMsg>, sto
         shared.follower_cv.notify_all();
         shared.indexed_cv.notify_all();
         // The request's events are dropped here, off the append path.
+        let applied_events = match &msg {
+            FollowerMsg::Apply(applied) => applied.written.events.len() as u64,
+            FollowerMsg::Snapshot => 0,
+        };
         drop(msg);
+        shared.backlog.remove(applied_events);
         if let Some(changed) = snapshot {
             let _ = store_tx.send(changed);
         }

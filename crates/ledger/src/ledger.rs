@@ -10,7 +10,7 @@ use crate::apply::{precheck, Pending, Steps, Written};
 use crate::codec::{encode_record_ref, RecordRef, MAX_RECORD_BYTES};
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::index::{Store, View};
-use crate::indexer::{follower_loop, store_loop, Applied, Follower, FollowerMsg, FOLLOWER_QUEUE};
+use crate::indexer::{follower_loop, store_loop, Applied, Backlog, Follower, FollowerMsg, FOLLOWER_QUEUE};
 use crate::lifecycle::{State, Status};
 use crate::merkle::{self, leaf_hash, Frontier, Hash};
 use crate::model::{Directive, Event, EventId, ModelCode, Record, Sn, StopReason, StreamId, TerminalEvent};
@@ -130,11 +130,12 @@ struct Writer {
 impl Writer {
     /// Hands a written append to the follower (in log order: called under the writer lock). Blocks
     /// while the follower's queue is full.
-    fn follow(&self, events: Vec<AppendEvent>, written: Option<(Vec<usize>, Steps)>) {
+    fn follow(&self, backlog: &Backlog, events: Vec<AppendEvent>, written: Option<(Vec<usize>, Steps)>) {
         let Some((fresh, steps)) = written else { return };
         // The append's records are the last `fresh.len()` of the log (positions are dense).
         let first = self.size - fresh.len() as u64;
         if let Some(tx) = &self.follower_tx {
+            backlog.add(events.len() as u64);
             let written = Written { events, fresh, first, steps };
             let _ = tx.send(FollowerMsg::Apply(Applied { written, size: self.size, last_leaf: self.last_leaf }));
         }
@@ -185,6 +186,8 @@ pub(crate) struct Shared {
     /// The full view, kept by the follower thread (stream reads).
     pub(crate) follower: Mutex<Follower>,
     pub(crate) follower_cv: Condvar,
+    /// Events handed to the follower and not yet applied.
+    pub(crate) backlog: Backlog,
     /// The follower and store threads, joined on close (the follower first).
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     head_file: Mutex<Option<File>>,
@@ -315,6 +318,7 @@ impl Ledger {
             indexed_cv: Condvar::new(),
             follower: Mutex::new(follower),
             follower_cv: Condvar::new(),
+            backlog: Backlog::default(),
             threads: Mutex::new(Vec::new()),
             head_file: Mutex::new(None),
             _lock: lock_file,
@@ -381,7 +385,7 @@ impl Ledger {
         let (end, appended) = {
             let mut writer = lock(&self.shared.writer);
             let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at)?;
-            writer.follow(events, written);
+            writer.follow(&self.shared.backlog, events, written);
             (end, appended)
         };
         if appended.written == 0 {
@@ -427,7 +431,7 @@ impl Ledger {
                 return Err(AppendError::TooMany { len: events.len(), max: MAX_APPEND_EVENTS });
             }
             let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at)?;
-            writer.follow(events, written);
+            writer.follow(&self.shared.backlog, events, written);
             (end, appended, stopped)
         };
         let head = self.wait_published(end)?;
@@ -808,11 +812,12 @@ impl Ledger {
     fn follower_at(&self, size: u64) -> Result<MutexGuard<'_, Follower>, ReadError> {
         let mut follower = lock(&self.shared.follower);
         loop {
-            if follower.applied >= size {
-                return Ok(follower);
-            }
+            // A failed follower may have applied part of the append it refused: never read from it.
             if let Some(why) = &follower.failed {
                 return Err(ReadError::Index(format!("the stream index stopped: {why}")));
+            }
+            if follower.applied >= size {
+                return Ok(follower);
             }
             if follower.stopped {
                 return Err(ReadError::Index("the stream index stopped: its thread has ended".into()));
