@@ -232,3 +232,38 @@ pub(crate) fn store_loop(shared: Weak<Shared>, rx: Receiver<Changed>) {
         shared.indexed_cv.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_backlog_holds_the_writer_until_the_follower_drains_it() {
+        let backlog = Arc::new(Backlog::default());
+        backlog.add(FOLLOWER_BACKLOG_EVENTS - 10);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = {
+            let backlog = Arc::clone(&backlog);
+            std::thread::spawn(move || {
+                backlog.add(20); // over the limit: waits
+                tx.send(()).ok();
+            })
+        };
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "the writer went past a full backlog");
+        backlog.remove(FOLLOWER_BACKLOG_EVENTS - 10);
+        rx.recv_timeout(Duration::from_secs(10)).expect("the writer continues once the backlog drains");
+        writer.join().ok();
+        assert_eq!(lock(&backlog.state).0, 20);
+    }
+
+    #[test]
+    fn one_append_over_the_limit_goes_through_alone_and_a_stopped_follower_blocks_nobody() {
+        let backlog = Backlog::default();
+        backlog.add(FOLLOWER_BACKLOG_EVENTS * 2); // empty backlog: an oversized append is not refused
+        backlog.stop();
+        backlog.add(1); // nobody will drain it, so nobody waits
+        assert_eq!(lock(&backlog.state).0, FOLLOWER_BACKLOG_EVENTS * 2 + 1);
+    }
+}
