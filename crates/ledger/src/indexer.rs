@@ -156,6 +156,7 @@ impl Drop for StopGuard {
             lock(&shared.follower).stopped = true;
             shared.follower_cv.notify_all();
             shared.backlog.stop();
+            stop_index_if_panicking(&shared, "the follower thread");
         }
     }
 }
@@ -194,8 +195,33 @@ pub(crate) fn follower_loop(shared: Weak<Shared>, rx: Receiver<FollowerMsg>, sto
     }
 }
 
+/// A background thread that dies by a panic leaves the index behind the log for good: say so, so that
+/// `sync_index` (and close) stop waiting for it.
+fn stop_index_if_panicking(shared: &Shared, thread: &str) {
+    if std::thread::panicking() {
+        let mut error = lock(&shared.index_error);
+        if error.is_none() {
+            *error = Some(format!("{thread} panicked"));
+        }
+        drop(error);
+        shared.indexed_cv.notify_all();
+    }
+}
+
+/// Marks the index stopped if the store thread dies by a panic.
+struct StoreGuard(Weak<Shared>);
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            stop_index_if_panicking(&shared, "the store thread");
+        }
+    }
+}
+
 /// The store thread: writes snapshots to sled, once the records they cover are published.
 pub(crate) fn store_loop(shared: Weak<Shared>, rx: Receiver<Changed>) {
+    let _guard = StoreGuard(shared.clone());
     while let Ok(changed) = rx.recv() {
         let Some(shared) = shared.upgrade() else { return };
         if lock(&shared.index_error).is_some() {
