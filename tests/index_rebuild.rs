@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use ledger::index::{bucket_of, Positions, TerminalMem};
 use ledger::lifecycle::State;
 use ledger::source::SEGMENTS_DIR;
 use ledger::{
@@ -67,7 +68,7 @@ fn fill(ledger: &Ledger, prefix: &str, n: usize) {
 }
 
 /// Everything a reader can ask, for comparison.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Answers {
     head: Head,
     records: Vec<Record>,
@@ -319,4 +320,68 @@ fn index_of_a_diverged_copy_is_rebuilt() {
     let ledger = Ledger::open_with(&dir, options()).unwrap();
     assert!(ledger.terminal(&sn("FORK-1")).is_none(), "the fork's terminal leaked in through its index");
     assert!(ledger.append(vec![issued("MAIN-1", MODELS[2])]).is_err(), "MAIN-1 could be issued twice");
+}
+
+/// Rewrites the sled bucket holding `name`, letting `damage` change that terminal's stored state.
+fn damage_bucket(dir: &Path, name: &str, damage: impl Fn(&mut TerminalMem)) {
+    let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+    let db = sled::open(dir.join("index")).unwrap();
+    let buckets = db.open_tree("buckets").unwrap();
+    let key = (bucket_of(&sn(name)) as u16).to_be_bytes();
+    let bytes = buckets.get(key).unwrap().expect("the terminal's bucket is persisted");
+    let (mut entries, _): (Vec<(Sn, TerminalMem)>, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    let entry = entries.iter_mut().find(|(s, _)| *s == sn(name)).expect("the terminal is in its bucket");
+    damage(&mut entry.1);
+    buckets.insert(key, bincode::serde::encode_to_vec(&entries, config).unwrap()).unwrap();
+    db.flush().unwrap();
+}
+
+/// Regression: a snapshot whose position list disagreed with its version was loaded as it was; the
+/// follower thread then panicked on the next append to that terminal, and `sync_index` (so `close`)
+/// waited for it forever. Such a snapshot is now refused at open and rebuilt from the log. Each case
+/// runs on its own thread with a deadline, so a return of the hang fails instead of stalling the suite.
+#[test]
+fn snapshot_with_positions_out_of_step_with_version_is_rebuilt() {
+    type Damage = fn(&mut TerminalMem);
+    let cases: [(&str, Damage); 5] = [
+        ("no positions", |m| m.positions = Positions::default()),
+        ("one position too many", |m| m.positions.push(m.positions.last().unwrap() + 1)),
+        ("version zero", |m| m.version = 0),
+        ("version one too many", |m| m.version += 1),
+        ("a position beyond the watermark", |m| {
+            let mut moved = Positions::default();
+            for i in 0..m.version {
+                moved.push(1_000_000 + i);
+            }
+            m.positions = moved;
+        }),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let before = build(&base);
+    for (n, (what, damage)) in cases.into_iter().enumerate() {
+        let case = tmp.path().join(format!("case-{n}"));
+        copy_dir(&base, &case);
+        damage_bucket(&case, "T5", damage);
+        let (done, finished) = std::sync::mpsc::channel();
+        let worker = {
+            let (case, before) = (case.clone(), before.clone());
+            std::thread::spawn(move || {
+                reopen_and_compare(&case, &before, what);
+                let ledger = Ledger::open_with(&case, options()).unwrap();
+                let version = ledger.terminal(&sn("T5")).unwrap().0;
+                ledger.append(vec![flow("T5", 1)]).unwrap();
+                ledger.sync_index().unwrap_or_else(|e| panic!("{what}: sync_index: {e}"));
+                let stream = ledger.read_stream(&StreamId::Terminal(sn("T5"))).unwrap();
+                assert_eq!(stream.len() as u64, version + 1, "{what}: T5's stream");
+                ledger.close().unwrap();
+                let _ = done.send(());
+            })
+        };
+        match finished.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(()) => worker.join().unwrap(),
+            Err(_) if worker.is_finished() => std::panic::resume_unwind(worker.join().unwrap_err()),
+            Err(_) => panic!("{what}: still running after 120 s (sync_index or close hung)"),
+        }
+    }
 }

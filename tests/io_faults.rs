@@ -289,7 +289,6 @@ fn failed_fsync_is_not_acknowledged_and_its_outcome_is_settled_by_an_idempotent_
     assert_eq!(read_all(&ledger), records);
     let mut sub = ledger.subscribe(before.size);
     assert!(sub.next_timeout(Duration::from_millis(20)).unwrap().is_none());
-    drop(sub); // a subscription shares the open ledger (and its LOCK)
     assert!(matches!(ledger.append(batch(4)), Err(AppendError::Poisoned(_))));
     assert!(ledger.flush().is_err(), "flush after a failed fsync must fail too");
     let source = Source::open(&dir).unwrap();

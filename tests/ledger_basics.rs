@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use ledger::lifecycle::Status;
 use ledger::{AppendError, Ledger, StopReason, StreamId};
+use std::time::Duration;
 
 #[test]
 fn lifecycle_append_reopen_and_index_rebuild() {
@@ -176,4 +177,25 @@ fn a_ledger_open_elsewhere_is_refused_as_locked() {
     drop(ledger);
     // Closed: the next open gets it.
     Ledger::open(dir.path()).unwrap();
+}
+
+/// Regression: a subscription held a strong reference to the open ledger, so one left alive kept the
+/// folder locked (and the index threads running) after the ledger that made it was dropped.
+#[test]
+fn a_live_subscription_does_not_keep_the_folder_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    ledger.append(vec![issued("SUB-1", "M1"), flow("SUB-1", 500)]).unwrap();
+    let mut sub = ledger.subscribe(0);
+    assert_eq!(sub.next_timeout(Duration::from_secs(5)).unwrap().map(|r| r.position), Some(0));
+    drop(ledger);
+    // The folder is free at once, while the subscription lives.
+    let reopened = Ledger::open(dir.path()).unwrap();
+    // The subscription hands out the record it had already fetched, then says the ledger is closed.
+    assert_eq!(sub.next_timeout(Duration::from_secs(5)).unwrap().map(|r| r.position), Some(1));
+    assert!(matches!(sub.next_timeout(Duration::from_millis(10)), Err(ledger::ReadError::Closed)));
+    // A subscription of the reopened ledger resumes where the old one stopped.
+    let mut resumed = reopened.subscribe(sub.position());
+    reopened.append(vec![flow("SUB-1", 700)]).unwrap();
+    assert_eq!(resumed.next_timeout(Duration::from_secs(5)).unwrap().map(|r| r.position), Some(2));
 }

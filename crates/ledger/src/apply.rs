@@ -297,9 +297,11 @@ impl<'e> Changes<'e> {
 /// bookkeeping: every slot must hold the event's terminal (or be the next free slot at its issue) and
 /// every version must follow the stream's. A mismatch means the views diverged; the caller stops.
 pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), String> {
-    assert!(view.is_full());
+    assert!(view.is_full(), "only a full view follows the writer");
     let (n, steps) = (written.fresh.len(), &written.steps);
-    assert!(steps.slots.len() == n && steps.versions.len() == n && steps.states.len() == n);
+    if steps.slots.len() != n || steps.versions.len() != n || steps.states.len() != n {
+        return Err(format!("{n} fresh events but {} steps", steps.slots.len()));
+    }
     for (i, &index) in written.fresh.iter().enumerate() {
         let position = written.first + i as u64;
         let Some(e) = written.events.get(index) else { return Err(format!("event index {index} out of range")) };
@@ -313,8 +315,10 @@ pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), St
                     };
                     let mem =
                         TerminalMem { version: 0, state, model: issued.model.clone(), positions: Positions::default() };
-                    let inserted = view.insert_terminal(d.device.clone(), mem);
-                    assert_eq!(inserted, slot, "the next slot is the terminal count");
+                    if view.slot_of(&d.device).is_some() {
+                        return Err(format!("position {position}: {} is issued twice", d.device));
+                    }
+                    view.insert_terminal(d.device.clone(), mem);
                 }
                 if !view.slot_holds(slot, &d.device) {
                     return Err(format!("position {position}: slot {slot} does not hold {}", d.device));
@@ -326,10 +330,18 @@ pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), St
                         d.device, mem.version
                     ));
                 }
+                // The follower's view must agree with what the writer wrote; a view loaded from a
+                // corrupt snapshot would not, and is refused here rather than panicking in `push`.
+                if mem.positions.len() != version || mem.positions.last().is_some_and(|last| last >= position) {
+                    return Err(format!(
+                        "position {position}: {} holds {} positions at version {version}",
+                        d.device,
+                        mem.positions.len()
+                    ));
+                }
                 mem.positions.push(position);
                 mem.version = version + 1;
                 mem.state = state;
-                assert_eq!(mem.positions.len(), mem.version, "a stream's positions and version agree");
             }
             Event::Directive(d) => {
                 if view.directives_stream.len() != steps.versions[i] {
@@ -337,6 +349,9 @@ pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), St
                         "position {position}: the directives stream is not at version {}",
                         steps.versions[i]
                     ));
+                }
+                if view.directives_stream.last().is_some_and(|last| last >= position) {
+                    return Err(format!("position {position}: the directives stream is already past it"));
                 }
                 view.insert_directive(d.id.clone(), &d.models);
                 view.push_directive_position(position);
@@ -350,18 +365,18 @@ pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), St
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::model::{Contract, ContractId, DeviceEvent, Issued, MerchantId, ProviderId, RegionCode};
     use chrono::{TimeZone, Utc};
 
-    fn dev(device: &str, event: TerminalEvent) -> AppendEvent {
+    pub(crate) fn dev(device: &str, event: TerminalEvent) -> AppendEvent {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         AppendEvent::from(Event::Terminal(DeviceEvent { device: Sn::parse(device).unwrap(), at, event }))
     }
 
-    fn issued(device: &str) -> AppendEvent {
+    pub(crate) fn issued(device: &str) -> AppendEvent {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         dev(
             device,
@@ -376,13 +391,13 @@ mod tests {
         )
     }
 
-    fn flow(device: &str) -> AppendEvent {
+    pub(crate) fn flow(device: &str) -> AppendEvent {
         dev(device, TerminalEvent::Flow { amount_fen: 6_000, transactions: 1 })
     }
 
     /// Checks and commits `events` (appended at `first`) to the writer's view; returns what the
     /// follower is handed.
-    fn write(view: &mut View, events: Vec<AppendEvent>, first: u64) -> Written {
+    pub(crate) fn write(view: &mut View, events: Vec<AppendEvent>, first: u64) -> Written {
         let fresh: Vec<usize> = (0..events.len()).collect();
         let positions: Vec<u64> = (first..first + events.len() as u64).collect();
         let changes = Pending::check_all(view, &events, &fresh).unwrap();

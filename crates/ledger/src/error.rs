@@ -189,4 +189,7 @@ pub enum ReadError {
     /// The sled index failed.
     #[error("index: {0}")]
     Index(String),
+    /// The ledger was closed (a [`crate::Subscription`] outlived it).
+    #[error("the ledger is closed")]
+    Closed,
 }

@@ -95,12 +95,34 @@ impl Positions {
         self.count == 0
     }
 
+    /// The last position, if any.
+    pub fn last(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.last)
+    }
+
+    /// Checks a list read from the index without allocating: the varints decode, increase, number
+    /// exactly `count`, end at `last`, and stay below `limit` (the records the index covers). A list
+    /// that fails is a corrupt index, which is then rebuilt from the log.
+    pub fn check(&self, limit: u64) -> Result<(), String> {
+        self.decode_each(|_| {})?;
+        match self.last() {
+            Some(last) if last >= limit => Err(format!("position {last} is beyond the {limit} records indexed")),
+            _ => Ok(()),
+        }
+    }
+
     /// Decodes every position, in order. A malformed list (only possible from a corrupt index) is an error.
     pub fn to_vec(&self) -> Result<Vec<u64>, String> {
-        let mut out = Vec::with_capacity(self.count as usize);
-        let mut value = 0u64;
-        let mut shift = 0u32;
-        let mut last = 0u64;
+        // Each position takes at least one byte, so the bytes bound the allocation, not the stored count.
+        let mut out = Vec::with_capacity((self.count as usize).min(self.bytes.len()));
+        self.decode_each(|position| out.push(position))?;
+        Ok(out)
+    }
+
+    /// Hands each position to `each`, in order, checking that the varints decode, strictly increase,
+    /// number exactly `count` and end at `last`.
+    fn decode_each(&self, mut each: impl FnMut(u64)) -> Result<(), String> {
+        let (mut value, mut shift, mut seen, mut last) = (0u64, 0u32, 0u64, 0u64);
         for &byte in &self.bytes {
             if shift > 63 {
                 return Err("position varint too long".into());
@@ -108,16 +130,19 @@ impl Positions {
             value |= u64::from(byte & 0x7f) << shift;
             shift += 7;
             if byte & 0x80 == 0 {
-                last = if out.is_empty() { value } else { last.checked_add(value).ok_or("position overflow")? };
-                out.push(last);
-                value = 0;
-                shift = 0;
+                if seen > 0 && value == 0 {
+                    return Err("positions do not increase".into());
+                }
+                last = if seen == 0 { value } else { last.checked_add(value).ok_or("position overflow")? };
+                each(last);
+                seen += 1;
+                (value, shift) = (0, 0);
             }
         }
-        if out.len() as u64 != self.count || (self.count > 0 && last != self.last) {
+        if shift != 0 || seen != self.count || (seen > 0 && last != self.last) {
             return Err("position list does not match its count".into());
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -502,6 +527,11 @@ impl Changed {
         self.size
     }
 
+    /// Terminals the snapshot rewrites (every terminal of each changed bucket).
+    pub fn terminal_count(&self) -> usize {
+        self.buckets.iter().map(|(_, entries)| entries.len()).sum()
+    }
+
     /// Sorts and encodes the pages (the same view always gives the same bytes).
     pub fn encode(self) -> Result<Snapshot, String> {
         let mut buckets = Vec::with_capacity(self.buckets.len());
@@ -631,7 +661,11 @@ impl Store {
     }
 
     /// Loads the whole view as of the watermark.
-    pub fn load_view(&self) -> Result<View, String> {
+    ///
+    /// `indexed` is the number of records the watermark covers. Every stream is checked as it loads
+    /// (its positions decode, number exactly its version, and lie below `indexed`), so a corrupt
+    /// snapshot is refused and rebuilt from the log rather than handed to the write path.
+    pub fn load_view(&self, indexed: u64) -> Result<View, String> {
         let mut view = View::default();
         for item in self.buckets.iter() {
             let (key, value) = item.map_err(|e| e.to_string())?;
@@ -647,11 +681,20 @@ impl Store {
                 if view.slot_of(&sn).is_some() {
                     return Err(format!("terminal {sn} stored twice"));
                 }
+                if mem.version == 0 || mem.positions.len() != mem.version {
+                    return Err(format!(
+                        "terminal {sn} is at version {} with {} positions",
+                        mem.version,
+                        mem.positions.len()
+                    ));
+                }
+                mem.positions.check(indexed).map_err(|e| format!("terminal {sn}: {e}"))?;
                 view.insert_slot(&sn, mem);
             }
         }
         if let Some(bytes) = self.directives_stream.get("D").map_err(|e| e.to_string())? {
             view.directives_stream = decode(&bytes)?;
+            view.directives_stream.check(indexed).map_err(|e| format!("directives stream: {e}"))?;
         }
         for item in self.directives.iter() {
             let (key, value) = item.map_err(|e| e.to_string())?;
@@ -666,6 +709,9 @@ impl Store {
             for (id, position) in entries {
                 if number >= BUCKETS || fnv_bucket(id.as_str()) != number {
                     return Err(format!("event id {id} stored in the wrong bucket"));
+                }
+                if position >= indexed {
+                    return Err(format!("event id {id} at position {position}, beyond the {indexed} records indexed"));
                 }
                 view.event_ids[number].insert(id, position);
             }

@@ -3,8 +3,8 @@
 //! ```text
 //!  writer (append, under the writer lock)        follower thread               store thread
 //!  check + encode + write + commit to  --Apply-->  commit to the full view  --Changed-->  encode pages, wait
-//!  the writer's view (no positions)   (bounded)   (stream positions), take    (unbounded,  until published,
-//!                                                  a snapshot every           rare)        write to sled
+//!  the writer's view (no positions)   (bounded)   (stream positions), take    (one at a    until published,
+//!                                                  a snapshot every           time)        write to sled
 //!                                                  SNAPSHOT_EVERY records
 //! ```
 //!
@@ -17,15 +17,22 @@
 //! The *store* thread encodes each snapshot and writes it to sled once every record it covers is
 //! published (only durable records are indexed).
 //!
+//! At most one periodic snapshot is in flight: while the store thread still holds one
+//! (`Shared::snapshots_in_flight`), the follower does not take the next and keeps its dirty marks, so
+//! the next snapshot covers both intervals. A snapshot copies the buckets that changed, so without this
+//! a store thread slowed by the disk would let copies of the view pile up in its queue. Snapshots
+//! requested by `sync_index`, close and open are always taken (they are what those calls wait for).
+//!
 //! No deadlock: the writer may block on the follower's bounded queue while holding the writer lock, so
-//! the follower never waits for anything the writer holds: it never takes the writer lock, and its
-//! queue to the store thread is unbounded (a snapshot every 2 M records at most, or on request). The
-//! store thread waits for publication, which needs the writer lock only briefly and never the follower.
+//! the follower never waits for anything the writer holds: it never takes the writer lock, and it never
+//! waits for the store thread (it skips a snapshot instead). The store thread waits for publication,
+//! which needs the writer lock only briefly and never the follower.
 
 use crate::apply::{apply_written, Written};
 use crate::index::{Changed, View, SNAPSHOT_EVERY};
 use crate::ledger::{lock, Shared};
 use crate::merkle::Hash;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Condvar, Mutex, Weak};
 use std::time::Duration;
@@ -103,6 +110,8 @@ pub(crate) struct Follower {
     pub(crate) failed: Option<String>,
     /// Set when the follower thread has ended.
     pub(crate) stopped: bool,
+    /// Records between periodic snapshots ([`SNAPSHOT_EVERY`]; smaller in tests).
+    snapshot_every: u64,
 }
 
 impl Follower {
@@ -110,11 +119,20 @@ impl Follower {
     pub(crate) fn new(view: View, applied: u64, last_leaf: Hash, snapshot_size: u64) -> Follower {
         assert!(view.is_full(), "the follower keeps a full view");
         assert!(snapshot_size <= applied);
-        Follower { view, applied, last_leaf, snapshot_size, failed: None, stopped: false }
+        Follower {
+            view,
+            applied,
+            last_leaf,
+            snapshot_size,
+            failed: None,
+            stopped: false,
+            snapshot_every: SNAPSHOT_EVERY,
+        }
     }
 
-    /// Applies one append; returns the snapshot to persist if one is due.
-    fn apply(&mut self, applied: &Applied) -> Option<Changed> {
+    /// Applies one append; returns the snapshot to persist if one is due and the store thread is idle
+    /// (`store_idle`; otherwise the changes stay marked for the next snapshot).
+    fn apply(&mut self, applied: &Applied, store_idle: bool) -> Option<Changed> {
         if self.failed.is_some() {
             return None;
         }
@@ -134,7 +152,11 @@ impl Follower {
         }
         self.applied = applied.size;
         self.last_leaf = applied.last_leaf;
-        self.snapshot(SNAPSHOT_EVERY)
+        if store_idle {
+            self.snapshot(self.snapshot_every)
+        } else {
+            None
+        }
     }
 
     /// A snapshot of what changed, if at least `min_new` records arrived since the last one.
@@ -168,8 +190,9 @@ pub(crate) fn follower_loop(shared: Weak<Shared>, rx: Receiver<FollowerMsg>, sto
         let Some(shared) = shared.upgrade() else { return };
         let snapshot = {
             let mut follower = lock(&shared.follower);
+            let store_idle = shared.snapshots_in_flight.load(Ordering::Acquire) == 0;
             let snapshot = match &msg {
-                FollowerMsg::Apply(applied) => follower.apply(applied),
+                FollowerMsg::Apply(applied) => follower.apply(applied, store_idle),
                 FollowerMsg::Snapshot => follower.snapshot(1),
             };
             if let Some(why) = &follower.failed {
@@ -190,7 +213,10 @@ pub(crate) fn follower_loop(shared: Weak<Shared>, rx: Receiver<FollowerMsg>, sto
         drop(msg);
         shared.backlog.remove(applied_events);
         if let Some(changed) = snapshot {
-            let _ = store_tx.send(changed);
+            shared.snapshots_in_flight.fetch_add(1, Ordering::AcqRel);
+            if store_tx.send(changed).is_err() {
+                shared.snapshots_in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -219,11 +245,22 @@ impl Drop for StoreGuard {
     }
 }
 
+/// Counts one snapshot out of `Shared::snapshots_in_flight` when the store thread is done with it,
+/// however it is done (written, refused, or a panic).
+struct InFlight<'a>(&'a Shared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.snapshots_in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The store thread: writes snapshots to sled, once the records they cover are published.
 pub(crate) fn store_loop(shared: Weak<Shared>, rx: Receiver<Changed>) {
     let _guard = StoreGuard(shared.clone());
     while let Ok(changed) = rx.recv() {
         let Some(shared) = shared.upgrade() else { return };
+        let _done = InFlight(&shared);
         if lock(&shared.index_error).is_some() {
             continue;
         }
@@ -282,6 +319,32 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(10)).expect("the writer continues once the backlog drains");
         writer.join().ok();
         assert_eq!(lock(&backlog.state).0, 20);
+    }
+
+    #[test]
+    fn no_periodic_snapshot_is_taken_while_the_store_thread_holds_one() {
+        use crate::apply::tests::{flow, issued, write};
+        let mut writer = View::default().writer_copy();
+        let mut follower = Follower::new(View::default(), 0, [0; 32], 0);
+        follower.snapshot_every = 2;
+        let mut first = 0;
+        let mut append = |follower: &mut Follower, events, store_idle| {
+            let written = write(&mut writer, events, first);
+            first += written.fresh.len() as u64;
+            follower.apply(&Applied { written, size: first, last_leaf: [0; 32] }, store_idle)
+        };
+        // Due, but the store thread is busy: nothing is taken and the changes stay marked.
+        assert!(append(&mut follower, vec![issued("A"), flow("A")], false).is_none());
+        assert_eq!(follower.snapshot_size, 0);
+        // The store thread is idle again: the next snapshot covers both appends.
+        let changed = append(&mut follower, vec![issued("B")], true).expect("a snapshot is due");
+        assert_eq!(changed.size(), 3);
+        assert!(changed.terminal_count() >= 2, "A's change was kept for the next snapshot");
+        assert_eq!(follower.snapshot_size, 3);
+        // Not due again until `snapshot_every` more records.
+        assert!(append(&mut follower, vec![flow("B")], true).is_none());
+        // A requested snapshot is taken whatever the store thread is doing.
+        assert_eq!(follower.snapshot(1).map(|c| c.size()), Some(4));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 /// The most events one append may hold.
@@ -188,6 +188,8 @@ pub(crate) struct Shared {
     pub(crate) follower_cv: Condvar,
     /// Events handed to the follower and not yet applied.
     pub(crate) backlog: Backlog,
+    /// Snapshots handed to the store thread and not yet written (see [`crate::indexer`]).
+    pub(crate) snapshots_in_flight: std::sync::atomic::AtomicUsize,
     /// The follower and store threads, joined on close (the follower first).
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     head_file: Mutex<Option<File>>,
@@ -319,6 +321,7 @@ impl Ledger {
             follower: Mutex::new(follower),
             follower_cv: Condvar::new(),
             backlog: Backlog::default(),
+            snapshots_in_flight: std::sync::atomic::AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
             head_file: Mutex::new(None),
             _lock: lock_file,
@@ -919,14 +922,10 @@ impl Ledger {
     }
 
     /// A subscription from `position`: every published record from there on, in order, then live ones
-    /// as they are published.
+    /// as they are published. It does not keep the ledger open: once the ledger is closed or dropped,
+    /// it ends with [`ReadError::Closed`] (resume from [`Subscription::position`] after reopening).
     pub fn subscribe(&self, position: u64) -> Subscription {
-        Subscription {
-            shared: self.shared.clone(),
-            ledger: Ledger { shared: self.shared.clone(), owner: false },
-            next: position,
-            iter: None,
-        }
+        Subscription { shared: Arc::downgrade(&self.shared), next: position, iter: None }
     }
 
     /// The RFC 6962 root of the first `size` records.
@@ -1014,15 +1013,18 @@ impl Drop for Shared {
 }
 
 /// A catch-up subscription: records from a position, then live ones.
+///
+/// It holds the ledger weakly, so a subscription left alive does not keep the folder locked (nor its
+/// index threads running) after the ledger that made it is closed.
 pub struct Subscription {
-    shared: Arc<Shared>,
-    ledger: Ledger,
+    shared: Weak<Shared>,
     next: u64,
     iter: Option<RecordIter>,
 }
 
 impl Subscription {
-    /// The next record, waiting up to `timeout` for one to be published. `Ok(None)` on timeout.
+    /// The next record, waiting up to `timeout` for one to be published. `Ok(None)` on timeout;
+    /// [`ReadError::Closed`] once the ledger is closed and the records already fetched are delivered.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -1037,21 +1039,26 @@ impl Subscription {
                     None => self.iter = None,
                 }
             }
-            let mut durable = lock(&self.shared.durable);
+            // Held only for this wait: the last strong reference is the owner's.
+            let Some(shared) = self.shared.upgrade() else { return Err(ReadError::Closed) };
+            let mut durable = lock(&shared.durable);
             loop {
+                if durable.closed {
+                    return Err(ReadError::Closed);
+                }
                 if durable.published.head.size > self.next {
                     break;
                 }
                 let now = std::time::Instant::now();
-                if now >= deadline || durable.closed {
+                if now >= deadline {
                     return Ok(None);
                 }
                 let (guard, _) =
-                    self.shared.published_cv.wait_timeout(durable, deadline - now).unwrap_or_else(|e| e.into_inner());
+                    shared.published_cv.wait_timeout(durable, deadline - now).unwrap_or_else(|e| e.into_inner());
                 durable = guard;
             }
             drop(durable);
-            self.iter = Some(self.ledger.read_from(self.next));
+            self.iter = Some(Ledger { shared, owner: false }.read_from(self.next));
         }
     }
 
@@ -1206,7 +1213,7 @@ fn open_index(path: &Path, recovered: &Recovered) -> Result<(Store, View, u64), 
                 _ => return Err("index watermark does not match the log".into()),
             }
         }
-        let view = store.load_view()?;
+        let view = store.load_view(mark.size)?;
         Ok((store, view, mark.size))
     })();
     let (store, mut view, indexed) = match attempt {
