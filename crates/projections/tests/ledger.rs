@@ -87,3 +87,22 @@ fn bytes_per_terminal_are_at_most_200() {
     assert!(memory.terminals >= 40_000);
     assert!(memory.per_terminal() <= 200.0, "{memory:?}");
 }
+
+/// A thread count of 0 or over `MAX_THREADS` is refused with `RebuildError::Threads`; a pool, once
+/// started, is reused by the next rebuild with the same count and gives the same fleet.
+#[test]
+fn thread_counts_out_of_range_are_refused_and_pools_are_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
+    simulate_into(&ledger, 20_000, 1_000, 7).unwrap();
+    ledger.flush().unwrap();
+    let live = ledger.source();
+    for threads in [0, projections::MAX_THREADS + 1] {
+        let err = rebuild(&live, Cut::Head, &Options::default().threads(threads)).unwrap_err();
+        assert!(matches!(err, projections::RebuildError::Threads { .. }), "{threads} threads: {err}");
+    }
+    let sequential = rebuild_sequential(&live, Cut::Head, None).unwrap();
+    for _ in 0..3 {
+        assert_eq!(rebuild(&live, Cut::Head, &Options::default().threads(3)).unwrap(), sequential);
+    }
+}
