@@ -281,6 +281,11 @@ pub enum Item<'a> {
     },
 }
 
+/// The largest read buffer of a [`FrameReader`]: one read of this size per refill.
+pub const MAX_READ_BUFFER: usize = 1 << 20;
+/// The smallest read buffer of a [`FrameReader`].
+pub const MIN_READ_BUFFER: usize = 64 << 10;
+
 /// Reads a segment or bundle front to back in constant memory (one record buffer).
 pub struct FrameReader {
     path: PathBuf,
@@ -295,10 +300,16 @@ pub struct FrameReader {
 impl FrameReader {
     /// Opens `path` and checks its header.
     pub fn open(path: &Path) -> Result<FrameReader, FormatError> {
+        FrameReader::open_with_buffer(path, MAX_READ_BUFFER)
+    }
+
+    /// Opens `path` with a read buffer of `capacity` bytes (clamped to
+    /// `MIN_READ_BUFFER..=MAX_READ_BUFFER`): a reader of a few records wants a small one, since every
+    /// refill reads a whole buffer.
+    pub fn open_with_buffer(path: &Path, capacity: usize) -> Result<FrameReader, FormatError> {
         let io = |source| FormatError::Io { path: path.to_owned(), source };
-        let file = File::open(path).map_err(io)?;
+        let mut file = File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
-        let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut bytes = [0u8; HEADER_LEN];
         if file_len < HEADER_LEN as u64 {
             return Err(FormatError::BadHeader {
@@ -306,7 +317,10 @@ impl FrameReader {
                 what: format!("file is {file_len} bytes, shorter than a header"),
             });
         }
-        reader.read_exact(&mut bytes).map_err(io)?;
+        // The header is read from the file itself: through the buffer, the first refill would read a
+        // whole buffer's worth of records that a reader about to seek elsewhere throws away.
+        file.read_exact(&mut bytes).map_err(io)?;
+        let reader = BufReader::with_capacity(capacity.clamp(MIN_READ_BUFFER, MAX_READ_BUFFER), file);
         let header = Header::decode(&bytes).map_err(|what| FormatError::BadHeader { path: path.to_owned(), what })?;
         Ok(FrameReader {
             path: path.to_owned(),
@@ -508,6 +522,36 @@ mod tests {
                 }
             }
             assert!(matches!(result, Err(FormatError::Incomplete { .. })), "cut {cut}: {result:?}");
+        }
+    }
+
+    /// Records larger than the smallest read buffer, and a seek past the first of them, read the same
+    /// through a small buffer as through the largest.
+    #[test]
+    fn records_larger_than_the_read_buffer_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut bytes = Header { kind: FileKind::Segment, seq: 0, first_position: 0, ledger_id: 1 }.encode().to_vec();
+        let bodies: Vec<Vec<u8>> =
+            [10, MIN_READ_BUFFER * 3 + 7, 1, MAX_RECORD_BYTES].iter().map(|&n| vec![(n % 251) as u8; n]).collect();
+        let mut offsets = Vec::new();
+        for body in &bodies {
+            offsets.push(bytes.len() as u64);
+            push_frame(&mut bytes, body);
+        }
+        File::create(&path).unwrap().write_all(&bytes).unwrap();
+        for capacity in [0, MIN_READ_BUFFER, MAX_READ_BUFFER, usize::MAX] {
+            for (start, offset) in offsets.iter().enumerate() {
+                let mut reader = FrameReader::open_with_buffer(&path, capacity).unwrap();
+                if start > 0 {
+                    reader.seek_to(*offset).unwrap();
+                }
+                let mut read = Vec::new();
+                while let Some(Item::Record { body, .. }) = reader.next_item().unwrap() {
+                    read.push(body.to_vec());
+                }
+                assert!(read == bodies[start..], "capacity {capacity}, from record {start}");
+            }
         }
     }
 }

@@ -659,9 +659,25 @@ impl FrameIter {
         self.files.get(self.file).map(|f| f.path.as_path())
     }
 
-    fn open_file(&mut self) -> Result<(), ReadError> {
+    /// Bytes of the current file that positions `next..end` span, as far as its sparse offsets tell
+    /// (a bound: from the slot holding `next` to the slot after the one holding `end - 1`).
+    fn span_bytes(&self) -> u64 {
         let meta = &self.files[self.file];
-        let mut reader = FrameReader::open(&meta.path)?;
+        let first = meta.first_position();
+        let Some(sparse) = &meta.sparse else { return meta.readable_len };
+        let offset = |position: u64| sparse.get(((position - first) / SPARSE_EVERY) as usize).copied();
+        let from = offset(self.next.max(first)).unwrap_or(HEADER_LEN as u64);
+        let last = self.end.min(meta.end_position()).saturating_sub(1).max(first);
+        let to = offset(last + SPARSE_EVERY).unwrap_or(meta.readable_len);
+        to.saturating_sub(from)
+    }
+
+    fn open_file(&mut self) -> Result<(), ReadError> {
+        // A buffer no larger than the bytes to read: a reader of a few thousand records (a chunk of a
+        // small parallel rebuild) would otherwise read and copy a whole megabyte per refill.
+        let capacity = usize::try_from(self.span_bytes()).unwrap_or(usize::MAX);
+        let meta = &self.files[self.file];
+        let mut reader = FrameReader::open_with_buffer(&meta.path, capacity)?;
         reader.limit(meta.readable_len);
         let skip_from = if self.next > meta.first_position() {
             let sparse = match &meta.sparse {
