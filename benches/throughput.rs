@@ -50,8 +50,18 @@ struct Args {
     sizes: Vec<u64>,
     json: Option<PathBuf>,
     dir: PathBuf,
-    /// Set in the child process that measures one size (see `main`).
-    child: bool,
+    /// Set in a child process: which half of one size it measures (see `main`).
+    child: Option<Phase>,
+}
+
+/// The two halves of one size, each measured in a process of its own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Simulate, then every append and the write baselines; leaves the batch-10000 ledger and the raw
+    /// file on disk for the read phase.
+    Write,
+    /// Every read and the read baseline, on what the write phase left; then removes it.
+    Read,
 }
 
 fn parse_args() -> Args {
@@ -59,7 +69,7 @@ fn parse_args() -> Args {
     let mut large = false;
     let mut json = None;
     let mut dir = std::env::temp_dir().join("posledger-throughput");
-    let mut child = false;
+    let mut child = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -67,7 +77,13 @@ fn parse_args() -> Args {
             "--large" => large = true,
             "--json" => json = Some(PathBuf::from(args.next().expect("--json PATH"))),
             "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
-            "--child" => child = true,
+            "--child" => {
+                child = match args.next().as_deref() {
+                    Some("write") => Some(Phase::Write),
+                    Some("read") => Some(Phase::Read),
+                    other => panic!("--child write|read, not {other:?}"),
+                }
+            }
             // cargo bench passes --bench; ignore it and anything criterion-like.
             _ => {}
         }
@@ -81,26 +97,31 @@ fn parse_args() -> Args {
     Args { sizes, json, dir, child }
 }
 
-/// Measures each size in a child process of its own (this executable with `--child --events N`), so
-/// that no size inherits the heap, the threads or the page cache of the one before; returns the rows.
+/// Measures each size in two child processes of its own (this executable with `--child write|read
+/// --events N`): the writes, then the reads on what the writes left. So no size inherits the heap, the
+/// threads or the page cache of the one before, and the reads run as a regulator's `replay` would, in
+/// a fresh process, not in one that holds the writer's freed heap and its last writeback. Returns the
+/// rows.
 fn run_children(args: &Args) -> Vec<serde_json::Value> {
     let exe = std::env::current_exe().expect("current exe");
     let mut rows = Vec::new();
     for &size in &args.sizes {
-        let json = args.dir.join(format!("rows-{size}.json"));
-        std::fs::create_dir_all(&args.dir).expect("harness dir");
-        let status = std::process::Command::new(&exe)
-            .args(["--child", "--events", &size.to_string(), "--json"])
-            .arg(&json)
-            .arg("--dir")
-            .arg(&args.dir)
-            .status()
-            .expect("run the child harness");
-        assert!(status.success(), "the harness for {size} events failed: {status}");
-        let text = std::fs::read_to_string(&json).expect("child rows");
-        let part: Vec<serde_json::Value> = serde_json::from_str(&text).expect("child rows are JSON");
-        rows.extend(part);
-        let _ = std::fs::remove_file(&json);
+        for phase in ["write", "read"] {
+            let json = args.dir.join(format!("rows-{size}-{phase}.json"));
+            std::fs::create_dir_all(&args.dir).expect("harness dir");
+            let status = std::process::Command::new(&exe)
+                .args(["--child", phase, "--events", &size.to_string(), "--json"])
+                .arg(&json)
+                .arg("--dir")
+                .arg(&args.dir)
+                .status()
+                .expect("run the child harness");
+            assert!(status.success(), "the {phase} harness for {size} events failed: {status}");
+            let text = std::fs::read_to_string(&json).expect("child rows");
+            let part: Vec<serde_json::Value> = serde_json::from_str(&text).expect("child rows are JSON");
+            rows.extend(part);
+            let _ = std::fs::remove_file(&json);
+        }
     }
     rows
 }
@@ -332,10 +353,67 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted.get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
 
+/// Pushes one row (and prints it): name, events, seconds, baseline row name, note.
+type Push<'a> = dyn Fn(&mut Vec<Row>, &str, u64, f64, Option<&str>, String) + 'a;
+
+/// The read half of one size, on the batch-10000 ledger and the raw file the write half left in `base`.
+fn read_phase(base: &Path, ledger_dir: &Path, threads: usize, rows: &mut Vec<Row>, push: &Push) {
+    let source = ledger::Source::open(ledger_dir).expect("source");
+    let n = source.head.size;
+    println!("\n== reads of the same {n} events, in a fresh process ==");
+    // Append boundaries (commit markers), for cuts that a checkpoint can be taken at; not timed.
+    let boundaries: Vec<u64> =
+        source.records(0).filter_map(|r| r.map(|r| r.commit.then_some(r.position + 1)).expect("record")).collect();
+    let (seconds, (_, count)) = best_of(|| raw_read_decode(&base.join("raw")));
+    push(rows, "baseline: raw read + decode", count, seconds, None, String::new());
+    let (seconds, scanned) = best_of(|| {
+        let mut scanned = 0u64;
+        for record in source.records(0) {
+            std::hint::black_box(record.expect("record"));
+            scanned += 1;
+        }
+        scanned
+    });
+    push(rows, "full scan (decode)", scanned, seconds, Some("baseline: raw read + decode"), String::new());
+    let (seconds, _) = best_of(|| replay::verify::verify(&source, &mut |_| {}).expect("verify"));
+    push(rows, "verify", n, seconds, Some("baseline: raw read + decode"), String::new());
+    let one = RebuildOptions::default().threads(1);
+    let all = RebuildOptions::default().threads(threads);
+    let (t1, fleet1) = best_of(|| projections::rebuild(&source, Cut::Head, &one).expect("rebuild"));
+    push(rows, "fleet rebuild, 1 thread", n, t1, Some("baseline: raw read + decode"), String::new());
+    let (tn, fleet) = best_of(|| projections::rebuild(&source, Cut::Head, &all).expect("rebuild"));
+    push(
+        rows,
+        &format!("fleet rebuild, {threads} threads"),
+        n,
+        tn,
+        Some("baseline: raw read + decode"),
+        format!("speedup {:.2}x", t1 / tn),
+    );
+    assert_eq!(fleet.digest_hex(), fleet1.digest_hex(), "parallel and sequential rebuilds differ");
+    let memory = fleet.memory();
+    println!("{:<34} {:>10.1} bytes/terminal of fleet state ({} terminals)", "", memory.per_terminal(), fleet.len());
+    let (seconds, _) = best_of(|| projections::rebuild(&source, Cut::Position(n / 2), &all).expect("rebuild as of"));
+    push(rows, "fleet rebuild as of midpoint", n / 2, seconds, None, String::new());
+    // Checkpoint at the last append boundary at or before 99%, then catch up the rest.
+    let cut = boundaries.iter().copied().filter(|b| *b <= n - n / 100).max().unwrap_or(0);
+    let at99 = projections::rebuild(&source, Cut::Position(cut), &all).expect("rebuild 99%");
+    if at99.at_commit_boundary() {
+        let path = base.join("fleet.checkpoint");
+        projections::checkpoint::save(&at99, &source, &path).expect("save checkpoint");
+        let (seconds, (caught_up, start_from)) =
+            best_of(|| projections::rebuild_from_checkpoint(&path, &source, Cut::Head, &all).expect("catch up"));
+        assert!(matches!(start_from, projections::Start::Checkpoint { .. }), "checkpoint refused: {start_from:?}");
+        assert_eq!(caught_up.digest_hex(), fleet.digest_hex(), "catch-up differs from a full rebuild");
+        push(rows, "checkpoint catch-up (last ~1%)", n - cut, seconds, None, format!("from position {cut}"));
+    }
+    println!("{:<34} {:>10} KiB peak RSS of the read phase", "", peak_rss_kib());
+}
+
 fn main() {
     let args = parse_args();
     let threads = rayon::current_num_threads();
-    if !args.child {
+    let Some(phase) = args.child else {
         println!("posledger throughput harness: {} cores, sizes {:?}", threads, args.sizes);
         let rows = run_children(&args);
         if let Some(path) = &args.json {
@@ -343,12 +421,9 @@ fn main() {
             println!("\nwrote {}", path.display());
         }
         return;
-    }
+    };
     let mut rows: Vec<Row> = Vec::new();
     for &size in &args.sizes {
-        let events = simulate(size);
-        let n = events.len() as u64;
-        println!("\n== {n} simulated events ==");
         let push =
             |rows: &mut Vec<Row>, name: &str, events: u64, seconds: f64, baseline: Option<&str>, note: String| {
                 let ratio = baseline.and_then(|b| {
@@ -371,7 +446,16 @@ fn main() {
                 );
                 rows.push(row);
             };
-        let base = args.dir.join(format!("n{n}"));
+        let base = args.dir.join(format!("size-{size}"));
+        let ledger_dir = base.join("append-10000");
+        if phase == Phase::Read {
+            read_phase(&base, &ledger_dir, threads, &mut rows, &push);
+            let _ = std::fs::remove_dir_all(&base);
+            continue;
+        }
+        let events = simulate(size);
+        let n = events.len() as u64;
+        println!("\n== {n} simulated events ==");
         // Baseline first: raw file append with one fsync per 10,000-record batch of the same bytes.
         // The small runs and the template are cut first, so the (large) event list can be dropped before
         // the big append: at 10^7 events memory holds one copy of the events, not two.
@@ -385,14 +469,6 @@ fn main() {
             .clone();
         let big = chunks(&events, 10_000);
         drop(events);
-        // Append boundaries, for cuts that a checkpoint can be taken at.
-        let boundaries: Vec<u64> = big
-            .iter()
-            .scan(0u64, |end, (_, e)| {
-                *end += e.len() as u64;
-                Some(*end)
-            })
-            .collect();
         let (seconds, ledger) = durable_append(&base.join("append-10000"), big);
         let raw = raw_file_append(&base.join("raw"), &ledger, 10_000);
         push(&mut rows, "baseline: raw file append (batch 10000)", n, raw, None, String::new());
@@ -419,7 +495,6 @@ fn main() {
         rows[idx].note = format!("{:.2}x raw file", (n as f64 / seconds) / (n as f64 / raw));
         let disk = dir_bytes(&base.join("append-10000").join("segments"));
         println!("{:<34} {:>10.1} bytes/event on disk (segments)", "", disk as f64 / n as f64);
-        let ledger_dir = base.join("append-10000");
         drop(ledger);
 
         let count: u64 = hundred.iter().map(|(_, e)| e.len() as u64).sum();
@@ -443,59 +518,7 @@ fn main() {
             );
         }
 
-        // Reads, on the batch-10000 ledger.
-        let source = ledger::Source::open(&ledger_dir).expect("source");
-        let (seconds, (_, count)) = best_of(|| raw_read_decode(&base.join("raw")));
-        push(&mut rows, "baseline: raw read + decode", count, seconds, None, String::new());
-        let (seconds, scanned) = best_of(|| {
-            let mut scanned = 0u64;
-            for record in source.records(0) {
-                std::hint::black_box(record.expect("record"));
-                scanned += 1;
-            }
-            scanned
-        });
-        push(&mut rows, "full scan (decode)", scanned, seconds, Some("baseline: raw read + decode"), String::new());
-        let (seconds, _) = best_of(|| replay::verify::verify(&source, &mut |_| {}).expect("verify"));
-        push(&mut rows, "verify", n, seconds, Some("baseline: raw read + decode"), String::new());
-        let one = RebuildOptions::default().threads(1);
-        let all = RebuildOptions::default().threads(threads);
-        let (t1, fleet1) = best_of(|| projections::rebuild(&source, Cut::Head, &one).expect("rebuild"));
-        push(&mut rows, "fleet rebuild, 1 thread", n, t1, Some("baseline: raw read + decode"), String::new());
-        let (tn, fleet) = best_of(|| projections::rebuild(&source, Cut::Head, &all).expect("rebuild"));
-        push(
-            &mut rows,
-            &format!("fleet rebuild, {threads} threads"),
-            n,
-            tn,
-            Some("baseline: raw read + decode"),
-            format!("speedup {:.2}x", t1 / tn),
-        );
-        assert_eq!(fleet.digest_hex(), fleet1.digest_hex(), "parallel and sequential rebuilds differ");
-        let memory = fleet.memory();
-        println!(
-            "{:<34} {:>10.1} bytes/terminal of fleet state ({} terminals)",
-            "",
-            memory.per_terminal(),
-            fleet.len()
-        );
-        let (seconds, _) =
-            best_of(|| projections::rebuild(&source, Cut::Position(n / 2), &all).expect("rebuild as of"));
-        push(&mut rows, "fleet rebuild as of midpoint", n / 2, seconds, None, String::new());
-        // Checkpoint at the last append boundary at or before 99%, then catch up the rest.
-        let cut = boundaries.iter().copied().filter(|b| *b <= n - n / 100).max().unwrap_or(0);
-        let at99 = projections::rebuild(&source, Cut::Position(cut), &all).expect("rebuild 99%");
-        if at99.at_commit_boundary() {
-            let path = base.join("fleet.checkpoint");
-            projections::checkpoint::save(&at99, &source, &path).expect("save checkpoint");
-            let (seconds, (caught_up, start_from)) =
-                best_of(|| projections::rebuild_from_checkpoint(&path, &source, Cut::Head, &all).expect("catch up"));
-            assert!(matches!(start_from, projections::Start::Checkpoint { .. }), "checkpoint refused: {start_from:?}");
-            assert_eq!(caught_up.digest_hex(), fleet.digest_hex(), "catch-up differs from a full rebuild");
-            push(&mut rows, "checkpoint catch-up (last ~1%)", n - cut, seconds, None, format!("from position {cut}"));
-        }
-        println!("{:<34} {:>10} KiB peak RSS so far", "", peak_rss_kib());
-        let _ = std::fs::remove_dir_all(&base);
+        println!("{:<34} {:>10} KiB peak RSS of the write phase", "", peak_rss_kib());
     }
     if let Some(path) = args.json {
         let json: Vec<serde_json::Value> = rows
