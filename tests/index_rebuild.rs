@@ -385,3 +385,61 @@ fn snapshot_with_positions_out_of_step_with_version_is_rebuilt() {
         }
     }
 }
+
+/// The same for the other position-bearing pages: a directives stream or an event id pointing past the
+/// watermark is refused at open and rebuilt. Loaded as it was, the bogus directive position made the
+/// follower refuse the next directive (and `read_stream` fail after it), and the bogus event id answered
+/// a retry with a position past the head.
+#[test]
+fn snapshot_with_directive_or_event_id_positions_past_the_watermark_is_rebuilt() {
+    let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let before = build(&base);
+    for what in ["directives stream", "event id"] {
+        let case = tmp.path().join(what.replace(' ', "-"));
+        copy_dir(&base, &case);
+        let mut damaged_issue = None;
+        {
+            let db = sled::open(case.join("index")).unwrap();
+            if what == "directives stream" {
+                let tree = db.open_tree("directives_stream").unwrap();
+                let bytes = tree.get("D").unwrap().expect("the directives stream is persisted");
+                let (mut stream, _): (Positions, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+                stream.push(before.head.size + 5);
+                tree.insert("D", bincode::serde::encode_to_vec(&stream, config).unwrap()).unwrap();
+            } else {
+                // The first bucket holding an issue's id: point that id past the head.
+                let tree = db.open_tree("event_ids").unwrap();
+                for item in tree.iter() {
+                    let (key, bytes) = item.unwrap();
+                    let (mut ids, _): (Vec<(EventId, u64)>, usize) =
+                        bincode::serde::decode_from_slice(&bytes, config).unwrap();
+                    let Some(entry) = ids.iter_mut().find(|(id, _)| id.as_str().starts_with("T-issue-")) else {
+                        continue;
+                    };
+                    damaged_issue =
+                        Some((entry.0.as_str().trim_start_matches("T-issue-").parse::<usize>().unwrap(), entry.1));
+                    entry.1 = before.head.size + 5;
+                    tree.insert(key, bincode::serde::encode_to_vec(&ids, config).unwrap()).unwrap();
+                    break;
+                }
+                assert!(damaged_issue.is_some(), "no issue's event id in the index");
+            }
+            db.flush().unwrap();
+        }
+        reopen_and_compare(&case, &before, what);
+        let ledger = Ledger::open_with(&case, options()).unwrap();
+        if let Some((i, position)) = damaged_issue {
+            let retry = ledger
+                .append(vec![with_id(issued(&format!("T{i}"), MODELS[i % MODELS.len()]), &format!("T-issue-{i}"))]);
+            assert_eq!(retry.unwrap().positions, vec![position], "{what}: the retry's answer");
+        } else {
+            let directives = ledger.read_stream(&StreamId::Directives).unwrap().len();
+            ledger.stop_models(directive("D-AFTER", &[MODELS[0]]), None).unwrap();
+            ledger.sync_index().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(ledger.read_stream(&StreamId::Directives).unwrap().len(), directives + 1, "{what}");
+        }
+        ledger.close().unwrap();
+    }
+}

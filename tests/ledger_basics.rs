@@ -199,3 +199,25 @@ fn a_live_subscription_does_not_keep_the_folder_locked() {
     reopened.append(vec![flow("SUB-1", 700)]).unwrap();
     assert_eq!(resumed.next_timeout(Duration::from_secs(5)).unwrap().map(|r| r.position), Some(2));
 }
+
+/// Regression: a subscriber already waiting when an append lands and the ledger is dropped right after
+/// got `Closed` without the record, because the close was checked before the published head.
+#[test]
+fn a_waiting_subscriber_gets_the_append_published_just_before_the_close() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let mut sub = ledger.subscribe(0);
+        let waiter = std::thread::spawn(move || {
+            let first = sub.next_timeout(Duration::from_secs(30));
+            (first.map(|r| r.map(|r| r.position)), sub.next_timeout(Duration::from_secs(30)).map(|r| r.is_some()))
+        });
+        // Let the subscriber reach its wait, then publish and close at once.
+        std::thread::sleep(Duration::from_millis(100));
+        ledger.append(vec![issued("LAST-1", "M1")]).unwrap();
+        drop(ledger);
+        let (first, then) = waiter.join().unwrap();
+        assert_eq!(first.unwrap(), Some(0), "round {round}: the last append was not delivered");
+        assert!(matches!(then, Err(ledger::ReadError::Closed)), "round {round}: {then:?}");
+    }
+}

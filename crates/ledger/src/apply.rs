@@ -332,12 +332,15 @@ pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), St
                 }
                 // The follower's view must agree with what the writer wrote; a view loaded from a
                 // corrupt snapshot would not, and is refused here rather than panicking in `push`.
-                if mem.positions.len() != version || mem.positions.last().is_some_and(|last| last >= position) {
+                if mem.positions.len() != version {
                     return Err(format!(
                         "position {position}: {} holds {} positions at version {version}",
                         d.device,
                         mem.positions.len()
                     ));
+                }
+                if let Some(last) = mem.positions.last().filter(|last| *last >= position) {
+                    return Err(format!("position {position}: {}'s stream is already at position {last}", d.device));
                 }
                 mem.positions.push(position);
                 mem.version = version + 1;
@@ -459,5 +462,27 @@ pub(crate) mod tests {
         unissued.steps.slots[0] = 2;
         let why = apply_written(&mut follower, &unissued).unwrap_err();
         assert!(why.contains("without being issued"), "{why}");
+    }
+
+    #[test]
+    fn a_follower_refuses_a_second_issue_and_a_position_it_is_past() {
+        let mut writer = View::default().writer_copy();
+        let written = write(&mut writer, vec![issued("A"), flow("A")], 0);
+        let mut follower = View::default();
+        apply_written(&mut follower, &written).unwrap();
+
+        // The writer's step says a new terminal enters at the next slot, but the follower holds it.
+        let mut again = write(&mut writer, vec![issued("B")], 2);
+        again.events[0] = issued("A");
+        let why = apply_written(&mut follower.clone(), &again).unwrap_err();
+        assert!(why.contains("A is issued twice"), "{why}");
+
+        // A position the stream is already past (the follower was handed position 1 again).
+        let mut behind = write(&mut writer, vec![flow("A")], 3);
+        behind.first = 1;
+        behind.steps.versions[0] = 2;
+        let why = apply_written(&mut follower, &behind).unwrap_err();
+        assert!(why.contains("already at position 1"), "{why}");
+        assert_eq!(follower.terminal(&Sn::parse("A").unwrap()).unwrap().version, 2, "A is untouched");
     }
 }

@@ -821,4 +821,30 @@ mod tests {
         assert_eq!(bucket_of(&sn), bucket_of(&sn.clone()));
         assert!(bucket_of(&sn) < BUCKETS);
     }
+
+    /// A position list read from a damaged index is refused, never trusted or over-allocated.
+    #[test]
+    fn position_lists_that_do_not_add_up_are_refused() {
+        let list = |bytes: Vec<u8>, count, last| Positions { bytes, count, last };
+        let mut good = Positions::default();
+        for position in [0, 1, 200, 70_000] {
+            good.push(position);
+        }
+        assert_eq!(good.check(70_001), Ok(()));
+        assert_eq!(good.to_vec().unwrap(), vec![0, 1, 200, 70_000]);
+        assert!(good.check(70_000).unwrap_err().contains("beyond the 70000 records"));
+        assert_eq!(Positions::default().check(0), Ok(()));
+        // A zero delta: positions that do not increase.
+        assert!(list(vec![1, 0], 2, 1).check(10).unwrap_err().contains("do not increase"));
+        // A varint cut short, a count or a last position that disagrees with the bytes.
+        assert!(list(vec![0x80], 0, 0).check(10).is_err());
+        assert!(list(vec![0, 1], 3, 1).check(10).is_err());
+        assert!(list(vec![0, 1], 2, 5).check(10).is_err());
+        // A varint longer than a u64, and a sum that overflows.
+        assert!(list(vec![0xff; 11], 1, 0).check(u64::MAX).is_err());
+        let max = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert!(list([max.clone(), max].concat(), 2, u64::MAX).check(u64::MAX).is_err());
+        // A huge stored count does not size the allocation.
+        assert!(list(vec![5], u64::MAX, 5).to_vec().is_err());
+    }
 }

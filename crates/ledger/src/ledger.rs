@@ -1043,11 +1043,12 @@ impl Subscription {
             let Some(shared) = self.shared.upgrade() else { return Err(ReadError::Closed) };
             let mut durable = lock(&shared.durable);
             loop {
-                if durable.closed {
-                    return Err(ReadError::Closed);
-                }
+                // Published records first: an append that landed just before the close is delivered.
                 if durable.published.head.size > self.next {
                     break;
+                }
+                if durable.closed {
+                    return Err(ReadError::Closed);
                 }
                 let now = std::time::Instant::now();
                 if now >= deadline {

@@ -43,12 +43,13 @@ pub enum Cut {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     /// Threads: `None` uses the current rayon pool, `Some(n)` a dedicated pool of `n` threads
-    /// (1 to [`MAX_THREADS`]; the pool is started once per `n` and kept for later rebuilds).
+    /// (1 to [`MAX_THREADS`]; for `n` up to four times the machine's cores the pool is started once
+    /// and kept for later rebuilds, above that it is started for the call).
     pub threads: Option<usize>,
     /// Build with the audit rules' bookkeeping and findings.
     pub audit: Option<AuditConfig>,
     /// Records per read-and-decode chunk (default 65,536; a fold shorter than one batch uses smaller
-    /// chunks, down to 2,048 records, so that it still makes `batch_chunks` of them).
+    /// chunks, down to 2,048 records, so that it still makes up to `batch_chunks` of them).
     pub chunk_records: u64,
     /// Chunks per batch (default 16): a batch is decoded, then folded; memory is proportional to it.
     pub batch_chunks: usize,
@@ -108,7 +109,9 @@ pub const MAX_THREADS: usize = 1_024;
 ///
 /// Pools are kept, one per thread count, and reused by later rebuilds: starting threads for every call
 /// cost a small rebuild more than its fold (a 10^4-record rebuild took 2 to 3 ms, of which the new
-/// threads' cold start was a large and varying part). Idle pool threads sleep.
+/// threads' cold start was a large and varying part). Idle pool threads sleep. Only counts up to
+/// `KEPT_POOL_THREADS_PER_CORE` times the cores are kept, so that one call asking for 1,000 threads
+/// does not leave them (and their stacks) behind for the life of the process.
 pub(crate) fn in_pool<T: Send>(
     threads: Option<usize>,
     f: impl FnOnce() -> Result<T, RebuildError> + Send,
@@ -119,23 +122,34 @@ pub(crate) fn in_pool<T: Send>(
     }
 }
 
-/// The kept pool of `n` threads, started on first use.
+/// Kept pools have at most this many threads per core (see [`in_pool`]).
+const KEPT_POOL_THREADS_PER_CORE: usize = 4;
+
+/// The pool of `n` threads: the kept one (started on first use), or a new one for a count above what
+/// is kept.
 fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>, RebuildError> {
     type Pools = std::sync::Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>;
     static POOLS: std::sync::OnceLock<Pools> = std::sync::OnceLock::new();
     if n == 0 || n > MAX_THREADS {
         return Err(RebuildError::Threads { threads: n, reason: format!("between 1 and {MAX_THREADS} threads") });
     }
+    let build = || {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(move |i| format!("posledger-rebuild-{n}-{i}"))
+            .build()
+            .map(Arc::new)
+            .map_err(|e| RebuildError::Threads { threads: n, reason: e.to_string() })
+    };
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    if n > cores.saturating_mul(KEPT_POOL_THREADS_PER_CORE) {
+        return build();
+    }
     let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some(pool) = pools.get(&n) {
         return Ok(Arc::clone(pool));
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .thread_name(move |i| format!("posledger-rebuild-{n}-{i}"))
-        .build()
-        .map_err(|e| RebuildError::Threads { threads: n, reason: e.to_string() })?;
-    let pool = Arc::new(pool);
+    let pool = build()?;
     pools.insert(n, Arc::clone(&pool));
     Ok(pool)
 }
@@ -470,16 +484,15 @@ struct Carry {
     remaps: Vec<[Vec<u32>; 4]>,
 }
 
-/// Continues `fleet` from its position to `to` (records `fleet.position()..to` of a prepared source).
 /// The smallest chunk a short fold is cut into: below this, a chunk's fixed cost (its 64 partition
 /// vectors, its name tables, one rayon task) outweighs its records.
 const MIN_CHUNK_RECORDS: u64 = 2_048;
 
 /// Records per chunk for a fold of `records`: `options.chunk_records`, or less for a fold shorter than
-/// one batch, so that it still makes `batch_chunks` chunks to share between threads (at 10^5 records,
-/// chunks of 65,536 made two, of 65,536 and 38,433 records, and two threads ran 1.4× faster instead of
-/// 1.7×). It depends on the fold's length only, never on the thread count, so the result does not
-/// either.
+/// one batch, so that it still makes `batch_chunks` chunks to share between threads (or as many as the
+/// `MIN_CHUNK_RECORDS` floor allows: 5 for 10^4 records, which made a single chunk of 65,536, decoded
+/// on one thread). It depends on the fold's length only (the cut minus the fleet's start), never on the
+/// thread count, so the result does not either.
 fn chunk_records_for(records: u64, options: &Options) -> u64 {
     let spread = records.div_ceil(options.batch_chunks as u64).max(MIN_CHUNK_RECORDS);
     let chunk = options.chunk_records.min(spread);
@@ -487,6 +500,7 @@ fn chunk_records_for(records: u64, options: &Options) -> u64 {
     chunk
 }
 
+/// Continues `fleet` from its position to `to` (records `fleet.position()..to` of a prepared source).
 pub(crate) fn fold_parallel(
     fleet: &mut Fleet,
     source: &Source,
