@@ -668,7 +668,12 @@ impl FrameIter {
         let offset = |position: u64| sparse.get(((position - first) / SPARSE_EVERY) as usize).copied();
         let from = offset(self.next.max(first)).unwrap_or(HEADER_LEN as u64);
         let last = self.end.min(meta.end_position()).saturating_sub(1).max(first);
-        let to = offset(last + SPARSE_EVERY).unwrap_or(meta.readable_len);
+        let to = match offset(last + SPARSE_EVERY) {
+            Some(to) => to,
+            // The last slot of the file (in the active segment, near the head): the file's length
+            // bounds it (`readable_len` may be unbounded there); an error here only costs a larger buffer.
+            None => std::fs::metadata(&meta.path).map(|m| m.len()).unwrap_or(u64::MAX).min(meta.readable_len),
+        };
         to.saturating_sub(from)
     }
 
