@@ -381,6 +381,8 @@ pub(crate) mod tests {
 
     pub(crate) fn issued(device: &str) -> AppendEvent {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        // A contract the ledger's field checks accept (it ends after it starts).
+        let end = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
         dev(
             device,
             TerminalEvent::Issued(Box::new(Issued {
@@ -388,7 +390,7 @@ pub(crate) mod tests {
                 merchant: MerchantId::parse("MER").unwrap(),
                 provider: ProviderId::parse("p").unwrap(),
                 region: RegionCode::parse("310000").unwrap(),
-                contract: Contract { id: ContractId::parse("C").unwrap(), start: at, end: at },
+                contract: Contract { id: ContractId::parse("C").unwrap(), start: at, end },
                 replaces: None,
             })),
         )

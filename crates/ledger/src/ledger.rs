@@ -1260,3 +1260,53 @@ fn replay_into(view: &mut View, recovered: &Recovered, from: u64) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::apply::tests::{flow, issued};
+
+    /// A follower thread that dies by a panic (here: handed an empty append, which the writer never
+    /// sends) records the failure as the index error, so `sync_index`, `read_stream` and `close` answer
+    /// with an error instead of waiting for it forever; the next open rebuilds the index from the log.
+    #[test]
+    fn a_panicking_follower_stops_the_index_instead_of_hanging_its_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.append(vec![issued("A"), flow("A")]).unwrap();
+        ledger.sync_index().unwrap();
+        let size = ledger.head().size;
+        {
+            let writer = lock(&ledger.shared.writer);
+            let empty = Written {
+                events: Vec::new(),
+                fresh: Vec::new(),
+                first: size,
+                steps: Steps { slots: Vec::new(), versions: Vec::new(), states: Vec::new() },
+            };
+            let msg = FollowerMsg::Apply(Applied { written: empty, size, last_leaf: [0; 32] });
+            writer.follower_tx.as_ref().expect("the follower is running").send(msg).unwrap();
+        }
+        // The writer is unaffected; the index stops with the panic's reason.
+        ledger.append(vec![flow("A")]).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let synced = ledger.sync_index().map_err(|e| e.to_string());
+            let read = ledger.read_stream(&StreamId::Terminal(Sn::parse("A").unwrap())).map_err(|e| e.to_string());
+            let closed = ledger.close().map_err(|e| e.to_string());
+            done.send(()).ok();
+            (synced, read, closed)
+        });
+        finished.recv_timeout(Duration::from_secs(60)).expect("sync_index, read_stream or close hung");
+        let (synced, read, closed) = waiter.join().unwrap();
+        assert!(synced.as_ref().is_err_and(|e| e.contains("the follower thread panicked")), "{synced:?}");
+        assert!(read.is_err(), "{read:?}");
+        assert!(closed.is_err(), "{closed:?}");
+        // The log is whole, and the next open answers from it.
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.head().size, size + 1);
+        assert_eq!(ledger.read_stream(&StreamId::Terminal(Sn::parse("A").unwrap())).unwrap().len(), 3);
+        ledger.sync_index().unwrap();
+    }
+}
