@@ -8,22 +8,34 @@
 //! are dense, a refused append leaves the head unchanged, multi-event appends are all-or-nothing, and the
 //! head root equals `ledger::merkle::root` over the stored record bodies. At the end of every case (and
 //! after every reopen) the whole log, every stream and every terminal's state are compared with the model.
+//!
+//! I/O faults, as redb's fuzzer checks its engine against a model with injected I/O faults: each case runs
+//! in relaxed or durable mode, with default or small segments (so that sealing — a trailer write and an
+//! fsync — is among an append's I/O points), through a [`FaultInjector`] the test keeps. A `Fault` action
+//! fails one I/O point of one generated append: a write (plainly, or after a short write of a real prefix
+//! of its bytes, cut inside a frame or between whole frames, taken from a twin ledger) or an fsync. The
+//! failed append must get an I/O error and leave the head and reads as they were; the next append is
+//! refused with `Poisoned` and writes nothing; after a reopen without the fault the log holds every
+//! acknowledged append and the failed one whole or not at all (never after a failed write), and the model
+//! takes it only if it landed. The end-of-case comparison then covers everything that came after.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use common::{sn, t};
 use ledger::lifecycle::{ContractState, FlagSet, State, Status, Violation};
 use ledger::model::{ACTIVATION_FLOW_FEN, MAX_FLOW_FEN};
 use ledger::{
     AppendError, AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Durability, Event, EventId,
-    FlagReason, Issued, Ledger, MerchantId, ModelCode, Options, ProviderId, RegionCode, Sn, StopReason, StreamId,
-    TerminalEvent, Text,
+    FaultInjector, FlagReason, Head, Issued, Ledger, MerchantId, ModelCode, Options, ProviderId, RegionCode, Sn,
+    StopReason, StreamId, TerminalEvent, Text,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 // ---------------------------------------------------------------------------------------------------------
 // Generated operations
@@ -69,7 +81,24 @@ enum Action {
         models: Vec<u8>,
     },
     Reopen,
+    /// One generated append with I/O point `point` of it (writes and fsyncs counted together, from 0)
+    /// failing; a write that fails is a short write when `short` is set (it selects where to cut).
+    Fault {
+        point: u8,
+        short: Option<u8>,
+        gens: Vec<Gen>,
+    },
 }
+
+/// How a case opens its ledger.
+#[derive(Clone, Copy, Debug, Default)]
+struct Config {
+    durable: bool,
+    /// Small segments, so that appends seal segments (a trailer write and an fsync).
+    small_segments: bool,
+}
+
+const SMALL_SEGMENT: u64 = 256;
 
 fn sn_of(n: u8) -> String {
     format!("T{n}")
@@ -125,10 +154,16 @@ fn gen_unit() -> impl Strategy<Value = Vec<Gen>> {
     ]
 }
 
+/// The events of an append: one unit, or a few.
+fn gen_gens() -> impl Strategy<Value = Vec<Gen>> {
+    prop_oneof![2 => gen_unit(), 1 => proptest::collection::vec(gen_unit(), 2..4).prop_map(|units| units.concat())]
+}
+
 fn gen_action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        8 => gen_unit().prop_map(Action::Append),
-        4 => proptest::collection::vec(gen_unit(), 2..4).prop_map(|units| Action::Append(units.concat())),
+        12 => gen_gens().prop_map(Action::Append),
+        2 => (prop_oneof![4 => Just(0u8), 2 => Just(1u8), 1 => 2..4u8], proptest::option::of(any::<u8>()), gen_gens())
+            .prop_map(|(point, short, gens)| Action::Fault { point, short, gens }),
         2 => (0..64usize).prop_map(Action::Retry),
         1 => (0..DIRECTIVES, proptest::collection::vec(0..MODELS, 1..3))
             .prop_map(|(id, models)| Action::StopModels { id, models }),
@@ -535,10 +570,161 @@ impl Model {
 // Checks against the ledger
 // ---------------------------------------------------------------------------------------------------------
 
-fn open(dir: &Path) -> Ledger {
-    // Relaxed: this test is about the rules and the log's shape, not fsync; reopen still reads everything
-    // back (the page cache survives a drop), and the crash tests cover durability.
-    Ledger::open_with(dir, Options { durability: Durability::Relaxed, ..Options::default() }).unwrap()
+fn open(dir: &Path, config: Config, faults: &Arc<Faults>) -> Ledger {
+    // Relaxed or durable: this test is about the rules and the log's shape, not about what survives a
+    // power loss; reopen reads everything back (the page cache survives a drop), and the crash tests cover
+    // durability. Durable mode adds an fsync to every append, an I/O point to fail.
+    let options = Options {
+        durability: if config.durable { Durability::Durable } else { Durability::Relaxed },
+        segment_max_bytes: if config.small_segments { SMALL_SEGMENT } else { Options::default().segment_max_bytes },
+        faults: Some(faults.clone() as Arc<dyn FaultInjector>),
+    };
+    Ledger::open_with(dir, options).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// I/O faults
+// ---------------------------------------------------------------------------------------------------------
+
+const EIO: i32 = 5;
+const ENOSPC: i32 = 28;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Write,
+    Sync,
+}
+
+/// An I/O point: its kind, the file, and for a write the file's length before it (segments are written
+/// in append mode, so that is where the bytes go) and its length.
+#[derive(Clone, Debug)]
+struct Point {
+    kind: Kind,
+    path: PathBuf,
+    offset: u64,
+    len: usize,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    /// The point to fail, counted from the arming, and the bytes a failing write leaves first (a short
+    /// write; empty for a plain failure).
+    armed: Option<(usize, Vec<u8>)>,
+    /// The points seen since the arming.
+    points: Vec<Point>,
+    /// The point that failed: its kind and errno.
+    fired: Option<(Kind, i32)>,
+}
+
+/// Fails one I/O point as armed, once, and records the points it sees.
+#[derive(Debug, Default)]
+struct Faults(Mutex<FaultState>);
+
+impl Faults {
+    fn new() -> Arc<Faults> {
+        Arc::new(Faults::default())
+    }
+
+    /// Starts counting points from here; fails point `n` when given.
+    fn arm(&self, fail: Option<(usize, Vec<u8>)>) {
+        *self.0.lock().unwrap() = FaultState { armed: fail, ..FaultState::default() };
+    }
+
+    /// Disarms; returns the points seen and the fault that fired, if one did.
+    fn disarm(&self) -> (Vec<Point>, Option<(Kind, i32)>) {
+        let state = std::mem::take(&mut *self.0.lock().unwrap());
+        (state.points, state.fired)
+    }
+
+    fn point(&self, point: Point) -> std::io::Result<()> {
+        let mut state = self.0.lock().unwrap();
+        let n = state.points.len();
+        state.points.push(point.clone());
+        let Point { kind, path, len, .. } = point;
+        let prefix = match &state.armed {
+            Some((at, prefix)) if *at == n => prefix.clone(),
+            _ => return Ok(()),
+        };
+        state.armed = None;
+        let errno = if kind == Kind::Write && !prefix.is_empty() {
+            assert!(prefix.len() < len, "a short write is shorter than the write");
+            std::fs::OpenOptions::new().append(true).open(&path)?.write_all(&prefix)?;
+            ENOSPC
+        } else {
+            EIO
+        };
+        state.fired = Some((kind, errno));
+        Err(std::io::Error::from_raw_os_error(errno))
+    }
+}
+
+impl FaultInjector for Faults {
+    fn before_write(&self, path: &Path, len: usize) -> std::io::Result<()> {
+        let offset = std::fs::metadata(path).unwrap().len();
+        self.point(Point { kind: Kind::Write, path: path.to_owned(), offset, len })
+    }
+    fn before_sync(&self, path: &Path) -> std::io::Result<()> {
+        self.point(Point { kind: Kind::Sync, path: path.to_owned(), offset: 0, len: 0 })
+    }
+}
+
+fn segment_bytes(dir: &Path) -> u64 {
+    let dir = dir.join(ledger::source::SEGMENTS_DIR);
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+}
+
+/// A recorded-at time for an append that both the ledger and its twin accept: now, or just after the
+/// head's (stored in microseconds).
+fn next_recorded_at(ledger: &Ledger) -> DateTime<Utc> {
+    let size = ledger.head().size;
+    let now = Utc::now();
+    if size == 0 {
+        return now;
+    }
+    now.max(ledger.read_at(size - 1).unwrap().recorded_at + Duration::microseconds(1))
+}
+
+/// The bytes that write point `point` of this append writes, when it is a write of at least two bytes:
+/// taken from a twin (a copy of the segments opened with the same options) that makes the same append at
+/// the same recorded-at time. The seam gives the injector the length of a write, not its bytes.
+fn twin_bytes(dir: &Path, config: Config, events: &[AppendEvent], at: DateTime<Utc>, point: usize) -> Option<Vec<u8>> {
+    let twin = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.join(ledger::source::SEGMENTS_DIR), twin.path().join(ledger::source::SEGMENTS_DIR));
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    let probe = Faults::new();
+    let ledger = open(twin.path(), config, &probe);
+    probe.arm(None);
+    let _ = ledger.append_at(events.to_vec(), Some(at));
+    let (points, _) = probe.disarm();
+    let Point { kind, path, offset, len } = points.get(point)?.clone();
+    if kind != Kind::Write || len < 2 {
+        return None;
+    }
+    drop(ledger);
+    let bytes = std::fs::read(path).unwrap();
+    Some(bytes[offset as usize..offset as usize + len].to_vec())
+}
+
+/// Where a short write of these bytes may stop: after one byte, half, all but one, and at (and one byte
+/// past) the end of each whole frame (a u32 length, a u32 checksum, the body) — a prefix of whole records
+/// without the commit marker.
+fn cuts(bytes: &[u8]) -> Vec<usize> {
+    let len = bytes.len();
+    let mut cuts = vec![1, len / 2, len - 1];
+    let mut at = 0usize;
+    while at + 4 <= len {
+        let frame = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize + 8;
+        at = at.saturating_add(frame);
+        cuts.extend([at, at.saturating_add(1)]);
+    }
+    cuts.retain(|&c| c > 0 && c < len);
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
 }
 
 fn stored_root(ledger: &Ledger) -> [u8; 32] {
@@ -561,6 +747,16 @@ fn check_head(ledger: &Ledger, model: &Model) {
 }
 
 fn check_everything(ledger: &Ledger, model: &Model) {
+    check_log(ledger, model);
+    for n in 0..SNS {
+        let name = sn_of(n);
+        assert_eq!(ledger.terminal(&sn(&name)), model.state_of(&name), "state of {name}");
+    }
+}
+
+/// The head, every published record and every stream, against the model (not the terminals' state,
+/// which includes what is written but not published).
+fn check_log(ledger: &Ledger, model: &Model) {
     check_head(ledger, model);
     let records: Vec<_> = ledger.read_from(0).collect::<Result<_, _>>().unwrap();
     assert_eq!(records.len(), model.log.len());
@@ -575,10 +771,7 @@ fn check_everything(ledger: &Ledger, model: &Model) {
         last_at = Some(record.recorded_at);
     }
     for n in 0..SNS {
-        let name = sn_of(n);
-        assert_eq!(ledger.terminal(&sn(&name)), model.state_of(&name), "state of {name}");
-        let stream = StreamId::Terminal(sn(&name));
-        check_stream(ledger, model, &stream);
+        check_stream(ledger, model, &StreamId::Terminal(sn(&sn_of(n))));
     }
     check_stream(ledger, model, &StreamId::Directives);
 }
@@ -593,9 +786,106 @@ fn check_stream(ledger: &Ledger, model: &Model, stream: &StreamId) {
     }
 }
 
-fn run(actions: &[Action]) {
+/// An append (or a retry) that ran without a fault: the ledger does what the model does.
+fn check_append(
+    ledger: &Ledger,
+    model: &mut Model,
+    accepted: &mut Vec<Vec<AppendEvent>>,
+    events: Vec<AppendEvent>,
+    got: Result<ledger::Appended, AppendError>,
+    before: Head,
+    retry: bool,
+) {
+    let want = model.append(&events);
+    match (got, want) {
+        (Ok(appended), Ok((positions, written))) => {
+            assert_eq!(appended.positions, positions, "positions of {events:?}");
+            assert_eq!(appended.written, written);
+            assert_eq!(appended.head, ledger.head());
+            if written == 0 {
+                assert_eq!(appended.head, before, "a pure retry changed the head");
+            }
+            if retry && events.iter().all(|e| e.event_id.is_some()) {
+                assert_eq!(written, 0, "a retry of identified events wrote again");
+            }
+            accepted.push(events);
+        }
+        (Err(e), Err(want)) => {
+            assert_eq!(refusal_of(&e), want, "{e}\nevents: {events:?}");
+            assert_eq!(ledger.head(), before, "a refused append changed the head");
+        }
+        (got, want) => panic!("append {events:?}:\nledger {got:?}\nmodel {want:?}"),
+    }
+}
+
+/// What a faulted append did before the reopen.
+enum Faulted {
+    /// The fault did not fire (fewer I/O points, or the append was refused or a pure retry): the outcome,
+    /// to check as a normal append.
+    Normal(Result<ledger::Appended, AppendError>),
+    /// It fired: the append failed, the ledger is poisoned and must be reopened; the model's positions and
+    /// count of written records for the append.
+    Failed { kind: Kind, positions: Vec<u64>, written: u64 },
+}
+
+/// Runs `events` with I/O point `point` of the append failing, and checks the ledger up to the reopen.
+fn fault(
+    ledger: &Ledger,
+    dir: &Path,
+    config: Config,
+    faults: &Faults,
+    model: &Model,
+    (point, short): (usize, Option<u8>),
+    events: &[AppendEvent],
+) -> Faulted {
+    let before = ledger.head();
+    let at = next_recorded_at(ledger);
+    // The append does I/O only if it writes records; only then does a short write need its bytes.
+    let verdict = model.clone().append(events);
+    let writes = matches!(&verdict, Ok((_, written)) if *written > 0);
+    let prefix = short
+        .filter(|_| writes)
+        .and_then(|cut| Some((cut, twin_bytes(dir, config, events, at, point)?)))
+        .map(|(cut, bytes)| {
+            let cuts = cuts(&bytes);
+            bytes[..cuts[cut as usize % cuts.len()]].to_vec()
+        })
+        .unwrap_or_default();
+    faults.arm(Some((point, prefix)));
+    let got = ledger.append_at(events.to_vec(), Some(at));
+    let (points, fired) = faults.disarm();
+    let Some((kind, errno)) = fired else { return Faulted::Normal(got) };
+    assert_eq!(points.len(), point + 1, "I/O went on after the failed point");
+    let (positions, written) = match verdict {
+        Ok(outcome) => outcome,
+        Err(want) => panic!("the ledger did I/O for an append the model refuses ({want:?}): {events:?}"),
+    };
+    match &got {
+        Err(AppendError::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(errno), "{source}"),
+        Err(AppendError::Poisoned(why)) => {
+            assert!(kind == Kind::Sync && why.contains("fsync"), "refused after a failed {kind:?}: {why}");
+        }
+        other => panic!("a failed {kind:?} gave {other:?}"),
+    }
+    // Nothing of the failed append is visible; the ledger refuses appends without writing.
+    assert_eq!(ledger.head(), before, "a failed {kind:?} moved the head");
+    check_log(ledger, model);
+    let len = segment_bytes(dir);
+    match ledger.append(events.to_vec()) {
+        Err(AppendError::Poisoned(_)) => {}
+        other => panic!("an append after a failed {kind:?} was not refused: {other:?}"),
+    }
+    assert_eq!(segment_bytes(dir), len, "a refused append wrote bytes");
+    assert_eq!(ledger.head(), before);
+    Faulted::Failed { kind, positions, written }
+}
+
+/// Runs a case; returns the faults that fired, each with whether its append was found after the reopen.
+fn run(config: Config, actions: &[Action]) -> Vec<(Kind, bool)> {
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = open(dir.path());
+    let faults = Faults::new();
+    let mut fired = Vec::new();
+    let mut ledger = open(dir.path(), config, &faults);
     let mut model = Model::default();
     let mut accepted: Vec<Vec<AppendEvent>> = Vec::new();
     for action in actions {
@@ -603,7 +893,7 @@ fn run(actions: &[Action]) {
         match action {
             Action::Reopen => {
                 drop(ledger);
-                ledger = open(dir.path());
+                ledger = open(dir.path(), config, &faults);
                 assert_eq!(ledger.head(), before, "reopen changed the head");
                 check_everything(&ledger, &model);
                 continue;
@@ -643,26 +933,33 @@ fn run(actions: &[Action]) {
                     Action::Retry(i) if !accepted.is_empty() => accepted[i % accepted.len()].clone(),
                     _ => continue,
                 };
-                let want = model.append(&events);
                 let got = ledger.append(events.clone());
-                match (got, want) {
-                    (Ok(appended), Ok((positions, written))) => {
-                        assert_eq!(appended.positions, positions, "positions of {events:?}");
-                        assert_eq!(appended.written, written);
-                        assert_eq!(appended.head, ledger.head());
-                        if written == 0 {
-                            assert_eq!(appended.head, before, "a pure retry changed the head");
-                        }
-                        if matches!(action, Action::Retry(_)) && events.iter().all(|e| e.event_id.is_some()) {
-                            assert_eq!(written, 0, "a retry of identified events wrote again");
-                        }
-                        accepted.push(events);
+                let retry = matches!(action, Action::Retry(_));
+                check_append(&ledger, &mut model, &mut accepted, events, got, before, retry);
+            }
+            Action::Fault { point, short, gens } => {
+                let events = build_append(&model, gens);
+                let point = (usize::from(*point), *short);
+                match fault(&ledger, dir.path(), config, &faults, &model, point, &events) {
+                    Faulted::Normal(got) => {
+                        check_append(&ledger, &mut model, &mut accepted, events, got, before, false)
                     }
-                    (Err(e), Err(want)) => {
-                        assert_eq!(refusal_of(&e), want, "{e}\nevents: {events:?}");
-                        assert_eq!(ledger.head(), before, "a refused append changed the head");
+                    Faulted::Failed { kind, positions, written } => {
+                        // Reopened without the fault: the failed append is there whole, or not at all.
+                        drop(ledger);
+                        ledger = open(dir.path(), config, &faults);
+                        let size = ledger.head().size;
+                        fired.push((kind, size > before.size));
+                        if size == before.size + written {
+                            assert_eq!(kind, Kind::Sync, "a failed write's append is in the reopened log");
+                            assert_eq!(model.append(&events), Ok((positions, written)), "the landed append");
+                            accepted.push(events);
+                        } else {
+                            assert_eq!(size, before.size, "reopened with {size} records: part of an append");
+                            assert_eq!(ledger.head(), before, "reopen changed the head");
+                        }
+                        check_everything(&ledger, &model);
                     }
-                    (got, want) => panic!("append {events:?}:\nledger {got:?}\nmodel {want:?}"),
                 }
             }
         }
@@ -671,21 +968,26 @@ fn run(actions: &[Action]) {
     check_everything(&ledger, &model);
     let head = ledger.head();
     drop(ledger);
-    let ledger = open(dir.path());
+    let ledger = open(dir.path(), config, &faults);
     assert_eq!(ledger.head(), head, "reopen gives another head");
     check_everything(&ledger, &model);
+    fired
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
 
     #[test]
-    fn ledger_matches_the_reference_model(actions in proptest::collection::vec(gen_action(), 1..40)) {
+    fn ledger_matches_the_reference_model(
+        config in (proptest::bool::ANY, proptest::bool::ANY)
+            .prop_map(|(durable, small_segments)| Config { durable, small_segments }),
+        actions in proptest::collection::vec(gen_action(), 1..40),
+    ) {
         // Most terminals exist from the start, so that random decisions are often legal.
         let issue = |sn, model| Gen { kind: GenKind::Issue { sn, model }, event_id: None, expect: None };
         let mut all = vec![Action::Append(vec![issue(0, 0), issue(1, 1), issue(2, 2), issue(3, 0)])];
         all.extend(actions);
-        run(&all);
+        run(config, &all);
     }
 }
 
@@ -713,7 +1015,7 @@ fn the_model_accepts_a_full_legal_life() {
         ]),
         Action::StopModels { id: 1, models: vec![0, 1] },
     ];
-    run(&actions);
+    run(Config::default(), &actions);
     let mut model = Model::default();
     for action in &actions {
         if let Action::Append(gens) = action {
@@ -726,13 +1028,32 @@ fn the_model_accepts_a_full_legal_life() {
     assert_eq!(model.log.len(), 12);
 }
 
+/// The faults on legal appends, in durable mode: a short write that stops between the two whole frames of
+/// an append, a plain failed write, a failed fsync. Each fires; the written-but-unsynced append is found
+/// whole after the reopen (the page cache survives), the others are not, and the log goes on.
+#[test]
+fn faults_on_legal_appends_fire_and_settle() {
+    let g = |kind| Gen { kind, event_id: None, expect: None };
+    let flow = |sn| g(GenKind::Flow { sn, amount: 10_000 });
+    let actions = vec![
+        Action::Append(vec![g(GenKind::Issue { sn: 0, model: 0 }), g(GenKind::Issue { sn: 1, model: 1 })]),
+        // Two frames of one length: the cuts are 1, the end of the first frame, one byte more, all but one.
+        Action::Fault { point: 0, short: Some(1), gens: vec![flow(0), flow(1)] },
+        Action::Fault { point: 0, short: None, gens: vec![flow(0)] },
+        Action::Fault { point: 1, short: None, gens: vec![flow(0)] },
+        Action::Append(vec![g(GenKind::Activate { sn: 0 })]),
+    ];
+    let fired = run(Config { durable: true, small_segments: false }, &actions);
+    assert_eq!(fired, vec![(Kind::Write, false), (Kind::Write, false), (Kind::Sync, true)]);
+}
+
 /// Bug found by the model test: with two `replaced` events of one terminal in one append, the pairing
 /// check kept only the last one per terminal (a map keyed by SN), and so blamed the correctly paired
 /// `issued` (index 1, with a false message) instead of the `replaced` that has no partner (index 3).
 #[test]
 fn two_replaced_of_one_terminal_blame_the_unpaired_one() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open(dir.path());
+    let ledger = open(dir.path(), Config::default(), &Faults::new());
     ledger.append(vec![common::issued("T5", "M-0"), common::stopped("T5", StopReason::Violation)]).unwrap();
     let head = ledger.head();
     let err = ledger
