@@ -192,6 +192,17 @@ fn units(c: &mut Criterion) {
             out.len()
         })
     });
+    group.bench_function("encode_serde_1k", |b| {
+        // The same records through bincode's serde encoder (byte-identical; what the writer used before).
+        let mut out = Vec::with_capacity(1 << 16);
+        b.iter(|| {
+            out.clear();
+            for r in &records {
+                ledger::codec::encode_record_serde(&ledger::codec::RecordRef::from(r), &mut out).unwrap();
+            }
+            out.len()
+        })
+    });
     group.bench_function("decode_view_1k", |b| {
         b.iter(|| bodies.iter().map(|body| ledger::codec::decode_view(body).unwrap().position).sum::<u64>())
     });

@@ -528,7 +528,8 @@ impl Changed {
     }
 
     /// Terminals the snapshot rewrites (every terminal of each changed bucket).
-    pub fn terminal_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn terminal_count(&self) -> usize {
         self.buckets.iter().map(|(_, entries)| entries.len()).sum()
     }
 

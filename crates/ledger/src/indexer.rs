@@ -196,10 +196,7 @@ pub(crate) fn follower_loop(shared: Weak<Shared>, rx: Receiver<FollowerMsg>, sto
                 FollowerMsg::Snapshot => follower.snapshot(1),
             };
             if let Some(why) = &follower.failed {
-                let mut error = lock(&shared.index_error);
-                if error.is_none() {
-                    *error = Some(why.clone());
-                }
+                stop_index(&shared, why.clone());
             }
             snapshot
         };
@@ -221,16 +218,18 @@ pub(crate) fn follower_loop(shared: Weak<Shared>, rx: Receiver<FollowerMsg>, sto
     }
 }
 
+/// Stops the index at its last good snapshot, for `why` (the first reason stays), and wakes whoever
+/// waits for it (`sync_index`, close), who then answer with the reason.
+fn stop_index(shared: &Shared, why: String) {
+    lock(&shared.index_error).get_or_insert(why);
+    shared.indexed_cv.notify_all();
+}
+
 /// A background thread that dies by a panic leaves the index behind the log for good: say so, so that
 /// `sync_index` (and close) stop waiting for it.
 fn stop_index_if_panicking(shared: &Shared, thread: &str) {
     if std::thread::panicking() {
-        let mut error = lock(&shared.index_error);
-        if error.is_none() {
-            *error = Some(format!("{thread} panicked"));
-        }
-        drop(error);
-        shared.indexed_cv.notify_all();
+        stop_index(shared, format!("{thread} panicked"));
     }
 }
 
@@ -267,8 +266,7 @@ pub(crate) fn store_loop(shared: Weak<Shared>, rx: Receiver<Changed>) {
         let snapshot = match changed.encode() {
             Ok(snapshot) => snapshot,
             Err(why) => {
-                *lock(&shared.index_error) = Some(why);
-                shared.indexed_cv.notify_all();
+                stop_index(&shared, why);
                 continue;
             }
         };
@@ -289,10 +287,12 @@ pub(crate) fn store_loop(shared: Weak<Shared>, rx: Receiver<Changed>) {
             Err("the snapshot covers records that were never published".to_string())
         };
         match written {
-            Ok(()) => *lock(&shared.indexed) = snapshot.size,
-            Err(why) => *lock(&shared.index_error) = Some(why),
+            Ok(()) => {
+                *lock(&shared.indexed) = snapshot.size;
+                shared.indexed_cv.notify_all();
+            }
+            Err(why) => stop_index(&shared, why),
         }
-        shared.indexed_cv.notify_all();
     }
 }
 

@@ -300,13 +300,14 @@ pub struct FrameReader {
 impl FrameReader {
     /// Opens `path` and checks its header.
     pub fn open(path: &Path) -> Result<FrameReader, FormatError> {
-        FrameReader::open_with_buffer(path, MAX_READ_BUFFER)
+        FrameReader::open_span(path, HEADER_LEN as u64, None)
     }
 
-    /// Opens `path` with a read buffer of `capacity` bytes (clamped to
-    /// `MIN_READ_BUFFER..=MAX_READ_BUFFER`): a reader of a few records wants a small one, since every
-    /// refill reads a whole buffer.
-    pub fn open_with_buffer(path: &Path, capacity: usize) -> Result<FrameReader, FormatError> {
+    /// Opens `path` and checks its header, to read the bytes from offset `from` up to offset `to` (the
+    /// end of the file when `None`). The read buffer is sized to those bytes, within
+    /// `MIN_READ_BUFFER..=MAX_READ_BUFFER`: every refill reads a whole buffer, so a reader of a few
+    /// records wants a small one. Where the reader then goes is the caller's (`seek_to`).
+    pub fn open_span(path: &Path, from: u64, to: Option<u64>) -> Result<FrameReader, FormatError> {
         let io = |source| FormatError::Io { path: path.to_owned(), source };
         let mut file = File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
@@ -320,7 +321,9 @@ impl FrameReader {
         // The header is read from the file itself: through the buffer, the first refill would read a
         // whole buffer's worth of records that a reader about to seek elsewhere throws away.
         file.read_exact(&mut bytes).map_err(io)?;
-        let reader = BufReader::with_capacity(capacity.clamp(MIN_READ_BUFFER, MAX_READ_BUFFER), file);
+        let span = to.map_or(file_len, |to| to.min(file_len)).saturating_sub(from);
+        let capacity = usize::try_from(span).unwrap_or(usize::MAX).clamp(MIN_READ_BUFFER, MAX_READ_BUFFER);
+        let reader = BufReader::with_capacity(capacity, file);
         let header = Header::decode(&bytes).map_err(|what| FormatError::BadHeader { path: path.to_owned(), what })?;
         Ok(FrameReader {
             path: path.to_owned(),
@@ -540,9 +543,10 @@ mod tests {
             push_frame(&mut bytes, body);
         }
         File::create(&path).unwrap().write_all(&bytes).unwrap();
-        for capacity in [0, MIN_READ_BUFFER, MAX_READ_BUFFER, usize::MAX] {
+        let header = HEADER_LEN as u64;
+        for to in [Some(header), Some(header + MIN_READ_BUFFER as u64), Some(header + MAX_READ_BUFFER as u64), None] {
             for (start, offset) in offsets.iter().enumerate() {
-                let mut reader = FrameReader::open_with_buffer(&path, capacity).unwrap();
+                let mut reader = FrameReader::open_span(&path, header, to).unwrap();
                 if start > 0 {
                     reader.seek_to(*offset).unwrap();
                 }
@@ -550,7 +554,7 @@ mod tests {
                 while let Some(Item::Record { body, .. }) = reader.next_item().unwrap() {
                     read.push(body.to_vec());
                 }
-                assert!(read == bodies[start..], "capacity {capacity}, from record {start}");
+                assert!(read == bodies[start..], "buffer for a span to {to:?}, from record {start}");
             }
         }
     }

@@ -659,30 +659,25 @@ impl FrameIter {
         self.files.get(self.file).map(|f| f.path.as_path())
     }
 
-    /// Bytes of the current file that positions `next..end` span, as far as its sparse offsets tell
-    /// (a bound: from the slot holding `next` to the slot after the one holding `end - 1`).
-    fn span_bytes(&self) -> u64 {
+    /// The byte offsets of the current file that positions `next..end` span, as far as its sparse
+    /// offsets tell (a bound: from the slot holding `next` to the slot after the one holding `end - 1`;
+    /// `None` for the end of the file).
+    fn span(&self) -> (u64, Option<u64>) {
         let meta = &self.files[self.file];
         let first = meta.first_position();
-        let Some(sparse) = &meta.sparse else { return meta.readable_len };
+        let Some(sparse) = &meta.sparse else { return (HEADER_LEN as u64, None) };
         let offset = |position: u64| sparse.get(((position - first) / SPARSE_EVERY) as usize).copied();
         let from = offset(self.next.max(first)).unwrap_or(HEADER_LEN as u64);
         let last = self.end.min(meta.end_position()).saturating_sub(1).max(first);
-        let to = match offset(last + SPARSE_EVERY) {
-            Some(to) => to,
-            // The last slot of the file (in the active segment, near the head): the file's length
-            // bounds it (`readable_len` may be unbounded there); an error here only costs a larger buffer.
-            None => std::fs::metadata(&meta.path).map(|m| m.len()).unwrap_or(u64::MAX).min(meta.readable_len),
-        };
-        to.saturating_sub(from)
+        (from, offset(last + SPARSE_EVERY))
     }
 
     fn open_file(&mut self) -> Result<(), ReadError> {
         // A buffer no larger than the bytes to read: a reader of a few thousand records (a chunk of a
         // small parallel rebuild) would otherwise read and copy a whole megabyte per refill.
-        let capacity = usize::try_from(self.span_bytes()).unwrap_or(usize::MAX);
+        let (from, to) = self.span();
         let meta = &self.files[self.file];
-        let mut reader = FrameReader::open_with_buffer(&meta.path, capacity)?;
+        let mut reader = FrameReader::open_span(&meta.path, from, to)?;
         reader.limit(meta.readable_len);
         let skip_from = if self.next > meta.first_position() {
             let sparse = match &meta.sparse {

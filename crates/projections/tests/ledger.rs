@@ -88,10 +88,10 @@ fn bytes_per_terminal_are_at_most_200() {
     assert!(memory.per_terminal() <= 200.0, "{memory:?}");
 }
 
-/// A thread count of 0 or over `MAX_THREADS` is refused with `RebuildError::Threads`; a pool, once
-/// started, is reused by the next rebuild with the same count and gives the same fleet.
+/// A thread count of 0 or over `MAX_THREADS` is refused with `RebuildError::Threads`; repeated rebuilds
+/// with one count (the kept pool after the first) give the sequential fleet each time.
 #[test]
-fn thread_counts_out_of_range_are_refused_and_pools_are_reused() {
+fn thread_counts_out_of_range_are_refused_and_a_kept_pool_rebuilds_the_same_fleet() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
     simulate_into(&ledger, 20_000, 1_000, 7).unwrap();
