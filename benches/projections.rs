@@ -33,7 +33,7 @@ fn fleet_ledger(n: u64) -> PathBuf {
         let options = ledger::Options { durability: Durability::Relaxed, ..ledger::Options::default() };
         let ledger = Ledger::open_with(&dir, options).expect("open bench ledger");
         let written = projections::testing::simulate_into(&ledger, n, 10_000, 2026).expect("simulate");
-        ledger.close().expect("close bench ledger");
+        let _ = ledger.close().expect("close bench ledger");
         std::fs::write(&done, written.to_string()).expect("mark generated");
         eprintln!("generated {written} events in {:.1?} at {}", started.elapsed(), dir.display());
     }

@@ -124,6 +124,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("ledger {}: {} records, root {}", dir.display(), head.size, head.root_hex());
 
     // Close: waits for the index and syncs everything. Dropping the ledger would also be safe.
-    ledger.close()?;
+    let closed = ledger.close()?;
+    if let Some(why) = closed.index_warning {
+        eprintln!("warning: {why}");
+    }
     Ok(())
 }

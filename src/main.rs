@@ -225,6 +225,19 @@ fn open_source(dir: &Path) -> Result<Source, Failure> {
     Source::open(dir).map_err(|e| Failure::Data(e.to_string()))
 }
 
+/// Closes a ledger. Its records are durable once the append returned: an index that cannot be
+/// persisted is a warning on stderr (the next open rebuilds it from the log), never a failure.
+fn close_ledger(ledger: Ledger, dir: &Path) -> Result<ledger::Closed, Failure> {
+    let closed = ledger.close().map_err(|e| Failure::Usage(format!("{}: {e}", dir.display())))?;
+    if let Some(why) = &closed.index_warning {
+        eprintln!(
+            "warning: {}: the records are durable, but the index snapshot could not be written ({why}); the next open rebuilds it from the log",
+            dir.display()
+        );
+    }
+    Ok(closed)
+}
+
 fn simulate_into(dir: &Path, config: &Config) -> Result<(Report, ledger::Head, Duration), Failure> {
     let started = Instant::now();
     // Relaxed durability with one flush at the end: a simulation is rerun, not recovered.
@@ -241,7 +254,7 @@ fn simulate_into(dir: &Path, config: &Config) -> Result<(Report, ledger::Head, D
     })?;
     progress.finish_and_clear();
     let head = ledger.flush().map_err(|e| Failure::Usage(format!("{}: {e}", dir.display())))?;
-    ledger.close().map_err(|e| Failure::Usage(format!("{}: {e}", dir.display())))?;
+    close_ledger(ledger, dir)?;
     Ok((report, head, started.elapsed()))
 }
 
@@ -330,7 +343,7 @@ fn append(args: AppendArgs) -> Outcome {
         }
     };
     let written = appended.as_ref().map_or(0, |a| a.written);
-    ledger.close().map_err(|e| Failure::Usage(format!("{}: {e}", args.dir.display())))?;
+    close_ledger(ledger, &args.dir)?;
     let head = Source::open(&args.dir).map_err(|e| Failure::Data(e.to_string()))?.head;
     let mut out = Out::new();
     let retried = total as u64 - written;
@@ -399,7 +412,7 @@ fn stop_models(args: StopModelsArgs) -> Outcome {
         other => Failure::Usage(format!("{}: {other}", args.dir.display())),
     })?;
     let head = outcome.appended.head;
-    ledger.close().map_err(|e| Failure::Usage(format!("{}: {e}", args.dir.display())))?;
+    close_ledger(ledger, &args.dir)?;
     let mut out = Out::new();
     out.line(format!("directive {id} recorded: stopped {} terminals of {count} models", outcome.stopped.len()))?;
     out.line(format!("head: size {} root {}", head.size, head.root_hex()))?;

@@ -107,7 +107,7 @@ fn generate_v1_fixture() {
     let ledger = Ledger::open_with(&dir, fixture_options()).unwrap();
     write_history(&ledger);
     let head = ledger.head();
-    ledger.close().unwrap();
+    assert_eq!(ledger.close().unwrap().index_warning, None);
     std::fs::create_dir_all(out.join(SEGMENTS_DIR)).unwrap();
     for entry in std::fs::read_dir(dir.join(SEGMENTS_DIR)).unwrap() {
         let entry = entry.unwrap();

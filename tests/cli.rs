@@ -434,7 +434,7 @@ fn the_full_demo_fleet_round_trips_through_ndjson() {
     let db = Ledger::open_with(&original, options).unwrap();
     let started = std::time::Instant::now();
     let report = sim::run(&db, &Config::default(), &mut |_| {}).unwrap();
-    db.close().unwrap();
+    assert_eq!(db.close().unwrap().index_warning, None);
     assert!(report.events < ledger::MAX_APPEND_EVENTS as u64, "{} events", report.events);
     let source = Source::open(&original).unwrap();
     let path = dir.path().join("fleet.ndjson");

@@ -45,7 +45,7 @@ fn build(dir: &Path) -> (Head, Vec<Record>) {
     ledger.append(vec![issued_with("R1", "LKL-A8", Some("SN1")), replaced("SN1", "R1")]).unwrap();
     let records = ledger.read_from(0).collect::<Result<Vec<_>, _>>().unwrap();
     let head = ledger.head();
-    ledger.close().unwrap();
+    assert_eq!(ledger.close().unwrap().index_warning, None);
     (head, records)
 }
 

@@ -349,7 +349,7 @@ fn torn_tail_is_cut_at_every_offset_of_the_last_append() {
         ledger.append(vec![issued("SN1", "M"), issued("SN2", "M")]).unwrap();
         ledger.append(vec![flow("SN1", 10_000)]).unwrap();
         ledger.append(vec![activated("SN1"), flagged("SN2", ledger::FlagReason::CashOut)]).unwrap();
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
     }
     let before = tmp.path().join("before");
     copy_dir(&base, &before);
@@ -438,7 +438,7 @@ fn sealed_ledger(dir: &Path) -> (ledger::Head, Vec<Record>) {
     }
     let records: Vec<Record> = ledger.read_from(0).collect::<Result<_, _>>().unwrap();
     let head = ledger.head();
-    ledger.close().unwrap();
+    assert_eq!(ledger.close().unwrap().index_warning, None);
     (head, records)
 }
 
@@ -576,7 +576,7 @@ fn torn_frame_followed_by_zeros_is_a_torn_tail() {
         let ledger = Ledger::open(&dir).unwrap();
         ledger.append(vec![issued("SN1", "M")]).unwrap();
         let head = ledger.head();
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
         (head, std::fs::read(dir.join(ledger::source::HEAD_FILE)).unwrap())
     };
     let seg = last_segment(&dir);
@@ -616,7 +616,14 @@ fn fill_small_segments(base: &std::path::Path) {
     for i in 0..30 {
         ledger.append(vec![issued(&format!("SN{i}"), "M"), flow(&format!("SN{i}"), 10)]).unwrap();
     }
-    ledger.close().unwrap();
+    assert_eq!(ledger.close().unwrap().index_warning, None);
+}
+
+/// Writes the HEAD a ledger had when its last segment was just sealed: the end its trailer records.
+fn anchor_at_the_last_trailer(base: &std::path::Path) {
+    let trailer = ledger::segment::read_trailer_at_end(&last_segment(base)).unwrap();
+    let head = ledger::Head { size: trailer.log_size, root: trailer.root };
+    std::fs::write(base.join(ledger::source::HEAD_FILE), ledger::anchor::encode_fresh(&head)).unwrap();
 }
 
 /// A segment file is created (`create_new`), then its 40-byte header is written and fsynced, then the
@@ -636,7 +643,8 @@ fn crash_while_creating_the_next_segment_is_recovered() {
     let header = ledger::segment::FrameReader::open(&live).unwrap().header().to_owned();
     assert!(header.seq >= 2, "the test needs sealed segments");
     std::fs::remove_file(&live).unwrap();
-    std::fs::remove_file(base.join(ledger::source::HEAD_FILE)).unwrap();
+    // HEAD as it was then: the end of the sealed segments.
+    anchor_at_the_last_trailer(&base);
     let sealed_head = Source::open(&base).unwrap().head;
     assert_eq!(sealed_head.size, header.first_position);
     let header_bytes = header.encode();
@@ -652,7 +660,7 @@ fn crash_while_creating_the_next_segment_is_recovered() {
         assert_eq!(ledger.read_from(0).count() as u64, sealed_head.size, "{what}");
         let a = ledger.append(vec![flow("SN1", 1)]).unwrap();
         assert_eq!(a.positions, vec![sealed_head.size], "{what}");
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
         let ledger = Ledger::open_with(&case, options()).unwrap();
         assert_eq!(ledger.head().size, sealed_head.size + 1, "{what}");
     }
@@ -702,7 +710,7 @@ fn torn_trailer_of_the_last_segment_is_a_torn_tail() {
     // Back to the moment the segment before the live one was being sealed.
     let live = last_segment(&base);
     std::fs::remove_file(&live).unwrap();
-    std::fs::remove_file(base.join(ledger::source::HEAD_FILE)).unwrap();
+    anchor_at_the_last_trailer(&base);
     let sealing = last_segment(&base);
     let sealed_bytes = std::fs::read(&sealing).unwrap();
     let records_end = frame_ranges(&sealing).last().unwrap().1;

@@ -153,7 +153,7 @@ fn build(dir: &Path) -> Answers {
     let ledger = Ledger::open_with(dir, options()).unwrap();
     fill(&ledger, "T", 40);
     let before = answers(&ledger);
-    ledger.close().unwrap();
+    assert_eq!(ledger.close().unwrap().index_warning, None);
     let segments = std::fs::read_dir(dir.join(SEGMENTS_DIR)).unwrap().count();
     assert!(segments >= 3, "expected several segments, got {segments}");
     before
@@ -260,14 +260,14 @@ fn stale_index_is_caught_up() {
     {
         let ledger = Ledger::open_with(&dir, options()).unwrap();
         fill(&ledger, "T", 40);
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
     }
     copy_dir(&dir.join("index"), &old_index);
     let before = {
         let ledger = Ledger::open_with(&dir, options()).unwrap();
         fill(&ledger, "U", 30);
         let before = answers(&ledger);
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
         before
     };
     std::fs::remove_dir_all(dir.join("index")).unwrap();
@@ -285,7 +285,7 @@ fn index_of_another_ledger_is_rebuilt() {
     {
         let ledger = Ledger::open_with(&other, options()).unwrap();
         fill(&ledger, "T", 50); // the same terminal names, a longer and different log
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
     }
     std::fs::remove_dir_all(dir.join("index")).unwrap();
     copy_dir(&other.join("index"), &dir.join("index"));
@@ -305,14 +305,14 @@ fn index_of_a_diverged_copy_is_rebuilt() {
         let ledger = Ledger::open_with(&dir, options()).unwrap();
         ledger.append(vec![issued("MAIN-1", MODELS[2])]).unwrap();
         let before = answers(&ledger);
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
         before
     };
     {
         let ledger = Ledger::open_with(&fork, options()).unwrap();
         ledger.append(vec![issued("FORK-1", MODELS[2])]).unwrap();
         assert_eq!(ledger.head().size, before.head.size);
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
     }
     std::fs::remove_dir_all(dir.join("index")).unwrap();
     copy_dir(&fork.join("index"), &dir.join("index"));
@@ -374,7 +374,7 @@ fn snapshot_with_positions_out_of_step_with_version_is_rebuilt() {
                 ledger.sync_index().unwrap_or_else(|e| panic!("{what}: sync_index: {e}"));
                 let stream = ledger.read_stream(&StreamId::Terminal(sn("T5"))).unwrap();
                 assert_eq!(stream.len() as u64, version + 1, "{what}: T5's stream");
-                ledger.close().unwrap();
+                assert_eq!(ledger.close().unwrap().index_warning, None);
                 let _ = done.send(());
             })
         };
@@ -440,6 +440,6 @@ fn snapshot_with_directive_or_event_id_positions_past_the_watermark_is_rebuilt()
             ledger.sync_index().unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(ledger.read_stream(&StreamId::Directives).unwrap().len(), directives + 1, "{what}");
         }
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
     }
 }

@@ -146,13 +146,12 @@ fn a_lagging_head_is_checked_from_its_own_segment_and_a_wrong_one_refused() {
     assert_eq!(ledger.head(), head);
     drop(ledger);
     // A HEAD whose root differs from the log at its size is refused: acknowledged records changed.
-    let mut wrong = old_head.clone();
-    wrong[20] ^= 1;
-    let crc = crc32c::crc32c(&wrong[0..48]);
-    wrong[48..52].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(dir.path().join("HEAD"), &wrong).unwrap();
+    let mut wrong = ledger::anchor::decode(std::path::Path::new("HEAD"), &old_head).unwrap().head;
+    wrong.root[3] ^= 1;
+    std::fs::write(dir.path().join("HEAD"), ledger::anchor::encode_fresh(&wrong)).unwrap();
     let err = Ledger::open_with(dir.path(), options).err().unwrap();
-    assert!(err.to_string().contains("differs from the acknowledged head"), "{err}");
+    assert!(err.to_string().contains("the log was rewritten"), "{err}");
+    assert!(matches!(err, ledger::OpenError::Read(ledger::ReadError::AnchorMismatch { .. })), "{err:?}");
 }
 
 #[test]

@@ -43,9 +43,12 @@ pub enum OpenError {
         /// What sled said.
         what: String,
     },
-    /// The folder is already open in another process (sled holds an exclusive lock).
+    /// The folder is already open (its lock is held by another writer).
     #[error("{0}: the ledger is open in another process")]
     Locked(PathBuf),
+    /// The path exists and is not a folder.
+    #[error("{0}: exists and is not a folder")]
+    NotAFolder(PathBuf),
 }
 
 /// Why an append was refused or failed. Refusals (everything but `Io` and `Poisoned`) write nothing.
@@ -155,9 +158,47 @@ pub enum ReadError {
         /// The error.
         source: std::io::Error,
     },
-    /// A frame, header or trailer is damaged.
+    /// A frame, header or trailer is damaged (where no position is known: a header, a trailer).
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// The frame of the record at `position` is damaged.
+    #[error("position {position}: {source}")]
+    Frame {
+        /// The position of the record whose frame is damaged.
+        position: u64,
+        /// What is wrong, with the file and offset.
+        source: FormatError,
+    },
+    /// The log ends before the end its HEAD records: acknowledged records were cut or lost.
+    #[error("{path}: the log holds {found} records but its HEAD records {recorded}: {missing} acknowledged records were cut or lost", missing = recorded.saturating_sub(*found))]
+    Cut {
+        /// The ledger folder.
+        path: PathBuf,
+        /// The size HEAD records.
+        recorded: u64,
+        /// The committed records found.
+        found: u64,
+    },
+    /// The log reaches the size its HEAD records, but with another root: records were changed.
+    #[error(
+        "{path}: the root of the first {size} records is {found}, but HEAD records {recorded}: the log was rewritten"
+    )]
+    AnchorMismatch {
+        /// The ledger folder.
+        path: PathBuf,
+        /// The size HEAD records.
+        size: u64,
+        /// The root HEAD records (hex).
+        recorded: String,
+        /// The root found (hex).
+        found: String,
+    },
+    /// The HEAD file is missing or damaged.
+    #[error(transparent)]
+    Anchor(#[from] crate::anchor::AnchorError),
+    /// The folder is not a ledger folder (no `segments/`) and not a bundle.
+    #[error("{0}: not a posledger ledger (no segments/ folder) and not a bundle")]
+    NotALedger(PathBuf),
     /// A record's body does not decode.
     #[error("{path}: position {position}: {error}")]
     Codec {

@@ -607,6 +607,81 @@ fn text(bytes: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(bytes).map_err(|e| e.to_string())
 }
 
+/// Why the sled index failed. The index is derived, so every one of these means "rebuild it from the
+/// log" (at open) or "stop persisting it" (later); none fails an append that is already durable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another handle in this process still holds sled's lock (a ledger of this folder being closed).
+    #[error("the index is still held by a ledger being closed")]
+    Locked,
+    /// sled returned an error.
+    #[error("sled: {0}")]
+    Sled(String),
+    /// sled panicked (caught: sled's panics never take the process down).
+    #[error("sled panicked: {0}")]
+    Panicked(String),
+    /// What sled holds does not decode or does not add up.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for StoreError {
+    fn from(what: String) -> StoreError {
+        StoreError::Invalid(what)
+    }
+}
+
+impl From<&str> for StoreError {
+    fn from(what: &str) -> StoreError {
+        StoreError::Invalid(what.to_owned())
+    }
+}
+
+/// sled's error, without Rust's Debug format (sled prints some I/O errors with `{:?}`).
+fn sled_error(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) => StoreError::Sled(match io.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+            None => std::io::Error::from(io.kind()).to_string(),
+        }),
+        other => StoreError::Sled(other.to_string()),
+    }
+}
+
+/// Runs one call into sled with its panics caught: sled 0.34 panics on some damaged files and failed
+/// devices (e.g. "tried to serialize Uninitialized", ENOTCONN), and the index must never take the
+/// ledger down with it.
+fn guarded<T>(call: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Err(StoreError::Panicked(what))
+        }
+    }
+}
+
+/// Whether sled's lock on the database at `path` is free, asked of the OS (a typed answer, never sled's
+/// error text): flock locks of two open files conflict even within one process.
+fn sled_lock_is_free(path: &std::path::Path) -> Result<bool, StoreError> {
+    let db = path.join("db");
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(&db) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(StoreError::Sled(format!("{}: {e}", db.display()))),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Sled(format!("{}: {e}", db.display()))),
+    }
+}
+
 /// The sled side of the index.
 #[derive(Clone)]
 pub struct Store {
@@ -632,14 +707,21 @@ pub struct Watermark {
 
 impl Store {
     /// Opens (or creates) the sled database at `path`.
-    pub fn open(path: &std::path::Path) -> Result<Store, String> {
+    pub fn open(path: &std::path::Path) -> Result<Store, StoreError> {
+        if !sled_lock_is_free(path)? {
+            return Err(StoreError::Locked);
+        }
+        guarded(|| Self::open_unguarded(path))
+    }
+
+    fn open_unguarded(path: &std::path::Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(1000))
             .cache_capacity(64 << 20)
             .open()
-            .map_err(|e| e.to_string())?;
-        let tree = |name: &str| db.open_tree(name).map_err(|e| e.to_string());
+            .map_err(sled_error)?;
+        let tree = |name: &str| db.open_tree(name).map_err(sled_error);
         Ok(Store {
             meta: tree("meta")?,
             buckets: tree("buckets")?,
@@ -652,12 +734,16 @@ impl Store {
     }
 
     /// The watermark, `None` for a fresh index.
-    pub fn watermark(&self) -> Result<Option<Watermark>, String> {
-        let get = |key: &str| self.meta.get(key).map_err(|e| e.to_string());
+    pub fn watermark(&self) -> Result<Option<Watermark>, StoreError> {
+        guarded(|| self.watermark_unguarded())
+    }
+
+    fn watermark_unguarded(&self) -> Result<Option<Watermark>, StoreError> {
+        let get = |key: &str| self.meta.get(key).map_err(sled_error);
         let (Some(size), Some(leaf), Some(id)) = (get("watermark")?, get("last_leaf")?, get("ledger_id")?) else {
             return Ok(None);
         };
-        let last_leaf: Hash = leaf.as_ref().try_into().map_err(|_| "bad last_leaf".to_string())?;
+        let last_leaf: Hash = leaf.as_ref().try_into().map_err(|_| StoreError::from("bad last_leaf"))?;
         Ok(Some(Watermark { size: u64_value(&size)?, last_leaf, ledger_id: u64_value(&id)? }))
     }
 
@@ -666,7 +752,11 @@ impl Store {
     /// `indexed` is the number of records the watermark covers. Every stream is checked as it loads
     /// (its positions decode, number exactly its version, and lie below `indexed`), so a corrupt
     /// snapshot is refused and rebuilt from the log rather than handed to the write path.
-    pub fn load_view(&self, indexed: u64) -> Result<View, String> {
+    pub fn load_view(&self, indexed: u64) -> Result<View, StoreError> {
+        guarded(|| self.load_view_unguarded(indexed).map_err(StoreError::from))
+    }
+
+    fn load_view_unguarded(&self, indexed: u64) -> Result<View, String> {
         let mut view = View::default();
         for item in self.buckets.iter() {
             let (key, value) = item.map_err(|e| e.to_string())?;
@@ -741,18 +831,24 @@ impl Store {
     }
 
     /// Empties every tree (before a rebuild).
-    pub fn clear(&self) -> Result<(), String> {
-        for tree in
-            [&self.meta, &self.buckets, &self.directives_stream, &self.directives, &self.models, &self.event_ids]
-        {
-            tree.clear().map_err(|e| e.to_string())?;
-        }
-        Ok(())
+    pub fn clear(&self) -> Result<(), StoreError> {
+        guarded(|| {
+            for tree in
+                [&self.meta, &self.buckets, &self.directives_stream, &self.directives, &self.models, &self.event_ids]
+            {
+                tree.clear().map_err(sled_error)?;
+            }
+            Ok(())
+        })
     }
 
     /// Writes a snapshot, then moves the watermark to it, then flushes.
-    pub fn write(&self, snapshot: &Snapshot, ledger_id: u64) -> Result<(), String> {
-        let err = |e: sled::Error| e.to_string();
+    pub fn write(&self, snapshot: &Snapshot, ledger_id: u64) -> Result<(), StoreError> {
+        guarded(|| self.write_unguarded(snapshot, ledger_id))
+    }
+
+    fn write_unguarded(&self, snapshot: &Snapshot, ledger_id: u64) -> Result<(), StoreError> {
+        let err = sled_error;
         let mut buckets = sled::Batch::default();
         for (number, bytes) in &snapshot.buckets {
             buckets.insert(&number.to_be_bytes(), bytes.as_slice());
@@ -786,16 +882,16 @@ impl Store {
     }
 
     /// Flushes sled to disk.
-    pub fn flush(&self) -> Result<(), String> {
-        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
+    pub fn flush(&self) -> Result<(), StoreError> {
+        guarded(|| self.db.flush().map(|_| ()).map_err(sled_error))
     }
 
     /// Terminals issued with `model`, from the sled model index (as of the last snapshot).
-    pub fn terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, String> {
-        match self.models.get(model.as_str().as_bytes()).map_err(|e| e.to_string())? {
-            Some(bytes) => decode(&bytes),
+    pub fn terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, StoreError> {
+        guarded(|| match self.models.get(model.as_str().as_bytes()).map_err(sled_error)? {
+            Some(bytes) => decode(&bytes).map_err(StoreError::from),
             None => Ok(Vec::new()),
-        }
+        })
     }
 }
 

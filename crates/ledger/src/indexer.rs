@@ -281,10 +281,10 @@ pub(crate) fn store_loop(shared: Weak<Shared>, rx: Receiver<Changed>) {
         }
         let publishable = durable.published.head.size >= snapshot.size;
         drop(durable);
-        let written = if publishable {
-            shared.store.write(&snapshot, shared.ledger_id)
-        } else {
-            Err("the snapshot covers records that were never published".to_string())
+        let written = match shared.store() {
+            Some(store) if publishable => store.write(&snapshot, shared.ledger_id).map_err(|e| e.to_string()),
+            Some(_) => Err("the snapshot covers records that were never published".to_string()),
+            None => Err("the ledger has shut down".to_string()),
         };
         match written {
             Ok(()) => {

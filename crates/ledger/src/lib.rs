@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod anchor;
 mod apply;
 pub mod bundle;
 pub mod codec;
@@ -26,6 +27,7 @@ pub mod index;
 mod indexer;
 mod ledger;
 pub mod lifecycle;
+mod lock;
 pub mod merkle;
 pub mod model;
 pub mod segment;
@@ -33,9 +35,10 @@ pub mod source;
 
 pub use error::{AppendError, OpenError, ReadError};
 pub use ledger::{
-    AppendEvent, Appended, Durability, FaultInjector, Ledger, Options, StopModelsOutcome, Subscription,
-    MAX_APPEND_EVENTS,
+    AppendEvent, Appended, CloseError, Closed, Durability, FaultInjector, Ledger, Options, StopModelsOutcome,
+    Subscription, MAX_APPEND_EVENTS,
 };
+pub use lock::DirLock;
 pub use model::{
     Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued, MerchantId,
     ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, StreamId, TerminalEvent, Text,

@@ -20,10 +20,7 @@ use std::sync::Arc;
 pub const SPARSE_EVERY: u64 = 64;
 /// The folder, inside a ledger folder, that holds the segment files.
 pub const SEGMENTS_DIR: &str = "segments";
-/// The file, inside a ledger folder, where the writer publishes its head after each sync.
-pub const HEAD_FILE: &str = "HEAD";
-const HEAD_MAGIC: &[u8; 8] = b"PLHEAD01";
-const HEAD_LEN: usize = 8 + 8 + 32 + 4;
+pub use crate::anchor::HEAD_FILE;
 
 /// The file name of segment `seq`.
 pub fn segment_file_name(seq: u32) -> String {
@@ -96,33 +93,10 @@ pub fn parse_hash(text: &str) -> Option<Hash> {
     Some(out)
 }
 
-/// Encodes the HEAD file.
-pub fn encode_head(head: &Head) -> [u8; HEAD_LEN] {
-    let mut out = [0u8; HEAD_LEN];
-    out[0..8].copy_from_slice(HEAD_MAGIC);
-    out[8..16].copy_from_slice(&head.size.to_le_bytes());
-    out[16..48].copy_from_slice(&head.root);
-    let crc = crc32c::crc32c(&out[0..48]);
-    out[48..52].copy_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// Reads the HEAD file of a ledger folder: `None` when absent or unreadable (it is advisory: written
-/// after each sync but not itself synced, so it may lag the log, never lead it).
+/// Reads the anchor of a ledger folder: its `HEAD` (see [`crate::anchor`]). `None` when absent or
+/// damaged; [`Source::open`] reports those cases, this is for callers that only want the head.
 pub fn read_head(dir: &Path) -> Option<Head> {
-    let bytes = std::fs::read(dir.join(HEAD_FILE)).ok()?;
-    if bytes.len() != HEAD_LEN || &bytes[0..8] != HEAD_MAGIC {
-        return None;
-    }
-    let crc = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]);
-    if crc != crc32c::crc32c(&bytes[0..48]) {
-        return None;
-    }
-    let mut size = [0u8; 8];
-    size.copy_from_slice(&bytes[8..16]);
-    let mut root = [0u8; 32];
-    root.copy_from_slice(&bytes[16..48]);
-    Some(Head { size: u64::from_le_bytes(size), root })
+    crate::anchor::read(dir).ok().flatten().map(|a| a.head)
 }
 
 /// Why the end of a live segment was not clean.
@@ -204,13 +178,19 @@ fn frame_end(path: &Path, offset: u64) -> Result<u64, ReadError> {
 }
 
 /// Scans a live segment from its header: verifies every frame, decodes every record, checks dense
-/// positions, and finds the end of the last committed append. A damaged *end* (a frame cut short, a
-/// checksum mismatch in the very last frame, zeros, records without a commit marker) is a torn tail,
-/// reported in [`ActiveScan::torn`]; damage followed by intact data is corruption, an error.
+/// positions, and finds the end of the last committed append.
 ///
-/// `start` is the frontier at the segment's first position (from the previous segment's trailer).
-/// `want_root_at` asks for the root at that log size if it is a commit point inside this segment.
-pub fn scan_active(path: &Path, start: Frontier, want_root_at: Option<u64>) -> Result<ActiveScan, ReadError> {
+/// `anchor` is the log size the folder's HEAD records (every acknowledged append ends at or before it).
+/// Once the committed records reach it, whatever follows is an unacknowledged tail, whatever its bytes
+/// (a power cut may leave any mix of written and unwritten sectors of an unsynced write): the scan
+/// stops at the last commit record and reports the rest in [`ActiveScan::torn`]. Before the anchor, only
+/// a damaged *end* (a frame cut short, a checksum mismatch in the very last frame, zeros, records without
+/// a commit marker, a torn trailer) ends the scan, and the caller then finds the log shorter than its
+/// anchor; damage followed by intact data is corruption, an error naming the position and offset.
+///
+/// `start` is the frontier at the segment's first position (from the previous segment's trailer). The
+/// root at the anchor's size is reported in [`ActiveScan::root_at`] if it is a commit point here.
+pub fn scan_active(path: &Path, start: Frontier, anchor: Option<u64>) -> Result<ActiveScan, ReadError> {
     let mut reader = FrameReader::open(path)?;
     let header = *reader.header();
     if header.first_position != start.size() {
@@ -233,80 +213,97 @@ pub fn scan_active(path: &Path, start: Frontier, want_root_at: Option<u64>) -> R
         root_at: None,
         torn: None,
     };
-    if want_root_at == Some(scan.frontier.size()) {
+    if anchor == Some(scan.frontier.size()) {
         scan.root_at = Some((scan.frontier.size(), scan.frontier.root()));
     }
     let mut pending: Vec<Hash> = Vec::new();
     let mut pending_sparse: Vec<u64> = Vec::new();
     let mut seen = 0u64;
-    let torn = |scan: &ActiveScan, reason: String, file_len: u64| TornTail {
+    let file_len = reader.file_len();
+    let torn = |scan: &ActiveScan, reason: String| TornTail {
         committed_len: scan.committed_len,
         bytes: file_len - scan.committed_len,
         reason,
     };
     loop {
         let offset = reader.offset();
+        let position = header.first_position + seen;
+        // Past the anchor, nothing was acknowledged: any damage ends the log at its last commit.
+        let past_anchor = anchor.is_some_and(|a| scan.frontier.size() >= a);
         let item = match reader.next_item() {
             Ok(item) => item,
+            Err(e) if past_anchor => {
+                scan.torn = Some(torn(&scan, format!("an unacknowledged tail: {}", describe_format(&e))));
+                break;
+            }
             Err(FormatError::Incomplete { offset, .. }) => {
-                scan.torn = Some(torn(&scan, format!("record frame cut short at offset {offset}"), reader.file_len()));
+                scan.torn = Some(torn(&scan, format!("record frame cut short at offset {offset}")));
                 break;
             }
             Err(FormatError::BadChecksum { offset, at_end: true, .. }) => {
-                scan.torn = Some(torn(
-                    &scan,
-                    format!("checksum mismatch in the last frame, at offset {offset}"),
-                    reader.file_len(),
-                ));
+                scan.torn = Some(torn(&scan, format!("checksum mismatch in the last frame, at offset {offset}")));
                 break;
             }
             // A crash while sealing: the trailer after the last commit record is cut short or damaged.
             Err(FormatError::BadTrailer { offset, .. } | FormatError::BadLength { offset, .. })
                 if offset == scan.committed_len && seen == scan.records && is_torn_trailer(path, offset)? =>
             {
-                scan.torn = Some(torn(&scan, format!("a trailer cut short at offset {offset}"), reader.file_len()));
+                scan.torn = Some(torn(&scan, format!("a trailer cut short at offset {offset}")));
                 break;
             }
             Err(e @ (FormatError::BadLength { .. } | FormatError::BadChecksum { .. })) => {
                 if rest_is_zero(path, offset)? {
-                    scan.torn = Some(torn(&scan, format!("zeros from offset {offset}"), reader.file_len()));
+                    scan.torn = Some(torn(&scan, format!("zeros from offset {offset}")));
                     break;
                 }
                 // A torn write can leave the start of a frame followed by zeros (the file grew, the rest of
                 // the data never reached the disk): the frame fails its checksum but nothing follows it.
                 if matches!(e, FormatError::BadChecksum { .. }) && rest_is_zero(path, frame_end(path, offset)?)? {
-                    scan.torn = Some(torn(
-                        &scan,
-                        format!("checksum mismatch at offset {offset}, followed only by zeros"),
-                        reader.file_len(),
-                    ));
+                    scan.torn =
+                        Some(torn(&scan, format!("checksum mismatch at offset {offset}, followed only by zeros")));
                     break;
                 }
-                return Err(e.into());
+                return Err(ReadError::Frame { position, source: e });
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ReadError::Frame { position, source: e }),
         };
         let body = match item {
             None => break,
+            Some(Item::Trailer { offset, .. }) if past_anchor => {
+                scan.torn = Some(torn(&scan, format!("an unacknowledged tail: a trailer at offset {offset}")));
+                break;
+            }
             Some(Item::Trailer { offset, .. }) => {
                 return Err(ReadError::Corrupt {
                     path: path.to_owned(),
-                    position: header.first_position + seen,
+                    position,
                     what: format!("unexpected trailer at offset {offset} in the live segment"),
                 })
             }
             Some(Item::Record { body, .. }) => body,
         };
-        let position = header.first_position + seen;
-        let record =
-            decode_record(body).map_err(|error| ReadError::Codec { path: path.to_owned(), position, error })?;
-        if record.position != position {
-            return Err(ReadError::Corrupt {
-                path: path.to_owned(),
-                position,
-                what: format!("record holds position {}, expected {position}", record.position),
-            });
-        }
+        let record = match decode_record(body) {
+            Ok(record) if record.position == position => record,
+            Ok(record) if !past_anchor => {
+                return Err(ReadError::Corrupt {
+                    path: path.to_owned(),
+                    position,
+                    what: format!("offset {offset}: record holds position {}, expected {position}", record.position),
+                })
+            }
+            Err(error) if !past_anchor => return Err(ReadError::Codec { path: path.to_owned(), position, error }),
+            Ok(record) => {
+                scan.torn = Some(torn(
+                    &scan,
+                    format!("an unacknowledged tail: offset {offset} holds position {}", record.position),
+                ));
+                break;
+            }
+            Err(error) => {
+                scan.torn = Some(torn(&scan, format!("an unacknowledged tail: offset {offset}: {error}")));
+                break;
+            }
+        };
         if seen.is_multiple_of(SPARSE_EVERY) {
             pending_sparse.push(offset);
         }
@@ -320,20 +317,29 @@ pub fn scan_active(path: &Path, start: Frontier, want_root_at: Option<u64>) -> R
             scan.records = seen;
             scan.committed_len = reader.offset();
             scan.last_recorded_at = Some(record.recorded_at);
-            if want_root_at == Some(scan.frontier.size()) {
+            if anchor == Some(scan.frontier.size()) {
                 scan.root_at = Some((scan.frontier.size(), scan.frontier.root()));
             }
         }
     }
     if scan.torn.is_none() && seen > scan.records {
-        scan.torn = Some(torn(
-            &scan,
-            format!("{} records of an append without its commit marker", seen - scan.records),
-            reader.file_len(),
-        ));
+        scan.torn =
+            Some(torn(&scan, format!("{} records of an append without its commit marker", seen - scan.records)));
     }
     assert!(scan.frontier.size() == header.first_position + scan.records, "frontier out of step with the scan");
+    assert!(scan.committed_len <= file_len, "the committed end lies inside the file");
     Ok(scan)
+}
+
+/// A frame error without its path (the caller names the file).
+fn describe_format(e: &FormatError) -> String {
+    match e {
+        FormatError::Incomplete { offset, .. } => format!("a frame cut short at offset {offset}"),
+        FormatError::BadLength { offset, len, .. } => format!("record length {len} at offset {offset}"),
+        FormatError::BadChecksum { offset, .. } => format!("a checksum mismatch at offset {offset}"),
+        FormatError::BadTrailer { offset, .. } => format!("a damaged trailer at offset {offset}"),
+        other => other.to_string(),
+    }
 }
 
 /// Byte offsets of every [`SPARSE_EVERY`]th record of a file, by a walk along its frames' length
@@ -464,8 +470,11 @@ pub struct Source {
     pub files: Vec<FileMeta>,
     /// The head: size and root of the committed records.
     pub head: Head,
-    /// For a folder: the HEAD the writer published (may lag the log).
+    /// For a folder: the head its HEAD file records (the anchor: the log reaches it, with this root,
+    /// or [`Source::open`] refuses the folder).
     pub published_head: Option<Head>,
+    /// For a folder: the anchor as read, with what was found in the HEAD file (a damaged slot, format 1).
+    pub anchor: Option<crate::anchor::Anchor>,
     /// For a folder: the root the log had at the published head's size, when it could be computed.
     pub root_at_published: Option<Hash>,
     /// For a folder: bytes after the last committed record of the live segment (a write in progress or a torn tail).
@@ -527,6 +536,7 @@ impl Source {
             }],
             head,
             published_head: None,
+            anchor: None,
             root_at_published: None,
             torn: None,
             frontier: trailer_frontier,
@@ -535,8 +545,15 @@ impl Source {
     }
 
     fn open_dir(dir: &Path) -> Result<Source, ReadError> {
+        let anchor = crate::anchor::read(dir)?;
+        let published = anchor.map(|a| a.head);
+        if !dir.join(SEGMENTS_DIR).is_dir() {
+            return Err(match published {
+                Some(head) if head.size > 0 => ReadError::Cut { path: dir.to_owned(), recorded: head.size, found: 0 },
+                _ => ReadError::NotALedger(dir.to_owned()),
+            });
+        }
         let paths = list_segments(dir)?;
-        let published = read_head(dir);
         let mut files: Vec<FileMeta> = Vec::with_capacity(paths.len());
         let mut frontier = Frontier::new();
         let mut ledger_id = None;
@@ -599,9 +616,26 @@ impl Source {
                 frontier = scan.frontier;
             }
         }
-        if let Some(p) = published {
-            if p.size == frontier.size() {
-                root_at_published = Some(frontier.root());
+        match published {
+            None if frontier.size() > 0 => {
+                return Err(crate::anchor::AnchorError::Missing { path: dir.join(HEAD_FILE) }.into())
+            }
+            None => {}
+            Some(p) if p.size > frontier.size() => {
+                return Err(ReadError::Cut { path: dir.to_owned(), recorded: p.size, found: frontier.size() })
+            }
+            Some(p) => {
+                if p.size == frontier.size() {
+                    root_at_published = Some(frontier.root());
+                }
+                if root_at_published != Some(p.root) {
+                    return Err(ReadError::AnchorMismatch {
+                        path: dir.to_owned(),
+                        size: p.size,
+                        recorded: hex(&p.root),
+                        found: root_at_published.map_or_else(|| "unknown".to_owned(), |r| hex(&r)),
+                    });
+                }
             }
         }
         Ok(Source {
@@ -610,6 +644,7 @@ impl Source {
             files,
             head: Head { size: frontier.size(), root: frontier.root() },
             published_head: published,
+            anchor,
             root_at_published,
             torn,
             frontier,
@@ -702,8 +737,9 @@ impl FrameIter {
         } else {
             meta.first_position()
         };
-        for _ in skip_from..self.next {
-            if !matches!(reader.next_item()?, Some(Item::Record { .. })) {
+        for position in skip_from..self.next {
+            let item = reader.next_item().map_err(|source| ReadError::Frame { position, source })?;
+            if !matches!(item, Some(Item::Record { .. })) {
                 return Err(ReadError::Corrupt {
                     path: reader.path().to_owned(),
                     position: self.next,
@@ -738,7 +774,7 @@ impl FrameIter {
         let Some(reader) = self.reader.as_mut() else {
             return Ok(None);
         };
-        match reader.next_item()? {
+        match reader.next_item().map_err(|source| ReadError::Frame { position, source })? {
             Some(Item::Record { body, .. }) => {
                 self.next += 1;
                 Ok(Some((position, body, &self.files[self.file].path)))

@@ -728,7 +728,7 @@ mod tests {
         };
         let ledger = ledger::Ledger::open_with(dir.path(), options).unwrap();
         crate::testing::simulate_into(&ledger, 20_000, 300, 7).unwrap();
-        ledger.close().unwrap();
+        assert_eq!(ledger.close().unwrap().index_warning, None);
         let source = Source::open(dir.path()).unwrap();
         assert!(source.files.len() > 3, "several sealed segments");
         for meta in &source.files {

@@ -77,7 +77,7 @@ pub fn make_ledger(dir: &Path) -> Head {
         ledger.append(events.into_iter().map(AppendEvent::from).collect()).unwrap();
     }
     let head = ledger.head();
-    ledger.close().unwrap();
+    assert_eq!(ledger.close().unwrap().index_warning, None);
     head
 }
 
