@@ -189,6 +189,7 @@ pub(crate) struct AnchorWriter {
 pub(crate) trait Faults {
     fn before_write(&self, path: &Path, len: usize) -> io::Result<()>;
     fn before_sync(&self, path: &Path) -> io::Result<()>;
+    fn observe(&self, op: &crate::ledger::DiskOp<'_>);
 }
 
 impl AnchorWriter {
@@ -201,15 +202,21 @@ impl AnchorWriter {
         let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
         let bytes = encode_fresh(&head);
         {
+            use crate::ledger::DiskOp;
             let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
+            faults.observe(&DiskOp::Create { path: &tmp });
             faults.before_write(&tmp, bytes.len())?;
             file.write_all(&bytes)?;
+            faults.observe(&DiskOp::Write { path: &tmp, offset: 0, bytes: &bytes });
             faults.before_sync(&tmp)?;
             file.sync_all()?;
+            faults.observe(&DiskOp::Sync { path: &tmp });
         }
         std::fs::rename(&tmp, &path)?;
+        faults.observe(&crate::ledger::DiskOp::Rename { from: &tmp, to: &path });
         faults.before_sync(dir)?;
         File::open(dir)?.sync_all()?;
+        faults.observe(&crate::ledger::DiskOp::SyncDir { path: dir });
         let file = std::fs::OpenOptions::new().write(true).open(&path)?;
         Ok(AnchorWriter { file, path, next_generation: 2, last: head })
     }
@@ -235,8 +242,10 @@ impl AnchorWriter {
         let offset = (generation % 2) * SLOT_LEN as u64;
         faults.before_write(&self.path, slot.len())?;
         self.file.write_all_at(&slot, offset)?;
+        faults.observe(&crate::ledger::DiskOp::Write { path: &self.path, offset, bytes: &slot });
         faults.before_sync(&self.path)?;
         self.file.sync_data()?;
+        faults.observe(&crate::ledger::DiskOp::Sync { path: &self.path });
         self.next_generation += 1;
         self.last = head;
         Ok(())

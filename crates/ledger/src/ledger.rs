@@ -43,12 +43,67 @@ pub enum Durability {
     Relaxed,
 }
 
-/// A seam for injecting I/O faults into the segment writer (tests of failure handling).
+/// A seam for injecting I/O faults into the writer and for observing what it does to the disk (tests of
+/// failure handling and simulated power cuts).
 pub trait FaultInjector: Send + Sync + std::fmt::Debug {
     /// Called before `len` bytes are written to `path`; an error fails the write.
     fn before_write(&self, path: &Path, len: usize) -> io::Result<()>;
-    /// Called before `path` is fsynced; an error fails the sync.
+    /// Called before `path` (a file, or a folder whose entries are made durable) is fsynced; an error
+    /// fails the sync.
     fn before_sync(&self, path: &Path) -> io::Result<()>;
+    /// Called after each operation on the ledger's files succeeded, in the order they happened (under
+    /// the locks that order them): what a simulated disk needs to tell what a power cut would keep.
+    fn observe(&self, _op: &DiskOp<'_>) {}
+}
+
+/// One operation of the writer on the ledger folder, as [`FaultInjector::observe`] sees it. The sled
+/// index (derived data) is not observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskOp<'a> {
+    /// A new, empty file (or one truncated to empty).
+    Create {
+        /// The file.
+        path: &'a Path,
+    },
+    /// A new folder.
+    CreateDir {
+        /// The folder.
+        path: &'a Path,
+    },
+    /// Bytes written at an offset.
+    Write {
+        /// The file.
+        path: &'a Path,
+        /// Where the bytes go.
+        offset: u64,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
+    /// A file cut to a length.
+    Truncate {
+        /// The file.
+        path: &'a Path,
+        /// Its new length.
+        len: u64,
+    },
+    /// A file's data made durable (`fsync`/`fdatasync` returned).
+    Sync {
+        /// The file.
+        path: &'a Path,
+    },
+    /// A folder's entries made durable (created, renamed and removed names in it).
+    SyncDir {
+        /// The folder.
+        path: &'a Path,
+    },
+    /// A file renamed (over `to`, if it exists).
+    Rename {
+        /// The old name.
+        from: &'a Path,
+        /// The new name.
+        to: &'a Path,
+    },
 }
 
 /// How to open a ledger.
@@ -220,6 +275,11 @@ impl crate::anchor::Faults for SeamFaults<'_> {
     fn before_sync(&self, path: &Path) -> io::Result<()> {
         self.0.as_ref().map_or(Ok(()), |f| f.before_sync(path))
     }
+    fn observe(&self, op: &DiskOp<'_>) {
+        if let Some(f) = self.0.as_ref() {
+            f.observe(op);
+        }
+    }
 }
 
 /// Entries a folder may hold and still be a ledger not yet created: what a crash during the first open
@@ -228,7 +288,8 @@ const UNBORN_LEFTOVERS: [&str; 4] = ["LOCK", HEAD_FILE, "HEAD.tmp", "index"];
 
 /// Creates `dir` and every missing parent, and makes each new entry durable (fsyncs the folder that
 /// holds it), so the ledger's own folder survives a power cut once its first append is acknowledged.
-fn create_dir_durable(dir: &Path) -> Result<(), OpenError> {
+fn create_dir_durable(dir: &Path, faults: &SeamFaults<'_>) -> Result<(), OpenError> {
+    use crate::anchor::Faults;
     let mut missing = Vec::new();
     let mut at = dir;
     loop {
@@ -250,12 +311,15 @@ fn create_dir_durable(dir: &Path) -> Result<(), OpenError> {
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    for created in missing.iter().rev() {
+        faults.observe(&DiskOp::CreateDir { path: created });
+    }
     for created in missing {
         let parent = match created.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        sync_dir(parent).map_err(io_err(parent))?;
+        sync_dir(parent, faults).map_err(io_err(parent))?;
     }
     Ok(())
 }
@@ -264,8 +328,12 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> OpenError + '_ {
     move |source| OpenError::Io { path: path.to_owned(), source }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+fn sync_dir(dir: &Path, faults: &SeamFaults<'_>) -> io::Result<()> {
+    use crate::anchor::Faults;
+    faults.before_sync(dir)?;
+    File::open(dir)?.sync_all()?;
+    faults.observe(&DiskOp::SyncDir { path: dir });
+    Ok(())
 }
 
 fn new_ledger_id() -> u64 {
@@ -276,13 +344,25 @@ fn new_ledger_id() -> u64 {
     h.finish()
 }
 
-fn create_segment(seg_dir: &Path, seq: u32, first_position: u64, ledger_id: u64) -> io::Result<(PathBuf, File)> {
+fn create_segment(
+    seg_dir: &Path,
+    seq: u32,
+    first_position: u64,
+    ledger_id: u64,
+    faults: &SeamFaults<'_>,
+) -> io::Result<(PathBuf, File)> {
+    use crate::anchor::Faults;
     let path = seg_dir.join(segment_file_name(seq));
     let mut file = OpenOptions::new().create_new(true).read(true).append(true).open(&path)?;
-    let header = Header { kind: FileKind::Segment, seq, first_position, ledger_id };
-    file.write_all(&header.encode())?;
+    faults.observe(&DiskOp::Create { path: &path });
+    let header = Header { kind: FileKind::Segment, seq, first_position, ledger_id }.encode();
+    faults.before_write(&path, header.len())?;
+    file.write_all(&header)?;
+    faults.observe(&DiskOp::Write { path: &path, offset: 0, bytes: &header });
+    faults.before_sync(&path)?;
     file.sync_all()?;
-    sync_dir(seg_dir)?;
+    faults.observe(&DiskOp::Sync { path: &path });
+    sync_dir(seg_dir, faults)?;
     Ok((path, file))
 }
 
@@ -295,7 +375,7 @@ impl Ledger {
     /// Opens (or creates) the ledger in `dir`: recovers the log (cutting a torn tail), then loads or
     /// rebuilds the index.
     pub fn open_with(dir: &Path, options: Options) -> Result<Ledger, OpenError> {
-        create_dir_durable(dir)?;
+        create_dir_durable(dir, &SeamFaults(&options.faults))?;
         let lock = DirLock::acquire(dir)?;
         Self::open_locked(lock, options)
     }
@@ -330,11 +410,12 @@ impl Ledger {
             AnchorWriter::create(dir, empty, &faults).map_err(io_err(&dir.join(HEAD_FILE)))?;
             if !seg_dir.exists() {
                 std::fs::create_dir(&seg_dir).map_err(io_err(&seg_dir))?;
-                dir_lock.file().sync_all().map_err(io_err(dir))?;
+                crate::anchor::Faults::observe(&faults, &DiskOp::CreateDir { path: &seg_dir });
+                sync_dir(dir, &faults).map_err(io_err(dir))?;
             }
-            create_segment(&seg_dir, 0, 0, new_ledger_id()).map_err(io_err(&seg_dir))?;
+            create_segment(&seg_dir, 0, 0, new_ledger_id(), &faults).map_err(io_err(&seg_dir))?;
         }
-        let recovered = recover(dir, &seg_dir)?;
+        let recovered = recover(dir, &seg_dir, &faults)?;
         let head = Head { size: recovered.frontier.size(), root: recovered.frontier.root() };
         // The recovered log is durable now (recovery synced the live segment): record its end. A format-1
         // HEAD, or one with a damaged slot, is replaced by a whole format-2 one.
@@ -622,7 +703,11 @@ impl Ledger {
             if let Some(faults) = &self.shared.options.faults {
                 faults.before_write(&path, buf.len())?;
             }
-            (&*writer.active.file).write_all(&buf)
+            (&*writer.active.file).write_all(&buf)?;
+            if let Some(faults) = &self.shared.options.faults {
+                faults.observe(&DiskOp::Write { path: &path, offset: writer.active.len, bytes: &buf });
+            }
+            Ok(())
         })();
         if let Err(source) = write {
             writer.poisoned = Some(format!("write to {} failed: {source}", path.display()));
@@ -665,17 +750,25 @@ impl Ledger {
                 faults.before_sync(&path)?;
             }
             (&*writer.active.file).write_all(&bytes)?;
-            writer.active.file.sync_all()
+            let faults = SeamFaults(&self.shared.options.faults);
+            crate::anchor::Faults::observe(
+                &faults,
+                &DiskOp::Write { path: &path, offset: writer.active.len, bytes: &bytes },
+            );
+            writer.active.file.sync_all()?;
+            crate::anchor::Faults::observe(&faults, &DiskOp::Sync { path: &path });
+            Ok(())
         })();
         if let Err(e) = sealed {
             return Err(fail(writer, e));
         }
         let seg_dir = self.shared.dir.join(SEGMENTS_DIR);
-        let (new_path, file) = match create_segment(&seg_dir, writer.active.seq + 1, writer.size, self.shared.ledger_id)
-        {
-            Ok(created) => created,
-            Err(e) => return Err(fail(writer, e)),
-        };
+        let faults = SeamFaults(&self.shared.options.faults);
+        let (new_path, file) =
+            match create_segment(&seg_dir, writer.active.seq + 1, writer.size, self.shared.ledger_id, &faults) {
+                Ok(created) => created,
+                Err(e) => return Err(fail(writer, e)),
+            };
         let old_sparse = {
             let mut sparse = self.shared.active_sparse.write().unwrap_or_else(|e| e.into_inner());
             let old = std::mem::take(&mut sparse.2);
@@ -761,7 +854,11 @@ impl Ledger {
                 if let Some(faults) = &self.shared.options.faults {
                     faults.before_sync(&path)?;
                 }
-                file.sync_data()
+                file.sync_data()?;
+                if let Some(faults) = &self.shared.options.faults {
+                    faults.observe(&DiskOp::Sync { path: &path });
+                }
+                Ok::<(), io::Error>(())
             })();
             if let Err(e) = synced {
                 return Err(format!("fsync of {} failed: {e}", path.display()));
@@ -1214,7 +1311,8 @@ struct Recovered {
 
 /// Reads the segment files, checks their chain, cuts a torn tail off the live segment, and checks the
 /// result against the published HEAD (which may lag the log but never lead it).
-fn recover(dir: &Path, seg_dir: &Path) -> Result<Recovered, OpenError> {
+fn recover(dir: &Path, seg_dir: &Path, faults: &SeamFaults<'_>) -> Result<Recovered, OpenError> {
+    use crate::anchor::Faults;
     // The read side finds the committed log and everything wrong with it; recovery only acts on that.
     let source = crate::source::Source::open(dir)?;
     let ledger_id = source.ledger_id().unwrap_or_else(new_ledger_id);
@@ -1229,7 +1327,9 @@ fn recover(dir: &Path, seg_dir: &Path) -> Result<Recovered, OpenError> {
                 // Unacknowledged bytes: cut them so new appends follow the last commit.
                 let file = OpenOptions::new().write(true).open(&active.path).map_err(io_err(&active.path))?;
                 file.set_len(torn.committed_len).map_err(io_err(&active.path))?;
+                faults.observe(&DiskOp::Truncate { path: &active.path, len: torn.committed_len });
                 file.sync_all().map_err(io_err(&active.path))?;
+                faults.observe(&DiskOp::Sync { path: &active.path });
             }
             active
         }
@@ -1240,7 +1340,8 @@ fn recover(dir: &Path, seg_dir: &Path) -> Result<Recovered, OpenError> {
                 std::fs::remove_file(path).map_err(io_err(path))?;
             }
             let seq = u32::try_from(sealed.len()).unwrap_or(u32::MAX);
-            let (path, _) = create_segment(seg_dir, seq, source.head.size, ledger_id).map_err(io_err(seg_dir))?;
+            let (path, _) =
+                create_segment(seg_dir, seq, source.head.size, ledger_id, faults).map_err(io_err(seg_dir))?;
             let header = Header { kind: FileKind::Segment, seq, first_position: source.head.size, ledger_id };
             FileMeta {
                 path,
@@ -1256,6 +1357,7 @@ fn recover(dir: &Path, seg_dir: &Path) -> Result<Recovered, OpenError> {
     // What a crashed relaxed-mode writer left in the page cache is durable from here on, so the HEAD
     // this open publishes never leads the disk.
     active_file.sync_all().map_err(io_err(&active.path))?;
+    faults.observe(&DiskOp::Sync { path: &active.path });
     let last_recorded_at = match source.head.size.checked_sub(1) {
         Some(last) => match source.records(last).next() {
             Some(record) => Some(record?.recorded_at),

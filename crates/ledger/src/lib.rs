@@ -35,7 +35,7 @@ pub mod source;
 
 pub use error::{AppendError, OpenError, ReadError};
 pub use ledger::{
-    AppendEvent, Appended, CloseError, Closed, Durability, FaultInjector, Ledger, Options, StopModelsOutcome,
+    AppendEvent, Appended, CloseError, Closed, DiskOp, Durability, FaultInjector, Ledger, Options, StopModelsOutcome,
     Subscription, MAX_APPEND_EVENTS,
 };
 pub use lock::DirLock;

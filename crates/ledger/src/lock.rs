@@ -20,7 +20,8 @@ const LOCK_POLL: Duration = Duration::from_millis(25);
 /// so a caller that must prepare the folder first (the demo) holds the lock throughout.
 #[derive(Debug)]
 pub struct DirLock {
-    file: File,
+    /// The folder's descriptor, which holds the lock.
+    _file: File,
     dir: PathBuf,
 }
 
@@ -36,7 +37,7 @@ impl DirLock {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(DirLock { file, dir: dir.to_owned() }),
+                Ok(()) => return Ok(DirLock { _file: file, dir: dir.to_owned() }),
                 Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(LOCK_POLL);
                 }
@@ -49,10 +50,5 @@ impl DirLock {
     /// The locked folder.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The folder's open descriptor (fsync it to make its entries durable).
-    pub(crate) fn file(&self) -> &File {
-        &self.file
     }
 }
