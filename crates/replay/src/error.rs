@@ -69,7 +69,9 @@ fn format_class(e: &FormatError) -> Class {
 fn read_class(e: &ReadError) -> Class {
     match e {
         ReadError::Io { source, .. } if source.kind() != std::io::ErrorKind::UnexpectedEof => Class::Io,
-        ReadError::Format(f) => format_class(f),
+        ReadError::Format(f) | ReadError::Frame { source: f, .. } => format_class(f),
+        ReadError::Anchor(ledger::anchor::AnchorError::Io { .. }) => Class::Io,
+        ReadError::NotALedger(_) => Class::Usage,
         ReadError::OutOfRange { .. } => Class::Usage,
         ReadError::Index(_) => Class::Io,
         _ => Class::Data,
@@ -99,7 +101,11 @@ impl Error {
     /// The first failing position, when the error names one.
     pub fn position(&self) -> Option<u64> {
         let read = |e: &ReadError| match e {
-            ReadError::Codec { position, .. } | ReadError::Corrupt { position, .. } => Some(*position),
+            ReadError::Codec { position, .. } | ReadError::Corrupt { position, .. } | ReadError::Frame { position, .. } => {
+                Some(*position)
+            }
+            // The first record that is missing.
+            ReadError::Cut { found, .. } => Some(*found),
             _ => None,
         };
         match self {

@@ -1,0 +1,147 @@
+//! Regression tests for the issue "the end of the log is anchored, and no command loses or hides data",
+//! one per bug, named for it: the operator CLI and the library on cut ledgers, the folder lock, a crash
+//! right after the lock, a damaged sled index.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{flow, issued};
+use ledger::{Ledger, OpenError, Options, ReadError};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn posledger(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_posledger")).args(args).output().unwrap()
+}
+
+fn build(dir: &Path) -> u64 {
+    let ledger = Ledger::open_with(dir, Options { segment_max_bytes: 2_000, ..Options::default() }).unwrap();
+    for i in 0..30 {
+        let sn = format!("SN{i:04}");
+        ledger.append(vec![issued(&sn, "M1"), flow(&sn, 20_000)]).unwrap();
+    }
+    let size = ledger.head().size;
+    assert_eq!(ledger.close().unwrap().index_warning, None);
+    size
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()).max().unwrap()
+}
+
+/// `posledger head` and `posledger export` of a cut ledger exited 0 (and the export verified): now they
+/// refuse it with exit 1, naming both sizes, and write no bundle; opening it for appends is refused too.
+#[test]
+fn a_cut_ledger_is_refused_by_head_export_and_append() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let size = build(&dir);
+    std::fs::remove_file(last_segment(&dir)).unwrap();
+    let d = dir.to_str().unwrap();
+    let bundle = tmp.path().join("cut.plb");
+    for args in [vec!["head", "--dir", d], vec!["export", "--dir", d, "--out", bundle.to_str().unwrap()]] {
+        let o = posledger(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "posledger {args:?}: {stderr}");
+        assert!(stderr.contains(&format!("HEAD records {size}")), "posledger {args:?}: {stderr}");
+    }
+    assert!(!bundle.exists(), "a bundle of a cut ledger was written");
+    let err = Ledger::open(&dir).err().expect("a cut ledger opened for appends");
+    assert!(matches!(err, OpenError::Read(ReadError::Cut { recorded, .. }) if recorded == size), "{err:?}");
+    let input = tmp.path().join("one.ndjson");
+    std::fs::write(&input, "").unwrap();
+    let o = posledger(&["append", "--dir", d, input.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Deleting `LOCK` let a second writer in, and the ledger became unopenable: the lock is now on the
+/// folder itself, so no file a user can delete stands between two writers.
+#[test]
+fn deleting_lock_does_not_let_a_second_writer_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let first = Ledger::open(&dir).unwrap();
+    first.append(vec![issued("A", "M1")]).unwrap();
+    let _ = std::fs::remove_file(dir.join("LOCK"));
+    assert!(matches!(Ledger::open(&dir), Err(OpenError::Locked(_))));
+    let o = posledger(&["append", "--dir", dir.to_str().unwrap(), "/dev/null"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("open in another process"));
+    first.append(vec![flow("A", 1)]).unwrap();
+    drop(first);
+    let reopened = Ledger::open(&dir).unwrap();
+    assert_eq!(reopened.head().size, 2);
+}
+
+/// A crash right after `LOCK` was created (an earlier version made it first) bricked the folder: "not a
+/// posledger ledger". A folder holding only what a crash during the first open leaves is a new ledger.
+#[test]
+fn a_crash_right_after_lock_was_created_leaves_a_new_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    for leftovers in [vec!["LOCK"], vec!["LOCK", "HEAD.tmp"], vec![]] {
+        let dir = tmp.path().join(format!("y{}", leftovers.len()));
+        std::fs::create_dir(&dir).unwrap();
+        for name in &leftovers {
+            std::fs::write(dir.join(name), b"").unwrap();
+        }
+        let ledger = Ledger::open(&dir).unwrap_or_else(|e| panic!("{leftovers:?}: {e}"));
+        ledger.append(vec![issued("A", "M1")]).unwrap();
+    }
+    // Anything else is not ours: refused, untouched.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("thesis.txt"), b"keep").unwrap();
+    assert!(matches!(Ledger::open(&other), Err(OpenError::NotALedger(_))));
+    assert_eq!(std::fs::read(other.join("thesis.txt")).unwrap(), b"keep");
+}
+
+/// `append --dir <a regular file>` said "File exists (os error 17)".
+#[test]
+fn a_ledger_path_that_is_a_file_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(Ledger::open(&file), Err(OpenError::NotAFolder(_))));
+    let o = posledger(&["append", "--dir", file.to_str().unwrap(), "/dev/null"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("exists and is not a folder"), "{stderr}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+/// sled panicked ("tried to serialize Uninitialized") or answered "Read corrupted data" on a damaged
+/// index, on every later open. The index is derived: any failure of it, a panic included, is a damaged
+/// index that is rebuilt from the log.
+#[test]
+fn a_garbled_sled_index_is_rebuilt_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let size = build(&dir);
+    let index = dir.join("index");
+    let mut garbled = 0;
+    for entry in walk(&index) {
+        let len = std::fs::metadata(&entry).unwrap().len() as usize;
+        let noise: Vec<u8> = (0..len.max(64)).map(|i| (i * 7919 % 251) as u8).collect();
+        std::fs::write(&entry, noise).unwrap();
+        garbled += 1;
+    }
+    assert!(garbled > 0, "sled wrote no files");
+    let ledger = Ledger::open(&dir).unwrap();
+    assert_eq!(ledger.head().size, size);
+    let stream = ledger.read_stream(&ledger::StreamId::Terminal(common::sn("SN0003"))).unwrap();
+    assert_eq!(stream.len(), 2);
+    ledger.append(vec![flow("SN0003", 1)]).unwrap();
+    assert_eq!(ledger.close().unwrap().index_warning, None);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
