@@ -212,17 +212,26 @@ fn thousands(n: u64) -> String {
 fn open_error(dir: &Path, e: OpenError) -> Failure {
     match e {
         OpenError::Corrupt { .. } | OpenError::Format(_) | OpenError::Read(_) => Failure::Data(e.to_string()),
-        OpenError::Locked(_) | OpenError::NotALedger(_) | OpenError::Io { .. } | OpenError::Index { .. } => usage(e),
+        OpenError::Locked(_)
+        | OpenError::NotALedger(_)
+        | OpenError::NotAFolder(_)
+        | OpenError::Io { .. }
+        | OpenError::Index { .. } => usage(e),
         other => Failure::Usage(format!("{}: {other}", dir.display())),
     }
 }
 
 /// Opens an existing ledger read-only (no lock: works while a processor holds it open).
 fn open_source(dir: &Path) -> Result<Source, Failure> {
-    if !ops::is_ledger(dir) {
-        return Err(Failure::Usage(format!("{}: no posledger ledger here (no segments/ folder)", dir.display())));
+    if !dir.is_dir() {
+        return Err(Failure::Usage(format!("{}: not a folder", dir.display())));
     }
-    Source::open(dir).map_err(|e| Failure::Data(e.to_string()))
+    Source::open(dir).map_err(|e| match e {
+        posledger::ledger::ReadError::NotALedger(_) => Failure::Usage(e.to_string()),
+        posledger::ledger::ReadError::Io { .. }
+        | posledger::ledger::ReadError::Anchor(posledger::ledger::anchor::AnchorError::Io { .. }) => usage(e),
+        other => Failure::Data(other.to_string()),
+    })
 }
 
 /// Closes a ledger. Its records are durable once the append returned: an index that cannot be
@@ -238,11 +247,19 @@ fn close_ledger(ledger: Ledger, dir: &Path) -> Result<ledger::Closed, Failure> {
     Ok(closed)
 }
 
-fn simulate_into(dir: &Path, config: &Config) -> Result<(Report, ledger::Head, Duration), Failure> {
+fn simulate_into(
+    dir: &Path,
+    lock: Option<ledger::DirLock>,
+    config: &Config,
+) -> Result<(Report, ledger::Head, Duration), Failure> {
     let started = Instant::now();
     // Relaxed durability with one flush at the end: a simulation is rerun, not recovered.
     let options = Options { durability: Durability::Relaxed, ..Options::default() };
-    let ledger = Ledger::open_with(dir, options).map_err(|e| open_error(dir, e))?;
+    let ledger = match lock {
+        Some(lock) => Ledger::open_locked(lock, options),
+        None => Ledger::open_with(dir, options),
+    }
+    .map_err(|e| open_error(dir, e))?;
     let progress = bar(u64::from(config.months), "{spinner} simulating month {pos}/{len} [{bar:30}] {msg}");
     let report = sim::run(&ledger, config, &mut |p| {
         progress.set_position(u64::from(p.month));
@@ -261,7 +278,7 @@ fn simulate_into(dir: &Path, config: &Config) -> Result<(Report, ledger::Head, D
 fn simulate(args: SimulateArgs) -> Outcome {
     let config = Config { devices: args.devices, months: args.months, seed: args.seed, ..Config::default() };
     config.validate().map_err(usage)?;
-    let (report, head, elapsed) = simulate_into(&args.dir, &config)?;
+    let (report, head, elapsed) = simulate_into(&args.dir, None, &config)?;
     let mut out = Out::new();
     out.line(format!(
         "simulated {} events ({} terminals, {} months, seed {}) in {:.1} s",
@@ -448,7 +465,7 @@ fn demo(args: DemoArgs) -> Outcome {
     let config = Config { devices: args.devices, months: args.months, seed: args.seed, ..Config::default() };
     config.validate().map_err(usage)?;
     let started = Instant::now();
-    ops::prepare_demo_dir(&args.dir).map_err(Failure::Usage)?;
+    let lock = ops::prepare_demo_dir(&args.dir).map_err(Failure::Usage)?;
     let mut out = Out::new();
     out.line(format!(
         "posledger demo: {} terminals over {} months (seed {}) into {}",
@@ -458,7 +475,7 @@ fn demo(args: DemoArgs) -> Outcome {
         args.dir.display()
     ))?;
     out.flush()?;
-    let (report, head, sim_time) = simulate_into(&args.dir, &config)?;
+    let (report, head, sim_time) = simulate_into(&args.dir, Some(lock), &config)?;
     out.line(format!(
         "  simulated {} events in {} appends ({:.1} s)",
         thousands(report.events),

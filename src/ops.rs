@@ -205,25 +205,61 @@ pub fn is_ledger(dir: &Path) -> bool {
     dir.join(ledger::source::SEGMENTS_DIR).is_dir()
 }
 
-/// Makes `dir` an empty folder for the demo: removes a previous ledger there, creates a missing one,
-/// and refuses (without touching anything) a file or a non-empty folder that is not a posledger ledger.
-pub fn prepare_demo_dir(dir: &Path) -> Result<(), String> {
+/// The file the demo leaves in a folder it created, so that it only ever recreates its own folders.
+pub const DEMO_MARKER: &str = ".posledger-demo";
+
+/// What the demo makes in its folder (besides [`DEMO_MARKER`]): the ledger's files and the bundle.
+fn made_by_the_demo(name: &str) -> bool {
+    matches!(name, "segments" | "index" | "HEAD" | "HEAD.tmp" | "LOCK" | "bundle.plb")
+        || (name.starts_with(".bundle.plb.tmp-"))
+}
+
+/// Makes `dir` a fresh folder for the demo and returns it locked (the ledger lock, which the demo's
+/// ledger then opens with): creates a missing or empty folder and marks it as the demo's
+/// ([`DEMO_MARKER`]); empties a folder that carries the mark, under the lock, after checking that it
+/// holds nothing the demo did not make. Refuses, without touching anything, a file, a folder without the
+/// mark (a real ledger, someone's files), one that holds other files, and one that is in use.
+pub fn prepare_demo_dir(dir: &Path) -> Result<ledger::DirLock, String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.display());
     match fs::metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
-        Ok(meta) if !meta.is_dir() => {
-            return Err(format!("{}: exists and is not a folder; refusing to touch it", dir.display()))
-        }
-        Ok(_) => {
-            let empty = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.next().is_none();
-            if !empty && !is_ledger(dir) {
-                return Err(format!(
-                    "{}: not empty and not a posledger ledger (no segments/ folder); refusing to touch it",
-                    dir.display()
-                ));
-            }
-            fs::remove_dir_all(dir).map_err(|e| format!("{}: cannot remove the old demo: {e}", dir.display()))?;
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir).map_err(|e| at(&e))?,
+        Err(e) => return Err(at(&e)),
+        Ok(meta) if !meta.is_dir() => return Err(at(&"exists and is not a folder; refusing to touch it")),
+        Ok(_) => {}
     }
-    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
+    let lock = ledger::DirLock::acquire(dir).map_err(|e| match e {
+        ledger::OpenError::Locked(_) => at(&"in use by another posledger process; refusing to touch it"),
+        other => other.to_string(),
+    })?;
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| at(&e))? {
+        entries.push(entry.map_err(|e| at(&e))?.file_name());
+    }
+    let marked = entries.iter().any(|name| name == DEMO_MARKER);
+    if !entries.is_empty() && !marked {
+        return Err(at(&format!(
+            "not empty and not a folder the demo made (no {DEMO_MARKER} mark); refusing to touch it"
+        )));
+    }
+    let foreign: Vec<String> = entries
+        .iter()
+        .filter_map(|name| name.to_str().map(str::to_owned).or_else(|| Some(name.to_string_lossy().into_owned())))
+        .filter(|name| name != DEMO_MARKER && !made_by_the_demo(name))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(at(&format!("holds files the demo did not make ({}); refusing to touch it", foreign.join(", "))));
+    }
+    for name in &entries {
+        if name == DEMO_MARKER {
+            continue;
+        }
+        let path = dir.join(name);
+        let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        removed.map_err(|e| format!("{}: cannot remove the old demo: {e}", path.display()))?;
+    }
+    if !marked {
+        fs::write(dir.join(DEMO_MARKER), b"made by `posledger demo`, which may recreate this folder\n")
+            .map_err(|e| at(&e))?;
+    }
+    Ok(lock)
 }

@@ -145,3 +145,49 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+fn demo(dir: &Path) -> Output {
+    posledger(&["demo", "--dir", dir.to_str().unwrap(), "--devices", "200", "--months", "2"])
+}
+
+/// `posledger demo --dir V` deleted folders it did not make (`V/thesis.txt` beside an empty `segments/`,
+/// a real ledger copied there) and ignored the lock (a running append's records were gone). It now only
+/// recreates a folder that carries its mark, holding nothing it did not make, under the ledger lock.
+#[test]
+fn demo_only_recreates_a_folder_it_made_and_takes_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Someone's files beside an empty segments/ folder.
+    let v = tmp.path().join("V");
+    std::fs::create_dir_all(v.join("segments")).unwrap();
+    std::fs::write(v.join("thesis.txt"), b"keep").unwrap();
+    let o = demo(&v);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to touch it"));
+    assert_eq!(std::fs::read(v.join("thesis.txt")).unwrap(), b"keep");
+    // A real ledger.
+    let prod = tmp.path().join("PROD");
+    let size = build(&prod);
+    assert_eq!(demo(&prod).status.code(), Some(2));
+    assert_eq!(Ledger::open(&prod).unwrap().head().size, size);
+    // Its own folder: made, then made again.
+    let own = tmp.path().join("own");
+    let first = demo(&own);
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(own.join(posledger::ops::DEMO_MARKER).exists());
+    assert_eq!(demo(&own).status.code(), Some(0));
+    // Held open by a writer: refused, and the writer's records stay.
+    let writer = Ledger::open(&own).unwrap();
+    let held = writer.head();
+    let o = demo(&own);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in use"), "{}", String::from_utf8_lossy(&o.stderr));
+    writer.append(vec![flow("SN0000000001", 1)]).ok();
+    drop(writer);
+    assert!(Ledger::open(&own).unwrap().head().size >= held.size);
+    // Its own folder with someone's file added: refused, file kept.
+    std::fs::write(own.join("notes.txt"), b"mine").unwrap();
+    let o = demo(&own);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("notes.txt"));
+    assert_eq!(std::fs::read(own.join("notes.txt")).unwrap(), b"mine");
+}

@@ -393,7 +393,9 @@ impl Ledger {
             if !seg_dir.exists() {
                 for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
                     let name = entry.map_err(io_err(dir))?.file_name();
-                    if !UNBORN_LEFTOVERS.iter().any(|known| name == *known) {
+                    // `.posledger-*`: a mark a posledger tool leaves (the demo's, for one).
+                    let mark = name.to_str().is_some_and(|n| n.starts_with(".posledger-"));
+                    if !mark && !UNBORN_LEFTOVERS.iter().any(|known| name == *known) {
                         return Err(OpenError::NotALedger(dir.to_owned()));
                     }
                 }

@@ -101,9 +101,9 @@ impl Error {
     /// The first failing position, when the error names one.
     pub fn position(&self) -> Option<u64> {
         let read = |e: &ReadError| match e {
-            ReadError::Codec { position, .. } | ReadError::Corrupt { position, .. } | ReadError::Frame { position, .. } => {
-                Some(*position)
-            }
+            ReadError::Codec { position, .. }
+            | ReadError::Corrupt { position, .. }
+            | ReadError::Frame { position, .. } => Some(*position),
             // The first record that is missing.
             ReadError::Cut { found, .. } => Some(*found),
             _ => None,

@@ -38,8 +38,7 @@ fn build(dir: &Path) -> u64 {
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     files
 }
@@ -76,34 +75,54 @@ type Damage = fn(&Path);
 
 fn cases() -> Vec<(&'static str, Damage, &'static str)> {
     vec![
-        ("live segment truncated by 10 bytes", |d| {
-            let live = segments(d).pop().unwrap();
-            let len = std::fs::metadata(&live).unwrap().len();
-            std::fs::OpenOptions::new().write(true).open(&live).unwrap().set_len(len - 10).unwrap();
-        }, "HEAD records"),
-        ("live segment cut at a frame boundary (the last append removed whole)", |d| {
-            let live = segments(d).pop().unwrap();
-            let ends = frame_ends(&live);
-            let cut = ends[ends.len() - 3];
-            std::fs::OpenOptions::new().write(true).open(&live).unwrap().set_len(cut as u64).unwrap();
-        }, "HEAD records"),
-        ("last byte of the live segment flipped", |d| {
-            let live = segments(d).pop().unwrap();
-            let mut bytes = std::fs::read(&live).unwrap();
-            *bytes.last_mut().unwrap() ^= 0x40;
-            std::fs::write(&live, bytes).unwrap();
-        }, "HEAD records"),
+        (
+            "live segment truncated by 10 bytes",
+            |d| {
+                let live = segments(d).pop().unwrap();
+                let len = std::fs::metadata(&live).unwrap().len();
+                std::fs::OpenOptions::new().write(true).open(&live).unwrap().set_len(len - 10).unwrap();
+            },
+            "HEAD records",
+        ),
+        (
+            "live segment cut at a frame boundary (the last append removed whole)",
+            |d| {
+                let live = segments(d).pop().unwrap();
+                let ends = frame_ends(&live);
+                let cut = ends[ends.len() - 3];
+                std::fs::OpenOptions::new().write(true).open(&live).unwrap().set_len(cut as u64).unwrap();
+            },
+            "HEAD records",
+        ),
+        (
+            "last byte of the live segment flipped",
+            |d| {
+                let live = segments(d).pop().unwrap();
+                let mut bytes = std::fs::read(&live).unwrap();
+                *bytes.last_mut().unwrap() ^= 0x40;
+                std::fs::write(&live, bytes).unwrap();
+            },
+            "HEAD records",
+        ),
         ("live segment deleted", |d| std::fs::remove_file(segments(d).pop().unwrap()).unwrap(), "HEAD records"),
-        ("last two segments deleted", |d| {
-            let mut files = segments(d);
-            std::fs::remove_file(files.pop().unwrap()).unwrap();
-            std::fs::remove_file(files.pop().unwrap()).unwrap();
-        }, "HEAD records"),
-        ("every segment deleted", |d| {
-            for file in segments(d) {
-                std::fs::remove_file(file).unwrap();
-            }
-        }, "HEAD records"),
+        (
+            "last two segments deleted",
+            |d| {
+                let mut files = segments(d);
+                std::fs::remove_file(files.pop().unwrap()).unwrap();
+                std::fs::remove_file(files.pop().unwrap()).unwrap();
+            },
+            "HEAD records",
+        ),
+        (
+            "every segment deleted",
+            |d| {
+                for file in segments(d) {
+                    std::fs::remove_file(file).unwrap();
+                }
+            },
+            "HEAD records",
+        ),
         ("segments/ deleted", |d| std::fs::remove_dir_all(d.join("segments")).unwrap(), "HEAD records"),
         ("HEAD deleted", |d| std::fs::remove_file(d.join("HEAD")).unwrap(), "HEAD file is missing"),
         ("HEAD garbled", |d| std::fs::write(d.join("HEAD"), [0x5Au8; 128]).unwrap(), "HEAD file is damaged"),
