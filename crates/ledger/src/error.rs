@@ -141,6 +141,10 @@ pub enum AppendError {
         /// The error.
         source: std::io::Error,
     },
+    /// An import whose last events were all already in the log (idempotent retries) after it had
+    /// written others: its last record would carry no commit marker. Nothing of it is kept.
+    #[error("the import ends with events already in the log after writing new ones; put the retried events first")]
+    ImportEndsWithRetries,
     /// An earlier write or sync failed; reopen the ledger (recovery cuts any torn tail).
     #[error("the ledger refuses appends after an earlier I/O failure ({0}); reopen it")]
     Poisoned(String),

@@ -220,7 +220,7 @@ pub(crate) fn follower_loop(shared: Weak<Shared>, rx: Receiver<FollowerMsg>, sto
 
 /// Stops the index at its last good snapshot, for `why` (the first reason stays), and wakes whoever
 /// waits for it (`sync_index`, close), who then answer with the reason.
-fn stop_index(shared: &Shared, why: String) {
+pub(crate) fn stop_index(shared: &Shared, why: String) {
     lock(&shared.index_error).get_or_insert(why);
     shared.indexed_cv.notify_all();
 }

@@ -106,6 +106,24 @@ pub enum DiskOp<'a> {
     },
 }
 
+/// How [`Ledger::append_locked`] writes a batch of records.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WriteMode {
+    /// Mark the last record as the append's commit (false for all but the last chunk of an import).
+    pub(crate) commit_last: bool,
+    /// Seal the live segment first if the batch would carry it past its size limit (never inside an
+    /// import: an append never spans two segments).
+    pub(crate) may_seal: bool,
+    /// For a chunk of an import: the position the import started at (an event id used since is a
+    /// duplicate within the append).
+    pub(crate) import_from: Option<u64>,
+}
+
+impl WriteMode {
+    /// A whole append.
+    pub(crate) const APPEND: WriteMode = WriteMode { commit_last: true, may_seal: true, import_from: None };
+}
+
 /// How to open a ledger.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -160,24 +178,24 @@ pub struct StopModelsOutcome {
     pub appended: Appended,
 }
 
-struct Active {
+pub(crate) struct Active {
     seq: u32,
     path: PathBuf,
-    file: Arc<File>,
-    first_position: u64,
-    len: u64,
+    pub(crate) file: Arc<File>,
+    pub(crate) first_position: u64,
+    pub(crate) len: u64,
 }
 
-struct Writer {
-    view: View,
-    size: u64,
-    frontier: Frontier,
-    last_recorded_at: Option<DateTime<Utc>>,
-    active: Active,
-    poisoned: Option<String>,
+pub(crate) struct Writer {
+    pub(crate) view: View,
+    pub(crate) size: u64,
+    pub(crate) frontier: Frontier,
+    pub(crate) last_recorded_at: Option<DateTime<Utc>>,
+    pub(crate) active: Active,
+    pub(crate) poisoned: Option<String>,
     buf: Vec<u8>,
     body: Vec<u8>,
-    last_leaf: Hash,
+    pub(crate) last_leaf: Hash,
     /// The follower's queue (see [`crate::indexer`]); `None` once the ledger is closing.
     follower_tx: Option<SyncSender<FollowerMsg>>,
 }
@@ -185,7 +203,7 @@ struct Writer {
 impl Writer {
     /// Hands a written append to the follower (in log order: called under the writer lock). Blocks
     /// while the follower's queue is full.
-    fn follow(&self, backlog: &Backlog, events: Vec<AppendEvent>, written: Option<(Vec<usize>, Steps)>) {
+    pub(crate) fn follow(&self, backlog: &Backlog, events: Vec<AppendEvent>, written: Option<(Vec<usize>, Steps)>) {
         let Some((fresh, steps)) = written else { return };
         // The append's records are the last `fresh.len()` of the log (positions are dense).
         let first = self.size - fresh.len() as u64;
@@ -221,15 +239,15 @@ pub(crate) struct Durable {
 pub(crate) struct Shared {
     dir: PathBuf,
     pub(crate) ledger_id: u64,
-    options: Options,
-    writer: Mutex<Writer>,
+    pub(crate) options: Options,
+    pub(crate) writer: Mutex<Writer>,
     pub(crate) durable: Mutex<Durable>,
     pub(crate) published_cv: Condvar,
     /// Sealed segments, for readers.
     sealed: RwLock<Vec<FileMeta>>,
     /// Offsets of every SPARSE_EVERY-th record of the active segment (written records; readers only use
     /// entries below the published size).
-    active_sparse: RwLock<(u32, u64, Vec<u64>)>,
+    pub(crate) active_sparse: RwLock<(u32, u64, Vec<u64>)>,
     /// The sled index; taken out (and closed within [`SHUTDOWN_WAIT`]) when the ledger shuts down.
     store: Mutex<Option<Store>>,
     /// Log size the sled index covers.
@@ -255,7 +273,7 @@ pub(crate) struct Shared {
 
 /// An open ledger. `Sync`: share it between threads with `Arc`.
 pub struct Ledger {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     owner: bool,
 }
 
@@ -541,7 +559,7 @@ impl Ledger {
         precheck(&events)?;
         let (end, appended) = {
             let mut writer = lock(&self.shared.writer);
-            let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at)?;
+            let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at, WriteMode::APPEND)?;
             writer.follow(&self.shared.backlog, events, written);
             (end, appended)
         };
@@ -587,7 +605,7 @@ impl Ledger {
             if events.len() > MAX_APPEND_EVENTS {
                 return Err(AppendError::TooMany { len: events.len(), max: MAX_APPEND_EVENTS });
             }
-            let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at)?;
+            let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at, WriteMode::APPEND)?;
             writer.follow(&self.shared.backlog, events, written);
             (end, appended, stopped)
         };
@@ -598,11 +616,12 @@ impl Ledger {
     /// Validates against current state, encodes, writes. Returns the log size after the append, the
     /// outcome, and (unless every event was an idempotent retry) the indices of the events written with
     /// what each did, for the follower.
-    fn append_locked(
+    pub(crate) fn append_locked(
         &self,
         writer: &mut Writer,
         events: &[AppendEvent],
         recorded_at: Option<DateTime<Utc>>,
+        mode: WriteMode,
     ) -> Result<(u64, Appended, Option<(Vec<usize>, Steps)>), AppendError> {
         if let Some(why) = &writer.poisoned {
             return Err(AppendError::Poisoned(why.clone()));
@@ -618,6 +637,10 @@ impl Ledger {
         let mut fresh: Vec<usize> = Vec::with_capacity(events.len());
         for (index, e) in events.iter().enumerate() {
             match e.event_id.as_ref().and_then(|id| writer.view.event_id(id).map(|p| (id, p))) {
+                // Within one import, an id used twice is a duplicate, as within one append.
+                Some((id, position)) if mode.import_from.is_some_and(|from| position >= from) => {
+                    return Err(AppendError::DuplicateEventId { index, event_id: id.clone() });
+                }
                 Some((id, position)) => {
                     let existing = self.read_at_unpublished(position, writer)?;
                     if existing.event != e.event {
@@ -653,7 +676,7 @@ impl Ledger {
                     version,
                     event_id: events[index].event_id.as_ref(),
                     recorded_at,
-                    commit: i + 1 == fresh.len(),
+                    commit: mode.commit_last && i + 1 == fresh.len(),
                     event: &events[index].event,
                 };
                 body.clear();
@@ -677,7 +700,8 @@ impl Ledger {
         // Seal the active segment first if this append would carry it past its size limit. An append
         // never spans two segments, so a sealed segment always ends on a commit marker.
         let mut active_base = active_base;
-        if writer.active.len > HEADER_LEN as u64
+        if mode.may_seal
+            && writer.active.len > HEADER_LEN as u64
             && writer.active.len + buf.len() as u64 > self.shared.options.segment_max_bytes
         {
             if let Err(e) = self.seal_and_rotate(writer) {
@@ -736,7 +760,7 @@ impl Ledger {
         Ok((writer.size, Appended { positions, written, head }, Some((fresh, steps))))
     }
 
-    fn seal_and_rotate(&self, writer: &mut Writer) -> Result<(), AppendError> {
+    pub(crate) fn seal_and_rotate(&self, writer: &mut Writer) -> Result<(), AppendError> {
         let path = writer.active.path.clone();
         let fail = |writer: &mut Writer, source: io::Error| {
             writer.poisoned = Some(format!("sealing {} failed: {source}", path.display()));
@@ -802,7 +826,7 @@ impl Ledger {
     }
 
     /// Waits until the log of size `end` is published, syncing it if nobody else is (group commit).
-    fn wait_published(&self, end: u64) -> Result<Head, AppendError> {
+    pub(crate) fn wait_published(&self, end: u64) -> Result<Head, AppendError> {
         let sync = self.shared.options.durability == Durability::Durable;
         let mut durable = lock(&self.shared.durable);
         loop {

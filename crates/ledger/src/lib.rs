@@ -23,6 +23,7 @@ mod apply;
 pub mod bundle;
 pub mod codec;
 pub mod error;
+pub mod import;
 pub mod index;
 mod indexer;
 mod ledger;
@@ -34,6 +35,7 @@ pub mod segment;
 pub mod source;
 
 pub use error::{AppendError, OpenError, ReadError};
+pub use import::{Import, ImportError, Imported};
 pub use ledger::{
     AppendEvent, Appended, CloseError, Closed, DiskOp, Durability, FaultInjector, Ledger, Options, StopModelsOutcome,
     Subscription, MAX_APPEND_EVENTS,
