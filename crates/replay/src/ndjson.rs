@@ -56,6 +56,13 @@ pub enum LineError {
     /// Not valid JSON.
     #[error("malformed JSON: {0}")]
     Json(String),
+    /// A key given twice in one object, at any depth (JSON allows it, and a reader would keep one of
+    /// the two values silently): the path of the repeated key, e.g. `amount_fen` or `contract.id`.
+    #[error("duplicate field `{0}`")]
+    DuplicateField(String),
+    /// The line starts with U+FEFF, a byte-order mark (the caller names it at the start of an input).
+    #[error("the line starts with a UTF-8 byte-order mark (U+FEFF); remove it")]
+    ByteOrderMark,
     /// Valid JSON, but not an object.
     #[error("expected a JSON object, got {0}")]
     NotAnObject(&'static str),
@@ -338,7 +345,10 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(LineError::TooLong { len: line.len(), max: MAX_LINE_BYTES });
     }
-    let value: Value = serde_json::from_str(line).map_err(|e| LineError::Json(e.to_string()))?;
+    if line.starts_with('\u{feff}') {
+        return Err(LineError::ByteOrderMark);
+    }
+    let value = strict::parse(line)?;
     let mut map = match value {
         Value::Object(map) => map,
         Value::Null => return Err(LineError::NotAnObject("null")),
@@ -425,6 +435,137 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
     };
     event.event.validate().map_err(LineError::Invalid)?;
     Ok(event)
+}
+
+/// One pass from text to a [`Value`] that refuses a repeated key in any object.
+///
+/// The same work as `serde_json::from_str::<Value>` (one allocation per key and string, the same
+/// recursion limit), with a visitor that notices when inserting a key replaces an earlier value. The
+/// repeated key's path travels back through a side channel (not the error's text): serde_json wraps a
+/// visitor's error in its own message with a column, and the caller wants the field's name.
+mod strict {
+    use super::LineError;
+    use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+    use std::cell::RefCell;
+    use std::fmt;
+
+    /// The path of a repeated key, innermost segment first while it travels outwards.
+    type Found = RefCell<Option<Vec<Segment>>>;
+
+    enum Segment {
+        Key(String),
+        Index(usize),
+    }
+
+    fn render(mut segments: Vec<Segment>) -> String {
+        segments.reverse();
+        let mut path = String::new();
+        for segment in segments {
+            match segment {
+                Segment::Key(key) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.extend(key.chars().take(64));
+                }
+                Segment::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        path
+    }
+
+    /// Parses `line` as one JSON value with no repeated key in any object.
+    pub(super) fn parse(line: &str) -> Result<Value, LineError> {
+        let found = Found::default();
+        let mut de = serde_json::Deserializer::from_str(line);
+        let parsed = Strict(&found).deserialize(&mut de).and_then(|value| de.end().map(|()| value));
+        parsed.map_err(|e| match found.take() {
+            Some(path) => LineError::DuplicateField(render(path)),
+            None => LineError::Json(e.to_string()),
+        })
+    }
+
+    #[derive(Clone, Copy)]
+    struct Strict<'a>(&'a Found);
+
+    impl<'de> DeserializeSeed<'de> for Strict<'_> {
+        type Value = Value;
+        fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl Strict<'_> {
+        /// Adds `segment` to the path of a repeated key found below it, if that is why `result` failed.
+        fn within<T, E>(self, segment: impl FnOnce() -> Segment, result: Result<T, E>) -> Result<T, E> {
+            if result.is_err() {
+                if let Some(path) = self.0.borrow_mut().as_mut() {
+                    path.push(segment());
+                }
+            }
+            result
+        }
+    }
+
+    impl<'de> Visitor<'de> for Strict<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            // JSON text never holds a non-finite number (serde_json refuses `1e999` itself).
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut values = Vec::new();
+            loop {
+                let index = values.len();
+                match self.within(|| Segment::Index(index), seq.next_element_seed(self))? {
+                    Some(value) => values.push(value),
+                    None => return Ok(Value::Array(values)),
+                }
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut values = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = match map.next_value_seed(self) {
+                    Ok(value) => value,
+                    Err(e) => return self.within(|| Segment::Key(key), Err(e)),
+                };
+                match values.entry(key) {
+                    serde_json::map::Entry::Vacant(slot) => {
+                        slot.insert(value);
+                    }
+                    serde_json::map::Entry::Occupied(slot) => {
+                        *self.0.borrow_mut() = Some(vec![Segment::Key(slot.key().clone())]);
+                        return Err(A::Error::custom("duplicate field"));
+                    }
+                }
+            }
+            Ok(Value::Object(values))
+        }
+    }
 }
 
 fn time(at: &DateTime<Utc>) -> String {

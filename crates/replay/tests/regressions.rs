@@ -1,0 +1,93 @@
+//! Regression tests, one per bug, named for the bug (what must now happen).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use ledger::StopReason;
+use projections::testing::{contract_expired, flow, issued, stopped, write_bundle, FleetSim, LogBuilder};
+use replay::ndjson::{parse_line, LineError};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::process::{Command, Output};
+
+const FLOW: &str = r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":100,"transactions":3}"#;
+
+fn refusal(line: &str) -> String {
+    parse_line(line).expect_err(line).to_string()
+}
+
+#[test]
+fn duplicate_json_key_is_refused() {
+    // The last value used to win: the line recorded 999999 fen.
+    let line = FLOW.replace(r#""amount_fen":100"#, r#""amount_fen":100,"amount_fen":999999"#);
+    assert_eq!(parse_line(&line), Err(LineError::DuplicateField("amount_fen".into())));
+    assert_eq!(refusal(&line), "duplicate field `amount_fen`");
+    // A second `device` used to move the event to another terminal.
+    let moved = FLOW.replace(r#""type":"flow""#, r#""type":"flow","device":"SN2""#);
+    assert_eq!(refusal(&moved), "duplicate field `device`");
+    // Even with the same value twice.
+    let same = FLOW.replace(r#""transactions":3"#, r#""transactions":3,"transactions":3"#);
+    assert_eq!(refusal(&same), "duplicate field `transactions`");
+    assert_eq!(refusal(&FLOW.replace(r#""type":"flow""#, r#""type":"flow","type":"flow""#)), "duplicate field `type`");
+}
+
+#[test]
+fn duplicate_json_key_is_refused_at_every_nesting_level() {
+    let issued = r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000","contract":{"id":"C1","start":"2026-01-01T00:00:00Z","end":"2027-01-01T00:00:00Z"}}"#;
+    assert!(parse_line(issued).is_ok());
+    let nested = issued.replace(r#""end":"2027"#, r#""end":"2028-01-01T00:00:00Z","end":"2027"#);
+    assert_eq!(refusal(&nested), "duplicate field `contract.end`");
+    // Inside an unknown field, and inside arrays: refused as a duplicate before anything else.
+    let deep = FLOW.replace(r#""transactions":3"#, r#""transactions":3,"x":[1,{"a":{"b":1,"b":2}}]"#);
+    assert_eq!(refusal(&deep), "duplicate field `x[1].a.b`");
+    // A duplicate never hides the other checks of a line that has none.
+    let unknown = FLOW.replace(r#""transactions":3"#, r#""transactions":3,"colour":"red""#);
+    assert!(refusal(&unknown).contains("unknown field `colour`"), "{}", refusal(&unknown));
+    assert!(refusal(r#"{"device":"SN1","type":"flow""#).starts_with("malformed JSON"));
+}
+
+#[test]
+fn byte_order_mark_is_named() {
+    assert_eq!(parse_line(&format!("\u{feff}{FLOW}")), Err(LineError::ByteOrderMark));
+}
+
+// ---- replay, the binary ----
+
+/// Exit code 2 and one line on stderr.
+fn usage_error(o: &Output) -> String {
+    assert_eq!(code(o), 2, "stdout: {}\nstderr: {}", stdout(o), stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn export(source: &Path, out: &Path) -> Output {
+    replay_on("export", source, &["--format", "ndjson", "--out", s(out)])
+}
+
+/// The NDJSON export of `source` on standard output.
+fn ndjson(source: &Path) -> Vec<u8> {
+    let o = replay_on("export", source, &["--format", "ndjson", "--out", "-"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    o.stdout
+}
+
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().expect("mkfifo").success());
+}
+
+/// A bundle of a simulated fleet of more than 1,000 records.
+fn big_bundle(path: &Path) -> u64 {
+    let mut sim = FleetSim::new(1_500, 3);
+    let mut log = LogBuilder::new();
+    while log.records().len() < 1_200 {
+        let (at, events) = sim.next_batch(100);
+        log.append_at(at, events);
+    }
+    write_bundle(path, log.records(), 7).unwrap().size
+}
