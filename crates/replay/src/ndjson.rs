@@ -9,13 +9,14 @@
 //! already hold. Unknown fields are refused, so a typo never silently drops data. `docs/NDJSON.md` has
 //! an example line per type.
 //!
-//! Parsing is two-staged for clear errors: the line is first read as a JSON object (malformed JSON
-//! names its column), then `type` is dispatched by hand (an unknown type names the known ones), a
-//! table of field kinds names the field of a wrong-typed value, and the typed DTO (`deny_unknown_fields`)
-//! names missing and unknown fields. Identifiers are validated by the model's newtypes.
+//! Parsing is two-staged for clear errors: the line is first read as a JSON object, in one pass that
+//! refuses a key repeated in any object (malformed JSON names its column), then `type` is dispatched
+//! by hand (an unknown type names the known ones), a table of field kinds names the field of a
+//! wrong-typed or out-of-range value, and the typed DTO (`deny_unknown_fields`) names missing and
+//! unknown fields. Identifiers are validated by the model's newtypes.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ledger::model::FieldError;
+use ledger::model::{FieldError, MAX_DIRECTIVE_MODELS};
 use ledger::{
     AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued,
     MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, TerminalEvent, Text,
@@ -81,6 +82,24 @@ pub enum LineError {
         expected: &'static str,
         /// What it is.
         got: String,
+    },
+    /// An integer field holds a number past its type's range.
+    #[error("field `{field}` must be at most {}, got {got}", crate::text::thousands(*max))]
+    OutOfRange {
+        /// The field.
+        field: String,
+        /// The largest value it holds.
+        max: u64,
+        /// What was given, as JSON.
+        got: String,
+    },
+    /// A directive's model list is empty or too long.
+    #[error("field `models` must list 1 to {} model codes, got {}", crate::text::thousands(*max as u64), crate::text::thousands(*got as u64))]
+    ModelCount {
+        /// The most a directive may list.
+        max: usize,
+        /// How many were given.
+        got: usize,
     },
     /// A missing or unknown field, or another schema error, as serde reports it.
     #[error("{0}")]
@@ -192,7 +211,8 @@ struct DirectiveLine {
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
-    UInt,
+    /// A non-negative integer up to this maximum.
+    UInt(u64),
     Object,
     StrArray,
 }
@@ -201,7 +221,7 @@ impl Kind {
     fn describe(self) -> &'static str {
         match self {
             Kind::Str => "a string",
-            Kind::UInt => "a non-negative integer",
+            Kind::UInt(_) => "a non-negative integer",
             Kind::Object => "an object",
             Kind::StrArray => "an array of strings",
         }
@@ -209,7 +229,7 @@ impl Kind {
     fn matches(self, value: &Value) -> bool {
         match self {
             Kind::Str => value.is_string(),
-            Kind::UInt => value.is_u64(),
+            Kind::UInt(_) => value.is_u64(),
             Kind::Object => value.is_object(),
             Kind::StrArray => value.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
         }
@@ -227,7 +247,7 @@ fn field_kinds(kind: &str) -> &'static [(&'static str, Kind)] {
             ("contract", Kind::Object),
             ("replaces", Kind::Str),
         ],
-        "flow" => &[("amount_fen", Kind::UInt), ("transactions", Kind::UInt)],
+        "flow" => &[("amount_fen", Kind::UInt(u64::MAX)), ("transactions", Kind::UInt(u32::MAX as u64))],
         "contract_renewed" => &[("contract", Kind::Object)],
         "flagged" | "flag_cleared" => &[("reason", Kind::Str), ("note", Kind::Str)],
         "stopped" => &[("reason", Kind::Str), ("directive", Kind::Str)],
@@ -238,7 +258,7 @@ fn field_kinds(kind: &str) -> &'static [(&'static str, Kind)] {
 }
 
 const COMMON_KINDS: [(&str, Kind); 4] =
-    [("device", Kind::Str), ("at", Kind::Str), ("event_id", Kind::Str), ("expected_version", Kind::UInt)];
+    [("device", Kind::Str), ("at", Kind::Str), ("event_id", Kind::Str), ("expected_version", Kind::UInt(u64::MAX))];
 
 fn describe_value(value: &Value) -> String {
     let text = match value {
@@ -252,10 +272,28 @@ fn describe_value(value: &Value) -> String {
     text
 }
 
+/// Whether `value` is a non-negative whole number larger than `max` (past `u64`, serde_json reads it as
+/// a float: `18446744073709551616` is `1.8446744073709552e19`).
+fn out_of_range(value: &Value, max: u64) -> bool {
+    match value.as_u64() {
+        Some(n) => n > max,
+        None => value.as_f64().is_some_and(|f| f.fract() == 0.0 && f >= 18_446_744_073_709_551_616.0),
+    }
+}
+
 /// Names the first field holding the wrong kind of value.
 fn check_kinds(kind: &str, map: &Map<String, Value>) -> Result<(), LineError> {
     for (field, expected) in COMMON_KINDS.iter().chain(field_kinds(kind)) {
         if let Some(value) = map.get(*field) {
+            if let Kind::UInt(max) = expected {
+                if out_of_range(value, *max) {
+                    return Err(LineError::OutOfRange {
+                        field: (*field).to_owned(),
+                        max: *max,
+                        got: value.to_string(),
+                    });
+                }
+            }
             if !expected.matches(value) {
                 return Err(LineError::WrongType {
                     field: (*field).to_owned(),
@@ -419,6 +457,9 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
         }
         _ => {
             let l: DirectiveLine = typed(map)?;
+            if l.models.is_empty() || l.models.len() > MAX_DIRECTIVE_MODELS {
+                return Err(LineError::ModelCount { max: MAX_DIRECTIVE_MODELS, got: l.models.len() });
+            }
             let directive = Directive {
                 id: field("id", DirectiveId::parse(&l.id))?,
                 at: parse_time("at", &l.at)?,

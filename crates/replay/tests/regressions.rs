@@ -48,6 +48,31 @@ fn duplicate_json_key_is_refused_at_every_nesting_level() {
 }
 
 #[test]
+fn out_of_range_number_names_the_field() {
+    let big = FLOW.replace(r#""transactions":3"#, r#""transactions":4294967296"#);
+    assert_eq!(refusal(&big), "field `transactions` must be at most 4,294,967,295, got 4294967296");
+    let max = FLOW.replace(r#""transactions":3"#, r#""transactions":4294967295"#);
+    assert!(parse_line(&max).is_ok());
+    let past_u64 = FLOW.replace(r#""amount_fen":100"#, r#""amount_fen":18446744073709551616"#);
+    let err = refusal(&past_u64);
+    assert!(err.starts_with("field `amount_fen` must be at most 18,446,744,073,709,551,615, got "), "{err}");
+    let version = FLOW.replace(r#""transactions":3"#, r#""transactions":3,"expected_version":99999999999999999999"#);
+    assert!(refusal(&version).starts_with("field `expected_version` must be at most"), "{}", refusal(&version));
+    // Within u64 but over the flow limit: the model's limit, naming the field.
+    let over = FLOW.replace(r#""amount_fen":100"#, r#""amount_fen":1000000000001"#);
+    assert!(refusal(&over).contains("amount_fen"), "{}", refusal(&over));
+}
+
+#[test]
+fn empty_model_list_is_refused_as_a_count() {
+    let line = r#"{"type":"directive","id":"D1","at":"2026-07-01T00:00:00Z","models":[],"reason":"r"}"#;
+    assert_eq!(refusal(line), "field `models` must list 1 to 10,000 model codes, got 0");
+    let models: Vec<String> = (0..10_001).map(|i| format!("\"M{i}\"")).collect();
+    let long = line.replace("[]", &format!("[{}]", models.join(",")));
+    assert_eq!(refusal(&long), "field `models` must list 1 to 10,000 model codes, got 10,001");
+}
+
+#[test]
 fn byte_order_mark_is_named() {
     assert_eq!(parse_line(&format!("\u{feff}{FLOW}")), Err(LineError::ByteOrderMark));
 }
