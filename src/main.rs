@@ -131,7 +131,8 @@ struct ExportArgs {
     /// Ledger folder.
     #[arg(long)]
     dir: PathBuf,
-    /// Bundle file to write (replaced atomically).
+    /// Bundle file to write: a regular file is replaced atomically; a character device or FIFO is
+    /// written directly; a symbolic link or a path inside DIR is refused.
     #[arg(long)]
     out: PathBuf,
 }
@@ -265,7 +266,7 @@ fn simulate(args: SimulateArgs) -> Outcome {
 fn export_to(source: &Source, out_path: &Path) -> Result<ops::Exported, Failure> {
     let progress = bar(source.head.size, "{spinner} exporting [{bar:30}] {pos}/{len} records");
     let exported = ops::export_bundle(source, out_path, &mut |n| progress.set_position(n)).map_err(|e| match e {
-        ops::ExportError::Write(_) => usage(e),
+        ops::ExportError::Write(_) | ops::ExportError::Output(_) => usage(e),
         other => Failure::Data(other.to_string()),
     })?;
     progress.finish_and_clear();
@@ -274,6 +275,7 @@ fn export_to(source: &Source, out_path: &Path) -> Result<ops::Exported, Failure>
 
 fn export(args: ExportArgs) -> Outcome {
     let source = open_source(&args.dir)?;
+    posledger::replay::output::check_source(&args.dir, &args.out).map_err(usage)?;
     let exported = export_to(&source, &args.out)?;
     let mut out = Out::new();
     out.line(format!("exported {} records to {}", exported.records, args.out.display()))?;

@@ -2,9 +2,10 @@
 //! refusal back to its input line, writing a bundle, preparing the demo folder. The binary only parses
 //! arguments, draws progress bars and prints.
 
-use ledger::bundle::BundleWriter;
+use ledger::bundle::BundleStream;
 use ledger::{AppendError, AppendEvent, ReadError, Source, MAX_APPEND_EVENTS};
 use replay::ndjson::{self, MAX_LINE_BYTES};
+use replay::output::{Output, OutputError};
 use std::fs;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
@@ -165,6 +166,9 @@ pub enum ExportError {
     /// Writing the bundle failed.
     #[error(transparent)]
     Write(#[from] ledger::bundle::BundleError),
+    /// The output path was refused, or could not be opened or committed.
+    #[error(transparent)]
+    Output(#[from] OutputError),
     /// The frames read do not hash to the source's head (the log changed or is damaged).
     #[error("the records read hash to another root than the head's ({records} records read, head has {head})")]
     RootMismatch {
@@ -177,12 +181,15 @@ pub enum ExportError {
 
 /// Writes a bundle of every record of `source` to `out`: a header of kind bundle at position 0, every
 /// record's frame byte for byte (the CRC32C is recomputed over the same body, so the bytes are the
-/// same), then a trailer with the record count, log size, root and frontier. Written to a temporary
-/// file beside `out`, fsynced, then renamed over it (and the folder fsynced), so a crash never leaves
-/// a half bundle under the final name. `progress` gets the records written.
+/// same), then a trailer with the record count, log size, root and frontier. `out` is opened by
+/// [`replay::output::Output`]: a regular file is written to a temporary file beside it, fsynced, then
+/// renamed over it (and the folder fsynced), so a crash never leaves a half bundle under the final
+/// name; a character device or FIFO is written directly; a symbolic link is refused. Whether `out` may
+/// be written at all (not inside the source) is the caller's check ([`replay::output::check_source`]).
+/// `progress` gets the records written.
 pub fn export_bundle(source: &Source, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Exported, ExportError> {
     let ledger_id = source.files.first().map_or(0, |f| f.header.ledger_id);
-    let mut writer = BundleWriter::create(out, ledger_id)?;
+    let mut writer = BundleStream::new(Output::create(out)?, out, ledger_id)?;
     let mut frames = source.frames(0, source.head.size);
     while let Some((_, body, _)) = frames.next_frame()? {
         writer.push(body)?;
@@ -190,12 +197,13 @@ pub fn export_bundle(source: &Source, out: &Path, progress: &mut dyn FnMut(u64))
             progress(writer.records());
         }
     }
-    // The copy must be the log the source describes: same size, same root. Dropping the writer
+    // The copy must be the log the source describes: same size, same root. Dropping the output
     // removes the unfinished file.
     if writer.records() != source.head.size || writer.root() != source.head.root {
         return Err(ExportError::RootMismatch { records: writer.records(), head: source.head.size });
     }
-    let written = writer.finish()?;
+    let (written, output) = writer.finish()?;
+    output.commit()?;
     progress(written.records);
     Ok(Exported { records: written.records, root: written.root, bytes: written.bytes })
 }

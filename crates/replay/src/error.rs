@@ -49,6 +49,9 @@ pub enum Error {
     /// The request cannot be served by this log.
     #[error("{0}")]
     Usage(String),
+    /// The `--out` path was refused or could not be written.
+    #[error(transparent)]
+    Out(#[from] crate::output::OutputError),
     /// Writing the output failed.
     #[error("{}: {source}", path.display())]
     Output {
@@ -87,13 +90,19 @@ impl Error {
             Error::Rebuild(_) => Class::Io,
             Error::Usage(_) => Class::Usage,
             Error::Output { .. } => Class::Io,
+            Error::Out(e) if e.is_refusal() => Class::Usage,
+            Error::Out(_) => Class::Io,
         }
     }
 
     /// Whether this is a broken pipe on the output (a reader such as `head` stopped reading): not an
     /// error for a command-line tool.
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Output { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+        match self {
+            Error::Output { source, .. } => source.kind() == std::io::ErrorKind::BrokenPipe,
+            Error::Out(e) => e.is_broken_pipe(),
+            _ => false,
+        }
     }
 
     /// The first failing position, when the error names one.

@@ -116,3 +116,106 @@ fn big_bundle(path: &Path) -> u64 {
     }
     write_bundle(path, log.records(), 7).unwrap().size
 }
+
+#[test]
+fn export_to_dev_null_keeps_the_character_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("fleet.bundle");
+    make_bundle(&bundle);
+    // A private device node first (when we may make one), so that a regression replaces that one.
+    let private = dir.path().join("null");
+    if Command::new("mknod").arg(&private).args(["c", "1", "3"]).status().is_ok_and(|st| st.success()) {
+        let o = export(&bundle, &private);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(std::fs::symlink_metadata(&private).unwrap().file_type().is_char_device());
+    }
+    let before = std::fs::symlink_metadata("/dev/null").unwrap();
+    let o = export(&bundle, Path::new("/dev/null"));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let after = std::fs::symlink_metadata("/dev/null").unwrap();
+    assert!(after.file_type().is_char_device(), "/dev/null is no longer a character device");
+    assert_eq!((before.ino(), before.rdev()), (after.ino(), after.rdev()));
+}
+
+#[test]
+fn export_to_a_fifo_writes_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    make_ledger(&ledger);
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let o = export(&ledger, &fifo);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(reader.join().unwrap(), ndjson(&ledger));
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+}
+
+#[test]
+fn export_to_a_symlink_is_refused_and_the_link_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("fleet.bundle");
+    make_bundle(&bundle);
+    let target = dir.path().join("precious.txt");
+    std::fs::write(&target, "precious").unwrap();
+    let link = dir.path().join("link.ndjson");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = usage_error(&export(&bundle, &link));
+    assert!(err.starts_with(&format!("replay: {}: is a symbolic link", link.display())), "{err}");
+    assert_eq!(std::fs::read_link(&link).unwrap(), target);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+}
+
+#[test]
+fn export_inside_the_source_is_refused_and_the_source_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    make_ledger(&ledger);
+    let bundle = dir.path().join("fleet.bundle");
+    make_bundle(&bundle);
+    let before = (snapshot(&ledger), snapshot(&bundle));
+    let alias = dir.path().join("alias");
+    std::os::unix::fs::symlink(&ledger, &alias).unwrap();
+    let hard = dir.path().join("hard-link.bundle");
+    std::fs::hard_link(&bundle, &hard).unwrap();
+    let cases = [
+        (&ledger, segments(&ledger)[0].clone(), "is inside the source ledger"),
+        (&ledger, ledger.join("fleet.ndjson"), "is inside the source ledger"),
+        (&ledger, ledger.join("segments").join("..").join("HEAD"), "is inside the source ledger"),
+        (&ledger, alias.join("segments").join("new.ndjson"), "is inside the source ledger"),
+        (&bundle, bundle.clone(), "is the source bundle itself"),
+        (&bundle, dir.path().join("ledger").join("..").join("fleet.bundle"), "is the source bundle itself"),
+        (&bundle, hard.clone(), "is the source bundle itself"),
+    ];
+    for (source, out, why) in cases {
+        let err = usage_error(&export(source, &out));
+        assert!(err.contains(why), "{}: {err}", out.display());
+        assert!((snapshot(&ledger), snapshot(&bundle)) == before, "{}: the source changed", out.display());
+    }
+}
+
+#[test]
+fn stale_temp_files_of_a_killed_export_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("fleet.bundle");
+    make_bundle(&bundle);
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let live = std::process::id();
+    let stale = format!(".out.ndjson.tmp-{dead}");
+    let kept = [format!(".out.ndjson.tmp-{live}"), format!(".other.tmp-{dead}"), format!(".out.ndjson.tmp-{dead}0x")];
+    for name in std::iter::once(&stale).chain(&kept) {
+        std::fs::write(dir.path().join(name), "leftover").unwrap();
+    }
+    let out = dir.path().join("out.ndjson");
+    assert_eq!(code(&export(&bundle, &out)), 0);
+    assert!(!dir.path().join(&stale).exists(), "the dead export's temporary file is still there");
+    for name in &kept {
+        assert_eq!(std::fs::read_to_string(dir.path().join(name)).unwrap(), "leftover", "{name}");
+    }
+    assert_eq!(std::fs::read(&out).unwrap(), ndjson(&bundle));
+}

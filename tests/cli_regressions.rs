@@ -1,0 +1,251 @@
+//! Regression tests of the operator CLI, one per bug, named for what must now happen. They run the
+//! built `posledger` binary (and the `processor` example) as a user would.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn posledger(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_posledger")).args(args).output().expect("run posledger")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// Exit code 2 and a one-line message.
+fn usage_error(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(2), "stdout: {}\nstderr: {}", stdout(o), stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn issued(sn: &str, model: &str) -> String {
+    format!(
+        r#"{{"device":"{sn}","type":"issued","at":"2026-01-05T08:00:00Z","model":"{model}","merchant":"M001","provider":"lakala","region":"310000","contract":{{"id":"C-{sn}","start":"2026-01-01T00:00:00Z","end":"2027-01-01T00:00:00Z"}}}}"#
+    )
+}
+
+const FLOW: &str = r#"{"device":"T1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":100,"transactions":3}"#;
+
+fn write_input(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A ledger at `dir/ledger` with two terminals and a flow.
+fn ledger(dir: &Path) -> PathBuf {
+    let ledger = dir.join("ledger");
+    let input =
+        write_input(dir, "base.ndjson", &format!("{}\n{}\n{FLOW}\n", issued("T1", "LKL-A8"), issued("T2", "M2")));
+    ok(posledger(&["append", "--dir", s(&ledger), s(&input)]));
+    ledger
+}
+
+/// Every file of the log under `root` (not the sled index, which an open may rewrite), with its bytes.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() && path.file_name().is_some_and(|n| n == "index") {
+            continue;
+        }
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            out.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// The bundle `posledger export` writes to a regular file, as bytes.
+fn bundle_bytes(ledger: &Path, dir: &Path) -> Vec<u8> {
+    let path = dir.join("reference.plb");
+    ok(posledger(&["export", "--dir", s(ledger), "--out", s(&path)]));
+    std::fs::read(path).unwrap()
+}
+
+/// A PID that no process has (a child that has been waited for).
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    pid
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success());
+}
+
+#[test]
+fn export_to_dev_null_keeps_the_character_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger(dir.path());
+    // First a private device node (when we may make one), so that a regression replaces that one and
+    // not the machine's /dev/null.
+    let private = dir.path().join("null");
+    if Command::new("mknod").arg(&private).args(["c", "1", "3"]).status().is_ok_and(|s| s.success()) {
+        let before = std::fs::symlink_metadata(&private).unwrap();
+        ok(posledger(&["export", "--dir", s(&ledger), "--out", s(&private)]));
+        let after = std::fs::symlink_metadata(&private).unwrap();
+        assert!(after.file_type().is_char_device(), "the device node was replaced");
+        assert_eq!((before.ino(), before.rdev()), (after.ino(), after.rdev()));
+        assert_eq!(names(dir.path()).iter().filter(|n| n.contains(".tmp-")).count(), 0);
+    }
+    let before = std::fs::symlink_metadata("/dev/null").unwrap();
+    assert!(before.file_type().is_char_device());
+    let out = ok(posledger(&["export", "--dir", s(&ledger), "--out", "/dev/null"]));
+    assert!(out.contains("exported 3 records to /dev/null"), "{out}");
+    let after = std::fs::symlink_metadata("/dev/null").unwrap();
+    assert!(after.file_type().is_char_device(), "/dev/null is no longer a character device");
+    assert_eq!((before.ino(), before.rdev()), (after.ino(), after.rdev()));
+}
+
+#[test]
+fn export_to_a_fifo_writes_the_bundle_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger(dir.path());
+    let expected = bundle_bytes(&ledger, dir.path());
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    ok(posledger(&["export", "--dir", s(&ledger), "--out", s(&fifo)]));
+    assert_eq!(reader.join().unwrap(), expected);
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+}
+
+#[test]
+fn export_to_a_symlink_is_refused_and_the_link_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger(dir.path());
+    let target = write_input(dir.path(), "precious.txt", "precious");
+    let link = dir.path().join("link.plb");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = usage_error(&posledger(&["export", "--dir", s(&ledger), "--out", s(&link)]));
+    assert!(err.contains("link.plb: is a symbolic link"), "{err}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_link(&link).unwrap(), target);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+    // A dangling link too: nothing is created where it points.
+    let dangling = dir.path().join("dangling.plb");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    usage_error(&posledger(&["export", "--dir", s(&ledger), "--out", s(&dangling)]));
+    assert!(!dir.path().join("nowhere").exists());
+}
+
+#[test]
+fn export_inside_the_ledger_is_refused_and_the_ledger_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger(dir.path());
+    let before = tree(&ledger);
+    let segment = ledger.join("segments").join("00000000.seg");
+    assert!(before.contains_key(&segment));
+    // The live segment, a new file in the folder, the folder itself, and the same paths spelled
+    // through `..` and through a symbolic link to the folder.
+    let alias = dir.path().join("alias");
+    std::os::unix::fs::symlink(&ledger, &alias).unwrap();
+    let sneaky = ledger.join("segments").join("..").join("segments").join("00000000.seg");
+    for out in [
+        segment.clone(),
+        ledger.join("copy.plb"),
+        ledger.join("segments").join("00000001.seg"),
+        sneaky,
+        alias.join("segments").join("00000000.seg"),
+        alias.join("HEAD"),
+    ] {
+        let err = usage_error(&posledger(&["export", "--dir", s(&ledger), "--out", s(&out)]));
+        assert!(err.contains("is inside the source ledger"), "{}: {err}", out.display());
+        assert!(tree(&ledger) == before, "{}: the ledger changed", out.display());
+    }
+    // Run from inside the ledger folder with a relative path.
+    let o = Command::new(env!("CARGO_BIN_EXE_posledger"))
+        .current_dir(ledger.join("segments"))
+        .args(["export", "--dir", "..", "--out", "00000000.seg"])
+        .output()
+        .unwrap();
+    assert!(usage_error(&o).contains("is inside the source ledger"));
+    assert!(tree(&ledger) == before, "the ledger changed");
+}
+
+#[test]
+fn stale_temp_files_of_a_killed_export_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger(dir.path());
+    let out = dir.path().join("out.plb");
+    let dead = dead_pid();
+    let live = std::process::id();
+    // What `kill -9` during an export leaves (`.NAME.tmp-PID`), and names it must not touch.
+    let stale = [format!(".out.plb.tmp-{dead}")];
+    let kept = [
+        format!(".out.plb.tmp-{live}"),
+        format!(".other.plb.tmp-{dead}"),
+        format!(".out.plb.tmp-{dead}x"),
+        format!("out.plb.tmp-{dead}"),
+        ".out.plb.tmp-".to_owned(),
+        format!(".out.plb.partial-{dead}"),
+    ];
+    for name in stale.iter().chain(&kept) {
+        write_input(dir.path(), name, "leftover");
+    }
+    ok(posledger(&["export", "--dir", s(&ledger), "--out", s(&out)]));
+    let now = names(dir.path());
+    for name in &stale {
+        assert!(!now.contains(name), "{name} is still there: {now:?}");
+    }
+    for name in &kept {
+        assert!(now.contains(name), "{name} was removed: {now:?}");
+        assert_eq!(std::fs::read_to_string(dir.path().join(name)).unwrap(), "leftover");
+    }
+    assert!(now.contains(&"out.plb".to_owned()));
+}
+
+/// The `processor` example, built by `cargo test` beside the test binaries.
+fn processor_example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    profile.join("examples").join("processor")
+}
+
+/// `FILE:LINE: reason` with exit 1, and the ledger unchanged.
+fn refused(dir: &Path, text: &str) -> String {
+    let ledger = ledger(dir);
+    let before = tree(&ledger);
+    let input = write_input(dir, "bad.ndjson", text);
+    let o = posledger(&["append", "--dir", s(&ledger), s(&input)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+    assert!(tree(&ledger) == before, "the ledger changed");
+    err.strip_prefix(&format!("{}:", input.display())).unwrap_or_else(|| panic!("no FILE: prefix: {err}")).to_owned()
+}
