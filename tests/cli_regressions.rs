@@ -237,6 +237,21 @@ fn processor_example() -> PathBuf {
     profile.join("examples").join("processor")
 }
 
+#[test]
+fn processor_example_removes_its_temporary_ledger() {
+    let example = processor_example();
+    assert!(example.exists(), "{} was not built", example.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(&example).env("TMPDIR", tmp.path()).output().unwrap();
+    let out = ok(o);
+    assert!(out.contains("8 records"), "{out}");
+    assert_eq!(names(tmp.path()), Vec::<String>::new(), "the example left its ledger behind");
+    // Given a folder, it keeps it.
+    let kept = tmp.path().join("kept");
+    ok(Command::new(&example).arg(&kept).env("TMPDIR", tmp.path()).output().unwrap());
+    assert!(kept.join("segments").is_dir());
+}
+
 /// `FILE:LINE: reason` with exit 1, and the ledger unchanged.
 fn refused(dir: &Path, text: &str) -> String {
     let ledger = ledger(dir);
