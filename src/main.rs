@@ -218,8 +218,18 @@ fn open_error(dir: &Path, e: OpenError) -> Failure {
     }
 }
 
+/// Refuses a `--dir` that names something other than a folder (a missing one is fine: the callers
+/// that need it to exist say so themselves).
+fn check_dir(dir: &Path) -> Outcome {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(Failure::Usage(format!("{}: exists and is not a folder", dir.display()))),
+        _ => Ok(()),
+    }
+}
+
 /// Opens an existing ledger read-only (no lock: works while a processor holds it open).
 fn open_source(dir: &Path) -> Result<Source, Failure> {
+    check_dir(dir)?;
     if !ops::is_ledger(dir) {
         return Err(Failure::Usage(format!("{}: no posledger ledger here (no segments/ folder)", dir.display())));
     }
@@ -227,6 +237,7 @@ fn open_source(dir: &Path) -> Result<Source, Failure> {
 }
 
 fn simulate_into(dir: &Path, config: &Config) -> Result<(Report, ledger::Head, Duration), Failure> {
+    check_dir(dir)?;
     let started = Instant::now();
     // Relaxed durability with one flush at the end: a simulation is rerun, not recovered.
     let options = Options { durability: Durability::Relaxed, ..Options::default() };
@@ -297,6 +308,7 @@ fn head(args: HeadArgs) -> Outcome {
 
 fn append(args: AppendArgs) -> Outcome {
     // A missing folder becomes a new, empty ledger (so an export can be loaded into a fresh one).
+    check_dir(&args.dir)?;
     let ledger = Ledger::open(&args.dir).map_err(|e| open_error(&args.dir, e))?;
     let (name, mut reader, len): (String, Box<dyn BufRead>, u64) = if args.file == "-" {
         ("<stdin>".into(), Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock())), 0)
@@ -389,6 +401,7 @@ fn stop_models(args: StopModelsArgs) -> Outcome {
         })
         .transpose()?;
     let models = read_models(&args.models)?;
+    check_dir(&args.dir)?;
     if !ops::is_ledger(&args.dir) {
         return Err(Failure::Usage(format!("{}: no posledger ledger here (no segments/ folder)", args.dir.display())));
     }

@@ -6,6 +6,7 @@ use ledger::bundle::BundleStream;
 use ledger::{AppendError, AppendEvent, ReadError, Source, MAX_APPEND_EVENTS};
 use replay::ndjson::{self, MAX_LINE_BYTES};
 use replay::output::{Output, OutputError};
+use replay::text::{count, thousands};
 use std::fs;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
@@ -79,12 +80,14 @@ pub fn read_ndjson(
         line += 1;
         bytes += n as u64;
         if line > MAX_INPUT_LINES {
-            return Err(
-                bad(line, format!("input has more than {MAX_INPUT_LINES} lines (the limit of one append)")).into()
-            );
+            return Err(bad(
+                line,
+                format!("input has more than {} lines (the limit of one append)", thousands(MAX_INPUT_LINES as u64)),
+            )
+            .into());
         }
         if bytes > MAX_INPUT_BYTES {
-            return Err(bad(line, format!("input is larger than {MAX_INPUT_BYTES} bytes")).into());
+            return Err(bad(line, format!("input is larger than {} bytes", thousands(MAX_INPUT_BYTES))).into());
         }
         if buf.last() == Some(&b'\n') {
             buf.pop();
@@ -93,7 +96,16 @@ pub fn read_ndjson(
             }
         }
         if buf.len() > MAX_LINE_BYTES {
-            return Err(bad(line, format!("line is longer than the limit of {MAX_LINE_BYTES} bytes")).into());
+            return Err(bad(
+                line,
+                format!("line is longer than the limit of {} bytes", thousands(MAX_LINE_BYTES as u64)),
+            )
+            .into());
+        }
+        if line == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+            // Refused, not skipped: the input is not what an export writes, and saying so is clearer
+            // than guessing what else a tool that adds a byte-order mark may have changed.
+            return Err(bad(line, "the input starts with a UTF-8 byte-order mark; remove it".into()).into());
         }
         let text = std::str::from_utf8(&buf).map_err(|e| bad(line, format!("not UTF-8: {e}")))?;
         if text.trim().is_empty() {
@@ -128,8 +140,9 @@ pub fn refusal(name: &str, input: &Input, err: &AppendError) -> AppendRefusal {
             AppendRefusal::Data(format!("{}: illegal {event} on {stream}: {violation}", at(*index)))
         }
         AppendError::WrongExpectedVersion { index, stream, expected, actual } => AppendRefusal::Data(format!(
-            "{}: wrong expected_version: {stream} holds {actual} events, the line expects {expected}",
-            at(*index)
+            "{}: wrong expected_version: {stream} holds {}, the line expects {expected}",
+            at(*index),
+            count(*actual, "event", "events")
         )),
         AppendError::IdempotencyConflict { index, event_id, position } => AppendRefusal::Data(format!(
             "{}: event_id {event_id} was already used at position {position} for a different event",
@@ -139,9 +152,11 @@ pub fn refusal(name: &str, input: &Input, err: &AppendError) -> AppendRefusal {
             AppendRefusal::Data(format!("{}: event_id {event_id} appears twice in the input", at(*index)))
         }
         AppendError::Codec { index, error } => AppendRefusal::Data(format!("{}: {error}", at(*index))),
-        AppendError::TooMany { len, max } => {
-            AppendRefusal::Data(format!("{name}: {len} events exceed the limit of {max} for one append"))
-        }
+        AppendError::TooMany { len, max } => AppendRefusal::Data(format!(
+            "{name}: {} exceed the limit of {} for one append",
+            count(*len as u64, "event", "events"),
+            thousands(*max as u64)
+        )),
         other => AppendRefusal::Failed(other.to_string()),
     }
 }

@@ -264,3 +264,72 @@ fn refused(dir: &Path, text: &str) -> String {
     assert!(tree(&ledger) == before, "the ledger changed");
     err.strip_prefix(&format!("{}:", input.display())).unwrap_or_else(|| panic!("no FILE: prefix: {err}")).to_owned()
 }
+
+#[test]
+fn duplicate_json_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = FLOW.replace(r#""amount_fen":100"#, r#""amount_fen":100,"amount_fen":999999"#);
+    assert_eq!(refused(dir.path(), &format!("{FLOW}\n\n{line}\n")), "3: duplicate field `amount_fen`\n");
+    let moved = FLOW.replace(r#""type":"flow""#, r#""type":"flow","device":"T2""#);
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(refused(dir.path(), &format!("{moved}\n")), "1: duplicate field `device`\n");
+}
+
+#[test]
+fn byte_order_mark_at_the_start_of_the_input_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        refused(dir.path(), &format!("\u{feff}{FLOW}\n")),
+        "1: the input starts with a UTF-8 byte-order mark; remove it\n"
+    );
+    // From standard input, too.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger(dir.path());
+    let input = write_input(dir.path(), "bom.ndjson", &format!("\u{feff}{FLOW}\n"));
+    let o = Command::new(env!("CARGO_BIN_EXE_posledger"))
+        .args(["append", "--dir", s(&ledger), "-"])
+        .stdin(std::fs::File::open(input).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&o), "<stdin>:1: the input starts with a UTF-8 byte-order mark; remove it\n");
+}
+
+#[test]
+fn out_of_range_number_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = FLOW.replace(r#""transactions":3"#, r#""transactions":4294967296"#);
+    assert_eq!(
+        refused(dir.path(), &format!("{line}\n")),
+        "1: field `transactions` must be at most 4,294,967,295, got 4294967296\n"
+    );
+}
+
+#[test]
+fn empty_model_list_is_refused_as_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = r#"{"type":"directive","id":"D1","at":"2026-07-01T00:00:00Z","models":[],"reason":"r"}"#;
+    assert_eq!(
+        refused(dir.path(), &format!("{line}\n")),
+        "1: field `models` must list 1 to 10,000 model codes, got 0\n"
+    );
+}
+
+#[test]
+fn dir_that_is_a_file_is_named_as_not_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_input(dir.path(), "a-file", "not a ledger");
+    let input = write_input(dir.path(), "in.ndjson", &format!("{FLOW}\n"));
+    let models = write_input(dir.path(), "models.txt", "M1\n");
+    let out = dir.path().join("out.plb");
+    let expected = format!("{}: exists and is not a folder\n", file.display());
+    for args in [
+        vec!["append", "--dir", s(&file), s(&input)],
+        vec!["head", "--dir", s(&file)],
+        vec!["export", "--dir", s(&file), "--out", s(&out)],
+        vec!["stop-models", "--dir", s(&file), "--directive", "D1", "--models", s(&models), "--reason", "r"],
+        vec!["simulate", "--dir", s(&file), "--devices", "1", "--seed", "1"],
+    ] {
+        assert_eq!(usage_error(&posledger(&args)), expected, "{args:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a ledger");
+}

@@ -49,6 +49,9 @@ pub enum Error {
     /// The request cannot be served by this log.
     #[error("{0}")]
     Usage(String),
+    /// SOURCE is a folder without a `segments/` folder: neither a ledger nor a bundle.
+    #[error("{}: not a posledger ledger (no segments/ folder) and not a bundle", .0.display())]
+    NotASource(PathBuf),
     /// The `--out` path was refused or could not be written.
     #[error(transparent)]
     Out(#[from] crate::output::OutputError),
@@ -88,7 +91,7 @@ impl Error {
             Error::Rebuild(RebuildError::Read(e)) => read_class(e),
             Error::Rebuild(RebuildError::PastEnd { .. }) => Class::Usage,
             Error::Rebuild(_) => Class::Io,
-            Error::Usage(_) => Class::Usage,
+            Error::Usage(_) | Error::NotASource(_) => Class::Usage,
             Error::Output { .. } => Class::Io,
             Error::Out(e) if e.is_refusal() => Class::Usage,
             Error::Out(_) => Class::Io,

@@ -30,3 +30,14 @@ pub mod output;
 pub mod prove;
 pub mod text;
 pub mod verify;
+
+use std::path::Path;
+
+/// Opens SOURCE, a ledger folder or a bundle file, read-only. A folder without `segments/` is refused
+/// as [`error::Error::NotASource`] (rather than as the missing `segments/` inside it).
+pub fn open(path: &Path) -> Result<ledger::Source, error::Error> {
+    if path.is_dir() && !path.join(ledger::source::SEGMENTS_DIR).is_dir() {
+        return Err(error::Error::NotASource(path.to_owned()));
+    }
+    ledger::Source::open(path).map_err(error::Error::from)
+}

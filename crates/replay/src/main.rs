@@ -219,7 +219,7 @@ fn spinner(what: &str) -> ProgressBar {
 }
 
 fn open(path: &Path) -> Result<Source, Error> {
-    Source::open(path).map_err(Error::from)
+    replay::open(path)
 }
 
 type Out = BufWriter<io::StdoutLock<'static>>;

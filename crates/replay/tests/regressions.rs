@@ -219,3 +219,29 @@ fn stale_temp_files_of_a_killed_export_are_removed() {
     }
     assert_eq!(std::fs::read(&out).unwrap(), ndjson(&bundle));
 }
+
+#[test]
+fn verify_of_a_folder_that_is_not_a_ledger_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("notledger");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("thesis.tex"), "x").unwrap();
+    let expected =
+        format!("replay: {}: not a posledger ledger (no segments/ folder) and not a bundle\n", folder.display());
+    for cmd in ["verify", "fleet", "audit"] {
+        assert_eq!(usage_error(&replay_on(cmd, &folder, &[])), expected, "{cmd}");
+    }
+}
+
+#[test]
+fn prove_in_a_log_of_size_0_says_it_has_no_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("fleet.bundle");
+    make_bundle(&bundle);
+    let err = usage_error(&replay_on("prove", &bundle, &["--position", "5", "--size", "0"]));
+    assert_eq!(err, "replay: position 5 is not in the log: the log of size 0 has no records\n");
+    let err = usage_error(&replay_on("prove", &bundle, &["--position", "5", "--size", "1"]));
+    assert_eq!(err, "replay: position 5 is not in the log: the log of size 1 holds position 0 only\n");
+    let err = usage_error(&replay_on("prove", &bundle, &["--position", "5", "--size", "3"]));
+    assert_eq!(err, "replay: position 5 is not in the log: the log of size 3 holds positions 0 to 2\n");
+}
