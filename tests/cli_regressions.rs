@@ -333,3 +333,38 @@ fn dir_that_is_a_file_is_named_as_not_a_folder() {
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a ledger");
 }
+
+#[test]
+fn counts_are_singular_for_one_and_grouped_by_thousands() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let line = issued("T1", "LKL-A8").replace(r#""type""#, r#""event_id":"e1","type""#);
+    let one = write_input(dir.path(), "one.ndjson", &format!("{line}\n"));
+    let out = ok(posledger(&["append", "--dir", s(&ledger), s(&one)]));
+    assert!(out.starts_with("appended 1 event\nhead: size 1 root "), "{out}");
+    let out = ok(posledger(&["append", "--dir", s(&ledger), s(&one)]));
+    assert!(out.starts_with("appended 0 events (1 already present"), "{out}");
+    let models = write_input(dir.path(), "models.txt", "LKL-A8\n");
+    let args = ["stop-models", "--dir", s(&ledger), "--directive", "D1", "--models", s(&models), "--reason", "r"];
+    let out = ok(posledger(&args));
+    assert!(out.contains("stopped 1 terminal of 1 model\n"), "{out}");
+    let bundle = dir.path().join("one.plb");
+    let out = ok(posledger(&["export", "--dir", s(&ledger), "--out", s(&bundle)]));
+    assert!(out.starts_with(&format!("exported 3 records to {}", bundle.display())), "{out}");
+
+    // Thousands: a simulated fleet of more than 1,000 events.
+    let fleet = dir.path().join("fleet");
+    let out = ok(posledger(&["simulate", "--dir", s(&fleet), "--devices", "500", "--seed", "3", "--months", "1"]));
+    assert!(out.contains(" terminals, 1 month, seed 3)"), "{out}");
+    let size = ledger::Source::open(&fleet).unwrap().head.size;
+    assert!(size >= 1_000, "the fleet is too small for the check: {size}");
+    let grouped = posledger::replay::text::thousands(size);
+    assert!(grouped.contains(','));
+    assert!(out.starts_with(&format!("simulated {grouped} events")), "{out}");
+    assert!(out.contains(&format!("head: size {grouped} root")), "{out}");
+    assert!(ok(posledger(&["head", "--dir", s(&fleet)])).starts_with(&format!("size {grouped}\n")));
+    // --json keeps plain numbers.
+    assert!(ok(posledger(&["head", "--dir", s(&fleet), "--json"])).contains(&format!("\"size\": {size},")));
+    let out = ok(posledger(&["export", "--dir", s(&fleet), "--out", s(&dir.path().join("f.plb"))]));
+    assert!(out.starts_with(&format!("exported {grouped} records")), "{out}");
+}

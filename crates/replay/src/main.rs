@@ -272,13 +272,16 @@ fn verify(source_path: &Path, as_json: bool) -> Result<Verdict, Error> {
                 };
                 json_line(&mut out, &report, false)?;
             } else {
-                writeln!(out, "verified {} records, root {}", v.records, v.root_hex()).map_err(output("-"))?;
+                writeln!(out, "verified {}, root {}", count(v.records, "record", "records"), v.root_hex())
+                    .map_err(output("-"))?;
             }
             finish(out)?;
             if let Some(torn) = &v.torn {
                 eprintln!(
-                    "replay: note: {} bytes after the last committed record of the live segment are not part of the log ({})",
-                    torn.bytes, torn.reason
+                    "replay: note: {} after the last committed record of the live segment {} not part of the log ({})",
+                    count(torn.bytes, "byte", "bytes"),
+                    if torn.bytes == 1 { "is" } else { "are" },
+                    torn.reason
                 );
             }
             Ok(Verdict::Ok)
@@ -363,7 +366,7 @@ fn audit(
     }
     finish(out)?;
     if fail_on_findings && !findings.is_empty() {
-        eprintln!("replay: {} findings (--fail-on-findings)", findings.len());
+        eprintln!("replay: {} (--fail-on-findings)", count(findings.len() as u64, "finding", "findings"));
         return Ok(Verdict::DataFailed);
     }
     Ok(Verdict::Ok)
@@ -478,10 +481,10 @@ fn consistency(source: &Path, old_size: u64, old_root: Hash, as_json: bool) -> R
         let mut write = || -> io::Result<()> {
             writeln!(
                 out,
-                "consistent: the log of {} records (root {}) extends the log of {} records (root {})",
-                c.size,
+                "consistent: the log of {} (root {}) extends the log of {} (root {})",
+                count(c.size, "record", "records"),
                 hex(&c.root),
-                c.old_size,
+                count(c.old_size, "record", "records"),
                 hex(&c.old_root)
             )?;
             for h in &c.proof {
@@ -497,12 +500,14 @@ fn consistency(source: &Path, old_size: u64, old_root: Hash, as_json: bool) -> R
     }
     match c.actual_old_root {
         None => eprintln!(
-            "replay: inconsistent: the log holds {} records, fewer than the {} of the stated head",
-            c.size, c.old_size
+            "replay: inconsistent: the log holds {}, fewer than the {} of the stated head",
+            count(c.size, "record", "records"),
+            thousands(c.old_size)
         ),
         Some(actual) => eprintln!(
-            "replay: inconsistent: the log's first {} records have root {}, not {}",
-            c.old_size,
+            "replay: inconsistent: the log's first {} {} root {}, not {}",
+            count(c.old_size, "record", "records"),
+            if c.old_size == 1 { "has" } else { "have" },
             hex(&actual),
             hex(&c.old_root)
         ),

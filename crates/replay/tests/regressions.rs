@@ -245,3 +245,42 @@ fn prove_in_a_log_of_size_0_says_it_has_no_records() {
     let err = usage_error(&replay_on("prove", &bundle, &["--position", "5", "--size", "3"]));
     assert_eq!(err, "replay: position 5 is not in the log: the log of size 3 holds positions 0 to 2\n");
 }
+
+#[test]
+fn counts_are_singular_for_one_and_grouped_by_thousands() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.bundle");
+    let mut log = LogBuilder::new();
+    log.append(vec![issued("SN1", 0, "M1", None)]);
+    log.append(vec![stopped("SN1", 1, StopReason::Violation, None)]);
+    log.append(vec![flow("SN1", 2, 100)]);
+    write_bundle(&one, log.records(), 1).unwrap();
+    let v = stdout(&replay_on("verify", &one, &[]));
+    assert!(v.starts_with("verified 3 records, root "), "{v}");
+    let table = stdout(&replay_on("device", &one, &["SN1"]));
+    assert!(table.starts_with("terminal SN1: 3 events\n"), "{table}");
+    let audit = stdout(&replay_on("audit", &one, &["--rule", "flow_after_stop"]));
+    assert!(audit.ends_with("\n1 finding (flow_after_stop: 1)\n"), "{audit}");
+    let o = replay_on("audit", &one, &["--rule", "flow_after_stop", "--fail-on-findings"]);
+    assert_eq!(stderr(&o), "replay: 1 finding (--fail-on-findings)\n");
+    let fleet = stdout(&replay_on("fleet", &one, &["--position", "1"]));
+    assert!(fleet.starts_with("fleet after 1 record: 1 terminal (issued 1,"), "{fleet}");
+    let single = dir.path().join("single.bundle");
+    write_bundle(&single, &log.records()[..1], 1).unwrap();
+    assert!(stdout(&replay_on("verify", &single, &[])).starts_with("verified 1 record, root "));
+    let o = replay_on("export", &single, &["--format", "csv", "--out", s(&dir.path().join("one.csv"))]);
+    assert_eq!(stderr(&o), format!("replay: exported 1 record to {}\n", dir.path().join("one.csv").display()));
+
+    let big = dir.path().join("big.bundle");
+    let size = big_bundle(&big);
+    let grouped = replay::text::thousands(size);
+    assert!(grouped.contains(','), "{grouped}");
+    let v = stdout(&replay_on("verify", &big, &[]));
+    assert!(v.starts_with(&format!("verified {grouped} records, root ")), "{v}");
+    let fleet = stdout(&replay_on("fleet", &big, &[]));
+    assert!(fleet.starts_with(&format!("fleet after {grouped} records: ")), "{fleet}");
+    // JSON and CSV keep plain numbers.
+    assert!(stdout(&replay_on("verify", &big, &["--json"])).contains(&format!("\"records\":{size},")));
+    let csv = stdout(&replay_on("fleet", &big, &["--format", "csv"]));
+    assert!(!csv.lines().nth(1).unwrap().contains('"'), "{csv}");
+}
