@@ -2,11 +2,12 @@
 //! decision, as a processor's own code would record it.
 //!
 //! ```sh
-//! cargo run --example processor              # writes a ledger under the temp folder
-//! cargo run --example processor -- ./my-ledger
+//! cargo run --example processor              # a ledger in a temporary folder, removed at the end
+//! cargo run --example processor -- ./my-ledger # a ledger in ./my-ledger, kept
 //! ```
 //!
-//! Then look at what it wrote with the regulators' tool: `replay device <DIR> LKL0000000001`.
+//! Then look at what it wrote to the folder you gave with the regulators' tool:
+//! `replay device ./my-ledger LKL0000000001`.
 
 #![deny(unsafe_code)]
 
@@ -15,6 +16,7 @@ use posledger::ledger::{
     AppendError, AppendEvent, Contract, ContractId, DeviceEvent, Event, EventId, FlagReason, Issued, Ledger,
     MerchantId, ModelCode, ProviderId, RegionCode, Sn, StopReason, TerminalEvent, Text,
 };
+use posledger::replay::text::{count, thousands};
 use std::error::Error;
 use std::path::PathBuf;
 
@@ -47,11 +49,15 @@ fn issued(
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    // Where the ledger lives: the first argument, or a fresh folder under the temp folder.
-    let dir = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("posledger-processor-{}", std::process::id())));
+    // Where the ledger lives: the first argument (kept), or a fresh temporary folder that is removed
+    // when `scratch` is dropped, at the end of `main` or on an early return with an error.
+    let (dir, scratch) = match std::env::args().nth(1) {
+        Some(dir) => (PathBuf::from(dir), None),
+        None => {
+            let scratch = tempfile::Builder::new().prefix("posledger-processor-").tempdir()?;
+            (scratch.path().to_owned(), Some(scratch))
+        }
+    };
 
     // Open (or create) the ledger. The default is durable: every append returns after an fsync.
     let ledger = Ledger::open(&dir)?;
@@ -117,16 +123,25 @@ fn main() -> Result<(), Box<dyn Error>> {
     //    regulator can check against an exported bundle with `replay verify`.
     for terminal in [&sn, &new_sn] {
         if let Some((version, state, model)) = ledger.terminal(terminal) {
-            println!("{terminal} ({model}): {} events, status {}, flow {} fen", version, state.status, state.flow_fen);
+            println!(
+                "{terminal} ({model}): {}, status {}, flow {} fen",
+                count(version, "event", "events"),
+                state.status,
+                thousands(state.flow_fen)
+            );
         }
     }
     let head = ledger.head();
-    println!("ledger {}: {} records, root {}", dir.display(), head.size, head.root_hex());
+    println!("ledger {}: {}, root {}", dir.display(), count(head.size, "record", "records"), head.root_hex());
 
     // Close: waits for the index and syncs everything. Dropping the ledger would also be safe.
     let closed = ledger.close()?;
     if let Some(why) = closed.index_warning {
         eprintln!("warning: {why}");
+    }
+    if let Some(scratch) = scratch {
+        scratch.close()?;
+        println!("removed the temporary ledger (pass a folder to keep one: cargo run --example processor -- DIR)");
     }
     Ok(())
 }

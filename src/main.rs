@@ -15,6 +15,7 @@ use posledger::ledger::{
     self, AppendError, Directive, DirectiveId, Durability, Ledger, ModelCode, OpenError, Options, Source, Text,
 };
 use posledger::ops::{self, AppendRefusal, ReadInputError};
+use posledger::replay::text::{count, thousands};
 use posledger::sim::{self, Config, Report};
 use std::collections::HashSet;
 use std::fmt::Display;
@@ -131,7 +132,8 @@ struct ExportArgs {
     /// Ledger folder.
     #[arg(long)]
     dir: PathBuf,
-    /// Bundle file to write (replaced atomically).
+    /// Bundle file to write: a regular file is replaced atomically; a character device or FIFO is
+    /// written directly; a symbolic link or a path inside DIR is refused.
     #[arg(long)]
     out: PathBuf,
 }
@@ -196,19 +198,6 @@ fn bar(len: u64, template: &str) -> ProgressBar {
     bar
 }
 
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn open_error(dir: &Path, e: OpenError) -> Failure {
     match e {
         OpenError::Corrupt { .. } | OpenError::Format(_) | OpenError::Read(_) => Failure::Data(e.to_string()),
@@ -221,8 +210,18 @@ fn open_error(dir: &Path, e: OpenError) -> Failure {
     }
 }
 
+/// Refuses a `--dir` that names something other than a folder (a missing one is fine: the callers
+/// that need it to exist say so themselves).
+fn check_dir(dir: &Path) -> Outcome {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(Failure::Usage(format!("{}: exists and is not a folder", dir.display()))),
+        _ => Ok(()),
+    }
+}
+
 /// Opens an existing ledger read-only (no lock: works while a processor holds it open).
 fn open_source(dir: &Path) -> Result<Source, Failure> {
+    check_dir(dir)?;
     if !dir.is_dir() {
         return Err(Failure::Usage(format!("{}: not a folder", dir.display())));
     }
@@ -252,6 +251,7 @@ fn simulate_into(
     lock: Option<ledger::DirLock>,
     config: &Config,
 ) -> Result<(Report, ledger::Head, Duration), Failure> {
+    check_dir(dir)?;
     let started = Instant::now();
     // Relaxed durability with one flush at the end: a simulation is rerun, not recovered.
     let options = Options { durability: Durability::Relaxed, ..Options::default() };
@@ -281,21 +281,21 @@ fn simulate(args: SimulateArgs) -> Outcome {
     let (report, head, elapsed) = simulate_into(&args.dir, None, &config)?;
     let mut out = Out::new();
     out.line(format!(
-        "simulated {} events ({} terminals, {} months, seed {}) in {:.1} s",
-        thousands(report.events),
-        thousands(report.terminals),
-        config.months,
+        "simulated {} ({}, {}, seed {}) in {:.1} s",
+        count(report.events, "event", "events"),
+        count(report.terminals, "terminal", "terminals"),
+        count(u64::from(config.months), "month", "months"),
         config.seed,
         elapsed.as_secs_f64()
     ))?;
-    out.line(format!("head: size {} root {}", head.size, head.root_hex()))?;
+    out.line(format!("head: size {} root {}", thousands(head.size), head.root_hex()))?;
     out.flush()
 }
 
 fn export_to(source: &Source, out_path: &Path) -> Result<ops::Exported, Failure> {
     let progress = bar(source.head.size, "{spinner} exporting [{bar:30}] {pos}/{len} records");
     let exported = ops::export_bundle(source, out_path, &mut |n| progress.set_position(n)).map_err(|e| match e {
-        ops::ExportError::Write(_) => usage(e),
+        ops::ExportError::Write(_) | ops::ExportError::Output(_) => usage(e),
         other => Failure::Data(other.to_string()),
     })?;
     progress.finish_and_clear();
@@ -304,9 +304,10 @@ fn export_to(source: &Source, out_path: &Path) -> Result<ops::Exported, Failure>
 
 fn export(args: ExportArgs) -> Outcome {
     let source = open_source(&args.dir)?;
+    posledger::replay::output::check_source(&args.dir, &args.out).map_err(usage)?;
     let exported = export_to(&source, &args.out)?;
     let mut out = Out::new();
-    out.line(format!("exported {} records to {}", exported.records, args.out.display()))?;
+    out.line(format!("exported {} to {}", count(exported.records, "record", "records"), args.out.display()))?;
     out.line(format!("root {}", ledger::source::hex(&exported.root)))?;
     out.flush()
 }
@@ -317,7 +318,7 @@ fn head(args: HeadArgs) -> Outcome {
     if args.json {
         out.line(format!("{{\"size\": {}, \"root\": \"{}\"}}", source.head.size, source.head.root_hex()))?;
     } else {
-        out.line(format!("size {}", source.head.size))?;
+        out.line(format!("size {}", thousands(source.head.size)))?;
         out.line(format!("root {}", source.head.root_hex()))?;
     }
     out.flush()
@@ -325,6 +326,7 @@ fn head(args: HeadArgs) -> Outcome {
 
 fn append(args: AppendArgs) -> Outcome {
     // A missing folder becomes a new, empty ledger (so an export can be loaded into a fresh one).
+    check_dir(&args.dir)?;
     let ledger = Ledger::open(&args.dir).map_err(|e| open_error(&args.dir, e))?;
     let (name, mut reader, len): (String, Box<dyn BufRead>, u64) = if args.file == "-" {
         ("<stdin>".into(), Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock())), 0)
@@ -365,11 +367,15 @@ fn append(args: AppendArgs) -> Outcome {
     let mut out = Out::new();
     let retried = total as u64 - written;
     if retried > 0 {
-        out.line(format!("appended {written} events ({retried} already present: idempotent retry)"))?;
+        out.line(format!(
+            "appended {} ({} already present: idempotent retry)",
+            count(written, "event", "events"),
+            thousands(retried)
+        ))?;
     } else {
-        out.line(format!("appended {written} events"))?;
+        out.line(format!("appended {}", count(written, "event", "events")))?;
     }
-    out.line(format!("head: size {} root {}", head.size, head.root_hex()))?;
+    out.line(format!("head: size {} root {}", thousands(head.size), head.root_hex()))?;
     out.flush()
 }
 
@@ -389,7 +395,7 @@ fn read_models(path: &Path) -> Result<Vec<ModelCode>, Failure> {
             return Err(Failure::Data(format!(
                 "{name}:{}: more than {} models in one directive",
                 i + 1,
-                ledger::model::MAX_DIRECTIVE_MODELS
+                thousands(ledger::model::MAX_DIRECTIVE_MODELS as u64)
             )));
         }
         let model = ModelCode::parse(code).map_err(|e| Failure::Data(format!("{name}:{}: {e}", i + 1)))?;
@@ -417,11 +423,12 @@ fn stop_models(args: StopModelsArgs) -> Outcome {
         })
         .transpose()?;
     let models = read_models(&args.models)?;
+    check_dir(&args.dir)?;
     if !ops::is_ledger(&args.dir) {
         return Err(Failure::Usage(format!("{}: no posledger ledger here (no segments/ folder)", args.dir.display())));
     }
     let ledger = Ledger::open(&args.dir).map_err(|e| open_error(&args.dir, e))?;
-    let count = models.len();
+    let models_len = models.len();
     let directive = Directive { id: id.clone(), at: Utc::now(), models, reason, deadline };
     let outcome = ledger.stop_models(directive, None).map_err(|e| match e {
         AppendError::Rule { violation, .. } => Failure::Data(format!("{}: {violation}", args.dir.display())),
@@ -431,8 +438,12 @@ fn stop_models(args: StopModelsArgs) -> Outcome {
     let head = outcome.appended.head;
     close_ledger(ledger, &args.dir)?;
     let mut out = Out::new();
-    out.line(format!("directive {id} recorded: stopped {} terminals of {count} models", outcome.stopped.len()))?;
-    out.line(format!("head: size {} root {}", head.size, head.root_hex()))?;
+    out.line(format!(
+        "directive {id} recorded: stopped {} of {}",
+        count(outcome.stopped.len() as u64, "terminal", "terminals"),
+        count(models_len as u64, "model", "models")
+    ))?;
+    out.line(format!("head: size {} root {}", thousands(head.size), head.root_hex()))?;
     out.flush()
 }
 
@@ -468,18 +479,18 @@ fn demo(args: DemoArgs) -> Outcome {
     let lock = ops::prepare_demo_dir(&args.dir).map_err(Failure::Usage)?;
     let mut out = Out::new();
     out.line(format!(
-        "posledger demo: {} terminals over {} months (seed {}) into {}",
-        thousands(config.devices),
-        config.months,
+        "posledger demo: {} over {} (seed {}) into {}",
+        count(config.devices, "terminal", "terminals"),
+        count(u64::from(config.months), "month", "months"),
         config.seed,
         args.dir.display()
     ))?;
     out.flush()?;
     let (report, head, sim_time) = simulate_into(&args.dir, Some(lock), &config)?;
     out.line(format!(
-        "  simulated {} events in {} appends ({:.1} s)",
-        thousands(report.events),
-        thousands(report.appends),
+        "  simulated {} in {} ({:.1} s)",
+        count(report.events, "event", "events"),
+        count(report.appends, "append", "appends"),
         sim_time.as_secs_f64()
     ))?;
     out.flush()?;
@@ -488,9 +499,9 @@ fn demo(args: DemoArgs) -> Outcome {
     let source = open_source(&args.dir)?;
     let exported = export_to(&source, &bundle)?;
     out.line(format!(
-        "  exported bundle {} ({} records, {:.1} MB, {:.1} s)",
+        "  exported bundle {} ({}, {:.1} MB, {:.1} s)",
         bundle.display(),
-        thousands(exported.records),
+        count(exported.records, "record", "records"),
         exported.bytes as f64 / 1e6,
         export_started.elapsed().as_secs_f64()
     ))?;
@@ -514,13 +525,13 @@ fn demo(args: DemoArgs) -> Outcome {
     out.line("planted for the audits (what the simulator did on purpose)")?;
     if let Some(id) = &report.directive {
         out.line(format!(
-            "  directive {id}: {} models recalled, {} terminals stopped at once",
-            sim::RECALLED_MODELS,
-            thousands(report.stopped_by_directive)
+            "  directive {id}: {} recalled, {} stopped at once",
+            count(sim::RECALLED_MODELS as u64, "model", "models"),
+            count(report.stopped_by_directive, "terminal", "terminals")
         ))?;
         out.line(format!(
-            "    missed: {} terminals of recalled models issued after it ({} stopped past the deadline)",
-            thousands(report.missed_directive),
+            "    missed: {} of recalled models issued after it ({} stopped past the deadline)",
+            count(report.missed_directive, "terminal", "terminals"),
             thousands(report.stopped_late)
         ))?;
     }

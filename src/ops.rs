@@ -2,9 +2,11 @@
 //! refusal back to its input line, writing a bundle, preparing the demo folder. The binary only parses
 //! arguments, draws progress bars and prints.
 
-use ledger::bundle::BundleWriter;
+use ledger::bundle::BundleStream;
 use ledger::{AppendError, AppendEvent, ReadError, Source, MAX_APPEND_EVENTS};
 use replay::ndjson::{self, MAX_LINE_BYTES};
+use replay::output::{Output, OutputError};
+use replay::text::{count, thousands};
 use std::fs;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
@@ -78,12 +80,14 @@ pub fn read_ndjson(
         line += 1;
         bytes += n as u64;
         if line > MAX_INPUT_LINES {
-            return Err(
-                bad(line, format!("input has more than {MAX_INPUT_LINES} lines (the limit of one append)")).into()
-            );
+            return Err(bad(
+                line,
+                format!("input has more than {} lines (the limit of one append)", thousands(MAX_INPUT_LINES as u64)),
+            )
+            .into());
         }
         if bytes > MAX_INPUT_BYTES {
-            return Err(bad(line, format!("input is larger than {MAX_INPUT_BYTES} bytes")).into());
+            return Err(bad(line, format!("input is larger than {} bytes", thousands(MAX_INPUT_BYTES))).into());
         }
         if buf.last() == Some(&b'\n') {
             buf.pop();
@@ -92,7 +96,16 @@ pub fn read_ndjson(
             }
         }
         if buf.len() > MAX_LINE_BYTES {
-            return Err(bad(line, format!("line is longer than the limit of {MAX_LINE_BYTES} bytes")).into());
+            return Err(bad(
+                line,
+                format!("line is longer than the limit of {} bytes", thousands(MAX_LINE_BYTES as u64)),
+            )
+            .into());
+        }
+        if line == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+            // Refused, not skipped: the input is not what an export writes, and saying so is clearer
+            // than guessing what else a tool that adds a byte-order mark may have changed.
+            return Err(bad(line, "the input starts with a UTF-8 byte-order mark; remove it".into()).into());
         }
         let text = std::str::from_utf8(&buf).map_err(|e| bad(line, format!("not UTF-8: {e}")))?;
         if text.trim().is_empty() {
@@ -127,8 +140,9 @@ pub fn refusal(name: &str, input: &Input, err: &AppendError) -> AppendRefusal {
             AppendRefusal::Data(format!("{}: illegal {event} on {stream}: {violation}", at(*index)))
         }
         AppendError::WrongExpectedVersion { index, stream, expected, actual } => AppendRefusal::Data(format!(
-            "{}: wrong expected_version: {stream} holds {actual} events, the line expects {expected}",
-            at(*index)
+            "{}: wrong expected_version: {stream} holds {}, the line expects {expected}",
+            at(*index),
+            count(*actual, "event", "events")
         )),
         AppendError::IdempotencyConflict { index, event_id, position } => AppendRefusal::Data(format!(
             "{}: event_id {event_id} was already used at position {position} for a different event",
@@ -138,9 +152,11 @@ pub fn refusal(name: &str, input: &Input, err: &AppendError) -> AppendRefusal {
             AppendRefusal::Data(format!("{}: event_id {event_id} appears twice in the input", at(*index)))
         }
         AppendError::Codec { index, error } => AppendRefusal::Data(format!("{}: {error}", at(*index))),
-        AppendError::TooMany { len, max } => {
-            AppendRefusal::Data(format!("{name}: {len} events exceed the limit of {max} for one append"))
-        }
+        AppendError::TooMany { len, max } => AppendRefusal::Data(format!(
+            "{name}: {} exceed the limit of {} for one append",
+            count(*len as u64, "event", "events"),
+            thousands(*max as u64)
+        )),
         other => AppendRefusal::Failed(other.to_string()),
     }
 }
@@ -165,6 +181,9 @@ pub enum ExportError {
     /// Writing the bundle failed.
     #[error(transparent)]
     Write(#[from] ledger::bundle::BundleError),
+    /// The output path was refused, or could not be opened or committed.
+    #[error(transparent)]
+    Output(#[from] OutputError),
     /// The frames read do not hash to the source's head (the log changed or is damaged).
     #[error("the records read hash to another root than the head's ({records} records read, head has {head})")]
     RootMismatch {
@@ -177,12 +196,15 @@ pub enum ExportError {
 
 /// Writes a bundle of every record of `source` to `out`: a header of kind bundle at position 0, every
 /// record's frame byte for byte (the CRC32C is recomputed over the same body, so the bytes are the
-/// same), then a trailer with the record count, log size, root and frontier. Written to a temporary
-/// file beside `out`, fsynced, then renamed over it (and the folder fsynced), so a crash never leaves
-/// a half bundle under the final name. `progress` gets the records written.
+/// same), then a trailer with the record count, log size, root and frontier. `out` is opened by
+/// [`replay::output::Output`]: a regular file is written to a temporary file beside it, fsynced, then
+/// renamed over it (and the folder fsynced), so a crash never leaves a half bundle under the final
+/// name; a character device or FIFO is written directly; a symbolic link is refused. Whether `out` may
+/// be written at all (not inside the source) is the caller's check ([`replay::output::check_source`]).
+/// `progress` gets the records written.
 pub fn export_bundle(source: &Source, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Exported, ExportError> {
     let ledger_id = source.files.first().map_or(0, |f| f.header.ledger_id);
-    let mut writer = BundleWriter::create(out, ledger_id)?;
+    let mut writer = BundleStream::new(Output::create(out)?, out, ledger_id)?;
     let mut frames = source.frames(0, source.head.size);
     while let Some((_, body, _)) = frames.next_frame()? {
         writer.push(body)?;
@@ -190,12 +212,13 @@ pub fn export_bundle(source: &Source, out: &Path, progress: &mut dyn FnMut(u64))
             progress(writer.records());
         }
     }
-    // The copy must be the log the source describes: same size, same root. Dropping the writer
+    // The copy must be the log the source describes: same size, same root. Dropping the output
     // removes the unfinished file.
     if writer.records() != source.head.size || writer.root() != source.head.root {
         return Err(ExportError::RootMismatch { records: writer.records(), head: source.head.size });
     }
-    let written = writer.finish()?;
+    let (written, output) = writer.finish()?;
+    output.commit()?;
     progress(written.records);
     Ok(Exported { records: written.records, root: written.root, bytes: written.bytes })
 }

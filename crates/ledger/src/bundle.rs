@@ -1,9 +1,11 @@
 //! Writing bundles: the portable export a regulator receives (`docs/FORMAT.md`, "Bundle").
 //!
 //! A bundle is the segment format itself: a header of kind `Bundle` starting at position 0, every
-//! record's frame in position order, and a trailer with the record count and the Merkle root. The
-//! writer fills a temporary file beside the destination, fsyncs it, renames it into place and fsyncs
-//! the folder, so a bundle is either complete or absent, never half-written.
+//! record's frame in position order, and a trailer with the record count and the Merkle root.
+//! [`BundleStream`] writes those bytes to any `Write` (an already open FIFO or device, or a caller's
+//! own temporary file); [`BundleWriter`] fills a temporary file beside the destination, fsyncs it,
+//! renames it into place and fsyncs the folder, so a bundle is either complete or absent, never
+//! half-written.
 
 use crate::codec::MAX_RECORD_BYTES;
 use crate::merkle::{Frontier, Hash};
@@ -45,31 +47,27 @@ pub struct Written {
     pub bytes: u64,
 }
 
-/// Writes one bundle, record body by record body.
-pub struct BundleWriter {
-    out: PathBuf,
-    tmp: PathBuf,
-    writer: Option<BufWriter<File>>,
+/// Writes one bundle to any [`Write`], record body by record body: the header at creation, one frame
+/// per [`BundleStream::push`], the trailer at [`BundleStream::finish`]. It does not create, sync or
+/// rename anything: that is the caller's (see [`BundleWriter`] for a file replaced atomically, or write
+/// straight into an already open FIFO or device).
+pub struct BundleStream<W: Write> {
+    writer: W,
+    path: PathBuf,
     frontier: Frontier,
     frame: Vec<u8>,
     bytes: u64,
 }
 
-impl BundleWriter {
-    /// Starts a bundle that will be renamed to `out` by [`BundleWriter::finish`]. `ledger_id` is the
-    /// id of the ledger it comes from (0 when it has none).
-    pub fn create(out: &Path, ledger_id: u64) -> Result<BundleWriter, BundleError> {
-        let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
-        let tmp = out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let io = |source| BundleError::Io { path: tmp.clone(), source };
-        let file = File::create(&tmp).map_err(io)?;
-        let mut writer = BufWriter::with_capacity(1 << 20, file);
+impl<W: Write> BundleStream<W> {
+    /// Writes the header of a bundle to `writer`. `path` names the output in errors; `ledger_id` is the
+    /// id of the ledger the records come from (0 when it has none).
+    pub fn new(mut writer: W, path: &Path, ledger_id: u64) -> Result<BundleStream<W>, BundleError> {
         let header = Header { kind: FileKind::Bundle, seq: 0, first_position: 0, ledger_id };
-        writer.write_all(&header.encode()).map_err(io)?;
-        Ok(BundleWriter {
-            out: out.to_owned(),
-            tmp,
-            writer: Some(writer),
+        writer.write_all(&header.encode()).map_err(|source| BundleError::Io { path: path.to_owned(), source })?;
+        Ok(BundleStream {
+            writer,
+            path: path.to_owned(),
             frontier: Frontier::new(),
             frame: Vec::new(),
             bytes: HEADER_LEN as u64,
@@ -83,9 +81,7 @@ impl BundleWriter {
         }
         self.frame.clear();
         push_frame(&mut self.frame, body);
-        let io = |source| BundleError::Io { path: self.tmp.clone(), source };
-        let writer = self.writer.as_mut().ok_or_else(|| io(io::Error::other("bundle already finished")))?;
-        writer.write_all(&self.frame).map_err(io)?;
+        self.writer.write_all(&self.frame).map_err(|source| BundleError::Io { path: self.path.clone(), source })?;
         self.bytes += self.frame.len() as u64;
         self.frontier.push_leaf(body);
         Ok(())
@@ -101,18 +97,72 @@ impl BundleWriter {
         self.frontier.root()
     }
 
-    /// Writes the trailer, syncs, and renames the bundle into place.
-    pub fn finish(mut self) -> Result<Written, BundleError> {
+    /// Writes the trailer and flushes; gives the writer back.
+    pub fn finish(mut self) -> Result<(Written, W), BundleError> {
         let mut trailer = Vec::new();
         Trailer::new(self.frontier.size(), &self.frontier).encode(&mut trailer);
+        let io = |source| BundleError::Io { path: self.path.clone(), source };
+        self.writer.write_all(&trailer).map_err(io)?;
+        self.writer.flush().map_err(io)?;
+        self.bytes += trailer.len() as u64;
+        let written = Written { records: self.frontier.size(), root: self.frontier.root(), bytes: self.bytes };
+        Ok((written, self.writer))
+    }
+}
+
+/// Writes one bundle file, record body by record body, into a temporary file that
+/// [`BundleWriter::finish`] fsyncs and renames into place.
+pub struct BundleWriter {
+    out: PathBuf,
+    tmp: PathBuf,
+    stream: Option<BundleStream<BufWriter<File>>>,
+}
+
+impl BundleWriter {
+    /// Starts a bundle that will be renamed to `out` by [`BundleWriter::finish`]. `ledger_id` is the
+    /// id of the ledger it comes from (0 when it has none).
+    pub fn create(out: &Path, ledger_id: u64) -> Result<BundleWriter, BundleError> {
+        let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+        let tmp = out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let file = File::create(&tmp).map_err(|source| BundleError::Io { path: tmp.clone(), source })?;
+        let writer = BufWriter::with_capacity(1 << 20, file);
+        // Built before `tmp` is owned by the writer, so a failed header removes the file too.
+        let mut bundle = BundleWriter { out: out.to_owned(), tmp: tmp.clone(), stream: None };
+        bundle.stream = Some(BundleStream::new(writer, &tmp, ledger_id)?);
+        Ok(bundle)
+    }
+
+    fn stream(&mut self) -> Result<&mut BundleStream<BufWriter<File>>, BundleError> {
+        let path = self.tmp.clone();
+        self.stream
+            .as_mut()
+            .ok_or_else(|| BundleError::Io { path, source: io::Error::other("bundle already finished") })
+    }
+
+    /// Appends one record body exactly as stored (format byte included).
+    pub fn push(&mut self, body: &[u8]) -> Result<(), BundleError> {
+        self.stream()?.push(body)
+    }
+
+    /// Records pushed so far.
+    pub fn records(&self) -> u64 {
+        self.stream.as_ref().map_or(0, BundleStream::records)
+    }
+
+    /// The Merkle root of the records pushed so far.
+    pub fn root(&self) -> Hash {
+        self.stream.as_ref().map_or_else(|| Frontier::new().root(), BundleStream::root)
+    }
+
+    /// Writes the trailer, syncs, and renames the bundle into place.
+    pub fn finish(mut self) -> Result<Written, BundleError> {
         let tmp = self.tmp.clone();
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| BundleError::Io { path: path.clone(), source }
         };
-        let mut writer = self.writer.take().ok_or_else(|| io(&tmp)(io::Error::other("bundle already finished")))?;
-        writer.write_all(&trailer).map_err(io(&tmp))?;
-        self.bytes += trailer.len() as u64;
+        let stream = self.stream.take().ok_or_else(|| io(&tmp)(io::Error::other("bundle already finished")))?;
+        let (written, writer) = stream.finish()?;
         let file = writer.into_inner().map_err(|e| BundleError::Io { path: tmp.clone(), source: e.into_error() })?;
         file.sync_all().map_err(io(&tmp))?;
         std::fs::rename(&tmp, &self.out).map_err(io(&self.out))?;
@@ -121,7 +171,6 @@ impl BundleWriter {
             _ => PathBuf::from("."),
         };
         File::open(&parent).and_then(|dir| dir.sync_all()).map_err(io(&parent))?;
-        let written = Written { records: self.frontier.size(), root: self.frontier.root(), bytes: self.bytes };
         self.tmp = PathBuf::new();
         Ok(written)
     }

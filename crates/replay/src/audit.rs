@@ -1,7 +1,7 @@
 //! `replay audit`: the audit rules' findings, as data.
 
 use crate::error::{output, Error};
-use crate::text::{csv_row, Table};
+use crate::text::{count, csv_row, thousands, Table};
 use ledger::Source;
 use projections::{AuditConfig, Cut, Options, Rule};
 use serde::Serialize;
@@ -84,8 +84,8 @@ pub fn write_table(findings: &[FindingView], out: &mut dyn Write) -> Result<(), 
         for f in findings {
             *counts.entry(f.rule).or_default() += 1;
         }
-        let by_rule: Vec<String> = counts.iter().map(|(r, n)| format!("{r}: {n}")).collect();
-        writeln!(out, "{} findings ({})", findings.len(), by_rule.join(", "))
+        let by_rule: Vec<String> = counts.iter().map(|(r, n)| format!("{r}: {}", thousands(*n as u64))).collect();
+        writeln!(out, "{} ({})", count(findings.len() as u64, "finding", "findings"), by_rule.join(", "))
     };
     write().map_err(output("-"))
 }

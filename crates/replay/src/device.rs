@@ -2,7 +2,7 @@
 
 use crate::error::{output, Error, Failure};
 use crate::ndjson;
-use crate::text::Table;
+use crate::text::{count, thousands, Table};
 use chrono::{DateTime, SecondsFormat, Utc};
 use ledger::lifecycle::State;
 use ledger::{Sn, Source};
@@ -78,7 +78,10 @@ pub fn device(source: &Source, sn: &Sn) -> Result<DeviceReport, Error> {
         return Err(Failure {
             path: source.path.clone(),
             position: None,
-            what: format!("terminal {sn} does not appear in the log ({} records)", source.head.size),
+            what: format!(
+                "terminal {sn} does not appear in the log ({})",
+                count(source.head.size, "record", "records")
+            ),
         }
         .into());
     }
@@ -140,7 +143,7 @@ impl DeviceReport {
         ]);
         for e in &self.events {
             let (status, contract, flow, flags) = match &e.state {
-                Some(s) => (s.status.to_owned(), s.contract.to_owned(), s.flow_fen.to_string(), s.flags.join(",")),
+                Some(s) => (s.status.to_owned(), s.contract.to_owned(), thousands(s.flow_fen), s.flags.join(",")),
                 None => ("-".into(), "-".into(), "-".into(), String::new()),
             };
             let mut detail = details(&e.event);
@@ -160,7 +163,7 @@ impl DeviceReport {
             ]);
         }
         let mut write = || -> std::io::Result<()> {
-            writeln!(out, "terminal {}: {} events", self.device, self.events.len())?;
+            writeln!(out, "terminal {}: {}", self.device, count(self.events.len() as u64, "event", "events"))?;
             table.write(out, 9)
         };
         write().map_err(output("-"))

@@ -49,6 +49,12 @@ pub enum Error {
     /// The request cannot be served by this log.
     #[error("{0}")]
     Usage(String),
+    /// SOURCE is a folder without a `segments/` folder: neither a ledger nor a bundle.
+    #[error("{}: not a posledger ledger (no segments/ folder) and not a bundle", .0.display())]
+    NotASource(PathBuf),
+    /// The `--out` path was refused or could not be written.
+    #[error(transparent)]
+    Out(#[from] crate::output::OutputError),
     /// Writing the output failed.
     #[error("{}: {source}", path.display())]
     Output {
@@ -87,15 +93,21 @@ impl Error {
             Error::Rebuild(RebuildError::Read(e)) => read_class(e),
             Error::Rebuild(RebuildError::PastEnd { .. }) => Class::Usage,
             Error::Rebuild(_) => Class::Io,
-            Error::Usage(_) => Class::Usage,
+            Error::Usage(_) | Error::NotASource(_) => Class::Usage,
             Error::Output { .. } => Class::Io,
+            Error::Out(e) if e.is_refusal() => Class::Usage,
+            Error::Out(_) => Class::Io,
         }
     }
 
     /// Whether this is a broken pipe on the output (a reader such as `head` stopped reading): not an
     /// error for a command-line tool.
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Output { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+        match self {
+            Error::Output { source, .. } => source.kind() == std::io::ErrorKind::BrokenPipe,
+            Error::Out(e) => e.is_broken_pipe(),
+            _ => false,
+        }
     }
 
     /// The first failing position, when the error names one.

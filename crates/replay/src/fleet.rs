@@ -1,7 +1,7 @@
 //! `replay fleet`: the fleet summary as of a position or a time, with its digest.
 
 use crate::error::{output, Error};
-use crate::text::{csv_row, Table};
+use crate::text::{count, csv_row, thousands, Table};
 use ledger::Source;
 use projections::{Counts, Cut, Options};
 use serde::Serialize;
@@ -67,18 +67,20 @@ pub fn fleet(source: &Source, cut: Cut) -> Result<FleetReport, Error> {
 }
 
 impl FleetReport {
-    fn rows(&self) -> Vec<[String; 9]> {
+    /// The rows of the CSV and the table; `number` writes each count (plain for CSV, with thousands
+    /// separators for people).
+    fn rows(&self, number: fn(u64) -> String) -> Vec<[String; 9]> {
         let row = |scope: &str, model: &str, total: u64, s: &StatusCounts, flagged: u64, expired: u64| {
             [
                 scope.to_owned(),
                 model.to_owned(),
-                total.to_string(),
-                s.issued.to_string(),
-                s.active.to_string(),
-                s.stopped.to_string(),
-                s.replaced.to_string(),
-                flagged.to_string(),
-                expired.to_string(),
+                number(total),
+                number(s.issued),
+                number(s.active),
+                number(s.stopped),
+                number(s.replaced),
+                number(flagged),
+                number(expired),
             ]
         };
         let mut rows = vec![row("fleet", "", self.devices, &self.status, self.flagged, self.contract_expired)];
@@ -93,7 +95,7 @@ impl FleetReport {
     pub fn write_csv(&self, out: &mut dyn Write) -> Result<(), Error> {
         let mut write = || -> std::io::Result<()> {
             csv_row(out, &CSV_HEADER)?;
-            for row in self.rows() {
+            for row in self.rows(|n| n.to_string()) {
                 csv_row(out, &row)?;
             }
             Ok(())
@@ -107,14 +109,21 @@ impl FleetReport {
             let s = &self.status;
             writeln!(
                 out,
-                "fleet after {} records: {} terminals (issued {}, active {}, stopped {}, replaced {}); flagged {}; contract expired {}",
-                self.position, self.devices, s.issued, s.active, s.stopped, s.replaced, self.flagged, self.contract_expired
+                "fleet after {}: {} (issued {}, active {}, stopped {}, replaced {}); flagged {}; contract expired {}",
+                count(self.position, "record", "records"),
+                count(self.devices, "terminal", "terminals"),
+                thousands(s.issued),
+                thousands(s.active),
+                thousands(s.stopped),
+                thousands(s.replaced),
+                thousands(self.flagged),
+                thousands(self.contract_expired)
             )?;
             writeln!(out, "digest {}", self.digest)?;
             writeln!(out)?;
             let mut table =
                 Table::new(&["MODEL", "DEVICES", "ISSUED", "ACTIVE", "STOPPED", "REPLACED", "FLAGGED", "EXPIRED"]);
-            for row in self.rows().into_iter().skip(1) {
+            for row in self.rows(thousands).into_iter().skip(1) {
                 table.push(row.get(1..).unwrap_or_default().to_vec());
             }
             table.write(out, 1)

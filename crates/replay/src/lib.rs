@@ -9,7 +9,9 @@
 //! ## Invariants, written as absences
 //! - replay has no write path: it never opens a file of the source for writing, never creates, renames
 //!   or deletes one, and never opens the sled index (sled has no read-only mode and locks its folder).
-//!   The library writes only to a `Write` it is handed (the binary's standard output or `--out` file).
+//!   The library writes only to a `Write` it is handed (the binary's standard output) or to an `--out`
+//!   path through [`output`], which refuses any path inside the source (and a symbolic link), writes a
+//!   character device or FIFO in place, and replaces a regular file atomically.
 //! - No check is skipped for speed: every record of the log is CRC-checked, hashed and decoded by
 //!   `verify`, whatever the trailers and HEAD claim.
 //! - No audit finding is an error and no error is a finding; no library function prints.
@@ -24,6 +26,18 @@ pub mod error;
 pub mod export;
 pub mod fleet;
 pub mod ndjson;
+pub mod output;
 pub mod prove;
 pub mod text;
 pub mod verify;
+
+use std::path::Path;
+
+/// Opens SOURCE, a ledger folder or a bundle file, read-only. A folder without `segments/` is refused
+/// as [`error::Error::NotASource`] (rather than as the missing `segments/` inside it).
+pub fn open(path: &Path) -> Result<ledger::Source, error::Error> {
+    if path.is_dir() && !path.join(ledger::source::SEGMENTS_DIR).is_dir() {
+        return Err(error::Error::NotASource(path.to_owned()));
+    }
+    ledger::Source::open(path).map_err(error::Error::from)
+}

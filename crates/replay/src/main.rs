@@ -13,6 +13,8 @@ use ledger::{Sn, Source};
 use projections::{AuditConfig, Cut};
 use replay::error::{output, Class, Error};
 use replay::export::Format;
+use replay::output;
+use replay::text::{count, thousands};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -217,7 +219,7 @@ fn spinner(what: &str) -> ProgressBar {
 }
 
 fn open(path: &Path) -> Result<Source, Error> {
-    Source::open(path).map_err(Error::from)
+    replay::open(path)
 }
 
 type Out = BufWriter<io::StdoutLock<'static>>;
@@ -270,13 +272,16 @@ fn verify(source_path: &Path, as_json: bool) -> Result<Verdict, Error> {
                 };
                 json_line(&mut out, &report, false)?;
             } else {
-                writeln!(out, "verified {} records, root {}", v.records, v.root_hex()).map_err(output("-"))?;
+                writeln!(out, "verified {}, root {}", count(v.records, "record", "records"), v.root_hex())
+                    .map_err(output("-"))?;
             }
             finish(out)?;
             if let Some(torn) = &v.torn {
                 eprintln!(
-                    "replay: note: {} bytes after the last committed record of the live segment are not part of the log ({})",
-                    torn.bytes, torn.reason
+                    "replay: note: {} after the last committed record of the live segment {} not part of the log ({})",
+                    count(torn.bytes, "byte", "bytes"),
+                    if torn.bytes == 1 { "is" } else { "are" },
+                    torn.reason
                 );
             }
             Ok(Verdict::Ok)
@@ -361,33 +366,10 @@ fn audit(
     }
     finish(out)?;
     if fail_on_findings && !findings.is_empty() {
-        eprintln!("replay: {} findings (--fail-on-findings)", findings.len());
+        eprintln!("replay: {} (--fail-on-findings)", count(findings.len() as u64, "finding", "findings"));
         return Ok(Verdict::DataFailed);
     }
     Ok(Verdict::Ok)
-}
-
-/// Refuses an output path inside the source (a bundle file itself, or anything under a ledger folder).
-fn check_out_path(source: &Path, out: &Path) -> Result<(), Error> {
-    let source = std::fs::canonicalize(source)
-        .map_err(|e| Error::Read(ledger::ReadError::Io { path: source.to_owned(), source: e }))?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let parent = std::fs::canonicalize(&parent).map_err(output(out))?;
-    let target = match out.file_name() {
-        Some(name) => parent.join(name),
-        None => return Err(Error::Usage(format!("--out {}: not a file name", out.display()))),
-    };
-    if target == source || target.starts_with(&source) {
-        return Err(Error::Usage(format!(
-            "--out {}: refusing to write inside the source {} (replay never writes to its source)",
-            out.display(),
-            source.display()
-        )));
-    }
-    Ok(())
 }
 
 fn export(source_path: &Path, format: ExportFormat, out_path: &Path) -> Result<Verdict, Error> {
@@ -396,8 +378,8 @@ fn export(source_path: &Path, format: ExportFormat, out_path: &Path) -> Result<V
         ExportFormat::Csv => Format::Csv,
     };
     let source = open(source_path)?;
-    let bar = bar(source.head.size, "export");
     if out_path == Path::new("-") {
+        let bar = bar(source.head.size, "export");
         let mut out = stdout();
         let result = replay::export::export(&source, format, &mut out, out_path, &mut |n| bar.set_position(n));
         bar.finish_and_clear();
@@ -405,30 +387,17 @@ fn export(source_path: &Path, format: ExportFormat, out_path: &Path) -> Result<V
         finish(out)?;
         return Ok(Verdict::Ok);
     }
-    check_out_path(source_path, out_path)?;
-    // Write beside the target and rename at the end, so a failed export leaves no partial file.
-    let name = out_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let partial = out_path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let file = std::fs::File::create(&partial).map_err(output(&partial))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    // Never inside the source; a regular file is replaced atomically, a device or FIFO written as it is
+    // (`replay::output`). Dropping an uncommitted output leaves no partial file.
+    output::check_source(source_path, out_path)?;
+    let mut out = output::Output::create(out_path)?;
+    let bar = bar(source.head.size, "export");
     let result = replay::export::export(&source, format, &mut out, out_path, &mut |n| bar.set_position(n));
     bar.finish_and_clear();
-    let done = result.and_then(|n| {
-        let file = out.into_inner().map_err(|e| Error::Output { path: out_path.to_owned(), source: e.into_error() })?;
-        file.sync_all().map_err(output(out_path))?;
-        std::fs::rename(&partial, out_path).map_err(output(out_path))?;
-        Ok(n)
-    });
-    match done {
-        Ok(n) => {
-            eprintln!("replay: exported {n} records to {}", out_path.display());
-            Ok(Verdict::Ok)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
-    }
+    let n = result?;
+    out.commit()?;
+    eprintln!("replay: exported {} to {}", count(n, "record", "records"), out_path.display());
+    Ok(Verdict::Ok)
 }
 
 /// `replay prove` output, fields in this order.
@@ -512,10 +481,10 @@ fn consistency(source: &Path, old_size: u64, old_root: Hash, as_json: bool) -> R
         let mut write = || -> io::Result<()> {
             writeln!(
                 out,
-                "consistent: the log of {} records (root {}) extends the log of {} records (root {})",
-                c.size,
+                "consistent: the log of {} (root {}) extends the log of {} (root {})",
+                count(c.size, "record", "records"),
                 hex(&c.root),
-                c.old_size,
+                count(c.old_size, "record", "records"),
                 hex(&c.old_root)
             )?;
             for h in &c.proof {
@@ -531,12 +500,14 @@ fn consistency(source: &Path, old_size: u64, old_root: Hash, as_json: bool) -> R
     }
     match c.actual_old_root {
         None => eprintln!(
-            "replay: inconsistent: the log holds {} records, fewer than the {} of the stated head",
-            c.size, c.old_size
+            "replay: inconsistent: the log holds {}, fewer than the {} of the stated head",
+            count(c.size, "record", "records"),
+            thousands(c.old_size)
         ),
         Some(actual) => eprintln!(
-            "replay: inconsistent: the log's first {} records have root {}, not {}",
-            c.old_size,
+            "replay: inconsistent: the log's first {} {} root {}, not {}",
+            count(c.old_size, "record", "records"),
+            if c.old_size == 1 { "has" } else { "have" },
             hex(&actual),
             hex(&c.old_root)
         ),

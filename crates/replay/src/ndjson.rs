@@ -9,13 +9,14 @@
 //! already hold. Unknown fields are refused, so a typo never silently drops data. `docs/NDJSON.md` has
 //! an example line per type.
 //!
-//! Parsing is two-staged for clear errors: the line is first read as a JSON object (malformed JSON
-//! names its column), then `type` is dispatched by hand (an unknown type names the known ones), a
-//! table of field kinds names the field of a wrong-typed value, and the typed DTO (`deny_unknown_fields`)
-//! names missing and unknown fields. Identifiers are validated by the model's newtypes.
+//! Parsing is two-staged for clear errors: the line is first read as a JSON object, in one pass that
+//! refuses a key repeated in any object (malformed JSON names its column), then `type` is dispatched
+//! by hand (an unknown type names the known ones), a table of field kinds names the field of a
+//! wrong-typed or out-of-range value, and the typed DTO (`deny_unknown_fields`) names missing and
+//! unknown fields. Identifiers are validated by the model's newtypes.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ledger::model::FieldError;
+use ledger::model::{FieldError, MAX_DIRECTIVE_MODELS};
 use ledger::{
     AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued,
     MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, TerminalEvent, Text,
@@ -56,6 +57,13 @@ pub enum LineError {
     /// Not valid JSON.
     #[error("malformed JSON: {0}")]
     Json(String),
+    /// A key given twice in one object, at any depth (JSON allows it, and a reader would keep one of
+    /// the two values silently): the path of the repeated key, e.g. `amount_fen` or `contract.id`.
+    #[error("duplicate field `{0}`")]
+    DuplicateField(String),
+    /// The line starts with U+FEFF, a byte-order mark (the caller names it at the start of an input).
+    #[error("the line starts with a UTF-8 byte-order mark (U+FEFF); remove it")]
+    ByteOrderMark,
     /// Valid JSON, but not an object.
     #[error("expected a JSON object, got {0}")]
     NotAnObject(&'static str),
@@ -74,6 +82,24 @@ pub enum LineError {
         expected: &'static str,
         /// What it is.
         got: String,
+    },
+    /// An integer field holds a number past its type's range.
+    #[error("field `{field}` must be at most {}, got {got}", crate::text::thousands(*max))]
+    OutOfRange {
+        /// The field.
+        field: String,
+        /// The largest value it holds.
+        max: u64,
+        /// What was given, as JSON.
+        got: String,
+    },
+    /// A directive's model list is empty or too long.
+    #[error("field `models` must list 1 to {} model codes, got {}", crate::text::thousands(*max as u64), crate::text::thousands(*got as u64))]
+    ModelCount {
+        /// The most a directive may list.
+        max: usize,
+        /// How many were given.
+        got: usize,
     },
     /// A missing or unknown field, or another schema error, as serde reports it.
     #[error("{0}")]
@@ -185,7 +211,8 @@ struct DirectiveLine {
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
-    UInt,
+    /// A non-negative integer up to this maximum.
+    UInt(u64),
     Object,
     StrArray,
 }
@@ -194,7 +221,7 @@ impl Kind {
     fn describe(self) -> &'static str {
         match self {
             Kind::Str => "a string",
-            Kind::UInt => "a non-negative integer",
+            Kind::UInt(_) => "a non-negative integer",
             Kind::Object => "an object",
             Kind::StrArray => "an array of strings",
         }
@@ -202,7 +229,7 @@ impl Kind {
     fn matches(self, value: &Value) -> bool {
         match self {
             Kind::Str => value.is_string(),
-            Kind::UInt => value.is_u64(),
+            Kind::UInt(_) => value.is_u64(),
             Kind::Object => value.is_object(),
             Kind::StrArray => value.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
         }
@@ -220,7 +247,7 @@ fn field_kinds(kind: &str) -> &'static [(&'static str, Kind)] {
             ("contract", Kind::Object),
             ("replaces", Kind::Str),
         ],
-        "flow" => &[("amount_fen", Kind::UInt), ("transactions", Kind::UInt)],
+        "flow" => &[("amount_fen", Kind::UInt(u64::MAX)), ("transactions", Kind::UInt(u32::MAX as u64))],
         "contract_renewed" => &[("contract", Kind::Object)],
         "flagged" | "flag_cleared" => &[("reason", Kind::Str), ("note", Kind::Str)],
         "stopped" => &[("reason", Kind::Str), ("directive", Kind::Str)],
@@ -231,7 +258,7 @@ fn field_kinds(kind: &str) -> &'static [(&'static str, Kind)] {
 }
 
 const COMMON_KINDS: [(&str, Kind); 4] =
-    [("device", Kind::Str), ("at", Kind::Str), ("event_id", Kind::Str), ("expected_version", Kind::UInt)];
+    [("device", Kind::Str), ("at", Kind::Str), ("event_id", Kind::Str), ("expected_version", Kind::UInt(u64::MAX))];
 
 fn describe_value(value: &Value) -> String {
     let text = match value {
@@ -245,10 +272,28 @@ fn describe_value(value: &Value) -> String {
     text
 }
 
+/// Whether `value` is a non-negative whole number larger than `max` (past `u64`, serde_json reads it as
+/// a float: `18446744073709551616` is `1.8446744073709552e19`).
+fn out_of_range(value: &Value, max: u64) -> bool {
+    match value.as_u64() {
+        Some(n) => n > max,
+        None => value.as_f64().is_some_and(|f| f.fract() == 0.0 && f >= 18_446_744_073_709_551_616.0),
+    }
+}
+
 /// Names the first field holding the wrong kind of value.
 fn check_kinds(kind: &str, map: &Map<String, Value>) -> Result<(), LineError> {
     for (field, expected) in COMMON_KINDS.iter().chain(field_kinds(kind)) {
         if let Some(value) = map.get(*field) {
+            if let Kind::UInt(max) = expected {
+                if out_of_range(value, *max) {
+                    return Err(LineError::OutOfRange {
+                        field: (*field).to_owned(),
+                        max: *max,
+                        got: value.to_string(),
+                    });
+                }
+            }
             if !expected.matches(value) {
                 return Err(LineError::WrongType {
                     field: (*field).to_owned(),
@@ -338,7 +383,10 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(LineError::TooLong { len: line.len(), max: MAX_LINE_BYTES });
     }
-    let value: Value = serde_json::from_str(line).map_err(|e| LineError::Json(e.to_string()))?;
+    if line.starts_with('\u{feff}') {
+        return Err(LineError::ByteOrderMark);
+    }
+    let value = strict::parse(line)?;
     let mut map = match value {
         Value::Object(map) => map,
         Value::Null => return Err(LineError::NotAnObject("null")),
@@ -409,6 +457,9 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
         }
         _ => {
             let l: DirectiveLine = typed(map)?;
+            if l.models.is_empty() || l.models.len() > MAX_DIRECTIVE_MODELS {
+                return Err(LineError::ModelCount { max: MAX_DIRECTIVE_MODELS, got: l.models.len() });
+            }
             let directive = Directive {
                 id: field("id", DirectiveId::parse(&l.id))?,
                 at: parse_time("at", &l.at)?,
@@ -425,6 +476,137 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
     };
     event.event.validate().map_err(LineError::Invalid)?;
     Ok(event)
+}
+
+/// One pass from text to a [`Value`] that refuses a repeated key in any object.
+///
+/// The same work as `serde_json::from_str::<Value>` (one allocation per key and string, the same
+/// recursion limit), with a visitor that notices when inserting a key replaces an earlier value. The
+/// repeated key's path travels back through a side channel (not the error's text): serde_json wraps a
+/// visitor's error in its own message with a column, and the caller wants the field's name.
+mod strict {
+    use super::LineError;
+    use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+    use std::cell::RefCell;
+    use std::fmt;
+
+    /// The path of a repeated key, innermost segment first while it travels outwards.
+    type Found = RefCell<Option<Vec<Segment>>>;
+
+    enum Segment {
+        Key(String),
+        Index(usize),
+    }
+
+    fn render(mut segments: Vec<Segment>) -> String {
+        segments.reverse();
+        let mut path = String::new();
+        for segment in segments {
+            match segment {
+                Segment::Key(key) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.extend(key.chars().take(64));
+                }
+                Segment::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        path
+    }
+
+    /// Parses `line` as one JSON value with no repeated key in any object.
+    pub(super) fn parse(line: &str) -> Result<Value, LineError> {
+        let found = Found::default();
+        let mut de = serde_json::Deserializer::from_str(line);
+        let parsed = Strict(&found).deserialize(&mut de).and_then(|value| de.end().map(|()| value));
+        parsed.map_err(|e| match found.take() {
+            Some(path) => LineError::DuplicateField(render(path)),
+            None => LineError::Json(e.to_string()),
+        })
+    }
+
+    #[derive(Clone, Copy)]
+    struct Strict<'a>(&'a Found);
+
+    impl<'de> DeserializeSeed<'de> for Strict<'_> {
+        type Value = Value;
+        fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl Strict<'_> {
+        /// Adds `segment` to the path of a repeated key found below it, if that is why `result` failed.
+        fn within<T, E>(self, segment: impl FnOnce() -> Segment, result: Result<T, E>) -> Result<T, E> {
+            if result.is_err() {
+                if let Some(path) = self.0.borrow_mut().as_mut() {
+                    path.push(segment());
+                }
+            }
+            result
+        }
+    }
+
+    impl<'de> Visitor<'de> for Strict<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            // JSON text never holds a non-finite number (serde_json refuses `1e999` itself).
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut values = Vec::new();
+            loop {
+                let index = values.len();
+                match self.within(|| Segment::Index(index), seq.next_element_seed(self))? {
+                    Some(value) => values.push(value),
+                    None => return Ok(Value::Array(values)),
+                }
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut values = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = match map.next_value_seed(self) {
+                    Ok(value) => value,
+                    Err(e) => return self.within(|| Segment::Key(key), Err(e)),
+                };
+                match values.entry(key) {
+                    serde_json::map::Entry::Vacant(slot) => {
+                        slot.insert(value);
+                    }
+                    serde_json::map::Entry::Occupied(slot) => {
+                        *self.0.borrow_mut() = Some(vec![Segment::Key(slot.key().clone())]);
+                        return Err(A::Error::custom("duplicate field"));
+                    }
+                }
+            }
+            Ok(Value::Object(values))
+        }
+    }
 }
 
 fn time(at: &DateTime<Utc>) -> String {

@@ -9,6 +9,7 @@
 //! segment's trailer, the published HEAD) must equal it.
 
 use crate::error::{Error, Failure};
+use crate::text::count;
 use ledger::merkle::{
     consistency_proof_with, empty_root, inclusion_proof_with, leaf_hash, verify_consistency, verify_inclusion,
     Frontier, Hash,
@@ -168,13 +169,18 @@ pub fn prove(
     let head = source.head.size;
     let size = size.unwrap_or(head);
     if size > head {
-        return Err(Error::Usage(format!("--size {size} is past the end of the log ({head} records)")));
+        return Err(Error::Usage(format!(
+            "--size {size} is past the end of the log ({})",
+            count(head, "record", "records")
+        )));
     }
     if position >= size {
-        return Err(Error::Usage(format!(
-            "position {position} is not in a log of {size} records (positions run 0 to {})",
-            size.saturating_sub(1)
-        )));
+        let holds = match size {
+            0 => "the log of size 0 has no records".to_owned(),
+            1 => "the log of size 1 holds position 0 only".to_owned(),
+            _ => format!("the log of size {size} holds positions 0 to {}", size - 1),
+        };
+        return Err(Error::Usage(format!("position {position} is not in the log: {holds}")));
     }
     let mut ranges = ranges_of(|f| {
         let _ = inclusion_proof_with(position, size, f);

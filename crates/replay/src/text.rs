@@ -1,6 +1,25 @@
-//! Small text helpers for the table and CSV outputs.
+//! Small text helpers for the table and CSV outputs, and for counts printed to people.
 
 use std::io::{self, Write};
+
+/// `1234567` as `1,234,567`: every count either CLI prints to people goes through this (never the
+/// JSON or CSV output, which programs read).
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A count and its noun, for people: `1 event`, `0 events`, `1,234 events`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
 
 /// Quotes a CSV field when it needs it (RFC 4180: fields holding a comma, quote, CR or LF are quoted,
 /// quotes doubled). A field starting with `=`, `+`, `-` or `@` is left as is: the values are data,
@@ -74,5 +93,22 @@ impl Table {
             writeln!(out, "{}", line.trim_end())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_have_separators_and_plurals() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(u64::MAX), "18,446,744,073,709,551,615");
+        assert_eq!(count(1, "event", "events"), "1 event");
+        assert_eq!(count(0, "event", "events"), "0 events");
+        assert_eq!(count(12_000, "event", "events"), "12,000 events");
     }
 }
