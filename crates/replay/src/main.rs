@@ -146,7 +146,8 @@ The NDJSON export appended into an empty ledger (`posledger append`) rebuilds a 
         /// Output format.
         #[arg(long, value_enum)]
         format: ExportFormat,
-        /// Output file (`-` for standard output). Never inside SOURCE.
+        /// Output file (`-` for standard output). A regular file is replaced atomically; a device or
+        /// FIFO is written in place; a symbolic link, a path inside SOURCE or SOURCE itself is refused.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
