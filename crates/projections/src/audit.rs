@@ -3,10 +3,10 @@
 //! Rules met while folding (they depend on the state *before* an event) are recorded by the fold:
 //! `flow_after_stop`, `flow_after_replacement`, `flow_while_contract_expired`, `activation_without_flow`,
 //! `illegal_transition`, `flag_open_too_long` for a flag cleared too late, and the two about an event's
-//! place in its terminal's history ([`observe_history`]): `event_before_issue` and `repeated_expiry`. Rules about the end of the
-//! log are computed from the folded state by [`end_of_log`]: `directive_not_enforced`, `dormant`,
-//! `replacement_mismatch`, and `flag_open_too_long` for a flag still open. The end of the log is the
-//! event time of the last record folded.
+//! place in its terminal's history (`observe_history`): `event_before_issue` and `repeated_expiry`.
+//! Rules about the end of the log are computed from the folded state by [`end_of_log`]:
+//! `directive_not_enforced`, `dormant`, `replacement_mismatch`, and `flag_open_too_long` for a flag
+//! still open. The end of the log is the event time of the last record folded.
 
 use crate::fleet::{Fleet, Terminal};
 use ledger::lifecycle::{ContractState, Status};
