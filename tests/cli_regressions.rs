@@ -230,7 +230,9 @@ fn stale_temp_files_of_a_killed_export_are_removed() {
     assert!(now.contains(&"out.plb".to_owned()));
 }
 
-/// The `processor` example, built by `cargo test` beside the test binaries.
+/// The `processor` example, which `cargo test` builds (a plain `cargo test` builds every example;
+/// `cargo test --test cli_regressions` alone does not: build it first with
+/// `cargo build --example processor` in the same profile).
 fn processor_example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile = exe.parent().and_then(Path::parent).unwrap();
@@ -240,7 +242,11 @@ fn processor_example() -> PathBuf {
 #[test]
 fn processor_example_removes_its_temporary_ledger() {
     let example = processor_example();
-    assert!(example.exists(), "{} was not built", example.display());
+    assert!(
+        example.exists(),
+        "{} was not built: run `cargo test` (it builds the examples) or `cargo build --example processor`",
+        example.display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let o = Command::new(&example).env("TMPDIR", tmp.path()).output().unwrap();
     let out = ok(o);

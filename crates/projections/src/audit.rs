@@ -2,14 +2,15 @@
 //!
 //! Rules met while folding (they depend on the state *before* an event) are recorded by the fold:
 //! `flow_after_stop`, `flow_after_replacement`, `flow_while_contract_expired`, `activation_without_flow`,
-//! `illegal_transition`, and `flag_open_too_long` for a flag cleared too late. Rules about the end of the
-//! log are computed from the folded state by [`end_of_log`]: `directive_not_enforced`, `dormant`,
-//! `replacement_mismatch`, and `flag_open_too_long` for a flag still open. The end of the log is the
-//! event time of the last record folded.
+//! `illegal_transition`, `flag_open_too_long` for a flag cleared too late, and the two about an event's
+//! place in its terminal's history (`observe_history`): `event_before_issue` and `repeated_expiry`.
+//! Rules about the end of the log are computed from the folded state by [`end_of_log`]:
+//! `directive_not_enforced`, `dormant`, `replacement_mismatch`, and `flag_open_too_long` for a flag
+//! still open. The end of the log is the event time of the last record folded.
 
 use crate::fleet::{Fleet, Terminal};
-use ledger::lifecycle::Status;
-use ledger::{FlagReason, Sn};
+use ledger::lifecycle::{ContractState, Status};
+use ledger::{FlagReason, Sn, TerminalEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -62,11 +63,17 @@ pub enum Rule {
     Dormant,
     /// An event the lifecycle rules reject (the fold goes on; the state is unchanged).
     IllegalTransition,
+    /// An event dated (`at`) earlier than the `issued` of its terminal. Accepted on write (events are
+    /// observations and may arrive late or with a wrong clock), reported here.
+    EventBeforeIssue,
+    /// A `contract_expired` while the contract is already expired, with no renewal since the earlier
+    /// expiry. Accepted on write (it changes nothing), reported here.
+    RepeatedExpiry,
 }
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 11] = [
         Rule::FlowAfterStop,
         Rule::FlowAfterReplacement,
         Rule::FlowWhileContractExpired,
@@ -76,6 +83,8 @@ impl Rule {
         Rule::ReplacementMismatch,
         Rule::Dormant,
         Rule::IllegalTransition,
+        Rule::EventBeforeIssue,
+        Rule::RepeatedExpiry,
     ];
 
     /// The snake_case name.
@@ -90,6 +99,8 @@ impl Rule {
             Rule::ReplacementMismatch => "replacement_mismatch",
             Rule::Dormant => "dormant",
             Rule::IllegalTransition => "illegal_transition",
+            Rule::EventBeforeIssue => "event_before_issue",
+            Rule::RepeatedExpiry => "repeated_expiry",
         }
     }
 
@@ -162,6 +173,47 @@ pub(crate) fn describe_flag_cleared(reason: FlagReason, since: (i64, u64), at: i
 
 fn time(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us).map(|t| t.to_rfc3339()).unwrap_or_else(|| us.to_string())
+}
+
+/// Where a terminal's history begins: the time (microseconds) and position of its `issued`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IssuedAt {
+    pub at: i64,
+    pub position: u64,
+}
+
+/// The rules about an event's place in its terminal's history, for an event of a terminal already
+/// issued (`issued`; nothing for the first `issued` itself) in contract state `contract` just before it:
+///
+/// - `event_before_issue`: the event is dated before the `issued` (any event, accepted or rejected:
+///   the date is wrong either way);
+/// - `repeated_expiry`: an accepted `contract_expired` while the contract is already expired (a
+///   `contract_renewed` in between makes it current again, so the state alone says "no renewal
+///   between").
+pub(crate) fn observe_history(
+    issued: IssuedAt,
+    contract: ContractState,
+    event: &TerminalEvent,
+    at: i64,
+    accepted: bool,
+    emit: &mut dyn FnMut(Rule, String),
+) {
+    if at < issued.at {
+        emit(
+            Rule::EventBeforeIssue,
+            format!(
+                "{} dated {} is {} before the terminal was issued ({}, position {})",
+                event.type_name(),
+                time(at),
+                days(issued.at - at),
+                time(issued.at),
+                issued.position
+            ),
+        );
+    }
+    if accepted && matches!(event, TerminalEvent::ContractExpired) && contract == ContractState::Expired {
+        emit(Rule::RepeatedExpiry, "contract_expired on a contract already expired, with no renewal since".into());
+    }
 }
 
 /// The findings about the end of the log, computed from a fleet built with audit.

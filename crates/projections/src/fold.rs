@@ -104,12 +104,26 @@ pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &
     let slot = input.slot.or_else(|| part.slot(input.sn));
     let before = slot.and_then(|s| part.terminals.get(s));
     let before_state: Option<State> = before.map(|t| t.state);
+    let issued =
+        before.and_then(|t| t.audit.as_ref().map(|a| audit::IssuedAt { at: t.issued_at, position: a.issued_position }));
     let model = before.and_then(|t| ctx.names.models.get(t.model));
     let lookup = |id: &ledger::DirectiveId| ctx.directives.lookup(id, input.position, model);
     let result = lifecycle::apply(before_state.as_ref(), input.event, &lookup)
         .and_then(|next| input.pairing.clone().map_or(Ok(next), Err));
     if ctx.audit.is_some() {
         observe(before_state.as_ref(), &input, acc);
+        if let (Some(issued), Some(state)) = (issued, before_state.as_ref()) {
+            audit::observe_history(
+                issued,
+                state.contract,
+                input.event,
+                input.at,
+                result.is_ok(),
+                &mut |rule, detail| {
+                    acc.findings.push(Finding { position: input.position, rule, device: input.sn.to_sn(), detail })
+                },
+            );
+        }
     }
     let next = match result {
         Ok(next) => next,

@@ -206,3 +206,53 @@ fn a_rejected_event_leaves_the_state_unchanged() {
     assert_eq!(fleet.terminal("A").unwrap().state, before.terminal("A").unwrap().state);
     assert_eq!(fleet.digest_hex(), before.digest_hex());
 }
+
+#[test]
+fn event_before_issue() {
+    let f = findings_of(
+        vec![
+            vec![issued("A", 10, "M1", None)],
+            vec![flow("A", 3, 500)],
+            vec![flow("A", 10, 500)],
+            vec![contract_expired("A", 9)],
+            // Rejected (already issued) and dated before the issue: both findings.
+            vec![issued("A", 2, "M1", None)],
+            vec![flow("A", 11, 500)],
+        ],
+        AuditConfig::default(),
+    );
+    // An event at the issue's own time is not before it.
+    assert_eq!(only(&f, Rule::EventBeforeIssue), vec![dev("A", 1), dev("A", 3), dev("A", 4)]);
+    assert_eq!(only(&f, Rule::IllegalTransition), vec![dev("A", 4)]);
+    let detail = &f.iter().find(|f| f.rule == Rule::EventBeforeIssue).unwrap().detail;
+    assert_eq!(
+        detail,
+        "flow dated 2026-01-04T00:00:00+00:00 is 7.0 days before the terminal was issued (2026-01-11T00:00:00+00:00, position 0)"
+    );
+    // The flow itself is still folded (an observation).
+    assert!(only(&f, Rule::FlowAfterStop).is_empty());
+}
+
+#[test]
+fn repeated_expiry() {
+    let f = findings_of(
+        vec![
+            vec![issued("A", 0, "M1", None)],
+            vec![contract_expired("A", 1)],
+            vec![contract_expired("A", 2)],
+            vec![contract_renewed("A", 3)],
+            vec![contract_expired("A", 4)],
+            vec![flow("A", 5, 1), contract_expired("A", 5)],
+            vec![stopped("A", 6, StopReason::Upgrade, None)],
+            vec![replaced("A", 7, "B"), issued("B", 7, "M1", Some("A"))],
+            // Rejected on a replaced terminal: an illegal transition, not a repeated expiry.
+            vec![contract_expired("A", 8)],
+        ],
+        AuditConfig::default(),
+    );
+    // The second expiry in a row; after the renewal the first is fine, the one after it is not.
+    assert_eq!(only(&f, Rule::RepeatedExpiry), vec![dev("A", 2), dev("A", 6)]);
+    assert_eq!(only(&f, Rule::IllegalTransition), vec![dev("A", 10)]);
+    let detail = &f.iter().find(|f| f.rule == Rule::RepeatedExpiry).unwrap().detail;
+    assert_eq!(detail, "contract_expired on a contract already expired, with no renewal since");
+}

@@ -108,11 +108,13 @@ Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the
     ///
     /// Flow after stop or replacement or on an expired contract, activation without 100 yuan of flow,
     /// directives not enforced, flags open too long, replacement mismatches, dormant terminals, illegal
-    /// transitions. Findings are data: the exit code is 0 unless --fail-on-findings is given.
+    /// transitions, events dated before their terminal's issue, a contract expired twice without a
+    /// renewal. Findings are data: the exit code is 0 unless --fail-on-findings is given.
     #[command(
         after_help = "Examples:\n  replay audit fleet.bundle\n  replay audit fleet.bundle --rule flow_after_stop --rule dormant --format csv > findings.csv\n  replay audit ledger-dir --fail-on-findings --format json | jq length\n\n\
 Rules: flow_after_stop, flow_after_replacement, flow_while_contract_expired, activation_without_flow,\n\
-directive_not_enforced, flag_open_too_long, replacement_mismatch, dormant, illegal_transition."
+directive_not_enforced, flag_open_too_long, replacement_mismatch, dormant, illegal_transition,\n\
+event_before_issue, repeated_expiry."
     )]
     Audit {
         /// Ledger folder or bundle file.
@@ -144,7 +146,8 @@ The NDJSON export appended into an empty ledger (`posledger append`) rebuilds a 
         /// Output format.
         #[arg(long, value_enum)]
         format: ExportFormat,
-        /// Output file (`-` for standard output). Never inside SOURCE.
+        /// Output file (`-` for standard output). A regular file is replaced atomically; a device or
+        /// FIFO is written in place; a symbolic link, a path inside SOURCE or SOURCE itself is refused.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },

@@ -284,3 +284,30 @@ fn counts_are_singular_for_one_and_grouped_by_thousands() {
     let csv = stdout(&replay_on("fleet", &big, &["--format", "csv"]));
     assert!(!csv.lines().nth(1).unwrap().contains('"'), "{csv}");
 }
+
+#[test]
+fn audit_lists_events_before_issue_and_repeated_expiries() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("a.bundle");
+    let mut log = LogBuilder::new();
+    log.append(vec![issued("SN1", 10, "M1", None)]);
+    log.append(vec![flow("SN1", 3, 500)]); // position 1: dated 7 days before the issue
+    log.append(vec![contract_expired("SN1", 20)]);
+    log.append(vec![contract_expired("SN1", 21)]); // position 3: already expired
+    write_bundle(&bundle, log.records(), 1).unwrap();
+    let o =
+        replay_on("audit", &bundle, &["--format", "json", "--rule", "event_before_issue", "--rule", "repeated_expiry"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let findings: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let found: Vec<(&str, u64)> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["rule"].as_str().unwrap(), f["position"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(found, [("event_before_issue", 1), ("repeated_expiry", 3)]);
+    let table = stdout(&replay_on("audit", &bundle, &[]));
+    assert!(table.contains("event_before_issue: 1") && table.contains("repeated_expiry: 1"), "{table}");
+    let help = stdout(&replay(&["audit", "--help"]));
+    assert!(help.contains("event_before_issue") && help.contains("repeated_expiry"), "{help}");
+}
