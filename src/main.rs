@@ -325,58 +325,80 @@ fn head(args: HeadArgs) -> Outcome {
 }
 
 fn append(args: AppendArgs) -> Outcome {
-    // A missing folder becomes a new, empty ledger (so an export can be loaded into a fresh one).
+    // A missing folder becomes a new, empty ledger (so an export can be loaded into a fresh one); if the
+    // input is refused, the folder this run created is removed again.
     check_dir(&args.dir)?;
+    let created = first_missing(&args.dir);
     let ledger = Ledger::open(&args.dir).map_err(|e| open_error(&args.dir, e))?;
     let (name, mut reader, len): (String, Box<dyn BufRead>, u64) = if args.file == "-" {
         ("<stdin>".into(), Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock())), 0)
     } else {
-        let file = std::fs::File::open(&args.file).map_err(|e| Failure::Usage(format!("{}: {e}", args.file)))?;
+        let file = match std::fs::File::open(&args.file) {
+            Ok(file) => file,
+            Err(e) => {
+                drop(ledger);
+                remove_created(created.as_deref());
+                return Err(Failure::Usage(format!("{}: {e}", args.file)));
+            }
+        };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         (args.file.clone(), Box::new(BufReader::with_capacity(1 << 20, file)), len)
     };
-    let progress = bar(len, "{spinner} reading [{bar:30}] {bytes}/{total_bytes}");
-    let mut input = ops::read_ndjson(&mut *reader, &name, &mut |n| progress.set_position(n)).map_err(|e| match e {
-        ReadInputError::Bad(bad) => Failure::Data(bad.to_string()),
-        io @ ReadInputError::Io { .. } => usage(io),
-    })?;
+    let progress = bar(len, "{spinner} appending [{bar:30}] {bytes}/{total_bytes}");
+    // One atomic append of the whole input, streamed (docs/NDJSON.md): nothing is kept unless all is.
+    let imported = ops::import_ndjson(&ledger, &mut *reader, &name, &mut |n| progress.set_position(n));
     progress.finish_and_clear();
-    let total = input.events.len();
-    let appended = if total == 0 {
-        None
-    } else {
-        let spinner = bar(0, "{spinner} appending {msg}");
-        spinner.set_message(format!("{} events", thousands(total as u64)));
-        // The events move into the append (no copy of a 2,000,000-line input); the line numbers stay
-        // behind to map a refusal's index back to its line.
-        let result = ledger.append(std::mem::take(&mut input.events));
-        spinner.finish_and_clear();
-        match result {
-            Ok(appended) => Some(appended),
-            Err(e) => {
-                return Err(match ops::refusal(&name, &input, &e) {
-                    AppendRefusal::Data(why) => Failure::Data(why),
-                    AppendRefusal::Failed(why) => Failure::Usage(format!("{}: {why}", args.dir.display())),
-                })
-            }
+    let imported = match imported {
+        Ok(imported) => imported,
+        Err(e) => {
+            drop(ledger);
+            remove_created(created.as_deref());
+            return Err(match e {
+                ops::ImportFailure::Input(ReadInputError::Bad(bad)) => Failure::Data(bad.to_string()),
+                ops::ImportFailure::Input(io @ ReadInputError::Io { .. }) => usage(io),
+                ops::ImportFailure::Append(AppendRefusal::Data(why)) => Failure::Data(why),
+                ops::ImportFailure::Append(AppendRefusal::Failed(why)) => {
+                    Failure::Usage(format!("{}: {why}", args.dir.display()))
+                }
+            });
         }
     };
-    let written = appended.as_ref().map_or(0, |a| a.written);
-    close_ledger(ledger, &args.dir)?;
-    let head = Source::open(&args.dir).map_err(|e| Failure::Data(e.to_string()))?.head;
+    let closed = close_ledger(ledger, &args.dir)?;
     let mut out = Out::new();
-    let retried = total as u64 - written;
-    if retried > 0 {
+    if imported.retried > 0 {
         out.line(format!(
             "appended {} ({} already present: idempotent retry)",
-            count(written, "event", "events"),
-            thousands(retried)
+            count(imported.written, "event", "events"),
+            thousands(imported.retried)
         ))?;
     } else {
-        out.line(format!("appended {}", count(written, "event", "events")))?;
+        out.line(format!("appended {}", count(imported.written, "event", "events")))?;
     }
-    out.line(format!("head: size {} root {}", thousands(head.size), head.root_hex()))?;
+    out.line(format!("head: size {} root {}", thousands(closed.head.size), closed.head.root_hex()))?;
     out.flush()
+}
+
+/// The topmost folder of `dir`'s path that does not exist yet (what creating `dir` would create).
+fn first_missing(dir: &Path) -> Option<PathBuf> {
+    let mut missing = None;
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if path.exists() {
+            break;
+        }
+        missing = Some(path.to_owned());
+        at = path.parent();
+    }
+    missing
+}
+
+/// Removes a folder this run created (a refused import into a new folder leaves no folder behind).
+fn remove_created(created: Option<&Path>) {
+    if let Some(dir) = created {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            eprintln!("warning: {}: could not remove the folder this run created: {e}", dir.display());
+        }
+    }
 }
 
 /// Reads the model list of `stop-models`: one code a line, `#` comments and blank lines skipped.

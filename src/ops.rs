@@ -11,11 +11,11 @@ use std::fs;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
 
-/// The most lines one `posledger append` input may hold: 2,000,000 (the ledger's limit for one atomic
-/// append, [`MAX_APPEND_EVENTS`]). Blank lines count.
+/// The most lines [`read_ndjson`] (a whole input held in memory) may hold: 2,000,000, the ledger's
+/// limit for one append ([`MAX_APPEND_EVENTS`]). Blank lines count. [`import_ndjson`], which
+/// `posledger append` uses, streams any number of lines.
 pub const MAX_INPUT_LINES: usize = MAX_APPEND_EVENTS;
-/// The most bytes one `posledger append` input may hold: 1 GiB (the parsed events are held in memory
-/// until the single atomic append).
+/// The most bytes [`read_ndjson`] may read: 1 GiB (it holds the parsed events in memory).
 pub const MAX_INPUT_BYTES: u64 = 1 << 30;
 
 /// A refused input: the file name (or `<stdin>`), the 1-based line, and why. Displays as `FILE:LINE: reason`.
@@ -55,7 +55,7 @@ pub struct Input {
     pub lines: Vec<usize>,
 }
 
-/// Reads and validates a whole NDJSON input, line by line, within [`MAX_INPUT_LINES`],
+/// Reads and validates a whole NDJSON input into memory, within [`MAX_INPUT_LINES`],
 /// [`MAX_INPUT_BYTES`] and [`MAX_LINE_BYTES`]. Blank lines are skipped. `progress` gets the bytes read.
 pub fn read_ndjson(
     reader: &mut dyn BufRead,
@@ -63,10 +63,40 @@ pub fn read_ndjson(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Input, ReadInputError> {
     let mut input = Input::default();
+    let bad = |line: usize, reason: String| InputError { name: name.to_owned(), line, reason };
+    let limits = |line: usize, bytes: u64| {
+        if line > MAX_INPUT_LINES {
+            return Err(bad(
+                line,
+                format!("input has more than {} lines (the limit of one append)", thousands(MAX_INPUT_LINES as u64)),
+            ));
+        }
+        if bytes > MAX_INPUT_BYTES {
+            return Err(bad(line, format!("input is larger than {} bytes", thousands(MAX_INPUT_BYTES))));
+        }
+        Ok(())
+    };
+    each_ndjson_line::<ReadInputError>(reader, name, progress, &mut |event, line, bytes| {
+        limits(line, bytes).map_err(ReadInputError::Bad)?;
+        input.events.push(event);
+        input.lines.push(line);
+        Ok(())
+    })?;
+    Ok(input)
+}
+
+/// Reads an NDJSON input line by line in constant memory (one line, within [`MAX_LINE_BYTES`]), and
+/// hands each event to `each` with its 1-based line and the bytes read so far. Blank lines are skipped.
+pub fn each_ndjson_line<E: From<ReadInputError>>(
+    reader: &mut dyn BufRead,
+    name: &str,
+    progress: &mut dyn FnMut(u64),
+    each: &mut dyn FnMut(AppendEvent, usize, u64) -> Result<(), E>,
+) -> Result<(), E> {
     let mut buf = Vec::new();
     let mut line = 0usize;
     let mut bytes = 0u64;
-    let bad = |line: usize, reason: String| InputError { name: name.to_owned(), line, reason };
+    let bad = |line: usize, reason: String| ReadInputError::Bad(InputError { name: name.to_owned(), line, reason });
     loop {
         buf.clear();
         // `take` bounds the line even when it never ends: one byte past the limit is enough to refuse it.
@@ -79,16 +109,6 @@ pub fn read_ndjson(
         }
         line += 1;
         bytes += n as u64;
-        if line > MAX_INPUT_LINES {
-            return Err(bad(
-                line,
-                format!("input has more than {} lines (the limit of one append)", thousands(MAX_INPUT_LINES as u64)),
-            )
-            .into());
-        }
-        if bytes > MAX_INPUT_BYTES {
-            return Err(bad(line, format!("input is larger than {} bytes", thousands(MAX_INPUT_BYTES))).into());
-        }
         if buf.last() == Some(&b'\n') {
             buf.pop();
             if buf.last() == Some(&b'\r') {
@@ -112,14 +132,41 @@ pub fn read_ndjson(
             continue;
         }
         let event = ndjson::parse_line(text).map_err(|e| bad(line, e.to_string()))?;
-        input.events.push(event);
-        input.lines.push(line);
+        each(event, line, bytes)?;
         if line.is_multiple_of(16_384) {
             progress(bytes);
         }
     }
     progress(bytes);
-    Ok(input)
+    Ok(())
+}
+
+/// Why [`import_ndjson`] failed. Nothing of the input is in the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFailure {
+    /// A line could not be read or parsed.
+    #[error(transparent)]
+    Input(#[from] ReadInputError),
+    /// The ledger refused or failed the import.
+    #[error("{0:?}")]
+    Append(AppendRefusal),
+}
+
+/// Imports a whole NDJSON input as one atomic append of any length ([`ledger::Import`]): each line is
+/// parsed and handed to the import as it is read, so memory is bounded by the import's chunks, not by
+/// the input. A bad line, a refused event or a failure leaves the ledger's log exactly as it was.
+pub fn import_ndjson(
+    ledger: &ledger::Ledger,
+    reader: &mut dyn BufRead,
+    name: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ledger::Imported, ImportFailure> {
+    let refused = |e: ledger::ImportError| {
+        ImportFailure::Append(refusal_at(name, &|_| e.tag.and_then(|t| usize::try_from(t).ok()), &e.error))
+    };
+    let mut import = ledger.begin_import(None).map_err(|e| ImportFailure::Append(refusal_at(name, &|_| None, &e)))?;
+    each_ndjson_line(reader, name, progress, &mut |event, line, _| import.push(event, line as u64).map_err(refused))?;
+    import.commit().map_err(refused)
 }
 
 /// How an append's error maps onto the input.
@@ -133,7 +180,12 @@ pub enum AppendRefusal {
 
 /// Maps `AppendError { index, .. }` back to the input line that caused it.
 pub fn refusal(name: &str, input: &Input, err: &AppendError) -> AppendRefusal {
-    let at = |index: usize| format!("{name}:{}", input.lines.get(index).copied().unwrap_or(0));
+    refusal_at(name, &|index| input.lines.get(index).copied(), err)
+}
+
+/// Maps an append error onto the input: `line_of(index)` gives the line of the event it names.
+pub fn refusal_at(name: &str, line_of: &dyn Fn(usize) -> Option<usize>, err: &AppendError) -> AppendRefusal {
+    let at = |index: usize| format!("{name}:{}", line_of(index).unwrap_or(0));
     match err {
         AppendError::Field { index, error } => AppendRefusal::Data(format!("{}: {error}", at(*index))),
         AppendError::Rule { index, stream, event, violation } => {
@@ -152,6 +204,7 @@ pub fn refusal(name: &str, input: &Input, err: &AppendError) -> AppendRefusal {
             AppendRefusal::Data(format!("{}: event_id {event_id} appears twice in the input", at(*index)))
         }
         AppendError::Codec { index, error } => AppendRefusal::Data(format!("{}: {error}", at(*index))),
+        AppendError::ImportEndsWithRetries => AppendRefusal::Data(format!("{name}: {err}")),
         AppendError::TooMany { len, max } => AppendRefusal::Data(format!(
             "{name}: {} exceed the limit of {} for one append",
             count(*len as u64, "event", "events"),
