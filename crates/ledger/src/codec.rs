@@ -938,7 +938,7 @@ fn validate_view(event: &EventView<'_>) -> Result<(), CodecError> {
         },
         EventView::Directive(d) => {
             if d.models.is_empty() || d.models.len() > MAX_DIRECTIVE_MODELS {
-                return Err(field_error(FieldError::Length {
+                return Err(field_error(FieldError::Count {
                     field: "models",
                     max: MAX_DIRECTIVE_MODELS,
                     len: d.models.len(),

@@ -34,6 +34,16 @@ pub enum FieldError {
         /// What was given.
         len: usize,
     },
+    /// A list with too few or too many elements.
+    #[error("{field} must list 1 to {max} entries, got {len}")]
+    Count {
+        /// Which field.
+        field: &'static str,
+        /// The limit.
+        max: usize,
+        /// How many were given.
+        len: usize,
+    },
     /// A character outside the allowed set.
     #[error("{field} {value:?} may only hold {allowed}")]
     Charset {
@@ -508,7 +518,7 @@ impl Directive {
     /// Checks the model list: 1..=10,000 distinct models.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.models.is_empty() || self.models.len() > MAX_DIRECTIVE_MODELS {
-            return Err(FieldError::Length { field: "models", max: MAX_DIRECTIVE_MODELS, len: self.models.len() });
+            return Err(FieldError::Count { field: "models", max: MAX_DIRECTIVE_MODELS, len: self.models.len() });
         }
         let mut sorted: Vec<&ModelCode> = self.models.iter().collect();
         sorted.sort();

@@ -8,7 +8,7 @@
 //! another log, or damaged is refused with a [`CheckpointError`]; [`rebuild_from_checkpoint`] then falls
 //! back to a full fold and says why.
 //!
-//! File: `PLPROJ01` | payload length u64 LE | payload (bincode 2, standard) | SHA-256(payload).
+//! File: `PLPROJ02` | payload length u64 LE | payload (bincode 2, standard) | SHA-256(payload).
 //! Saving writes a temporary file, syncs it and renames it into place: a crash leaves the old
 //! checkpoint or the new one, never half of one. This is the only file projections ever write, and
 //! only when asked; it is never inside the ledger's `segments/` folder.
@@ -28,7 +28,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// First bytes of a checkpoint file.
-pub const CHECKPOINT_MAGIC: &[u8; 8] = b"PLPROJ01";
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"PLPROJ02";
 /// The folder, inside a ledger folder, that holds projection checkpoints.
 pub const CHECKPOINT_DIR: &str = "projections";
 /// The fleet checkpoint's file name.
