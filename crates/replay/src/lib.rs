@@ -34,10 +34,11 @@ pub mod verify;
 use std::path::Path;
 
 /// Opens SOURCE, a ledger folder or a bundle file, read-only. A folder without `segments/` is refused
-/// as [`error::Error::NotASource`] (rather than as the missing `segments/` inside it).
+/// as [`error::Error::NotASource`] (rather than as the missing `segments/` inside it), unless its HEAD
+/// records records: then its segments were lost, and that is what the error says.
 pub fn open(path: &Path) -> Result<ledger::Source, error::Error> {
-    if path.is_dir() && !path.join(ledger::source::SEGMENTS_DIR).is_dir() {
-        return Err(error::Error::NotASource(path.to_owned()));
-    }
-    ledger::Source::open(path).map_err(error::Error::from)
+    ledger::Source::open(path).map_err(|e| match e {
+        ledger::ReadError::NotALedger(path) => error::Error::NotASource(path),
+        other => error::Error::from(other),
+    })
 }
