@@ -64,6 +64,21 @@ enum Command {
         after_help = "Example:\n  posledger head --dir ledger --json     # {\"size\": 42, \"root\": \"<64 hex>\"}"
     )]
     Head(HeadArgs),
+    /// Record the log's end in a new HEAD after HEAD was lost or damaged (docs/FORMAT.md, "HEAD").
+    #[command(
+        after_help = "Without HEAD, no command can tell a whole log from one whose last records were cut, so every\ncommand refuses the folder. If you know the log is whole (its size from a bundle, a signed\ncheckpoint or your records), say its size: HEAD is written only if the segments hold exactly that\nmany committed records. A whole HEAD is never replaced.\n\nExample:\n  posledger reanchor --dir ledger --size 1963643"
+    )]
+    Reanchor(ReanchorArgs),
+}
+
+#[derive(Args)]
+struct ReanchorArgs {
+    /// Ledger folder.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The number of records the log is known to hold.
+    #[arg(long)]
+    size: u64,
 }
 
 #[derive(Args)]
@@ -309,6 +324,21 @@ fn export(args: ExportArgs) -> Outcome {
     let mut out = Out::new();
     out.line(format!("exported {} to {}", count(exported.records, "record", "records"), args.out.display()))?;
     out.line(format!("root {}", ledger::source::hex(&exported.root)))?;
+    out.flush()
+}
+
+fn reanchor(args: ReanchorArgs) -> Outcome {
+    use posledger::ledger::anchor::ReanchorError;
+    check_dir(&args.dir)?;
+    let head = posledger::ledger::anchor::reanchor(&args.dir, args.size).map_err(|e| match e {
+        ReanchorError::Open(open) => open_error(&args.dir, open),
+        e @ (ReanchorError::SizeDiffers { .. } | ReanchorError::Read(_) | ReanchorError::HeadIsWhole(_)) => {
+            Failure::Data(format!("{}: {e}", args.dir.display()))
+        }
+        other => Failure::Usage(format!("{}: {other}", args.dir.display())),
+    })?;
+    let mut out = Out::new();
+    out.line(format!("HEAD now records {} with root {}", count(head.size, "record", "records"), head.root_hex()))?;
     out.flush()
 }
 
@@ -599,6 +629,7 @@ fn main() -> ExitCode {
         Command::StopModels(args) => stop_models(args),
         Command::Export(args) => export(args),
         Command::Head(args) => head(args),
+        Command::Reanchor(args) => reanchor(args),
     };
     match result {
         Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,

@@ -191,3 +191,47 @@ fn demo_only_recreates_a_folder_it_made_and_takes_the_lock() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("notes.txt"));
     assert_eq!(std::fs::read(own.join("notes.txt")).unwrap(), b"mine");
 }
+
+/// With HEAD lost every command refuses the folder; `posledger reanchor` records the end again, but only
+/// when the operator states the size the segments hold, and never over a whole HEAD.
+#[test]
+fn reanchor_needs_the_size_and_never_replaces_a_whole_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let size = build(&dir);
+    let d = dir.to_str().unwrap();
+    let whole = posledger(&["reanchor", "--dir", d, "--size", &size.to_string()]);
+    assert_eq!(whole.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&whole.stderr).contains("HEAD is whole"));
+    std::fs::remove_file(dir.join("HEAD")).unwrap();
+    assert_eq!(posledger(&["head", "--dir", d]).status.code(), Some(1));
+    let wrong = posledger(&["reanchor", "--dir", d, "--size", &(size + 2).to_string()]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(!dir.join("HEAD").exists());
+    let right = posledger(&["reanchor", "--dir", d, "--size", &size.to_string()]);
+    assert_eq!(right.status.code(), Some(0), "{}", String::from_utf8_lossy(&right.stderr));
+    let o = posledger(&["head", "--dir", d, "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("\"size\": {size}")));
+}
+
+/// A power cut while HEAD's newer slot was written leaves the older slot as the anchor: the folder
+/// opens (the slot's head was never acknowledged), the reader says which slot is damaged, and the next
+/// writer's open makes HEAD whole again.
+#[test]
+fn a_torn_head_slot_leaves_the_other_as_the_anchor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let size = build(&dir);
+    let mut head = std::fs::read(dir.join("HEAD")).unwrap();
+    let anchor = ledger::anchor::decode(Path::new("HEAD"), &head).unwrap();
+    let newer = (anchor.generation % 2) as usize * 64;
+    head[newer + 20] ^= 0xFF;
+    std::fs::write(dir.join("HEAD"), &head).unwrap();
+    let source = ledger::Source::open(&dir).unwrap();
+    assert_eq!(source.anchor.unwrap().damaged_slot, Some(newer / 64));
+    assert_eq!(source.head.size, size);
+    drop(Ledger::open(&dir).unwrap());
+    let healed = ledger::anchor::read(&dir).unwrap().unwrap();
+    assert_eq!((healed.damaged_slot, healed.head.size), (None, size));
+}

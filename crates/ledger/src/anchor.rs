@@ -49,7 +49,7 @@ pub struct Anchor {
 #[non_exhaustive]
 pub enum AnchorError {
     /// The folder has a log but no `HEAD`: its committed end is unknown.
-    #[error("{path}: the HEAD file is missing, so the log's committed end is unknown (records may have been cut); if the log is known to be whole, `posledger reanchor` records its end again")]
+    #[error("{path}: the HEAD file is missing, so the log's committed end is unknown (records may have been cut); if the log is known to be whole, `posledger reanchor --dir DIR --size N` records its end again")]
     Missing {
         /// The HEAD file's path.
         path: PathBuf,
@@ -173,6 +173,68 @@ pub fn read(dir: &Path) -> Result<Option<Anchor>, AnchorError> {
         Err(source) => return Err(AnchorError::Io { path, source }),
     }
     decode(&path, &bytes).map(Some)
+}
+
+/// Why [`reanchor`] refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReanchorError {
+    /// The folder could not be locked or read.
+    #[error(transparent)]
+    Open(#[from] crate::error::OpenError),
+    /// The log could not be read whole.
+    #[error(transparent)]
+    Read(#[from] crate::error::ReadError),
+    /// The log does not end where the operator said it does.
+    #[error("the log holds {found} committed records, not the {expected} given: HEAD was not written")]
+    SizeDiffers {
+        /// The size the operator gave.
+        expected: u64,
+        /// The committed records found.
+        found: u64,
+    },
+    /// A HEAD exists and is whole: there is nothing to re-anchor.
+    #[error("{0}: HEAD is whole; reanchor only replaces a missing or damaged one")]
+    HeadIsWhole(PathBuf),
+    /// Writing HEAD failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The HEAD file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// Records the end of the log in `dir` as its anchor after HEAD was lost or damaged, when the operator
+/// states the log's size (`expected_size`, from a bundle, a signed checkpoint or a record of it): the
+/// segments must hold exactly that many committed records. Takes the ledger lock. A whole HEAD is never
+/// replaced. This is the one decision the folder cannot make alone: without HEAD it cannot tell a whole
+/// log from a cut one.
+pub fn reanchor(dir: &Path, expected_size: u64) -> Result<Head, ReanchorError> {
+    let _lock = crate::lock::DirLock::acquire(dir)?;
+    if let Ok(Some(anchor)) = read(dir) {
+        if anchor.damaged_slot.is_none() {
+            return Err(ReanchorError::HeadIsWhole(dir.join(HEAD_FILE)));
+        }
+    }
+    let source = crate::source::Source::open_unanchored(dir)?;
+    if source.head.size != expected_size {
+        return Err(ReanchorError::SizeDiffers { expected: expected_size, found: source.head.size });
+    }
+    struct Plain;
+    impl Faults for Plain {
+        fn before_write(&self, _: &Path, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn before_sync(&self, _: &Path) -> io::Result<()> {
+            Ok(())
+        }
+        fn observe(&self, _: &crate::ledger::DiskOp<'_>) {}
+    }
+    AnchorWriter::create(dir, source.head, &Plain)
+        .map_err(|source| ReanchorError::Io { path: dir.join(HEAD_FILE), source })?;
+    Ok(source.head)
 }
 
 /// The writer's handle on `HEAD`: records each new committed end in the next slot, durably.

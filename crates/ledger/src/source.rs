@@ -491,7 +491,7 @@ impl Source {
     pub fn open(path: &Path) -> Result<Source, ReadError> {
         let meta = std::fs::metadata(path).map_err(|source| ReadError::Io { path: path.to_owned(), source })?;
         if meta.is_dir() {
-            Self::open_dir(path)
+            Self::open_dir(path, true)
         } else {
             Self::open_bundle(path)
         }
@@ -544,8 +544,16 @@ impl Source {
         })
     }
 
-    fn open_dir(dir: &Path) -> Result<Source, ReadError> {
-        let anchor = crate::anchor::read(dir)?;
+    /// Opens a ledger folder read-only *without* its anchor: the committed records as the segments hold
+    /// them, whatever HEAD says (or whether it exists). Only for `posledger reanchor`, which an operator
+    /// runs to record the end of a log known to be whole after HEAD was lost; every other reader uses
+    /// [`Source::open`].
+    pub fn open_unanchored(dir: &Path) -> Result<Source, ReadError> {
+        Self::open_dir(dir, false)
+    }
+
+    fn open_dir(dir: &Path, anchored: bool) -> Result<Source, ReadError> {
+        let anchor = if anchored { crate::anchor::read(dir)? } else { None };
         let published = anchor.map(|a| a.head);
         if !dir.join(SEGMENTS_DIR).is_dir() {
             return Err(match published {
@@ -617,7 +625,7 @@ impl Source {
             }
         }
         match published {
-            None if frontier.size() > 0 => {
+            None if anchored && frontier.size() > 0 => {
                 return Err(crate::anchor::AnchorError::Missing { path: dir.join(HEAD_FILE) }.into())
             }
             None => {}

@@ -279,6 +279,17 @@ fn verify(source_path: &Path, as_json: bool) -> Result<Verdict, Error> {
                     .map_err(output("-"))?;
             }
             finish(out)?;
+            if let Some(anchor) = &v.anchor {
+                if let Some(slot) = anchor.damaged_slot {
+                    eprintln!(
+                        "replay: note: HEAD slot {slot} is damaged (a power cut during a HEAD write, or damage); the other slot anchors the log at {}",
+                        count(anchor.head.size, "record", "records")
+                    );
+                }
+                if anchor.legacy {
+                    eprintln!("replay: note: HEAD is in format 1 (written by an earlier version, not fsynced; it may lag the log)");
+                }
+            }
             if let Some(torn) = &v.torn {
                 eprintln!(
                     "replay: note: {} after the last committed record of the live segment {} not part of the log ({})",

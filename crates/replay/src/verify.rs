@@ -46,6 +46,8 @@ pub struct Verified {
     /// For a ledger folder: bytes after the last committed record of the live segment (an append in
     /// progress, or the torn tail of a crash that the next open cuts off). Not part of the log.
     pub torn: Option<TornTail>,
+    /// For a ledger folder: the anchor as read from HEAD (a damaged slot, a format-1 HEAD).
+    pub anchor: Option<ledger::anchor::Anchor>,
 }
 
 impl Verified {
@@ -536,6 +538,7 @@ pub fn verify(source: &Source, progress: &mut dyn FnMut(u64)) -> Result<Verified
         streams: checker.versions.iter().map(VersionPart::streams).sum(),
         published_head: source.published_head,
         torn: source.torn.clone(),
+        anchor: source.anchor,
     })
 }
 
