@@ -19,7 +19,7 @@ use posledger::replay::text::{count, thousands};
 use posledger::sim::{self, Config, Report};
 use std::collections::HashSet;
 use std::fmt::Display;
-use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -432,13 +432,34 @@ fn remove_created(created: Option<&Path>) {
 }
 
 /// Reads the model list of `stop-models`: one code a line, `#` comments and blank lines skipped.
+/// The longest line of a `stop-models` list: a model code (at most 64 bytes) with room for a comment.
+const MAX_MODEL_LINE_BYTES: usize = 4_096;
+
 fn read_models(path: &Path) -> Result<Vec<ModelCode>, Failure> {
     let name = path.display();
     let file = std::fs::File::open(path).map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
     let mut models = Vec::new();
     let mut seen = HashSet::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| Failure::Usage(format!("{name}:{}: {e}", i + 1)))?;
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    for i in 0usize.. {
+        buf.clear();
+        // A model code is at most 64 bytes: a line is read up to a bound, never to its end.
+        let n = (&mut reader)
+            .take(MAX_MODEL_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Failure::Usage(format!("{name}:{}: {e}", i + 1)))?;
+        if n == 0 {
+            break;
+        }
+        if buf.len() > MAX_MODEL_LINE_BYTES && buf.last() != Some(&b'\n') {
+            return Err(Failure::Data(format!(
+                "{name}:{}: line is longer than {} bytes",
+                i + 1,
+                thousands(MAX_MODEL_LINE_BYTES as u64)
+            )));
+        }
+        let line = std::str::from_utf8(&buf).map_err(|e| Failure::Data(format!("{name}:{}: not UTF-8: {e}", i + 1)))?;
         let code = line.trim();
         if code.is_empty() || code.starts_with('#') {
             continue;

@@ -374,3 +374,19 @@ fn counts_are_singular_for_one_and_grouped_by_thousands() {
     let out = ok(posledger(&["export", "--dir", s(&fleet), "--out", s(&dir.path().join("f.plb"))]));
     assert!(out.starts_with(&format!("exported {grouped} records")), "{out}");
 }
+
+/// `stop-models` read its model list with `BufRead::lines` (an unbounded line): a file of one endless
+/// line is refused at line 1 after reading a bounded prefix, and the ledger is unchanged.
+#[test]
+fn stop_models_refuses_an_endless_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ledger(tmp.path());
+    let before = tree(&dir.join("segments"));
+    let models = tmp.path().join("models.txt");
+    std::fs::write(&models, vec![b'M'; 8 << 20]).unwrap();
+    let o =
+        posledger(&["stop-models", "--dir", s(&dir), "--directive", "D-1", "--models", s(&models), "--reason", "x"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("models.txt:1: line is longer than 4,096 bytes"), "{}", stderr(&o));
+    assert_eq!(tree(&dir.join("segments")), before);
+}
