@@ -1,7 +1,7 @@
 //! `posledger`: the operator CLI. Thin: it parses arguments, draws progress bars (only on a terminal)
 //! and prints; the work is library code (`posledger::{sim, ops, fleet}` and the ledger).
 //!
-//! Exit codes (design.md §5): 0 success; 1 the data failed (input rejected, duplicate directive, a
+//! Exit codes (docs/CLI.md): 0 success; 1 the data failed (input rejected, duplicate directive, a
 //! damaged log); 2 usage or I/O error. Errors are one line on stderr naming the file, line or position.
 //! A broken pipe on stdout (`posledger head | head -c1`) ends the program quietly with 0.
 
@@ -46,7 +46,7 @@ enum Command {
     /// Simulate a fleet deterministically into a new, empty ledger (same arguments, same Merkle root).
     #[command(after_help = "Example:\n  posledger simulate --dir fleet --devices 10000 --seed 1 --months 12")]
     Simulate(SimulateArgs),
-    /// Append NDJSON events (design.md §5) atomically: every line is validated, then one append.
+    /// Append NDJSON events (docs/NDJSON.md) as one atomic append of any length.
     #[command(
         after_help = "Example:\n  posledger append --dir ledger events.ndjson\n  replay export old.plb --format ndjson --out fleet.ndjson && posledger append --dir new fleet.ndjson\n  generate-events | posledger append --dir ledger -\n\nLimits: 2,000,000 lines, 1 GiB, 1 MiB per line. A missing DIR becomes a new, empty ledger.\nAny bad line: exit 1, `FILE:LINE: reason` on stderr, and the ledger is unchanged."
     )]

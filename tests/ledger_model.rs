@@ -3,7 +3,7 @@
 //! proptest generates random sequences of appends — legal and illegal decisions, observations, replacement
 //! pairs, directives, `stop_models`, idempotent retries, wrong expected versions, invalid fields — and runs
 //! them against both the real [`Ledger`] and a small reference model written here from the rule table of
-//! design.md §1 (status, contract, flow, flags, directives, stream versions, event ids). After every step:
+//! docs/LIFECYCLE.md (status, contract, flow, flags, directives, stream versions, event ids). After every step:
 //! the ledger accepts exactly what the model accepts (with the same error kind, index and rule), positions
 //! are dense, a refused append leaves the head unchanged, multi-event appends are all-or-nothing, and the
 //! head root equals `ledger::merkle::root` over the stored record bodies. At the end of every case (and
@@ -338,7 +338,7 @@ impl Model {
         }
     }
 
-    /// The rule table of design.md §1, for one terminal event, against the state so far.
+    /// The rule table of docs/LIFECYCLE.md, for one terminal event, against the state so far.
     fn rule(&self, d: &DeviceEvent) -> Result<Term, Violation> {
         let current = self.terms.get(d.device.as_str());
         let wrong = |status: Status| Violation::WrongStatus { event: d.event.type_name(), status };

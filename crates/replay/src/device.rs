@@ -49,7 +49,7 @@ pub struct DeviceEntry {
     /// The event type.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// The event, exactly as an NDJSON line of design.md §5.
+    /// The event, exactly as an NDJSON line of docs/NDJSON.md.
     pub event: Value,
     /// The lifecycle rule the event broke, if the rules rejected it (the state is then unchanged).
     pub violation: Option<String>,

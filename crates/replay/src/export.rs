@@ -1,6 +1,6 @@
 //! `replay export`: every record, one line each, in position order (line i is position i).
 //!
-//! NDJSON lines are exactly the design.md §5 schema ([`crate::ndjson::render`]), so appending an export
+//! NDJSON lines are exactly the docs/NDJSON.md schema ([`crate::ndjson::render`]), so appending an export
 //! into an empty ledger rebuilds a fleet with the same digest. CSV has a header row and one row per
 //! record, with one column per field of any event type (empty where a type has no such field).
 
@@ -16,7 +16,7 @@ use std::path::Path;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Format {
-    /// One design.md §5 JSON object a line.
+    /// One docs/NDJSON.md JSON object a line.
     Ndjson,
     /// A header row, then one row a record.
     Csv,

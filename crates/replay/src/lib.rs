@@ -2,7 +2,7 @@
 //!
 //! The library behind the `replay` binary: [`verify`] (every CRC, decode, dense positions and stream
 //! versions, commit markers, header chain, Merkle roots), [`fleet`], [`device`] and [`audit`] (read
-//! models folded by `projections`), [`export`] (NDJSON in the design.md §5 schema, or CSV), and
+//! models folded by `projections`), [`export`] (NDJSON in the docs/NDJSON.md schema, or CSV), and
 //! [`prove`] (inclusion and consistency proofs). SOURCE is a ledger folder or a bundle file, opened
 //! with [`ledger::Source::open`].
 //!

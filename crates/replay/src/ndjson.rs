@@ -1,4 +1,4 @@
-//! The NDJSON event schema of design.md §5, both directions: [`parse_line`] turns one line into an
+//! The NDJSON event schema of docs/NDJSON.md, both directions: [`parse_line`] turns one line into an
 //! [`AppendEvent`] (what `posledger append` reads) and [`render`] turns a [`Record`] back into exactly
 //! that schema (what `replay export --format ndjson` writes), so an export appended into an empty
 //! ledger rebuilds the same fleet.
@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 /// models of 64 bytes each (about 680 KB), small enough that one line cannot exhaust memory.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
-/// Every `type` the schema knows, in the order of design.md §5.
+/// Every `type` the schema knows, in the order of docs/NDJSON.md.
 pub const TYPES: [&str; 10] = [
     "issued",
     "flow",
