@@ -32,7 +32,17 @@ fn fleet_ledger(n: u64) -> PathBuf {
         let started = Instant::now();
         let options = ledger::Options { durability: Durability::Relaxed, ..ledger::Options::default() };
         let ledger = Ledger::open_with(&dir, options).expect("open bench ledger");
-        let written = projections::testing::simulate_into(&ledger, n, 10_000, 2026).expect("simulate");
+        let written = projections::testing::simulate_into(
+            &mut |events, at| {
+                ledger
+                    .append_at(events.into_iter().map(ledger::AppendEvent::from).collect(), Some(at))
+                    .map(|a| a.written)
+            },
+            n,
+            10_000,
+            2026,
+        )
+        .expect("simulate");
         let _ = ledger.close().expect("close bench ledger");
         std::fs::write(&done, written.to_string()).expect("mark generated");
         eprintln!("generated {written} events in {:.1?} at {}", started.elapsed(), dir.display());

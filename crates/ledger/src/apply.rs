@@ -5,8 +5,8 @@
 
 use crate::error::AppendError;
 use crate::index::{FastMap, FastSet, Positions, TerminalMem, View};
-use crate::ledger::AppendEvent;
 use crate::lifecycle::{self, DirectiveLookup, State};
+use crate::model::AppendEvent;
 use crate::model::{DirectiveId, Event, ModelCode, Sn, StreamId, TerminalEvent};
 
 /// Checks that need no state: field limits, pairing of replacements, duplicate ids in the request.

@@ -18,8 +18,9 @@
 
 use crate::apply::precheck;
 use crate::error::AppendError;
-use crate::ledger::{lock, AppendEvent, Ledger, WriteMode, Writer};
+use crate::ledger::{lock, Ledger, WriteMode, Writer};
 use crate::merkle::{Frontier, Hash};
+use crate::model::AppendEvent;
 use crate::model::{Event, Sn, TerminalEvent};
 use crate::source::Head;
 use chrono::{DateTime, Utc};

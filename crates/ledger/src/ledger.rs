@@ -6,7 +6,8 @@
 //! appends share one fsync (group commit); the others wait on a condition variable. A record becomes
 //! visible to readers only when it is *published*: after its fsync in durable mode.
 
-use crate::anchor::{Anchor, AnchorWriter};
+use crate::anchor::Anchor;
+use crate::anchor_writer::AnchorWriter;
 use crate::apply::{precheck, Pending, Steps, Written};
 use crate::codec::{encode_record_ref, RecordRef, MAX_RECORD_BYTES};
 use crate::error::{AppendError, OpenError, ReadError};
@@ -15,7 +16,7 @@ use crate::indexer::{follower_loop, store_loop, Applied, Backlog, Follower, Foll
 use crate::lifecycle::{State, Status};
 use crate::lock::DirLock;
 use crate::merkle::{self, leaf_hash, Frontier, Hash};
-use crate::model::{Directive, Event, EventId, ModelCode, Record, Sn, StopReason, StreamId, TerminalEvent};
+use crate::model::{AppendEvent, Directive, Event, ModelCode, Record, Sn, StopReason, StreamId, TerminalEvent};
 use crate::segment::{push_frame, FileKind, Header, Trailer, HEADER_LEN};
 use crate::source::Head;
 use crate::source::{segment_file_name, FileMeta, FrameIter, RecordIter, HEAD_FILE, SEGMENTS_DIR, SPARSE_EVERY};
@@ -138,23 +139,6 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options { durability: Durability::Durable, segment_max_bytes: DEFAULT_SEGMENT_BYTES, faults: None }
-    }
-}
-
-/// One event to append, with its optional idempotency key and optimistic-concurrency check.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AppendEvent {
-    /// The event.
-    pub event: Event,
-    /// Makes a retry idempotent: an id already in the log is not appended again.
-    pub event_id: Option<EventId>,
-    /// The number of events the stream must hold just before this event, else the whole append fails.
-    pub expected_version: Option<u64>,
-}
-
-impl From<Event> for AppendEvent {
-    fn from(event: Event) -> Self {
-        AppendEvent { event, event_id: None, expected_version: None }
     }
 }
 
@@ -284,9 +268,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The fault seam as the anchor writer sees it.
-struct SeamFaults<'a>(&'a Option<Arc<dyn FaultInjector>>);
+pub(crate) struct SeamFaults<'a>(pub(crate) &'a Option<Arc<dyn FaultInjector>>);
 
-impl crate::anchor::Faults for SeamFaults<'_> {
+impl crate::anchor_writer::Faults for SeamFaults<'_> {
     fn before_write(&self, path: &Path, len: usize) -> io::Result<()> {
         self.0.as_ref().map_or(Ok(()), |f| f.before_write(path, len))
     }
@@ -307,7 +291,7 @@ const UNBORN_LEFTOVERS: [&str; 4] = ["LOCK", HEAD_FILE, "HEAD.tmp", "index"];
 /// Creates `dir` and every missing parent, and makes each new entry durable (fsyncs the folder that
 /// holds it), so the ledger's own folder survives a power cut once its first append is acknowledged.
 fn create_dir_durable(dir: &Path, faults: &SeamFaults<'_>) -> Result<(), OpenError> {
-    use crate::anchor::Faults;
+    use crate::anchor_writer::Faults;
     let mut missing = Vec::new();
     let mut at = dir;
     loop {
@@ -347,7 +331,7 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> OpenError + '_ {
 }
 
 fn sync_dir(dir: &Path, faults: &SeamFaults<'_>) -> io::Result<()> {
-    use crate::anchor::Faults;
+    use crate::anchor_writer::Faults;
     faults.before_sync(dir)?;
     File::open(dir)?.sync_all()?;
     faults.observe(&DiskOp::SyncDir { path: dir });
@@ -369,7 +353,7 @@ fn create_segment(
     ledger_id: u64,
     faults: &SeamFaults<'_>,
 ) -> io::Result<(PathBuf, File)> {
-    use crate::anchor::Faults;
+    use crate::anchor_writer::Faults;
     let path = seg_dir.join(segment_file_name(seq));
     let mut file = OpenOptions::new().create_new(true).read(true).append(true).open(&path)?;
     faults.observe(&DiskOp::Create { path: &path });
@@ -430,7 +414,7 @@ impl Ledger {
             AnchorWriter::create(dir, empty, &faults).map_err(io_err(&dir.join(HEAD_FILE)))?;
             if !seg_dir.exists() {
                 std::fs::create_dir(&seg_dir).map_err(io_err(&seg_dir))?;
-                crate::anchor::Faults::observe(&faults, &DiskOp::CreateDir { path: &seg_dir });
+                crate::anchor_writer::Faults::observe(&faults, &DiskOp::CreateDir { path: &seg_dir });
                 sync_dir(dir, &faults).map_err(io_err(dir))?;
             }
             create_segment(&seg_dir, 0, 0, new_ledger_id(), &faults).map_err(io_err(&seg_dir))?;
@@ -777,12 +761,12 @@ impl Ledger {
             }
             (&*writer.active.file).write_all(&bytes)?;
             let faults = SeamFaults(&self.shared.options.faults);
-            crate::anchor::Faults::observe(
+            crate::anchor_writer::Faults::observe(
                 &faults,
                 &DiskOp::Write { path: &path, offset: writer.active.len, bytes: &bytes },
             );
             writer.active.file.sync_all()?;
-            crate::anchor::Faults::observe(&faults, &DiskOp::Sync { path: &path });
+            crate::anchor_writer::Faults::observe(&faults, &DiskOp::Sync { path: &path });
             Ok(())
         })();
         if let Err(e) = sealed {
@@ -1338,7 +1322,7 @@ struct Recovered {
 /// Reads the segment files, checks their chain, cuts a torn tail off the live segment, and checks the
 /// result against the published HEAD (which may lag the log but never lead it).
 fn recover(dir: &Path, seg_dir: &Path, faults: &SeamFaults<'_>) -> Result<Recovered, OpenError> {
-    use crate::anchor::Faults;
+    use crate::anchor_writer::Faults;
     // The read side finds the committed log and everything wrong with it; recovery only acts on that.
     let source = crate::source::Source::open(dir)?;
     let ledger_id = source.ledger_id().unwrap_or_else(new_ledger_id);

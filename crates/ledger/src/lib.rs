@@ -19,30 +19,28 @@
 #![warn(missing_docs)]
 
 pub mod anchor;
+mod anchor_writer;
 mod apply;
 pub mod bundle;
-pub mod codec;
 pub mod error;
 pub mod import;
 pub mod index;
 mod indexer;
 mod ledger;
-pub mod lifecycle;
 mod lock;
-pub mod merkle;
-pub mod model;
-pub mod segment;
-pub mod source;
+
+// The read side, re-exported: the writer and its users see one definition of the log.
+pub use log::{codec, lifecycle, merkle, model, segment, source};
 
 pub use error::{AppendError, OpenError, ReadError};
 pub use import::{Import, ImportError, Imported};
 pub use ledger::{
-    AppendEvent, Appended, CloseError, Closed, DiskOp, Durability, FaultInjector, Ledger, Options, StopModelsOutcome,
-    Subscription, MAX_APPEND_EVENTS,
+    Appended, CloseError, Closed, DiskOp, Durability, FaultInjector, Ledger, Options, StopModelsOutcome, Subscription,
+    MAX_APPEND_EVENTS,
 };
 pub use lock::DirLock;
 pub use model::{
-    Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued, MerchantId,
-    ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, StreamId, TerminalEvent, Text,
+    AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued,
+    MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, StreamId, TerminalEvent, Text,
 };
 pub use source::{Head, RecordIter, Source};

@@ -2,7 +2,8 @@
 //! shared machine (prints wall and process CPU time, so a loaded machine can be told apart).
 //!
 //! `cargo run --release -p posledger-projections --example rebuild_loop -- DIR THREADS ROUNDS [prepared]`
-
+// A test builds, copies and damages ledgers and bundles on purpose: the read-only rule is the library's.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use projections::rebuild::{prepare, rebuild, Cut, Options};

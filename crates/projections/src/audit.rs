@@ -9,8 +9,8 @@
 //! still open. The end of the log is the event time of the last record folded.
 
 use crate::fleet::{Fleet, Terminal};
-use ledger::lifecycle::{ContractState, Status};
-use ledger::{FlagReason, Sn, TerminalEvent};
+use log::lifecycle::{ContractState, Status};
+use log::{FlagReason, Sn, TerminalEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;

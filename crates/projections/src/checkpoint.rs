@@ -18,10 +18,10 @@ use crate::fleet::{partition_of, DirectiveInfo, Directives, Fleet, Partition, Te
 use crate::fold;
 use crate::intern::{Names, NamesImage};
 use crate::rebuild::{fold_parallel, in_pool, prepare_range, rebuild, resolve_cut, Cut, Options, RebuildError};
-use ledger::merkle::{Frontier, Hash};
-use ledger::segment::FileKind;
-use ledger::source::hex;
-use ledger::{ReadError, Source};
+use log::merkle::{Frontier, Hash};
+use log::segment::FileKind;
+use log::source::hex;
+use log::{ReadError, Source};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -180,6 +180,10 @@ pub fn frontier_at(source: &Source, size: u64) -> Result<Frontier, CheckpointErr
 }
 
 /// Saves `fleet`, which must have been folded from `source`, to `path`.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the one file projections write: a checkpoint at a path the caller names, by temp file and rename"
+)]
 pub fn save(fleet: &Fleet, source: &Source, path: &Path) -> Result<(), CheckpointError> {
     if !fleet.at_commit_boundary() {
         return Err(CheckpointError::NotAtCommit { position: fleet.position() });
@@ -262,7 +266,7 @@ fn from_image(image: Image) -> Result<Checkpoint, &'static str> {
         part.index.reserve(terminals.len());
         part.terminals.reserve_exact(terminals.len());
         for (sn, t) in terminals {
-            if partition_of(&sn) != p || part.get(&sn).is_some() || ledger::Sn::parse(&sn).is_err() {
+            if partition_of(&sn) != p || part.get(&sn).is_some() || log::Sn::parse(&sn).is_err() {
                 return Err("a terminal is misplaced, repeated or has an invalid SN");
             }
             let in_range = (t.model as usize) < names.models.len()

@@ -12,7 +12,7 @@
 //! preceded by the domain tag `posledger-fleet-v1` and the terminal count (u64).
 
 use crate::fleet::{Fleet, Terminal};
-use ledger::lifecycle::{ContractState, Status};
+use log::lifecycle::{ContractState, Status};
 use sha2::{Digest, Sha256};
 
 /// The tag that starts the digested bytes.
@@ -78,7 +78,7 @@ pub fn digest(fleet: &Fleet) -> [u8; 32] {
 
 /// The fleet digest as 64 lowercase hex digits.
 pub fn digest_hex(fleet: &Fleet) -> String {
-    ledger::source::hex(&digest(fleet))
+    log::source::hex(&digest(fleet))
 }
 
 impl Fleet {

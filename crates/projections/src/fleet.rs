@@ -8,8 +8,8 @@
 
 use crate::audit::{AuditConfig, AuditTerm, Finding};
 use crate::intern::Names;
-use ledger::lifecycle::{ContractState, DirectiveLookup, State, Status};
-use ledger::{DirectiveId, Sn};
+use log::lifecycle::{ContractState, DirectiveLookup, State, Status};
+use log::{DirectiveId, Sn};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -226,7 +226,7 @@ impl Directives {
     }
 
     /// Records a directive; `false` (nothing changed) if its id was already recorded.
-    pub(crate) fn record(&mut self, position: u64, directive: &ledger::Directive) -> bool {
+    pub(crate) fn record(&mut self, position: u64, directive: &log::Directive) -> bool {
         if self.by_id.contains_key(&directive.id) {
             return false;
         }

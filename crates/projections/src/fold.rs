@@ -1,7 +1,7 @@
 //! Folding one event into the fleet, and the plain sequential fold.
 //!
 //! [`step`] is the only place a terminal event changes a [`Terminal`]: it asks
-//! [`ledger::lifecycle::apply`] (the one copy of the rules) whether the event is legal and what the new
+//! [`log::lifecycle::apply`] (the one copy of the rules) whether the event is legal and what the new
 //! state is, then keeps the fleet's extra fields and the audit's bookkeeping beside it. The sequential
 //! fold here and the parallel rebuild ([`crate::rebuild`]) differ only in how they feed [`step`]: the
 //! order of events within a terminal, the directives visible at each position and the replacement
@@ -10,9 +10,9 @@
 use crate::audit::{self, AuditConfig, AuditTerm, Finding, Rule};
 use crate::fleet::{partition_of, Directives, Fleet, Links, Partition, SnKey, Terminal};
 use crate::intern::{NameIds, Names};
-use ledger::lifecycle::{self, ContractState, State, Status, Violation};
-use ledger::model::ACTIVATION_FLOW_FEN;
-use ledger::{DeviceEvent, Directive, Event, Record, Sn, TerminalEvent};
+use log::lifecycle::{self, ContractState, State, Status, Violation};
+use log::model::ACTIVATION_FLOW_FEN;
+use log::{DeviceEvent, Directive, Event, Record, Sn, TerminalEvent};
 use std::collections::HashMap;
 
 /// What [`step`] reads besides the terminal's partition.
@@ -107,7 +107,7 @@ pub(crate) fn step(part: &mut Partition, ctx: &Ctx<'_>, input: Input<'_>, acc: &
     let issued =
         before.and_then(|t| t.audit.as_ref().map(|a| audit::IssuedAt { at: t.issued_at, position: a.issued_position }));
     let model = before.and_then(|t| ctx.names.models.get(t.model));
-    let lookup = |id: &ledger::DirectiveId| ctx.directives.lookup(id, input.position, model);
+    let lookup = |id: &log::DirectiveId| ctx.directives.lookup(id, input.position, model);
     let result = lifecycle::apply(before_state.as_ref(), input.event, &lookup)
         .and_then(|next| input.pairing.clone().map_or(Ok(next), Err));
     if ctx.audit.is_some() {

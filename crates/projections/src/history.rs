@@ -3,8 +3,8 @@
 use crate::fleet::Fleet;
 use crate::fold::Sequential;
 use crate::rebuild::{resolve_cut, Cut, RebuildError};
-use ledger::lifecycle::{State, Violation};
-use ledger::{Record, RecordIter, Sn, Source};
+use log::lifecycle::{State, Violation};
+use log::{Record, RecordIter, Sn, Source};
 
 /// One record of a terminal's stream, with what the rules made of it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -152,7 +152,7 @@ impl Names {
     }
 
     /// Interns the four names of an issued terminal.
-    pub(crate) fn intern_issued(&mut self, issued: &ledger::Issued) -> NameIds {
+    pub(crate) fn intern_issued(&mut self, issued: &log::Issued) -> NameIds {
         let region = issued.region.to_string();
         let values = [issued.model.as_str(), issued.provider.as_str(), region.as_str(), issued.merchant.as_str()];
         let mut ids = [0u32; 4];

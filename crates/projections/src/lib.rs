@@ -10,7 +10,7 @@
 //!   writing. The only file written is a checkpoint, on request, beside the log ([`checkpoint::save`]);
 //!   [`testing`] writes fresh bundles for tests, never a ledger.
 //! - There is no second copy of the lifecycle rules: every terminal event goes through
-//!   [`ledger::lifecycle::apply`] (replacement pairing through `check_pairs`, directives through
+//!   [`log::lifecycle::apply`] (replacement pairing through `check_pairs`, directives through
 //!   `check_directive`) inside one function, `fold::step`.
 //! - No result depends on the number of threads: partitions, chunks and batches are fixed by the data
 //!   and the options, and interned ids follow first appearance in position order.
@@ -51,7 +51,7 @@ impl Fleet {
 
 /// Rebuilds with the audit rules and returns every finding, sorted by position.
 pub fn audit(
-    source: &ledger::Source,
+    source: &log::Source,
     cut: Cut,
     config: AuditConfig,
     options: &Options,

@@ -19,10 +19,10 @@ use crate::fleet::{partition_of, Fleet, Partition, SnKey, PARTITIONS};
 use crate::fold::{self, is_pairing, pair_verdicts, record_directive, step, Acc, Ctx, Input, Sequential};
 use crate::intern::{Interner, NameIds};
 use chrono::{DateTime, Utc};
-use ledger::codec::{decode_view, CodecError, EventView, TerminalEventView};
-use ledger::lifecycle::Violation;
-use ledger::source::build_sparse;
-use ledger::{DeviceEvent, Directive, ReadError, RecordIter, Source, TerminalEvent};
+use log::codec::{decode_view, CodecError, EventView, TerminalEventView};
+use log::lifecycle::Violation;
+use log::source::build_sparse;
+use log::{DeviceEvent, Directive, ReadError, RecordIter, Source, TerminalEvent};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -727,21 +727,29 @@ mod tests {
             ..ledger::Options::default()
         };
         let ledger = ledger::Ledger::open_with(dir.path(), options).unwrap();
-        crate::testing::simulate_into(&ledger, 20_000, 300, 7).unwrap();
+        crate::testing::simulate_into(
+            &mut |events, at| {
+                ledger.append_at(events.into_iter().map(log::AppendEvent::from).collect(), Some(at)).map(|a| a.written)
+            },
+            20_000,
+            300,
+            7,
+        )
+        .unwrap();
         assert_eq!(ledger.close().unwrap().index_warning, None);
         let source = Source::open(dir.path()).unwrap();
         assert!(source.files.len() > 3, "several sealed segments");
         for meta in &source.files {
             // The offsets are those a full frame-by-frame read meets.
-            let mut reader = ledger::segment::FrameReader::open(&meta.path).unwrap();
+            let mut reader = log::segment::FrameReader::open(&meta.path).unwrap();
             reader.limit(meta.readable_len);
             let mut offsets = Vec::new();
             let mut seen = 0u64;
             loop {
                 let offset = reader.offset();
                 match reader.next_item().unwrap() {
-                    Some(ledger::segment::Item::Record { .. }) => {
-                        if seen.is_multiple_of(ledger::source::SPARSE_EVERY) {
+                    Some(log::segment::Item::Record { .. }) => {
+                        if seen.is_multiple_of(log::source::SPARSE_EVERY) {
                             offsets.push(offset);
                         }
                         seen += 1;

@@ -6,10 +6,10 @@
 //! projections can be tested on illegal transitions a regulator may meet in a log.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use ledger::codec::encode_record;
-use ledger::merkle::Frontier;
-use ledger::segment::{push_frame, FileKind, Header, Trailer};
-use ledger::{
+use log::codec::encode_record;
+use log::merkle::Frontier;
+use log::segment::{push_frame, FileKind, Header, Trailer};
+use log::{
     Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, FlagReason, Head, Issued, MerchantId, ModelCode,
     ProviderId, Record, RegionCode, Sn, StopReason, StreamId, TerminalEvent, Text,
 };
@@ -18,6 +18,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Writes `records` (positions must be 0, 1, 2, ...) as a bundle file at `path`, returning its head.
+#[expect(clippy::disallowed_methods, reason = "test support: writes a new bundle for a test to read, never a source")]
 pub fn write_bundle(path: &Path, records: &[Record], ledger_id: u64) -> std::io::Result<Head> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
     let mut bytes = Header { kind: FileKind::Bundle, seq: 0, first_position: 0, ledger_id }.encode().to_vec();
@@ -369,14 +370,15 @@ impl FleetSim {
     }
 }
 
-/// Fills `ledger` with a legal simulated fleet log of about `events` events, in appends of `batch`
-/// (the ledger checks every one). Returns the number of records written.
-pub fn simulate_into(
-    ledger: &ledger::Ledger,
+/// Fills a log with a legal simulated fleet of about `events` events, in appends of `batch`: `append`
+/// takes each append's events with their recorded-at time (a ledger's `append_at`, which checks every
+/// one) and returns the records it wrote. Returns the number of records written.
+pub fn simulate_into<E>(
+    append: &mut dyn FnMut(Vec<Event>, DateTime<Utc>) -> Result<u64, E>,
     events: u64,
     batch: usize,
     seed: u64,
-) -> Result<u64, ledger::AppendError> {
+) -> Result<u64, E> {
     let mut sim = FleetSim::new(events, seed);
     let mut written = 0u64;
     while written < events {
@@ -385,8 +387,7 @@ pub fn simulate_into(
         } else {
             sim.next_batch(batch)
         };
-        let appended = ledger.append_at(batch.into_iter().map(ledger::AppendEvent::from).collect(), Some(at))?;
-        written += appended.written;
+        written += append(batch, at)?;
     }
     Ok(written)
 }

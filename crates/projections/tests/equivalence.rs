@@ -2,6 +2,8 @@
 //! position N equals a rebuild of the log cut at N; a checkpoint caught up equals a full rebuild; a
 //! checkpoint of another log or past the end is refused. Generated logs include illegal transitions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// A test builds, copies and damages ledgers and bundles on purpose: the read-only rule is the library's.
+#![allow(clippy::disallowed_methods)]
 
 use ledger::{Event, FlagReason, Record, Source, StopReason};
 use projections::checkpoint::{self, CheckpointError};

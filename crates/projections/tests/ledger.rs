@@ -1,6 +1,8 @@
 //! Against a real ledger: a simulated legal fleet, rebuilt from the folder and from a live snapshot,
 //! checkpointed beside the ledger and caught up after more appends; memory per terminal measured.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// A test builds, copies and damages ledgers and bundles on purpose: the read-only rule is the library's.
+#![allow(clippy::disallowed_methods)]
 
 use ledger::{Durability, Ledger, Sn, Source};
 use projections::checkpoint;
@@ -15,7 +17,15 @@ fn relaxed() -> ledger::Options {
 fn simulated_fleet_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
-    let written = simulate_into(&ledger, 120_000, 5_000, 42).unwrap();
+    let written = simulate_into(
+        &mut |events, at| {
+            ledger.append_at(events.into_iter().map(ledger::AppendEvent::from).collect(), Some(at)).map(|a| a.written)
+        },
+        120_000,
+        5_000,
+        42,
+    )
+    .unwrap();
     ledger.flush().unwrap();
     assert!(written >= 120_000);
     let live = ledger.source();
@@ -74,7 +84,15 @@ fn simulated_fleet_end_to_end() {
 fn bytes_per_terminal_are_at_most_200() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
-    simulate_into(&ledger, 400_000, 10_000, 1).unwrap();
+    simulate_into(
+        &mut |events, at| {
+            ledger.append_at(events.into_iter().map(ledger::AppendEvent::from).collect(), Some(at)).map(|a| a.written)
+        },
+        400_000,
+        10_000,
+        1,
+    )
+    .unwrap();
     ledger.flush().unwrap();
     let fleet = rebuild(&ledger.source(), Cut::Head, &Options::default()).unwrap();
     let memory = fleet.memory();
@@ -94,7 +112,15 @@ fn bytes_per_terminal_are_at_most_200() {
 fn thread_counts_out_of_range_are_refused_and_a_kept_pool_rebuilds_the_same_fleet() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
-    simulate_into(&ledger, 20_000, 1_000, 7).unwrap();
+    simulate_into(
+        &mut |events, at| {
+            ledger.append_at(events.into_iter().map(ledger::AppendEvent::from).collect(), Some(at)).map(|a| a.written)
+        },
+        20_000,
+        1_000,
+        7,
+    )
+    .unwrap();
     ledger.flush().unwrap();
     let live = ledger.source();
     for threads in [0, projections::MAX_THREADS + 1] {

@@ -1,5 +1,7 @@
 //! One small hand-written log per audit rule.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// A test builds, copies and damages ledgers and bundles on purpose: the read-only rule is the library's.
+#![allow(clippy::disallowed_methods)]
 
 use ledger::{Event, FlagReason, Source, StopReason};
 use projections::testing::*;

@@ -2,7 +2,7 @@
 
 use crate::error::{output, Error};
 use crate::text::{count, csv_row, thousands, Table};
-use ledger::Source;
+use log::Source;
 use projections::{AuditConfig, Cut, Options, Rule};
 use serde::Serialize;
 use std::io::Write;

@@ -4,8 +4,8 @@ use crate::error::{output, Error, Failure};
 use crate::ndjson;
 use crate::text::{count, thousands, Table};
 use chrono::{DateTime, SecondsFormat, Utc};
-use ledger::lifecycle::State;
-use ledger::{Sn, Source};
+use log::lifecycle::State;
+use log::{Sn, Source};
 use projections::{history, Cut};
 use serde::Serialize;
 use serde_json::Value;
@@ -90,7 +90,7 @@ pub fn device(source: &Source, sn: &Sn) -> Result<DeviceReport, Error> {
         let line = ndjson::render(&entry.record).map_err(|e| Error::Usage(format!("cannot render an event: {e}")))?;
         let event: Value =
             serde_json::from_str(&line).map_err(|e| Error::Usage(format!("cannot render an event: {e}")))?;
-        let ledger::Event::Terminal(e) = &entry.record.event else { continue };
+        let log::Event::Terminal(e) = &entry.record.event else { continue };
         events.push(DeviceEntry {
             position: entry.record.position,
             version: entry.record.version,

@@ -4,8 +4,8 @@
 //! the command could not do what was asked, either because the log failed a check ([`Class::Data`]),
 //! because the request was wrong ([`Class::Usage`]), or because the OS refused ([`Class::Io`]).
 
-use ledger::segment::FormatError;
-use ledger::ReadError;
+use log::segment::FormatError;
+use log::ReadError;
 use projections::RebuildError;
 use std::path::PathBuf;
 
@@ -76,7 +76,7 @@ fn read_class(e: &ReadError) -> Class {
     match e {
         ReadError::Io { source, .. } if source.kind() != std::io::ErrorKind::UnexpectedEof => Class::Io,
         ReadError::Format(f) | ReadError::Frame { source: f, .. } => format_class(f),
-        ReadError::Anchor(ledger::anchor::AnchorError::Io { .. }) => Class::Io,
+        ReadError::Anchor(log::anchor::AnchorError::Io { .. }) => Class::Io,
         ReadError::NotALedger(_) => Class::Usage,
         ReadError::OutOfRange { .. } => Class::Usage,
         ReadError::Index(_) => Class::Io,

@@ -8,7 +8,7 @@ use crate::error::{output, Error};
 use crate::ndjson;
 use crate::text::csv_row;
 use chrono::{DateTime, SecondsFormat, Utc};
-use ledger::{Event, Record, Source, TerminalEvent};
+use log::{Event, Record, Source, TerminalEvent};
 use std::io::Write;
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 
 use crate::error::{output, Error};
 use crate::text::{count, csv_row, thousands, Table};
-use ledger::Source;
+use log::Source;
 use projections::{Counts, Cut, Options};
 use serde::Serialize;
 use std::collections::BTreeMap;

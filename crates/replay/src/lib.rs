@@ -4,7 +4,7 @@
 //! versions, commit markers, header chain, Merkle roots), [`fleet`], [`device`] and [`audit`] (read
 //! models folded by `projections`), [`export`] (NDJSON in the docs/NDJSON.md schema, or CSV), and
 //! [`prove`] (inclusion and consistency proofs). SOURCE is a ledger folder or a bundle file, opened
-//! with [`ledger::Source::open`].
+//! with [`log::Source::open`].
 //!
 //! ## Invariants, written as absences
 //! - replay has no write path: it never opens a file of the source for writing, never creates, renames
@@ -36,9 +36,9 @@ use std::path::Path;
 /// Opens SOURCE, a ledger folder or a bundle file, read-only. A folder without `segments/` is refused
 /// as [`error::Error::NotASource`] (rather than as the missing `segments/` inside it), unless its HEAD
 /// records records: then its segments were lost, and that is what the error says.
-pub fn open(path: &Path) -> Result<ledger::Source, error::Error> {
-    ledger::Source::open(path).map_err(|e| match e {
-        ledger::ReadError::NotALedger(path) => error::Error::NotASource(path),
+pub fn open(path: &Path) -> Result<log::Source, error::Error> {
+    log::Source::open(path).map_err(|e| match e {
+        log::ReadError::NotALedger(path) => error::Error::NotASource(path),
         other => error::Error::from(other),
     })
 }

@@ -7,9 +7,9 @@
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger::merkle::Hash;
-use ledger::source::{hex, parse_hash};
-use ledger::{Sn, Source};
+use log::merkle::Hash;
+use log::source::{hex, parse_hash};
+use log::{Sn, Source};
 use projections::{AuditConfig, Cut};
 use replay::error::{output, Class, Error};
 use replay::export::Format;

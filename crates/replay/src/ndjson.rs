@@ -16,8 +16,8 @@
 //! unknown fields. Identifiers are validated by the model's newtypes.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ledger::model::{FieldError, MAX_DIRECTIVE_MODELS};
-use ledger::{
+use log::model::{FieldError, MAX_DIRECTIVE_MODELS};
+use log::{
     AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued,
     MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, TerminalEvent, Text,
 };

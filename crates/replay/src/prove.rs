@@ -2,20 +2,20 @@
 //! record bytes as stored, in one streaming pass over the log and O(log n) memory.
 //!
 //! A proof needs the Merkle roots of O(log n) leaf ranges. They are found first (by running the proof
-//! algorithm of [`ledger::merkle`] with a callback that only records which ranges it asks for), then
+//! algorithm of [`log::merkle`] with a callback that only records which ranges it asks for), then
 //! hashed together in a single pass over the frames, then the algorithm is run again with the roots.
-//! Every proof is checked with [`ledger::merkle::verify_inclusion`] / [`verify_consistency`] before it
+//! Every proof is checked with [`log::merkle::verify_inclusion`] / [`verify_consistency`] before it
 //! is returned, and a root recomputed at a size the log states a root for (the head, a sealed
 //! segment's trailer, the published HEAD) must equal it.
 
 use crate::error::{Error, Failure};
 use crate::text::count;
-use ledger::merkle::{
+use log::merkle::{
     consistency_proof_with, empty_root, inclusion_proof_with, leaf_hash, verify_consistency, verify_inclusion,
     Frontier, Hash,
 };
-use ledger::source::hex;
-use ledger::Source;
+use log::source::hex;
+use log::Source;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -136,7 +136,7 @@ fn stated_root(source: &Source, size: u64) -> Vec<(Hash, PathBuf)> {
     }
     if let Some(head) = source.published_head {
         if head.size == size {
-            stated.push((head.root, source.path.join(ledger::source::HEAD_FILE)));
+            stated.push((head.root, source.path.join(log::source::HEAD_FILE)));
         }
     }
     stated

@@ -15,11 +15,11 @@
 //! over the small per-record results.
 
 use crate::error::{Error, Failure};
-use ledger::codec::{decode_view, CodecError, EventView};
-use ledger::merkle::{leaf_hash, node_hash, Hash};
-use ledger::segment::{FileKind, FormatError, FrameReader, Item, Trailer};
-use ledger::source::{hex, FileMeta, TornTail};
-use ledger::{Head, Source};
+use log::codec::{decode_view, CodecError, EventView};
+use log::merkle::{leaf_hash, node_hash, Hash};
+use log::segment::{FileKind, FormatError, FrameReader, Item, Trailer};
+use log::source::{hex, FileMeta, TornTail};
+use log::{Head, Source};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ pub struct Verified {
     /// progress, or the torn tail of a crash that the next open cuts off). Not part of the log.
     pub torn: Option<TornTail>,
     /// For a ledger folder: the anchor as read from HEAD (a damaged slot, a format-1 HEAD).
-    pub anchor: Option<ledger::anchor::Anchor>,
+    pub anchor: Option<log::anchor::Anchor>,
 }
 
 impl Verified {
@@ -186,7 +186,7 @@ fn perfect_root(leaves: &[Hash]) -> Hash {
         let next: Vec<Hash> = level.chunks_exact(2).map(|p| node_hash(&p[0], &p[1])).collect();
         level = next;
     }
-    level.first().copied().unwrap_or_else(ledger::merkle::empty_root)
+    level.first().copied().unwrap_or_else(log::merkle::empty_root)
 }
 
 /// Hashes and decodes a batch in parallel, then hashes its subtrees in parallel.
@@ -240,7 +240,7 @@ impl SubtreeFrontier {
     fn root(&self) -> Hash {
         let mut rev = self.nodes.iter().rev();
         match rev.next() {
-            None => ledger::merkle::empty_root(),
+            None => log::merkle::empty_root(),
             Some((_, last)) => rev.fold(*last, |acc, (_, left)| node_hash(left, &acc)),
         }
     }
@@ -691,7 +691,7 @@ fn verify_file(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use ledger::merkle::Frontier;
+    use log::merkle::Frontier;
 
     fn leaf(i: u64) -> Hash {
         leaf_hash(&i.to_le_bytes())

@@ -3,6 +3,8 @@
 //! them) were deleted, or whose HEAD was deleted or garbled, is refused by every `replay` command that
 //! reads it (exit 1), naming the size recorded and the size found, instead of being folded as a shorter log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// A test builds, copies and damages ledgers and bundles on purpose: the read-only rule is the library's.
+#![allow(clippy::disallowed_methods)]
 
 use ledger::{AppendEvent, DeviceEvent, Event, Ledger, Options, Sn, TerminalEvent};
 use std::path::{Path, PathBuf};

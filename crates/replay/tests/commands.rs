@@ -1,5 +1,7 @@
 //! `replay fleet|device|audit|export|prove|consistency` end to end, over the binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// A test builds, copies and damages ledgers and bundles on purpose: the read-only rule is the library's.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

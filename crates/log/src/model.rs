@@ -614,3 +614,20 @@ impl Record {
         self.event.stream()
     }
 }
+
+/// One event to append, with its optional idempotency key and optimistic-concurrency check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendEvent {
+    /// The event.
+    pub event: Event,
+    /// Makes a retry idempotent: an id already in the log is not appended again.
+    pub event_id: Option<EventId>,
+    /// The number of events the stream must hold just before this event, else the whole append fails.
+    pub expected_version: Option<u64>,
+}
+
+impl From<Event> for AppendEvent {
+    fn from(event: Event) -> Self {
+        AppendEvent { event, event_id: None, expected_version: None }
+    }
+}

@@ -471,7 +471,7 @@ pub fn read_trailer_at_end(path: &Path) -> Result<Trailer, FormatError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::io::Write;
