@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod ops;
 pub mod sim;
 
+pub use interchange;
 pub use ledger;
 pub use projections;
 pub use replay;

@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use posledger::fleet::{fleet_summary, FleetSummary};
+use posledger::interchange::text::{count, thousands};
 use posledger::ledger::{
     self, AppendError, Directive, DirectiveId, Durability, Ledger, ModelCode, OpenError, Options, Source, Text,
 };
 use posledger::ops::{self, AppendRefusal, ReadInputError};
-use posledger::replay::text::{count, thousands};
 use posledger::sim::{self, Config, Report};
 use std::collections::HashSet;
 use std::fmt::Display;
@@ -48,7 +48,7 @@ enum Command {
     Simulate(SimulateArgs),
     /// Append NDJSON events (docs/NDJSON.md) as one atomic append of any length.
     #[command(
-        after_help = "Example:\n  posledger append --dir ledger events.ndjson\n  replay export old.plb --format ndjson --out fleet.ndjson && posledger append --dir new fleet.ndjson\n  generate-events | posledger append --dir ledger -\n\nLimits: 2,000,000 lines, 1 GiB, 1 MiB per line. A missing DIR becomes a new, empty ledger.\nAny bad line: exit 1, `FILE:LINE: reason` on stderr, and the ledger is unchanged."
+        after_help = "Example:\n  posledger append --dir ledger events.ndjson\n  replay export old.plb --format ndjson --out fleet.ndjson && posledger append --dir new fleet.ndjson\n  generate-events | posledger append --dir ledger -\n\nThe whole input is one atomic append of any length, streamed (1 MiB per line at most).\nA missing DIR becomes a new, empty ledger. Any bad line: exit 1, `FILE:LINE: reason` on stderr,\nand the ledger is unchanged (a DIR this run created is removed)."
     )]
     Append(AppendArgs),
     /// Record an emergency-stop directive and stop every running terminal of its models, atomically.
@@ -319,7 +319,7 @@ fn export_to(source: &Source, out_path: &Path) -> Result<ops::Exported, Failure>
 
 fn export(args: ExportArgs) -> Outcome {
     let source = open_source(&args.dir)?;
-    posledger::replay::output::check_source(&args.dir, &args.out).map_err(usage)?;
+    posledger::interchange::output::check_source(&args.dir, &args.out).map_err(usage)?;
     let exported = export_to(&source, &args.out)?;
     let mut out = Out::new();
     out.line(format!("exported {} to {}", count(exported.records, "record", "records"), args.out.display()))?;

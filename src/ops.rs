@@ -2,11 +2,11 @@
 //! refusal back to its input line, writing a bundle, preparing the demo folder. The binary only parses
 //! arguments, draws progress bars and prints.
 
+use interchange::ndjson::{self, MAX_LINE_BYTES};
+use interchange::output::{Output, OutputError};
+use interchange::text::{count, thousands};
 use ledger::bundle::BundleStream;
 use ledger::{AppendError, AppendEvent, ReadError, Source, MAX_APPEND_EVENTS};
-use replay::ndjson::{self, MAX_LINE_BYTES};
-use replay::output::{Output, OutputError};
-use replay::text::{count, thousands};
 use std::fs;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
@@ -148,7 +148,7 @@ pub enum ImportFailure {
     #[error(transparent)]
     Input(#[from] ReadInputError),
     /// The ledger refused or failed the import.
-    #[error("{0:?}")]
+    #[error(transparent)]
     Append(AppendRefusal),
 }
 
@@ -170,11 +170,13 @@ pub fn import_ndjson(
 }
 
 /// How an append's error maps onto the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendRefusal {
     /// The input was refused (exit 1): `FILE:LINE: reason`, or `FILE: reason` for the input as a whole.
+    #[error("{0}")]
     Data(String),
     /// The ledger failed (exit 2).
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -250,10 +252,10 @@ pub enum ExportError {
 /// Writes a bundle of every record of `source` to `out`: a header of kind bundle at position 0, every
 /// record's frame byte for byte (the CRC32C is recomputed over the same body, so the bytes are the
 /// same), then a trailer with the record count, log size, root and frontier. `out` is opened by
-/// [`replay::output::Output`]: a regular file is written to a temporary file beside it, fsynced, then
+/// [`interchange::output::Output`]: a regular file is written to a temporary file beside it, fsynced, then
 /// renamed over it (and the folder fsynced), so a crash never leaves a half bundle under the final
 /// name; a character device or FIFO is written directly; a symbolic link is refused. Whether `out` may
-/// be written at all (not inside the source) is the caller's check ([`replay::output::check_source`]).
+/// be written at all (not inside the source) is the caller's check ([`interchange::output::check_source`]).
 /// `progress` gets the records written.
 pub fn export_bundle(source: &Source, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Exported, ExportError> {
     let ledger_id = source.files.first().map_or(0, |f| f.header.ledger_id);

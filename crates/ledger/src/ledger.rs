@@ -1218,8 +1218,11 @@ impl Shared {
         if let Some(store) = lock(&self.store).take() {
             let (done, closed) = std::sync::mpsc::channel();
             let closer = std::thread::Builder::new().name("posledger-sled-close".into()).spawn(move || {
-                let _ = store.flush();
-                drop(store);
+                // A panic in sled's drop must not leave this wait to its deadline.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let _ = store.flush();
+                    drop(store);
+                }));
                 let _ = done.send(());
             });
             if closer.is_ok() {

@@ -25,11 +25,11 @@ pub mod device;
 pub mod error;
 pub mod export;
 pub mod fleet;
-pub mod ndjson;
-pub mod output;
 pub mod prove;
-pub mod text;
 pub mod verify;
+
+// The interchange formats live below both CLIs; re-exported so `replay::ndjson` keeps its path.
+pub use interchange::{ndjson, output, text};
 
 use std::path::Path;
 

@@ -20,10 +20,6 @@
 //! it), and the source bundle file itself (by canonical path or by inode, so a hard link is the same
 //! file).
 
-// The one module of replay that writes a file: the `--out` a user names, never inside a source
-// (`check_source`); everything else in this crate is read-only by `clippy.toml`.
-#![expect(clippy::disallowed_methods, reason = "writes the user's --out, checked never to be inside the source")]
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
