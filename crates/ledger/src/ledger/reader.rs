@@ -1,0 +1,295 @@
+//! The read side of an open ledger: stream reads from the follower's view, records and frames up to the published head, roots and proofs, catch-up subscriptions.
+
+use super::*;
+use crate::error::ReadError;
+use crate::indexer::Follower;
+use crate::merkle::{self, Frontier, Hash};
+use crate::model::{ModelCode, Record, Sn, StreamId};
+use crate::segment::{FileKind, Header};
+use crate::source::{segment_file_name, FileMeta, FrameIter, RecordIter, SEGMENTS_DIR, SPARSE_EVERY};
+use std::sync::{Arc, MutexGuard, Weak};
+use std::time::Duration;
+
+impl Ledger {
+    /// Persists the index now: snapshots the view and waits until sled covers every published record.
+    pub fn sync_index(&self) -> Result<(), ReadError> {
+        let target = self.head().size;
+        lock(&self.shared.writer).request_snapshot();
+        let deadline = std::time::Instant::now() + INDEX_WAIT;
+        let mut indexed = lock(&self.shared.indexed);
+        while *indexed < target {
+            if std::time::Instant::now() >= deadline {
+                return Err(ReadError::Index(format!(
+                    "the index did not reach the log's {target} records within {} s",
+                    INDEX_WAIT.as_secs()
+                )));
+            }
+            if lock(&self.shared.durable).failed.is_some() {
+                return Err(ReadError::Index("the ledger failed; the index is behind the log".into()));
+            }
+            if let Some(why) = lock(&self.shared.index_error).clone() {
+                return Err(ReadError::Index(format!("the index stopped at its last good snapshot: {why}")));
+            }
+            let (guard, _) = self
+                .shared
+                .indexed_cv
+                .wait_timeout(indexed, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner());
+            indexed = guard;
+        }
+        Ok(())
+    }
+
+    /// Every record of one stream, in version order (from the stream index).
+    pub fn read_stream(&self, stream: &StreamId) -> Result<Vec<Record>, ReadError> {
+        let size = self.head().size;
+        let positions = {
+            let follower = self.follower_at(size)?;
+            match stream {
+                StreamId::Terminal(sn) => follower.view.terminal(sn).map(|m| m.positions.to_vec()),
+                StreamId::Directives => Some(follower.view.directives_stream.to_vec()),
+            }
+        };
+        let positions = positions.unwrap_or(Ok(Vec::new())).map_err(ReadError::Index)?;
+        let mut records = Vec::with_capacity(positions.len());
+        for (version, position) in positions.into_iter().enumerate() {
+            if position >= size {
+                break;
+            }
+            let record = self.read_at(position)?;
+            if record.stream() != *stream || record.version != version as u64 {
+                return Err(ReadError::Index(format!(
+                    "index points {stream} version {version} at position {position}, which holds another record"
+                )));
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// The follower's full view once it covers at least `size` records (every published record has been
+    /// handed to it, so it gets there unless it failed or stopped).
+    pub(crate) fn follower_at(&self, size: u64) -> Result<MutexGuard<'_, Follower>, ReadError> {
+        let mut follower = lock(&self.shared.follower);
+        loop {
+            // A failed follower may have applied part of the append it refused: never read from it.
+            if let Some(why) = &follower.failed {
+                return Err(ReadError::Index(format!("the stream index stopped: {why}")));
+            }
+            if follower.applied >= size {
+                return Ok(follower);
+            }
+            if follower.stopped {
+                return Err(ReadError::Index("the stream index stopped: its thread has ended".into()));
+            }
+            let (guard, _) = self
+                .shared
+                .follower_cv
+                .wait_timeout(follower, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner());
+            follower = guard;
+        }
+    }
+
+    /// Terminals issued with `model` (from the model index).
+    pub fn terminals_of_model(&self, model: &ModelCode) -> Vec<Sn> {
+        let writer = lock(&self.shared.writer);
+        writer.view.models.get(model).cloned().unwrap_or_default()
+    }
+
+    /// Terminals issued with `model` according to the persisted (sled) model index, after persisting it.
+    pub fn persisted_terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, ReadError> {
+        self.sync_index()?;
+        let store = self.shared.store().ok_or(ReadError::Closed)?;
+        store.terminals_of_model(model).map_err(|e| ReadError::Index(e.to_string()))
+    }
+
+    /// The record at `position`.
+    pub fn read_at(&self, position: u64) -> Result<Record, ReadError> {
+        let size = self.head().size;
+        if position >= size {
+            return Err(ReadError::OutOfRange { position, size });
+        }
+        match self.read_range(position, position + 1).next() {
+            Some(record) => record,
+            None => Err(ReadError::OutOfRange { position, size }),
+        }
+    }
+
+    pub(crate) fn read_at_unpublished(&self, position: u64, writer: &Writer) -> Result<Record, ReadError> {
+        // Called under the writer lock: the record may not be published yet but it is written.
+        let files = self.shared.files_snapshot(writer.size);
+        let mut iter = RecordIter::new(FrameIter::new(files, position, position + 1));
+        iter.next().unwrap_or(Err(ReadError::OutOfRange { position, size: writer.size }))
+    }
+
+    /// Every published record from `position` on, in order, in constant memory. The end is the head at
+    /// the time of the call.
+    pub fn read_from(&self, position: u64) -> RecordIter {
+        let size = self.head().size;
+        self.read_range(position, size)
+    }
+
+    pub(crate) fn read_range(&self, from: u64, to: u64) -> RecordIter {
+        RecordIter::new(self.frames(from, to))
+    }
+
+    /// Raw frames (record bodies as stored) of positions `from..to`, bounded by the published head.
+    pub fn frames(&self, from: u64, to: u64) -> FrameIter {
+        self.shared.frames(from, to)
+    }
+
+    /// A read-only view of the published log, for projections and exports.
+    pub fn source(&self) -> crate::source::Source {
+        let Published { head, frontier } = lock(&self.shared.durable).published.clone();
+        crate::source::Source {
+            path: self.shared.dir.clone(),
+            kind: FileKind::Segment,
+            files: self.shared.files_snapshot(head.size),
+            head,
+            published_head: Some(head),
+            anchor: None,
+            root_at_published: Some(head.root),
+            torn: None,
+            frontier,
+            unwritten: None,
+        }
+    }
+
+    /// A subscription from `position`: every published record from there on, in order, then live ones
+    /// as they are published. It does not keep the ledger open: once the ledger is closed or dropped,
+    /// it ends with [`ReadError::Closed`] (resume from [`Subscription::position`] after reopening).
+    pub fn subscribe(&self, position: u64) -> Subscription {
+        Subscription { shared: Arc::downgrade(&self.shared), next: position, iter: None }
+    }
+
+    /// The RFC 6962 root of the first `size` records.
+    pub fn root_at(&self, size: u64) -> Result<Hash, ReadError> {
+        let head = self.head();
+        if size > head.size {
+            return Err(ReadError::OutOfRange { position: size, size: head.size });
+        }
+        if size == head.size {
+            return Ok(head.root);
+        }
+        self.subtree(0, size)
+    }
+
+    pub(crate) fn subtree(&self, start: u64, end: u64) -> Result<Hash, ReadError> {
+        let mut frontier = Frontier::new();
+        let mut frames = self.frames(start, end);
+        while let Some((_, body, _)) = frames.next_frame()? {
+            frontier.push_leaf(body);
+        }
+        if frontier.size() != end - start {
+            return Err(ReadError::OutOfRange { position: end, size: self.head().size });
+        }
+        Ok(frontier.root())
+    }
+
+    /// Inclusion proof of record `index` in the log of `size` records (streams the log; O(log n) memory).
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
+        let head = self.head();
+        if index >= size || size > head.size {
+            return Err(ReadError::OutOfRange { position: index.max(size), size: head.size });
+        }
+        merkle::inclusion_proof_with(index, size, &mut |a, b| self.subtree(a, b))
+    }
+
+    /// Consistency proof between the log of `old_size` records and that of `new_size`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ReadError> {
+        let head = self.head();
+        if old_size == 0 || old_size > new_size || new_size > head.size {
+            return Err(ReadError::OutOfRange { position: old_size.max(new_size), size: head.size });
+        }
+        merkle::consistency_proof_with(old_size, new_size, &mut |a, b| self.subtree(a, b))
+    }
+}
+
+/// A catch-up subscription: records from a position, then live ones.
+///
+/// It holds the ledger weakly, so a subscription left alive does not keep the folder locked (nor its
+/// index threads running) after the ledger that made it is closed.
+pub struct Subscription {
+    shared: Weak<Shared>,
+    next: u64,
+    iter: Option<RecordIter>,
+}
+
+impl Subscription {
+    /// The next record, waiting up to `timeout` for one to be published. `Ok(None)` on timeout;
+    /// [`ReadError::Closed`] once the ledger is closed and the records already fetched are delivered.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(iter) = &mut self.iter {
+                match iter.next() {
+                    Some(Ok(record)) => {
+                        assert_eq!(record.position, self.next, "subscription skipped a position");
+                        self.next += 1;
+                        return Ok(Some(record));
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => self.iter = None,
+                }
+            }
+            // Held only for this wait: the last strong reference is the owner's.
+            let Some(shared) = self.shared.upgrade() else { return Err(ReadError::Closed) };
+            let mut durable = lock(&shared.durable);
+            loop {
+                // Published records first: an append that landed just before the close is delivered.
+                if durable.published.head.size > self.next {
+                    break;
+                }
+                if durable.closed {
+                    return Err(ReadError::Closed);
+                }
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                let (guard, _) =
+                    shared.published_cv.wait_timeout(durable, deadline - now).unwrap_or_else(|e| e.into_inner());
+                durable = guard;
+            }
+            drop(durable);
+            self.iter = Some(RecordIter::new(shared.frames(self.next, u64::MAX)));
+        }
+    }
+
+    /// The position of the next record it will deliver.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+}
+
+impl Shared {
+    /// Raw frames of positions `from..to`, bounded by the published head (what every read goes through,
+    /// a subscription's included).
+    pub(crate) fn frames(&self, from: u64, to: u64) -> FrameIter {
+        let size = lock(&self.durable).published.head.size;
+        FrameIter::new(self.files_snapshot(size), from, to.min(size))
+    }
+
+    /// The files of the log with the active segment cut at `size` records.
+    pub(crate) fn files_snapshot(&self, size: u64) -> Vec<FileMeta> {
+        let mut files = self.sealed.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let sparse = self.active_sparse.read().unwrap_or_else(|e| e.into_inner());
+        let (seq, first_position, offsets) = &*sparse;
+        let keep = size.saturating_sub(*first_position).div_ceil(SPARSE_EVERY) as usize;
+        files.push(FileMeta {
+            path: self.dir.join(SEGMENTS_DIR).join(segment_file_name(*seq)),
+            header: Header {
+                kind: FileKind::Segment,
+                seq: *seq,
+                first_position: *first_position,
+                ledger_id: self.ledger_id,
+            },
+            records: size.saturating_sub(*first_position),
+            readable_len: u64::MAX,
+            trailer: None,
+            sparse: Some(Arc::new(offsets[..keep.min(offsets.len())].to_vec())),
+        });
+        files
+    }
+}
