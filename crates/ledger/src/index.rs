@@ -585,17 +585,31 @@ pub struct Snapshot {
     pub event_ids: Vec<(u16, Vec<u8>)>,
 }
 
-fn config() -> impl bincode::config::Config {
-    // A bucket holds ~1/4096 of the fleet: 64 MiB allows for fleets far beyond 10^7 terminals.
-    bincode::config::standard().with_limit::<{ 64 << 20 }>()
-}
+/// The format of the snapshot pages (postcard 1.x, a specified serde format, behind this number in the
+/// `meta` tree). An index of another format is not read: it is rebuilt from the log, as a lost one is.
+pub const SNAPSHOT_FORMAT: u8 = 2;
+/// The largest page the index decodes (a bucket holds ~1/4096 of the fleet: 64 MiB allows for fleets
+/// far beyond 10^7 terminals).
+const MAX_PAGE_BYTES: usize = 64 << 20;
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| e.to_string())
+    let bytes = postcard::to_stdvec(value).map_err(|e| e.to_string())?;
+    if bytes.len() > MAX_PAGE_BYTES {
+        return Err(format!("an index page of {} bytes is over the limit of {MAX_PAGE_BYTES}", bytes.len()));
+    }
+    Ok(bytes)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(bytes, config()).map(|(v, _)| v).map_err(|e| e.to_string())
+    if bytes.len() > MAX_PAGE_BYTES {
+        return Err(format!("an index page of {} bytes is over the limit of {MAX_PAGE_BYTES}", bytes.len()));
+    }
+    // postcard allocates no more than the bytes it is given can fill (serde's cautious size hints).
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after an index page", rest.len()));
+    }
+    Ok(value)
 }
 
 fn u64_value(bytes: &[u8]) -> Result<u64, String> {
@@ -740,6 +754,14 @@ impl Store {
 
     fn watermark_unguarded(&self) -> Result<Option<Watermark>, StoreError> {
         let get = |key: &str| self.meta.get(key).map_err(sled_error);
+        match get("format")? {
+            Some(format) if format.as_ref() == [SNAPSHOT_FORMAT] => {}
+            // Written before the format was recorded (bincode pages), or by another version.
+            Some(_) | None if get("watermark")?.is_some() => {
+                return Err(StoreError::Invalid(format!("the index is not in snapshot format {SNAPSHOT_FORMAT}")));
+            }
+            _ => {}
+        }
         let (Some(size), Some(leaf), Some(id)) = (get("watermark")?, get("last_leaf")?, get("ledger_id")?) else {
             return Ok(None);
         };
@@ -873,6 +895,7 @@ impl Store {
         }
         self.event_ids.apply_batch(ids).map_err(err)?;
         let mut meta = sled::Batch::default();
+        meta.insert("format", &[SNAPSHOT_FORMAT]);
         meta.insert("watermark", &snapshot.size.to_be_bytes());
         meta.insert("last_leaf", &snapshot.last_leaf);
         meta.insert("ledger_id", &ledger_id.to_be_bytes());

@@ -8,7 +8,7 @@
 //! another log, or damaged is refused with a [`CheckpointError`]; [`rebuild_from_checkpoint`] then falls
 //! back to a full fold and says why.
 //!
-//! File: `PLPROJ02` | payload length u64 LE | payload (bincode 2, standard) | SHA-256(payload).
+//! File: `PLPROJ03` | payload length u64 LE | payload (postcard 1.x) | SHA-256(payload).
 //! Saving writes a temporary file, syncs it and renames it into place: a crash leaves the old
 //! checkpoint or the new one, never half of one. This is the only file projections ever write, and
 //! only when asked; it is never inside the ledger's `segments/` folder.
@@ -28,7 +28,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// First bytes of a checkpoint file.
-pub const CHECKPOINT_MAGIC: &[u8; 8] = b"PLPROJ02";
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"PLPROJ03";
 /// The folder, inside a ledger folder, that holds projection checkpoints.
 pub const CHECKPOINT_DIR: &str = "projections";
 /// The fleet checkpoint's file name.
@@ -206,8 +206,7 @@ pub fn save(fleet: &Fleet, source: &Source, path: &Path) -> Result<(), Checkpoin
         audit: fleet.audit.as_ref().map(|a| (a.config, a.findings.clone())),
     };
     let invalid = |what: String| CheckpointError::Invalid { path: path.to_owned(), what };
-    let payload =
-        bincode::serde::encode_to_vec(&image, bincode::config::standard()).map_err(|e| invalid(e.to_string()))?;
+    let payload = postcard::to_stdvec(&image).map_err(|e| invalid(e.to_string()))?;
     let io = |source| CheckpointError::Io { path: path.to_owned(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -242,9 +241,9 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     if Sha256::digest(payload).as_slice() != sum {
         return Err(invalid("checksum mismatch"));
     }
-    let (image, used): (Image, usize) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
+    let (image, rest): (Image, &[u8]) = postcard::take_from_bytes(payload)
         .map_err(|e| CheckpointError::Invalid { path: path.to_owned(), what: e.to_string() })?;
-    if used != payload.len() {
+    if !rest.is_empty() {
         return Err(invalid("trailing bytes after the payload"));
     }
     from_image(image).map_err(invalid)
