@@ -37,7 +37,7 @@ pub(crate) fn precheck(events: &[AppendEvent]) -> Result<(), AppendError> {
 /// Events looked up together before they are checked: enough look-ups in flight to overlap their
 /// cache misses, few enough that what they bring in stays in the core's own cache (256 events touch
 /// about 100 KiB of events, keys and entries).
-const CHECK_BLOCK: usize = 256;
+const CHECK_BLOCK_EVENTS: usize = 256;
 
 /// One terminal's entry as of the append's events so far.
 struct PendingTerminal<'e> {
@@ -96,7 +96,7 @@ impl<'v, 'e> Pending<'v, 'e> {
         let mut view_slots = Vec::with_capacity(fresh.len());
         // Look up a block of terminals at once (the CPU overlaps the misses), then check the block
         // while what the look-ups brought into cache is still there.
-        for block in fresh.chunks(CHECK_BLOCK) {
+        for block in fresh.chunks(CHECK_BLOCK_EVENTS) {
             let slots = view.slots_of(block.iter().map(|&index| match &events[index].event {
                 Event::Terminal(d) => Some(&d.device),
                 Event::Directive(_) => None,

@@ -9,7 +9,7 @@
 //! view is persisted as *pages*: terminals are spread over [`BUCKETS`] buckets by a hash of their SN, and
 //! a snapshot writes one sled value per bucket that changed since the previous snapshot (in the spirit
 //! of EventStoreDB's PTables: a memtable in memory, flushed in large sorted pieces). Snapshots are taken
-//! of the follower's full view every [`SNAPSHOT_EVERY`] records and when the ledger closes, written by a
+//! of the follower's full view every [`SNAPSHOT_EVERY_RECORDS`] records and when the ledger closes, written by a
 //! background thread (see `indexer.rs`), and only once every record they cover is durable in the log. The log between the snapshot's watermark and its
 //! end is replayed on open, as a database replays its WAL.
 //!
@@ -37,7 +37,7 @@ use std::hash::BuildHasher;
 /// Number of snapshot pages terminals are spread over.
 pub const BUCKETS: usize = 4096;
 /// A snapshot of the view is taken after at least this many new records.
-pub const SNAPSHOT_EVERY: u64 = 2_000_000;
+pub const SNAPSHOT_EVERY_RECORDS: u64 = 2_000_000;
 
 /// A fast hash map (foldhash): keys are SNs and ids chosen by the processor, not by an attacker.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -51,12 +51,7 @@ pub fn bucket_of(sn: &Sn) -> usize {
 }
 
 fn fnv_bucket(text: &str) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % BUCKETS as u64) as usize
+    (log::hash::fnv1a(text.as_bytes()) % BUCKETS as u64) as usize
 }
 
 /// A stream's positions, delta-encoded as varints (about 3 bytes per event in a busy log).
@@ -377,12 +372,6 @@ impl View {
             self.dirty[usize::from(bucket)] = true;
         }
         self.entries.get_mut(slot as usize).map(|e| &mut e.mem)
-    }
-
-    /// A terminal's entry, for update; marks its bucket dirty.
-    pub fn terminal_mut(&mut self, sn: &Sn) -> Option<&mut TerminalMem> {
-        let slot = self.slot_of(sn)?;
-        self.terminal_at_mut(slot)
     }
 
     fn insert_slot(&mut self, sn: &Sn, mem: TerminalMem) -> u32 {

@@ -5,7 +5,7 @@
 //!  check + encode + write + commit to  --Apply-->  commit to the full view  --Changed-->  encode pages, wait
 //!  the writer's view (no positions)   (bounded)   (stream positions), take    (one at a    until published,
 //!                                                  a snapshot every           time)        write to sled
-//!                                                  SNAPSHOT_EVERY records
+//!                                                  SNAPSHOT_EVERY_RECORDS records
 //! ```
 //!
 //! The writer hands each append's events (moved, not copied) to the *follower*, which applies them to
@@ -29,7 +29,7 @@
 //! which needs the writer lock only briefly and never the follower.
 
 use crate::apply::{apply_written, Written};
-use crate::index::{Changed, View, SNAPSHOT_EVERY};
+use crate::index::{Changed, View, SNAPSHOT_EVERY_RECORDS};
 use crate::ledger::{lock, Shared};
 use crate::merkle::Hash;
 use std::sync::atomic::Ordering;
@@ -38,10 +38,16 @@ use std::sync::{Condvar, Mutex, Weak};
 use std::time::Duration;
 
 /// Appends that may wait for the follower before the writer blocks.
-pub(crate) const FOLLOWER_QUEUE: usize = 32;
+pub(crate) const FOLLOWER_QUEUE_APPENDS: usize = 32;
 /// Events that may wait for the follower before the writer blocks (about 100 MB of requests): with
-/// [`FOLLOWER_QUEUE`], bounds the memory held for a follower that falls behind, whatever the append size.
+/// [`FOLLOWER_QUEUE_APPENDS`], bounds the memory held for a follower that falls behind, whatever the append size.
 pub(crate) const FOLLOWER_BACKLOG_EVENTS: u64 = 1_000_000;
+
+const _: () = assert!(
+    crate::import::IMPORT_CHUNK_EVENTS as u64 <= FOLLOWER_BACKLOG_EVENTS,
+    "an import chunk fits in the follower's backlog"
+);
+const _: () = assert!(SNAPSHOT_EVERY_RECORDS > 0, "snapshots are taken every so many records");
 
 /// Events handed to the follower and not yet applied. The writer waits (under the writer lock; the
 /// follower never takes it) while the backlog is over [`FOLLOWER_BACKLOG_EVENTS`]; one append larger than
@@ -110,7 +116,7 @@ pub(crate) struct Follower {
     pub(crate) failed: Option<String>,
     /// Set when the follower thread has ended.
     pub(crate) stopped: bool,
-    /// Records between periodic snapshots ([`SNAPSHOT_EVERY`]; smaller in tests).
+    /// Records between periodic snapshots ([`SNAPSHOT_EVERY_RECORDS`]; smaller in tests).
     snapshot_every: u64,
 }
 
@@ -126,7 +132,7 @@ impl Follower {
             snapshot_size,
             failed: None,
             stopped: false,
-            snapshot_every: SNAPSHOT_EVERY,
+            snapshot_every: SNAPSHOT_EVERY_RECORDS,
         }
     }
 

@@ -14,7 +14,7 @@ mod writer;
 use crate::anchor_writer::AnchorWriter;
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::index::Store;
-use crate::indexer::{follower_loop, store_loop, Backlog, Follower, FOLLOWER_QUEUE};
+use crate::indexer::{follower_loop, store_loop, Backlog, Follower, FOLLOWER_QUEUE_APPENDS};
 use crate::lifecycle::State;
 use crate::lock::DirLock;
 use crate::merkle::Frontier;
@@ -170,7 +170,7 @@ pub(crate) struct Shared {
     pub(crate) published_cv: Condvar,
     /// Sealed segments, for readers.
     sealed: RwLock<Vec<FileMeta>>,
-    /// Offsets of every SPARSE_EVERY-th record of the active segment (written records; readers only use
+    /// Offsets of every SPARSE_EVERY_RECORDS-th record of the active segment (written records; readers only use
     /// entries below the published size).
     pub(crate) active_sparse: RwLock<(u32, u64, Vec<u64>)>,
     /// The sled index; taken out (and closed within [`SHUTDOWN_WAIT`]) when the ledger shuts down.
@@ -274,7 +274,7 @@ impl Ledger {
         let (store, view, indexed) = open_index(&index_path, &recovered)?;
         let last_leaf = if recovered.frontier.size() == 0 { [0u8; 32] } else { last_leaf_of(&recovered)? };
         let published = Published { head, frontier: recovered.frontier.clone() };
-        let (follower_tx, follower_rx) = std::sync::mpsc::sync_channel(FOLLOWER_QUEUE);
+        let (follower_tx, follower_rx) = std::sync::mpsc::sync_channel(FOLLOWER_QUEUE_APPENDS);
         let (store_tx, store_rx) = std::sync::mpsc::channel();
         let size = recovered.frontier.size();
         let writer_view = view.writer_copy();

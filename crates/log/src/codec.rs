@@ -155,12 +155,12 @@ fn finish(out: &mut Vec<u8>, start: usize) -> Result<usize, CodecError> {
 /// The most bytes a varint takes (253 and a u64).
 const MAX_VARINT_BYTES: usize = 9;
 /// More than the bytes a record can take besides its strings (format byte, integers, timestamps, tags).
-const RECORD_FIXED_BOUND: usize = 96;
+const RECORD_FIXED_BOUND_BYTES: usize = 96;
 
 /// An upper bound of the body's length, reserved once before writing.
 fn record_bound(record: &RecordRef<'_>) -> usize {
     let string = |s: &str| MAX_VARINT_BYTES + s.len();
-    let mut bound = RECORD_FIXED_BOUND + record.event_id.map_or(0, |id| string(id.as_str()));
+    let mut bound = RECORD_FIXED_BOUND_BYTES + record.event_id.map_or(0, |id| string(id.as_str()));
     match record.event {
         Event::Terminal(e) => {
             bound += string(e.device.as_str());

@@ -20,6 +20,7 @@
 pub mod anchor;
 pub mod codec;
 pub mod error;
+pub mod hash;
 pub mod lifecycle;
 pub mod merkle;
 pub mod model;

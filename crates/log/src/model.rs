@@ -467,11 +467,6 @@ impl TerminalEvent {
         }
     }
 
-    /// Whether this event is an observation (always recorded) rather than a decision.
-    pub fn is_observation(&self) -> bool {
-        matches!(self, TerminalEvent::Flow { .. } | TerminalEvent::ContractExpired | TerminalEvent::Flagged { .. })
-    }
-
     /// Checks the field limits that do not depend on any state.
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {

@@ -30,7 +30,7 @@ pub const FRAME_PREFIX_LEN: usize = 8;
 /// The length value that marks a trailer instead of a frame.
 pub const TRAILER_TAG: u32 = u32::MAX;
 /// The most frontier nodes a trailer can hold (one per bit of a u64 size).
-pub const MAX_FRONTIER: usize = 64;
+pub const MAX_FRONTIER_NODES: usize = 64;
 /// Length of a trailer with an empty frontier: tag, count, size, root, n, crc, trailer_len.
 pub const TRAILER_FIXED_LEN: usize = 4 + 8 + 8 + HASH_LEN + 1 + 4 + 4;
 
@@ -197,7 +197,7 @@ impl Trailer {
 
     /// Appends the trailer bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        assert!(self.frontier.len() <= MAX_FRONTIER, "frontier longer than 64 nodes");
+        assert!(self.frontier.len() <= MAX_FRONTIER_NODES, "frontier longer than 64 nodes");
         let start = out.len();
         out.extend_from_slice(&TRAILER_TAG.to_le_bytes());
         out.extend_from_slice(&self.record_count.to_le_bytes());
@@ -224,7 +224,7 @@ impl Trailer {
             return Err("truncated or missing trailer".into());
         }
         let n = usize::from(bytes[52]);
-        if n > MAX_FRONTIER {
+        if n > MAX_FRONTIER_NODES {
             return Err("frontier longer than 64 nodes".into());
         }
         if bytes.len() != Self::encoded_len(n) {
@@ -282,9 +282,13 @@ pub enum Item<'a> {
 }
 
 /// The largest read buffer of a [`FrameReader`]: one read of this size per refill.
-pub const MAX_READ_BUFFER: usize = 1 << 20;
+pub const MAX_READ_BUFFER_BYTES: usize = 1 << 20;
 /// The smallest read buffer of a [`FrameReader`].
-pub const MIN_READ_BUFFER: usize = 64 << 10;
+pub const MIN_READ_BUFFER_BYTES: usize = 64 << 10;
+
+const _: () = assert!(MIN_READ_BUFFER_BYTES <= MAX_READ_BUFFER_BYTES, "a read buffer's bounds are ordered");
+const _: () =
+    assert!(crate::codec::MAX_RECORD_BYTES < TRAILER_TAG as usize, "no record length can be taken for the trailer tag");
 
 /// Reads a segment or bundle front to back in constant memory (one record buffer).
 pub struct FrameReader {
@@ -305,7 +309,7 @@ impl FrameReader {
 
     /// Opens `path` and checks its header, to read the bytes from offset `from` up to offset `to` (the
     /// end of the file when `None`). The read buffer is sized to those bytes, within
-    /// `MIN_READ_BUFFER..=MAX_READ_BUFFER`: every refill reads a whole buffer, so a reader of a few
+    /// `MIN_READ_BUFFER_BYTES..=MAX_READ_BUFFER_BYTES`: every refill reads a whole buffer, so a reader of a few
     /// records wants a small one. Where the reader then goes is the caller's (`seek_to`).
     pub fn open_span(path: &Path, from: u64, to: Option<u64>) -> Result<FrameReader, FormatError> {
         let io = |source| FormatError::Io { path: path.to_owned(), source };
@@ -322,7 +326,7 @@ impl FrameReader {
         // whole buffer's worth of records that a reader about to seek elsewhere throws away.
         file.read_exact(&mut bytes).map_err(io)?;
         let span = to.map_or(file_len, |to| to.min(file_len)).saturating_sub(from);
-        let capacity = usize::try_from(span).unwrap_or(usize::MAX).clamp(MIN_READ_BUFFER, MAX_READ_BUFFER);
+        let capacity = usize::try_from(span).unwrap_or(usize::MAX).clamp(MIN_READ_BUFFER_BYTES, MAX_READ_BUFFER_BYTES);
         let reader = BufReader::with_capacity(capacity, file);
         let header = Header::decode(&bytes).map_err(|what| FormatError::BadHeader { path: path.to_owned(), what })?;
         Ok(FrameReader {
@@ -430,7 +434,7 @@ impl FrameReader {
         bytes[..FRAME_PREFIX_LEN].copy_from_slice(&prefix);
         self.read_exact(&mut bytes[FRAME_PREFIX_LEN..53])?;
         let n = usize::from(bytes[52]);
-        if n > MAX_FRONTIER {
+        if n > MAX_FRONTIER_NODES {
             return Err(bad("frontier longer than 64 nodes".into()));
         }
         let total = Trailer::encoded_len(n);
@@ -535,8 +539,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let mut bytes = Header { kind: FileKind::Segment, seq: 0, first_position: 0, ledger_id: 1 }.encode().to_vec();
-        let bodies: Vec<Vec<u8>> =
-            [10, MIN_READ_BUFFER * 3 + 7, 1, MAX_RECORD_BYTES].iter().map(|&n| vec![(n % 251) as u8; n]).collect();
+        let bodies: Vec<Vec<u8>> = [10, MIN_READ_BUFFER_BYTES * 3 + 7, 1, MAX_RECORD_BYTES]
+            .iter()
+            .map(|&n| vec![(n % 251) as u8; n])
+            .collect();
         let mut offsets = Vec::new();
         for body in &bodies {
             offsets.push(bytes.len() as u64);
@@ -544,7 +550,12 @@ mod tests {
         }
         File::create(&path).unwrap().write_all(&bytes).unwrap();
         let header = HEADER_LEN as u64;
-        for to in [Some(header), Some(header + MIN_READ_BUFFER as u64), Some(header + MAX_READ_BUFFER as u64), None] {
+        for to in [
+            Some(header),
+            Some(header + MIN_READ_BUFFER_BYTES as u64),
+            Some(header + MAX_READ_BUFFER_BYTES as u64),
+            None,
+        ] {
             for (start, offset) in offsets.iter().enumerate() {
                 let mut reader = FrameReader::open_span(&path, header, to).unwrap();
                 if start > 0 {

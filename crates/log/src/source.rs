@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A sparse offset is kept for every this many records of a file.
-pub const SPARSE_EVERY: u64 = 64;
+pub const SPARSE_EVERY_RECORDS: u64 = 64;
 /// The folder, inside a ledger folder, that holds the segment files.
 pub const SEGMENTS_DIR: &str = "segments";
 pub use crate::anchor::HEAD_FILE;
@@ -40,7 +40,7 @@ pub struct FileMeta {
     pub readable_len: u64,
     /// The trailer, for a sealed segment or a bundle.
     pub trailer: Option<Trailer>,
-    /// Byte offsets of every [`SPARSE_EVERY`]th record, when known.
+    /// Byte offsets of every [`SPARSE_EVERY_RECORDS`]th record, when known.
     pub sparse: Option<Arc<Vec<u64>>>,
 }
 
@@ -156,7 +156,7 @@ fn is_torn_trailer(path: &Path, offset: u64) -> Result<bool, ReadError> {
     let io = |source| ReadError::Io { path: path.to_owned(), source };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    if len <= offset || len - offset > Trailer::encoded_len(crate::segment::MAX_FRONTIER) as u64 {
+    if len <= offset || len - offset > Trailer::encoded_len(crate::segment::MAX_FRONTIER_NODES) as u64 {
         return Ok(false);
     }
     file.seek(SeekFrom::Start(offset)).map_err(io)?;
@@ -304,7 +304,7 @@ pub fn scan_active(path: &Path, start: Frontier, anchor: Option<u64>) -> Result<
                 break;
             }
         };
-        if seen.is_multiple_of(SPARSE_EVERY) {
+        if seen.is_multiple_of(SPARSE_EVERY_RECORDS) {
             pending_sparse.push(offset);
         }
         seen += 1;
@@ -342,7 +342,7 @@ fn describe_format(e: &FormatError) -> String {
     }
 }
 
-/// Byte offsets of every [`SPARSE_EVERY`]th record of a file, by a walk along its frames' length
+/// Byte offsets of every [`SPARSE_EVERY_RECORDS`]th record of a file, by a walk along its frames' length
 /// fields. Bodies are skipped, not read or CRC-checked: the offsets are only ever used to seek, and every
 /// frame read from them goes through the frame reader, CRC included. (A full scan of a 64 MiB segment
 /// costs ~25 ms; the walk reads 8 bytes a record.)
@@ -358,7 +358,7 @@ pub fn build_sparse(meta: &FileMeta) -> Result<Vec<u64>, ReadError> {
         position: meta.first_position() + seen,
         what,
     };
-    let mut sparse = Vec::with_capacity(usize::try_from(meta.records / SPARSE_EVERY + 1).unwrap_or(0));
+    let mut sparse = Vec::with_capacity(usize::try_from(meta.records / SPARSE_EVERY_RECORDS + 1).unwrap_or(0));
     let mut next = HEADER_LEN as u64;
     let mut seen = 0u64;
     while seen < meta.records {
@@ -371,7 +371,7 @@ pub fn build_sparse(meta: &FileMeta) -> Result<Vec<u64>, ReadError> {
         if len == 0 || len as usize > MAX_RECORD_BYTES {
             return Err(corrupt(seen, format!("offset {next}: record length {len} is out of bounds")));
         }
-        if seen.is_multiple_of(SPARSE_EVERY) {
+        if seen.is_multiple_of(SPARSE_EVERY_RECORDS) {
             sparse.push(next);
         }
         seen += 1;
@@ -709,10 +709,10 @@ impl FrameIter {
         let meta = &self.files[self.file];
         let first = meta.first_position();
         let Some(sparse) = &meta.sparse else { return (HEADER_LEN as u64, None) };
-        let offset = |position: u64| sparse.get(((position - first) / SPARSE_EVERY) as usize).copied();
+        let offset = |position: u64| sparse.get(((position - first) / SPARSE_EVERY_RECORDS) as usize).copied();
         let from = offset(self.next.max(first)).unwrap_or(HEADER_LEN as u64);
         let last = self.end.min(meta.end_position()).saturating_sub(1).max(first);
-        (from, offset(last + SPARSE_EVERY))
+        (from, offset(last + SPARSE_EVERY_RECORDS))
     }
 
     fn open_file(&mut self) -> Result<(), ReadError> {
@@ -732,7 +732,7 @@ impl FrameIter {
                 }
             };
             let meta = &self.files[self.file];
-            let slot = (self.next - meta.first_position()) / SPARSE_EVERY;
+            let slot = (self.next - meta.first_position()) / SPARSE_EVERY_RECORDS;
             let Some(offset) = sparse.get(slot as usize) else {
                 return Err(ReadError::Corrupt {
                     path: meta.path.clone(),
@@ -741,7 +741,7 @@ impl FrameIter {
                 });
             };
             reader.seek_to(*offset)?;
-            meta.first_position() + slot * SPARSE_EVERY
+            meta.first_position() + slot * SPARSE_EVERY_RECORDS
         } else {
             meta.first_position()
         };

@@ -22,12 +22,7 @@ pub const PARTITIONS: usize = 64;
 
 /// The partition of an SN: FNV-1a of its bytes, modulo [`PARTITIONS`].
 pub fn partition_of(sn: &str) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in sn.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % PARTITIONS as u64) as usize
+    (log::hash::fnv1a(sn.as_bytes()) % PARTITIONS as u64) as usize
 }
 
 /// What the fleet keeps of one terminal (80 bytes; the SN is the key).

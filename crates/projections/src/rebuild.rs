@@ -749,7 +749,7 @@ mod tests {
                 let offset = reader.offset();
                 match reader.next_item().unwrap() {
                     Some(log::segment::Item::Record { .. }) => {
-                        if seen.is_multiple_of(log::source::SPARSE_EVERY) {
+                        if seen.is_multiple_of(log::source::SPARSE_EVERY_RECORDS) {
                             offsets.push(offset);
                         }
                         seen += 1;

@@ -108,9 +108,7 @@ impl StreamKey {
     fn partition(&self) -> usize {
         let h = match self {
             StreamKey::Short(k) => (*k as u64) ^ ((*k >> 64) as u64).rotate_left(29),
-            StreamKey::Long(sn) => {
-                sn.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-            }
+            StreamKey::Long(sn) => log::hash::fnv1a(sn.as_bytes()),
             StreamKey::Directives => 0,
         };
         (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % VERSION_PARTITIONS

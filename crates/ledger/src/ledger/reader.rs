@@ -6,7 +6,7 @@ use crate::indexer::Follower;
 use crate::merkle::{self, Frontier, Hash};
 use crate::model::{ModelCode, Record, Sn, StreamId};
 use crate::segment::{FileKind, Header};
-use crate::source::{segment_file_name, FileMeta, FrameIter, RecordIter, SEGMENTS_DIR, SPARSE_EVERY};
+use crate::source::{segment_file_name, FileMeta, FrameIter, RecordIter, SEGMENTS_DIR, SPARSE_EVERY_RECORDS};
 use std::sync::{Arc, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -276,7 +276,7 @@ impl Shared {
         let mut files = self.sealed.read().unwrap_or_else(|e| e.into_inner()).clone();
         let sparse = self.active_sparse.read().unwrap_or_else(|e| e.into_inner());
         let (seq, first_position, offsets) = &*sparse;
-        let keep = size.saturating_sub(*first_position).div_ceil(SPARSE_EVERY) as usize;
+        let keep = size.saturating_sub(*first_position).div_ceil(SPARSE_EVERY_RECORDS) as usize;
         files.push(FileMeta {
             path: self.dir.join(SEGMENTS_DIR).join(segment_file_name(*seq)),
             header: Header {

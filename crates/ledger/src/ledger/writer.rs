@@ -11,7 +11,7 @@ use crate::merkle::{leaf_hash, Frontier, Hash};
 use crate::model::{AppendEvent, Directive, Event, StopReason, TerminalEvent};
 use crate::segment::{push_frame, FileKind, Header, Trailer, HEADER_LEN};
 use crate::source::Head;
-use crate::source::{FileMeta, SEGMENTS_DIR, SPARSE_EVERY};
+use crate::source::{FileMeta, SEGMENTS_DIR, SPARSE_EVERY_RECORDS};
 use chrono::{DateTime, Utc};
 use std::fs::File;
 use std::io::{self, Write};
@@ -224,7 +224,7 @@ impl Ledger {
                 body.clear();
                 encode_record_ref(&record, &mut body).map_err(|error| AppendError::Codec { index, error })?;
                 assert!(body.len() <= MAX_RECORD_BYTES);
-                if (position - writer.active.first_position).is_multiple_of(SPARSE_EVERY) {
+                if (position - writer.active.first_position).is_multiple_of(SPARSE_EVERY_RECORDS) {
                     sparse_new.push((position, buf.len() as u64));
                 }
                 push_frame(&mut buf, &body);
@@ -257,7 +257,7 @@ impl Ledger {
             let mut rest = &buf[..];
             let mut position = first;
             while !rest.is_empty() {
-                if (position - writer.active.first_position).is_multiple_of(SPARSE_EVERY) {
+                if (position - writer.active.first_position).is_multiple_of(SPARSE_EVERY_RECORDS) {
                     sparse_new.push((position, offset));
                 }
                 let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize + 8;
