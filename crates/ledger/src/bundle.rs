@@ -7,108 +7,11 @@
 //! renames it into place and fsyncs the folder, so a bundle is either complete or absent, never
 //! half-written.
 
-use crate::codec::MAX_RECORD_BYTES;
-use crate::merkle::{Frontier, Hash};
-use crate::segment::{push_frame, FileKind, Header, Trailer, HEADER_LEN};
+pub use log::bundle::{BundleError, BundleStream, Written};
+use log::merkle::{Frontier, Hash};
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
-
-/// Why a bundle could not be written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BundleError {
-    /// The OS refused.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-    /// A record body out of the frame's bounds.
-    #[error("record {position}: body of {len} bytes is out of bounds (1..={MAX_RECORD_BYTES})")]
-    BadRecord {
-        /// Its position in the bundle.
-        position: u64,
-        /// Its length.
-        len: usize,
-    },
-}
-
-/// What a finished bundle holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Written {
-    /// Records in it.
-    pub records: u64,
-    /// Their Merkle root.
-    pub root: Hash,
-    /// Bytes in the file.
-    pub bytes: u64,
-}
-
-/// Writes one bundle to any [`Write`], record body by record body: the header at creation, one frame
-/// per [`BundleStream::push`], the trailer at [`BundleStream::finish`]. It does not create, sync or
-/// rename anything: that is the caller's (see [`BundleWriter`] for a file replaced atomically, or write
-/// straight into an already open FIFO or device).
-pub struct BundleStream<W: Write> {
-    writer: W,
-    path: PathBuf,
-    frontier: Frontier,
-    frame: Vec<u8>,
-    bytes: u64,
-}
-
-impl<W: Write> BundleStream<W> {
-    /// Writes the header of a bundle to `writer`. `path` names the output in errors; `ledger_id` is the
-    /// id of the ledger the records come from (0 when it has none).
-    pub fn new(mut writer: W, path: &Path, ledger_id: u64) -> Result<BundleStream<W>, BundleError> {
-        let header = Header { kind: FileKind::Bundle, seq: 0, first_position: 0, ledger_id };
-        writer.write_all(&header.encode()).map_err(|source| BundleError::Io { path: path.to_owned(), source })?;
-        Ok(BundleStream {
-            writer,
-            path: path.to_owned(),
-            frontier: Frontier::new(),
-            frame: Vec::new(),
-            bytes: HEADER_LEN as u64,
-        })
-    }
-
-    /// Appends one record body exactly as stored (format byte included).
-    pub fn push(&mut self, body: &[u8]) -> Result<(), BundleError> {
-        if body.is_empty() || body.len() > MAX_RECORD_BYTES {
-            return Err(BundleError::BadRecord { position: self.frontier.size(), len: body.len() });
-        }
-        self.frame.clear();
-        push_frame(&mut self.frame, body);
-        self.writer.write_all(&self.frame).map_err(|source| BundleError::Io { path: self.path.clone(), source })?;
-        self.bytes += self.frame.len() as u64;
-        self.frontier.push_leaf(body);
-        Ok(())
-    }
-
-    /// Records pushed so far.
-    pub fn records(&self) -> u64 {
-        self.frontier.size()
-    }
-
-    /// The Merkle root of the records pushed so far.
-    pub fn root(&self) -> Hash {
-        self.frontier.root()
-    }
-
-    /// Writes the trailer and flushes; gives the writer back.
-    pub fn finish(mut self) -> Result<(Written, W), BundleError> {
-        let mut trailer = Vec::new();
-        Trailer::new(self.frontier.size(), &self.frontier).encode(&mut trailer);
-        let io = |source| BundleError::Io { path: self.path.clone(), source };
-        self.writer.write_all(&trailer).map_err(io)?;
-        self.writer.flush().map_err(io)?;
-        self.bytes += trailer.len() as u64;
-        let written = Written { records: self.frontier.size(), root: self.frontier.root(), bytes: self.bytes };
-        Ok((written, self.writer))
-    }
-}
 
 /// Writes one bundle file, record body by record body, into a temporary file that
 /// [`BundleWriter::finish`] fsyncs and renames into place.

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod anchor;
+pub mod bundle;
 pub mod codec;
 pub mod error;
 pub mod hash;

@@ -6,9 +6,8 @@
 //! projections can be tested on illegal transitions a regulator may meet in a log.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use log::bundle::BundleStream;
 use log::codec::encode_record;
-use log::merkle::Frontier;
-use log::segment::{push_frame, FileKind, Header, Trailer};
 use log::{
     Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, FlagReason, Head, Issued, MerchantId, ModelCode,
     ProviderId, Record, RegionCode, Sn, StopReason, StreamId, TerminalEvent, Text,
@@ -21,8 +20,7 @@ use std::path::Path;
 #[expect(clippy::disallowed_methods, reason = "test support: writes a new bundle for a test to read, never a source")]
 pub fn write_bundle(path: &Path, records: &[Record], ledger_id: u64) -> std::io::Result<Head> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
-    let mut bytes = Header { kind: FileKind::Bundle, seq: 0, first_position: 0, ledger_id }.encode().to_vec();
-    let mut frontier = Frontier::new();
+    let mut stream = BundleStream::new(Vec::new(), path, ledger_id).map_err(|e| invalid(e.to_string()))?;
     let mut body = Vec::new();
     for (i, record) in records.iter().enumerate() {
         if record.position != i as u64 {
@@ -30,14 +28,13 @@ pub fn write_bundle(path: &Path, records: &[Record], ledger_id: u64) -> std::io:
         }
         body.clear();
         encode_record(record, &mut body).map_err(|e| invalid(e.to_string()))?;
-        push_frame(&mut bytes, &body);
-        frontier.push_leaf(&body);
+        stream.push(&body).map_err(|e| invalid(e.to_string()))?;
     }
-    Trailer::new(records.len() as u64, &frontier).encode(&mut bytes);
+    let (written, bytes) = stream.finish().map_err(|e| invalid(e.to_string()))?;
     let mut file = std::fs::File::create(path)?;
     file.write_all(&bytes)?;
     file.sync_all()?;
-    Ok(Head { size: frontier.size(), root: frontier.root() })
+    Ok(Head { size: written.records, root: written.root })
 }
 
 /// Builds a log record by record: positions, stream versions, commit markers and a recorded-at clock.
