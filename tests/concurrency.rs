@@ -206,3 +206,37 @@ fn writers_with_expected_versions_readers_and_a_subscription() {
     assert_eq!(ledger.head(), head);
     assert_eq!(ledger.read_from(0).collect::<Result<Vec<_>, _>>().unwrap(), log);
 }
+
+/// Regression (found by the test above on a clean CI run): sealing moved the live segment's offsets to
+/// the next segment before the sealed segment joined the sealed list, so a reader in between saw a log
+/// with a gap and read a sealed record at an offset of the new segment ("record holds position 2937"
+/// at position 1503). Every append here seals a segment while a reader re-reads the log from 0.
+#[test]
+fn reads_during_segment_rotation_see_a_chained_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ledger::Options { segment_max_bytes: 200, ..ledger::Options::default() };
+    let ledger = Arc::new(Ledger::open_with(dir.path(), options).unwrap());
+    ledger.append(vec![issued("ROT", "M1")]).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (ledger, done) = (Arc::clone(&ledger), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !done.load(Ordering::Acquire) {
+                for (i, record) in ledger.read_from(0).enumerate() {
+                    let record = record.unwrap_or_else(|e| panic!("read {reads}, record {i}: {e}"));
+                    assert_eq!(record.position, i as u64);
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for _ in 0..400 {
+        ledger.append(vec![flow("ROT", 1)]).unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let reads = reader.join().expect("the reader saw a chained log");
+    assert!(reads > 0);
+    assert!(std::fs::read_dir(dir.path().join("segments")).unwrap().count() > 100, "the appends sealed segments");
+}

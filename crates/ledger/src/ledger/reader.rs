@@ -273,9 +273,17 @@ impl Shared {
 
     /// The files of the log with the active segment cut at `size` records.
     pub(crate) fn files_snapshot(&self, size: u64) -> Vec<FileMeta> {
-        let mut files = self.sealed.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // Both read under their locks together (sealed first, as the rotation takes them), so the files
+        // always chain: the live segment starts where the last sealed one ends.
+        let sealed = self.sealed.read().unwrap_or_else(|e| e.into_inner());
+        let mut files = sealed.clone();
         let sparse = self.active_sparse.read().unwrap_or_else(|e| e.into_inner());
+        drop(sealed);
         let (seq, first_position, offsets) = &*sparse;
+        assert!(
+            files.last().is_none_or(|f| f.end_position() == *first_position),
+            "the live segment starts where the last sealed one ends"
+        );
         let keep = size.saturating_sub(*first_position).div_ceil(SPARSE_EVERY_RECORDS) as usize;
         files.push(FileMeta {
             path: self.dir.join(SEGMENTS_DIR).join(segment_file_name(*seq)),

@@ -337,13 +337,7 @@ impl Ledger {
                 Ok(created) => created,
                 Err(e) => return Err(fail(writer, e)),
             };
-        let old_sparse = {
-            let mut sparse = self.shared.active_sparse.write().unwrap_or_else(|e| e.into_inner());
-            let old = std::mem::take(&mut sparse.2);
-            *sparse = (writer.active.seq + 1, writer.size, Vec::new());
-            old
-        };
-        let meta = FileMeta {
+        let mut meta = FileMeta {
             path: path.clone(),
             header: Header {
                 kind: FileKind::Segment,
@@ -354,9 +348,20 @@ impl Ledger {
             records,
             readable_len: writer.active.len,
             trailer: Some(trailer),
-            sparse: Some(Arc::new(old_sparse)),
+            sparse: None,
         };
-        self.shared.sealed.write().unwrap_or_else(|e| e.into_inner()).push(meta);
+        {
+            // The sealed list and the live segment's offsets change together, under both locks (taken in
+            // the order readers take them: sealed, then the live segment's). A reader between two
+            // separate updates saw the new live segment without the newly sealed one, and read a
+            // record of the sealed segment at an offset of the new one (found by the concurrency test).
+            let mut sealed = self.shared.sealed.write().unwrap_or_else(|e| e.into_inner());
+            let mut sparse = self.shared.active_sparse.write().unwrap_or_else(|e| e.into_inner());
+            let old = std::mem::take(&mut sparse.2);
+            *sparse = (writer.active.seq + 1, writer.size, Vec::new());
+            meta.sparse = Some(Arc::new(old));
+            sealed.push(meta);
+        }
         writer.active = Active {
             seq: writer.active.seq + 1,
             path: new_path,
