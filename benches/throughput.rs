@@ -418,6 +418,9 @@ fn main() {
         println!("posledger throughput harness: {} cores, sizes {:?}", threads, args.sizes);
         let rows = run_children(&args);
         if let Some(path) = &args.json {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).expect("create the --json folder");
+            }
             std::fs::write(path, serde_json::to_string_pretty(&rows).expect("json")).expect("write json");
             println!("\nwrote {}", path.display());
         }
