@@ -321,7 +321,7 @@ pub fn prepare_demo_dir(dir: &Path) -> Result<ledger::DirLock, String> {
     }
     let foreign: Vec<String> = entries
         .iter()
-        .filter_map(|name| name.to_str().map(str::to_owned).or_else(|| Some(name.to_string_lossy().into_owned())))
+        .map(|name| name.to_string_lossy().into_owned())
         .filter(|name| name != DEMO_MARKER && !made_by_the_demo(name))
         .collect();
     if !foreign.is_empty() {

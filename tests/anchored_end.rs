@@ -5,14 +5,11 @@
 
 mod common;
 
+use common::cli::posledger;
 use common::{flow, issued};
 use ledger::{Ledger, OpenError, Options, ReadError};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn posledger(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_posledger")).args(args).output().unwrap()
-}
+use std::process::Output;
 
 fn build(dir: &Path) -> u64 {
     let ledger = Ledger::open_with(dir, Options { segment_max_bytes: 2_000, ..Options::default() }).unwrap();

@@ -3,34 +3,17 @@
 //! simulator determinism, directives, the demo, and the NDJSON round trip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::cli::{ok, posledger, s, stderr};
+
 use ledger::lifecycle::Status;
 use ledger::{Ledger, Sn, Source};
 use posledger::fleet::fleet_summary;
 use posledger::sim::{self, Config};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn posledger(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_posledger")).args(args).output().expect("run posledger")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
-    stdout(&o)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::process::{Command, Stdio};
 
 /// The head via `posledger head --json`: (size, root).
 fn head(dir: &Path) -> (u64, String) {

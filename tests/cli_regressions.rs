@@ -2,27 +2,14 @@
 //! built `posledger` binary (and the `processor` example) as a user would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::cli::{ok, posledger, s, stderr, stdout};
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn posledger(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_posledger")).args(args).output().expect("run posledger")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
-    stdout(&o)
-}
 
 /// Exit code 2 and a one-line message.
 fn usage_error(o: &Output) -> String {
@@ -30,10 +17,6 @@ fn usage_error(o: &Output) -> String {
     let err = stderr(o);
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
     err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn issued(sn: &str, model: &str) -> String {

@@ -6,15 +6,11 @@
 
 mod common;
 
+use common::cli::posledger;
 use common::{flow, issued, issued_with, replaced, stopped};
 use ledger::{Ledger, Options};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn posledger(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_posledger")).args(args).output().unwrap()
-}
 
 fn issued_line(sn: &str) -> String {
     format!(

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: event constructors with fixed, readable defaults.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cli;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger::{
     AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, FlagReason, Issued, MerchantId,

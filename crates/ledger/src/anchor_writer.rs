@@ -1,6 +1,7 @@
 //! The writer's side of the anchor (`HEAD`, see `log::anchor` and docs/FORMAT.md): recording each new
 //! committed end durably in the next slot, creating a fresh HEAD, and `reanchor` for the operator.
 
+use crate::ledger::SeamFaults;
 use log::anchor::{encode_fresh, encode_slot, Anchor, HEAD_FILE, SLOT_LEN};
 use log::Head;
 use std::fs::File;
@@ -69,18 +70,11 @@ pub(crate) struct AnchorWriter {
     last: Head,
 }
 
-/// The I/O seam the anchor writes through (the ledger's fault injector, in tests).
-pub(crate) trait Faults {
-    fn before_write(&self, path: &Path, len: usize) -> io::Result<()>;
-    fn before_sync(&self, path: &Path) -> io::Result<()>;
-    fn observe(&self, op: &crate::ledger::DiskOp<'_>);
-}
-
 impl AnchorWriter {
     /// Writes a fresh format-2 HEAD recording `head` in both slots (generations 0 and 1): to a temporary
     /// file, fsynced, renamed over `HEAD`, and the folder fsynced. For a new ledger, and to replace a
     /// format-1 or partly damaged HEAD once the writer has recovered the log.
-    pub(crate) fn create(dir: &Path, head: Head, faults: &dyn Faults) -> io::Result<AnchorWriter> {
+    pub(crate) fn create(dir: &Path, head: Head, faults: &SeamFaults<'_>) -> io::Result<AnchorWriter> {
         use std::io::Write;
         let path = dir.join(HEAD_FILE);
         let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
@@ -115,7 +109,7 @@ impl AnchorWriter {
 
     /// Records `head` in the next slot and makes it durable (`fdatasync`) before returning: only then may
     /// the appends it covers be acknowledged. The other slot keeps the previous anchor meanwhile.
-    pub(crate) fn record(&mut self, head: Head, faults: &dyn Faults) -> io::Result<()> {
+    pub(crate) fn record(&mut self, head: Head, faults: &SeamFaults<'_>) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         assert!(head.size >= self.last.size, "the anchor never moves back");
         if head == self.last {

@@ -101,15 +101,7 @@ impl Ledger {
     /// or dropped.
     pub fn begin_import(&self, recorded_at: Option<DateTime<Utc>>) -> Result<Import<'_>, AppendError> {
         let mut writer = lock(&self.shared.writer);
-        if let Some(why) = &writer.poisoned {
-            return Err(AppendError::Poisoned(why.clone()));
-        }
-        let recorded_at = match (recorded_at, writer.last_recorded_at) {
-            (Some(given), Some(head)) if given < head => return Err(AppendError::RecordedAtBeforeHead { given, head }),
-            (Some(given), _) => given,
-            (None, Some(head)) => Utc::now().max(head),
-            (None, None) => Utc::now(),
-        };
+        let recorded_at = writer.writable_at(recorded_at)?;
         // An import never spans segments: start it in a fresh one if the live one is full.
         if writer.active.len >= self.shared.options.segment_max_bytes && writer.size > writer.active.first_position {
             self.seal_and_rotate(&mut writer)?;

@@ -253,7 +253,7 @@ impl Ledger {
             AnchorWriter::create(dir, empty, &faults).map_err(io_err(&dir.join(HEAD_FILE)))?;
             if !seg_dir.exists() {
                 std::fs::create_dir(&seg_dir).map_err(io_err(&seg_dir))?;
-                crate::anchor_writer::Faults::observe(&faults, &DiskOp::CreateDir { path: &seg_dir });
+                faults.observe(&DiskOp::CreateDir { path: &seg_dir });
                 sync_dir(dir, &faults).map_err(io_err(dir))?;
             }
             create_segment(&seg_dir, 0, 0, new_ledger_id(), &faults).map_err(io_err(&seg_dir))?;

@@ -10,17 +10,21 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The fault seam as the anchor writer sees it.
+/// The fault seam (`Options::faults`), which every file operation of the writer goes through: a no-op
+/// without an injector.
 pub(crate) struct SeamFaults<'a>(pub(crate) &'a Option<Arc<dyn FaultInjector>>);
 
-impl crate::anchor_writer::Faults for SeamFaults<'_> {
-    fn before_write(&self, path: &Path, len: usize) -> io::Result<()> {
+impl SeamFaults<'_> {
+    /// Before `len` bytes are written to `path`: the injector may fail the write.
+    pub(crate) fn before_write(&self, path: &Path, len: usize) -> io::Result<()> {
         self.0.as_ref().map_or(Ok(()), |f| f.before_write(path, len))
     }
-    fn before_sync(&self, path: &Path) -> io::Result<()> {
+    /// Before `path` is fsynced: the injector may fail the sync.
+    pub(crate) fn before_sync(&self, path: &Path) -> io::Result<()> {
         self.0.as_ref().map_or(Ok(()), |f| f.before_sync(path))
     }
-    fn observe(&self, op: &DiskOp<'_>) {
+    /// After an operation succeeded: the injector sees it.
+    pub(crate) fn observe(&self, op: &DiskOp<'_>) {
         if let Some(f) = self.0.as_ref() {
             f.observe(op);
         }
@@ -34,7 +38,6 @@ pub(super) const UNBORN_LEFTOVERS: [&str; 4] = ["LOCK", HEAD_FILE, "HEAD.tmp", "
 /// Creates `dir` and every missing parent, and makes each new entry durable (fsyncs the folder that
 /// holds it), so the ledger's own folder survives a power cut once its first append is acknowledged.
 pub(super) fn create_dir_durable(dir: &Path, faults: &SeamFaults<'_>) -> Result<(), OpenError> {
-    use crate::anchor_writer::Faults;
     let mut missing = Vec::new();
     let mut at = dir;
     loop {
@@ -74,7 +77,6 @@ pub(super) fn io_err(path: &Path) -> impl Fn(io::Error) -> OpenError + '_ {
 }
 
 pub(super) fn sync_dir(dir: &Path, faults: &SeamFaults<'_>) -> io::Result<()> {
-    use crate::anchor_writer::Faults;
     faults.before_sync(dir)?;
     File::open(dir)?.sync_all()?;
     faults.observe(&DiskOp::SyncDir { path: dir });
@@ -96,7 +98,6 @@ pub(super) fn create_segment(
     ledger_id: u64,
     faults: &SeamFaults<'_>,
 ) -> io::Result<(PathBuf, File)> {
-    use crate::anchor_writer::Faults;
     let path = seg_dir.join(segment_file_name(seq));
     let mut file = OpenOptions::new().create_new(true).read(true).append(true).open(&path)?;
     faults.observe(&DiskOp::Create { path: &path });

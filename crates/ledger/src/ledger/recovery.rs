@@ -31,7 +31,6 @@ pub(super) struct Recovered {
 /// Reads the segment files, checks their chain, cuts a torn tail off the live segment, and checks the
 /// result against the published HEAD (which may lag the log but never lead it).
 pub(super) fn recover(dir: &Path, seg_dir: &Path, faults: &SeamFaults<'_>) -> Result<Recovered, OpenError> {
-    use crate::anchor_writer::Faults;
     // The read side finds the committed log and everything wrong with it; recovery only acts on that.
     let source = crate::source::Source::open(dir)?;
     let ledger_id = source.ledger_id().unwrap_or_else(new_ledger_id);

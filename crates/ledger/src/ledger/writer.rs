@@ -60,6 +60,21 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// The recorded-at time of the next append, if the writer may write at all: refused after an I/O
+    /// failure; a given time must not be before the head's (recorded-at never decreases along the log),
+    /// and "now" is clamped up to the head's.
+    pub(crate) fn writable_at(&self, recorded_at: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, AppendError> {
+        if let Some(why) = &self.poisoned {
+            return Err(AppendError::Poisoned(why.clone()));
+        }
+        match (recorded_at, self.last_recorded_at) {
+            (Some(given), Some(head)) if given < head => Err(AppendError::RecordedAtBeforeHead { given, head }),
+            (Some(given), _) => Ok(given),
+            (None, Some(head)) => Ok(Utc::now().max(head)),
+            (None, None) => Ok(Utc::now()),
+        }
+    }
+
     /// Hands a written append to the follower (in log order: called under the writer lock). Blocks
     /// while the follower's queue is full.
     pub(crate) fn follow(&self, backlog: &Backlog, events: Vec<AppendEvent>, written: Option<(Vec<usize>, Steps)>) {
@@ -165,15 +180,7 @@ impl Ledger {
         recorded_at: Option<DateTime<Utc>>,
         mode: WriteMode,
     ) -> Result<(u64, Appended, Option<(Vec<usize>, Steps)>), AppendError> {
-        if let Some(why) = &writer.poisoned {
-            return Err(AppendError::Poisoned(why.clone()));
-        }
-        let recorded_at = match (recorded_at, writer.last_recorded_at) {
-            (Some(given), Some(head)) if given < head => return Err(AppendError::RecordedAtBeforeHead { given, head }),
-            (Some(given), _) => given,
-            (None, Some(head)) => Utc::now().max(head),
-            (None, None) => Utc::now(),
-        };
+        let recorded_at = writer.writable_at(recorded_at)?;
         // Idempotent retries: events whose id is already in the log are not appended again.
         let mut positions = vec![0u64; events.len()];
         let mut fresh: Vec<usize> = Vec::with_capacity(events.len());
@@ -268,13 +275,10 @@ impl Ledger {
         }
         let path = writer.active.path.clone();
         let write = (|| {
-            if let Some(faults) = &self.shared.options.faults {
-                faults.before_write(&path, buf.len())?;
-            }
+            let faults = SeamFaults(&self.shared.options.faults);
+            faults.before_write(&path, buf.len())?;
             (&*writer.active.file).write_all(&buf)?;
-            if let Some(faults) = &self.shared.options.faults {
-                faults.observe(&DiskOp::Write { path: &path, offset: writer.active.len, bytes: &buf });
-            }
+            faults.observe(&DiskOp::Write { path: &path, offset: writer.active.len, bytes: &buf });
             Ok(())
         })();
         if let Err(source) = write {
@@ -312,26 +316,20 @@ impl Ledger {
         let trailer = Trailer::new(records, &writer.frontier);
         let mut bytes = Vec::new();
         trailer.encode(&mut bytes);
+        let faults = SeamFaults(&self.shared.options.faults);
         let sealed = (|| {
-            if let Some(faults) = &self.shared.options.faults {
-                faults.before_write(&path, bytes.len())?;
-                faults.before_sync(&path)?;
-            }
+            faults.before_write(&path, bytes.len())?;
+            faults.before_sync(&path)?;
             (&*writer.active.file).write_all(&bytes)?;
-            let faults = SeamFaults(&self.shared.options.faults);
-            crate::anchor_writer::Faults::observe(
-                &faults,
-                &DiskOp::Write { path: &path, offset: writer.active.len, bytes: &bytes },
-            );
+            faults.observe(&DiskOp::Write { path: &path, offset: writer.active.len, bytes: &bytes });
             writer.active.file.sync_all()?;
-            crate::anchor_writer::Faults::observe(&faults, &DiskOp::Sync { path: &path });
+            faults.observe(&DiskOp::Sync { path: &path });
             Ok(())
         })();
         if let Err(e) = sealed {
             return Err(fail(writer, e));
         }
         let seg_dir = self.shared.dir.join(SEGMENTS_DIR);
-        let faults = SeamFaults(&self.shared.options.faults);
         let (new_path, file) =
             match create_segment(&seg_dir, writer.active.seq + 1, writer.size, self.shared.ledger_id, &faults) {
                 Ok(created) => created,
@@ -424,13 +422,10 @@ impl Ledger {
         };
         if sync {
             let synced = (|| {
-                if let Some(faults) = &self.shared.options.faults {
-                    faults.before_sync(&path)?;
-                }
+                let faults = SeamFaults(&self.shared.options.faults);
+                faults.before_sync(&path)?;
                 file.sync_data()?;
-                if let Some(faults) = &self.shared.options.faults {
-                    faults.observe(&DiskOp::Sync { path: &path });
-                }
+                faults.observe(&DiskOp::Sync { path: &path });
                 Ok::<(), io::Error>(())
             })();
             if let Err(e) = synced {
