@@ -15,11 +15,14 @@
 
 #![deny(unsafe_code)]
 
+pub mod checkpoints;
 pub mod fleet;
 pub mod ops;
 pub mod sim;
+pub mod witness_client;
 
 pub use interchange;
 pub use ledger;
 pub use projections;
 pub use replay;
+pub use tlog;

@@ -69,6 +69,53 @@ enum Command {
         after_help = "Without HEAD, no command can tell a whole log from one whose last records were cut, so every\ncommand refuses the folder. If you know the log is whole (its size from a bundle, a signed\ncheckpoint or your records), say its size: HEAD is written only if the segments hold exactly that\nmany committed records. A whole HEAD is never replaced.\n\nExample:\n  posledger reanchor --dir ledger --size 1963643"
     )]
     Reanchor(ReanchorArgs),
+    /// Signing keys: `key generate` writes a new Ed25519 key pair (docs/CHECKPOINTS.md).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sign the ledger's head as a C2SP checkpoint, keep it in DIR/checkpoints, and ask witnesses to cosign.
+    #[command(
+        after_help = "Example:\n  posledger checkpoint --dir ledger --key log.key\n  posledger checkpoint --dir ledger --key log.key --witness http://127.0.0.1:7380 --witness-key w1.vkey\n\nThe head must extend the last checkpoint this ledger signed (same origin, the same root at its\nsize, a consistency proof from there): a cut or rewritten log is refused (exit 1) and nothing is signed.\nEach --witness URL is paired, in order, with a --witness-key; cosignatures that verify are kept in\nDIR/checkpoints/<size>.cosigned. A witness that refuses or cannot be reached: exit 1 (the signed\ncheckpoint is kept)."
+    )]
+    Checkpoint(CheckpointArgs),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Generate a key: FILE gets the private key (mode 0600, never overwritten, never printed), FILE.vkey
+    /// the verifier key to hand to regulators (also printed).
+    #[command(
+        after_help = "Example:\n  posledger key generate --name acquirer.example/posledger/prod --out log.key\n  posledger key generate --name regulator.example/witness --out w1.key --witness\n\nThe log's key name is the checkpoints' origin: choose it once per ledger (a URL-like name, no\nspaces, no '+')."
+    )]
+    Generate(KeyGenerateArgs),
+}
+
+#[derive(Args)]
+struct KeyGenerateArgs {
+    /// The key's name: for a log's key, the origin of its checkpoints.
+    #[arg(long)]
+    name: String,
+    /// The private key file to create (FILE.vkey gets the verifier key).
+    #[arg(long)]
+    out: PathBuf,
+    /// Make a witness's cosignature key (type 0x04) instead of a log's note key (type 0x01).
+    #[arg(long)]
+    witness: bool,
+}
+
+#[derive(Args)]
+struct CheckpointArgs {
+    /// Ledger folder.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The log's private key file (mode 0600).
+    #[arg(long)]
+    key: PathBuf,
+    /// A witness's submission URL (repeatable; paired in order with --witness-key).
+    #[arg(long = "witness")]
+    witnesses: Vec<String>,
+    /// A witness's verifier key, a file or the vkey text (repeatable).
+    #[arg(long = "witness-key")]
+    witness_keys: Vec<String>,
 }
 
 #[derive(Args)]
@@ -121,6 +168,9 @@ struct AppendArgs {
     /// NDJSON input; `-` or nothing reads stdin.
     #[arg(default_value = "-")]
     file: String,
+    /// After the append is committed, sign the new head with this key (as `posledger checkpoint`).
+    #[arg(long)]
+    sign_with: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -393,6 +443,7 @@ fn append(args: AppendArgs) -> Outcome {
             });
         }
     };
+    let signed = args.sign_with.as_deref().map(|key| sign_after_append(&ledger, key));
     let closed = close_ledger(ledger, &args.dir)?;
     let mut out = Out::new();
     if imported.retried > 0 {
@@ -405,7 +456,124 @@ fn append(args: AppendArgs) -> Outcome {
         out.line(format!("appended {}", count(imported.written, "event", "events")))?;
     }
     out.line(format!("head: size {} root {}", thousands(closed.head.size), closed.head.root_hex()))?;
+    match signed {
+        None => {}
+        Some(Ok(signed)) => out.line(format!("signed checkpoint: {}", signed.path.display()))?,
+        Some(Err(why)) => {
+            out.flush()?;
+            return Err(Failure::Usage(format!("the append is committed, but signing failed: {why}")));
+        }
+    }
     out.flush()
+}
+
+fn sign_after_append(ledger: &Ledger, key: &Path) -> Result<posledger::checkpoints::Signed, String> {
+    let key = posledger::tlog::keyfile::load_signing_key(key).map_err(|e| e.to_string())?;
+    posledger::checkpoints::sign_head(ledger, &key).map_err(|e| e.to_string())
+}
+
+fn key_generate(args: KeyGenerateArgs) -> Outcome {
+    use posledger::tlog::{keyfile, KeyType, SigningKey};
+    let key_type = if args.witness { KeyType::Cosignature } else { KeyType::Note };
+    let key = SigningKey::generate(&args.name, key_type)
+        .map_err(|e| Failure::Usage(format!("--name {:?}: {e}", args.name)))?;
+    let mut vkey_path = args.out.clone().into_os_string();
+    vkey_path.push(".vkey");
+    let vkey_path = PathBuf::from(vkey_path);
+    if vkey_path.exists() {
+        return Err(Failure::Usage(format!(
+            "{}: already exists (a key file is never overwritten)",
+            vkey_path.display()
+        )));
+    }
+    keyfile::create_private(&args.out, &key).map_err(usage)?;
+    keyfile::create_public(&vkey_path, &key.verifier_key()).map_err(usage)?;
+    let mut out = Out::new();
+    out.line(format!("private key: {} (mode 0600; keep it secret, never share it)", args.out.display()))?;
+    out.line(format!("verifier key: {}", vkey_path.display()))?;
+    out.line(key.verifier_key())?;
+    out.flush()
+}
+
+fn checkpoint(args: CheckpointArgs) -> Outcome {
+    use posledger::checkpoints::{self, CheckpointStoreError};
+    use posledger::tlog::keyfile;
+    if args.witnesses.len() != args.witness_keys.len() {
+        return Err(Failure::Usage(format!(
+            "{} --witness but {} --witness-key: give each witness URL its key, in order",
+            args.witnesses.len(),
+            args.witness_keys.len()
+        )));
+    }
+    let key = keyfile::load_signing_key(&args.key).map_err(usage)?;
+    let witness_keys = args
+        .witness_keys
+        .iter()
+        .map(|k| keyfile::load_verifier_key(k).map_err(usage))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(bad) = witness_keys.iter().find(|k| k.key_type() != posledger::tlog::KeyType::Cosignature) {
+        return Err(Failure::Usage(format!("--witness-key {bad}: not a witness's cosignature key (type 0x04)")));
+    }
+    check_dir(&args.dir)?;
+    if !args.dir.is_dir() {
+        return Err(Failure::Usage(format!("{}: no such ledger folder", args.dir.display())));
+    }
+    let ledger = Ledger::open(&args.dir).map_err(|e| open_error(&args.dir, e))?;
+    let signed = match checkpoints::sign_head(&ledger, &key) {
+        Ok(signed) => signed,
+        Err(
+            e @ (CheckpointStoreError::Cut { .. }
+            | CheckpointStoreError::Rewritten { .. }
+            | CheckpointStoreError::Origin { .. }
+            | CheckpointStoreError::Stored { .. }),
+        ) => return Err(Failure::Data(e.to_string())),
+        Err(e) => return Err(usage(e)),
+    };
+    let mut out = Out::new();
+    out.line(format!(
+        "{} checkpoint: size {} root {} -> {}",
+        if signed.new { "signed" } else { "already signed" },
+        thousands(signed.checkpoint.size),
+        posledger::ledger::source::hex(&signed.checkpoint.root),
+        signed.path.display()
+    ))?;
+    let mut failed = Vec::new();
+    for (url, witness) in args.witnesses.iter().zip(&witness_keys) {
+        let old = last_cosigned_size(&args.dir, witness).unwrap_or(0);
+        match posledger::witness_client::submit(&ledger, &signed, url, witness, old) {
+            Ok(cosignatures) => {
+                let path = checkpoints::store_cosigned(&args.dir, &signed, &cosignatures).map_err(usage)?;
+                out.line(format!("cosigned by {}: {}", witness.name(), path.display()))?;
+            }
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    close_ledger(ledger, &args.dir)?;
+    out.flush()?;
+    match failed.len() {
+        0 => Ok(()),
+        _ => Err(Failure::Data(failed.join("\n"))),
+    }
+}
+
+/// The size of the latest cosigned checkpoint that `witness` cosigned, as the ledger folder records it.
+fn last_cosigned_size(dir: &Path, witness: &posledger::tlog::VerifierKey) -> Option<u64> {
+    let folder = dir.join(posledger::checkpoints::CHECKPOINTS_DIR);
+    let mut sizes: Vec<(u64, PathBuf)> = std::fs::read_dir(&folder)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let size = name.strip_suffix(".cosigned")?.parse().ok()?;
+            Some((size, e.path()))
+        })
+        .collect();
+    sizes.sort();
+    sizes.into_iter().rev().find_map(|(size, path)| {
+        let bytes = std::fs::read(path).ok()?;
+        let note = posledger::tlog::Note::parse(&bytes).ok()?;
+        note.open(&[witness]).ok().map(|_| size)
+    })
 }
 
 /// The topmost folder of `dir`'s path that does not exist yet (what creating `dir` would create).
@@ -651,6 +819,8 @@ fn main() -> ExitCode {
         Command::Export(args) => export(args),
         Command::Head(args) => head(args),
         Command::Reanchor(args) => reanchor(args),
+        Command::Key(KeyCommand::Generate(args)) => key_generate(args),
+        Command::Checkpoint(args) => checkpoint(args),
     };
     match result {
         Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,

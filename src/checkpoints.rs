@@ -1,0 +1,330 @@
+//! Signed checkpoints of a ledger (docs/CHECKPOINTS.md): signing the head, keeping every signed
+//! checkpoint in the ledger folder, and collecting witnesses' cosignatures.
+//!
+//! Layout: `<ledger>/checkpoints/<size, 20 digits>.checkpoint` holds the log-signed note of that size,
+//! written once (temp file, fsync, link into place, fsync the folder) and never changed;
+//! `<size>.cosigned` holds the same note with the witnesses' cosignatures added, replaced only by a
+//! superset of itself. **The log never signs two inconsistent checkpoints**: before signing, the head
+//! must extend the latest signed checkpoint (same origin, a size at least as large, the same root at
+//! that size, and its own consistency proof from there checks).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use ledger::merkle::Hash;
+use ledger::{Head, Ledger, ReadError};
+use tlog::checkpoint::Checkpoint;
+use tlog::note::{Note, NoteVerifier};
+use tlog::proof::check_consistency;
+use tlog::{SigningKey, VerifierKey};
+
+/// The folder of signed checkpoints inside a ledger folder.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+/// Most checkpoint files read from the folder (a bound on a folder anyone could fill).
+pub const MAX_CHECKPOINT_FILES: usize = 1 << 20;
+
+/// Why a checkpoint could not be signed, stored or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointStoreError {
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored checkpoint that is not a checkpoint this key signed.
+    #[error("{path}: {reason}")]
+    Stored {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log holds fewer records than a checkpoint it signed: records were cut.
+    #[error("refused to sign: the log holds {size} records but it signed a checkpoint of {signed} ({path}); records after {size} were lost or cut")]
+    Cut {
+        /// The current size.
+        size: u64,
+        /// The signed size.
+        signed: u64,
+        /// The signed checkpoint.
+        path: PathBuf,
+    },
+    /// The log's tree at a signed size has another root: the log was rewritten.
+    #[error(
+        "refused to sign: the log's root at size {signed} is not the one it signed ({path}); the log was rewritten"
+    )]
+    Rewritten {
+        /// The signed size.
+        signed: u64,
+        /// The signed checkpoint.
+        path: PathBuf,
+    },
+    /// The key names another log than the one this ledger's checkpoints name.
+    #[error("refused to sign: this ledger's checkpoints name the log {origin:?}, the key is {key:?}")]
+    Origin {
+        /// The origin of the stored checkpoints.
+        origin: String,
+        /// The key's name.
+        key: String,
+    },
+    /// The key or note could not be used.
+    #[error(transparent)]
+    Checkpoint(#[from] tlog::CheckpointError),
+    /// The log could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointStoreError + '_ {
+    move |source| CheckpointStoreError::Io { path: path.to_owned(), source }
+}
+
+/// A checkpoint the ledger signed.
+#[derive(Clone, Debug)]
+pub struct Signed {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// The note's bytes (the log's signature only).
+    pub note: Vec<u8>,
+    /// Where it is kept.
+    pub path: PathBuf,
+    /// False when this exact checkpoint was already stored (same size, same bytes).
+    pub new: bool,
+}
+
+/// The file name of the signed checkpoint of `size`.
+pub fn checkpoint_file_name(size: u64) -> String {
+    format!("{size:020}.checkpoint")
+}
+
+/// The file name of the cosigned checkpoint of `size`.
+pub fn cosigned_file_name(size: u64) -> String {
+    format!("{size:020}.cosigned")
+}
+
+/// The signed checkpoint files of a ledger folder, smallest size first.
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointStoreError> {
+    let folder = dir.join(CHECKPOINTS_DIR);
+    let entries = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CheckpointStoreError::Io { path: folder, source: e }),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(&folder))?;
+        let name = entry.file_name();
+        let Some(size) = name.to_str().and_then(|n| n.strip_suffix(".checkpoint")).and_then(|n| {
+            (n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse::<u64>().ok()).flatten()
+        }) else {
+            continue;
+        };
+        if out.len() == MAX_CHECKPOINT_FILES {
+            return Err(CheckpointStoreError::Stored {
+                path: folder,
+                reason: format!("more than {MAX_CHECKPOINT_FILES} checkpoint files"),
+            });
+        }
+        out.push((size, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads and verifies a stored checkpoint with `key`.
+fn read_stored(path: &Path, key: &VerifierKey) -> Result<Checkpoint, CheckpointStoreError> {
+    let bytes = read_bounded(path)?;
+    tlog::checkpoint::verify(&bytes, key, &[], 0)
+        .map(|v| v.checkpoint)
+        .map_err(|e| CheckpointStoreError::Stored { path: path.to_owned(), reason: e.to_string() })
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, CheckpointStoreError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut bytes = Vec::new();
+    file.take(tlog::note::MAX_NOTE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io(path))?;
+    if bytes.len() > tlog::note::MAX_NOTE_BYTES {
+        return Err(CheckpointStoreError::Stored { path: path.to_owned(), reason: "larger than any note".into() });
+    }
+    Ok(bytes)
+}
+
+/// The latest signed checkpoint of the ledger folder, verified with `key`, or `None`.
+pub fn latest(dir: &Path, key: &VerifierKey) -> Result<Option<(Checkpoint, PathBuf)>, CheckpointStoreError> {
+    let Some((_, path)) = list(dir)?.pop() else { return Ok(None) };
+    Ok(Some((read_stored(&path, key)?, path)))
+}
+
+/// Signs the ledger's current head with `key` and keeps it in the ledger folder, after checking that
+/// the head extends the latest checkpoint the ledger signed (never two inconsistent checkpoints).
+pub fn sign_head(ledger: &Ledger, key: &SigningKey) -> Result<Signed, CheckpointStoreError> {
+    let head = ledger.head();
+    let vkey = key.verifier_key();
+    if let Some((last, path)) = latest(ledger.dir(), &vkey)? {
+        check_extends(ledger, &head, &last, &path)?;
+    } else {
+        // No checkpoint of this key; one of another key would be refused by `latest` above only if
+        // it is the newest, so check the origin of every stored one (cheap: the text only).
+        for (_, path) in list(ledger.dir())? {
+            let bytes = read_bounded(&path)?;
+            let origin = Note::parse(&bytes)
+                .ok()
+                .and_then(|n| Checkpoint::parse(n.text()).ok())
+                .map(|c| c.origin)
+                .unwrap_or_default();
+            if origin != key.name() {
+                return Err(CheckpointStoreError::Origin { origin, key: key.name().to_owned() });
+            }
+        }
+    }
+    let checkpoint = Checkpoint::new(key.name(), head.size, head.root);
+    let note = checkpoint.sign(key)?;
+    let folder = ledger.dir().join(CHECKPOINTS_DIR);
+    let path = folder.join(checkpoint_file_name(head.size));
+    let new = write_once(&folder, &path, &note)?;
+    Ok(Signed { checkpoint, note, path, new })
+}
+
+fn check_extends(ledger: &Ledger, head: &Head, last: &Checkpoint, path: &Path) -> Result<(), CheckpointStoreError> {
+    if last.size > head.size {
+        return Err(CheckpointStoreError::Cut { size: head.size, signed: last.size, path: path.to_owned() });
+    }
+    let root: Hash = ledger.root_at(last.size)?;
+    if root != last.root {
+        return Err(CheckpointStoreError::Rewritten { signed: last.size, path: path.to_owned() });
+    }
+    let proof = if last.size == 0 { Vec::new() } else { ledger.consistency_proof(last.size, head.size)? };
+    check_consistency(last.size, &last.root, head.size, &head.root, &proof)
+        .map_err(|_| CheckpointStoreError::Rewritten { signed: last.size, path: path.to_owned() })
+}
+
+/// Writes `bytes` to `path` unless it holds them already: a temporary file, fsync, a hard link into
+/// place (which never replaces a file), fsync of the folder. `Ok(false)` when it was there already.
+fn write_once(folder: &Path, path: &Path, bytes: &[u8]) -> Result<bool, CheckpointStoreError> {
+    if let Ok(existing) = std::fs::read(path) {
+        if existing == bytes {
+            return Ok(false);
+        }
+        return Err(CheckpointStoreError::Stored {
+            path: path.to_owned(),
+            reason: "another checkpoint of this size is stored (the log was rewritten?)".into(),
+        });
+    }
+    create_dir_durably(folder)?;
+    let tmp = folder.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    ));
+    write_synced(&tmp, bytes)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(io(path))?;
+    sync_dir(folder)?;
+    Ok(true)
+}
+
+/// Replaces `path` by `bytes` atomically (temp, fsync, rename, fsync the folder).
+fn replace(folder: &Path, path: &Path, bytes: &[u8]) -> Result<(), CheckpointStoreError> {
+    create_dir_durably(folder)?;
+    let tmp = folder.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    ));
+    write_synced(&tmp, bytes)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CheckpointStoreError::Io { path: path.to_owned(), source: e });
+    }
+    sync_dir(folder)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointStoreError> {
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io(path))?;
+    let result = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(e) = result {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(CheckpointStoreError::Io { path: path.to_owned(), source: e });
+    }
+    Ok(())
+}
+
+fn create_dir_durably(folder: &Path) -> Result<(), CheckpointStoreError> {
+    match std::fs::create_dir(folder) {
+        Ok(()) => {
+            if let Some(parent) = folder.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(CheckpointStoreError::Io { path: folder.to_owned(), source: e }),
+    }
+}
+
+fn sync_dir(folder: &Path) -> Result<(), CheckpointStoreError> {
+    std::fs::File::open(folder).and_then(|d| d.sync_all()).map_err(io(folder))
+}
+
+/// Adds verified cosignatures to the stored cosigned checkpoint of `signed`'s size (created from the
+/// signed note when absent; an existing one is only ever replaced by a superset of itself). Returns
+/// its path.
+pub fn store_cosigned(
+    dir: &Path,
+    signed: &Signed,
+    cosignatures: &[tlog::note::Signature],
+) -> Result<PathBuf, CheckpointStoreError> {
+    let folder = dir.join(CHECKPOINTS_DIR);
+    let path = folder.join(cosigned_file_name(signed.checkpoint.size));
+    let mut note = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let stored = Note::parse(&bytes)
+                .map_err(|e| CheckpointStoreError::Stored { path: path.clone(), reason: e.to_string() })?;
+            if stored.text() != signed.checkpoint.to_text() {
+                return Err(CheckpointStoreError::Stored { path, reason: "holds another checkpoint".into() });
+            }
+            stored
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Note::parse(&signed.note)
+            .map_err(|e| CheckpointStoreError::Stored { path: path.clone(), reason: e.to_string() })?,
+        Err(e) => return Err(CheckpointStoreError::Io { path, source: e }),
+    };
+    for cosignature in cosignatures {
+        note.add(cosignature.clone());
+    }
+    replace(&folder, &path, &note.to_bytes())?;
+    Ok(path)
+}
+
+/// Checks a witness's response body against its key: the cosignature lines of `witness` over the
+/// checkpoint, verified. Lines of other keys are ignored (tlog-witness: "MUST ignore").
+pub fn verify_cosignatures(
+    signed: &Signed,
+    body: &[u8],
+    witness: &VerifierKey,
+) -> Result<Vec<tlog::note::Signature>, tlog::NoteError> {
+    let lines = tlog::note::parse_signature_lines(body)?;
+    let text = signed.checkpoint.to_text();
+    let mut out = Vec::new();
+    for line in lines {
+        if line.name() != witness.name() || line.key_id() != witness.key_id() {
+            continue;
+        }
+        if NoteVerifier::verify(witness, text.as_bytes(), line.signature()).is_none() {
+            return Err(tlog::NoteError::BadSignature { name: line.name().to_owned(), key_id: line.key_id() });
+        }
+        out.push(line);
+    }
+    if out.is_empty() {
+        return Err(tlog::NoteError::Unverified);
+    }
+    Ok(out)
+}
