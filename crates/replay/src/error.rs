@@ -55,6 +55,9 @@ pub enum Error {
     /// The `--out` path was refused or could not be written.
     #[error(transparent)]
     Out(#[from] crate::output::OutputError),
+    /// A signed checkpoint that does not verify (exit 1).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::BadCheckpoint),
     /// Writing the output failed.
     #[error("{}: {source}", path.display())]
     Output {
@@ -89,6 +92,8 @@ impl Error {
     pub fn class(&self) -> Class {
         match self {
             Error::Failed(_) => Class::Data,
+            Error::Checkpoint(bad) if matches!(bad.source, tlog::CheckpointError::KeyType(_)) => Class::Usage,
+            Error::Checkpoint(_) => Class::Data,
             Error::Read(e) => read_class(e),
             Error::Rebuild(RebuildError::Read(e)) => read_class(e),
             Error::Rebuild(RebuildError::PastEnd { .. }) => Class::Usage,

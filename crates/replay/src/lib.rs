@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod export;

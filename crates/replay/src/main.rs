@@ -50,10 +50,33 @@ enum DeviceFormat {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConsistencyFormat {
+    Text,
+    Witness,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ExportFormat {
     Ndjson,
     Csv,
+}
+
+/// Signed checkpoints to hold a source to (docs/CHECKPOINTS.md).
+#[derive(clap::Args)]
+struct SignedArgs {
+    /// A signed checkpoint the source must extend (repeatable: the verdict then bounds a rewrite).
+    #[arg(long = "checkpoint", value_name = "FILE", requires = "key")]
+    checkpoints: Vec<PathBuf>,
+    /// The log's verifier key (a file, or the vkey text `name+id+base64`).
+    #[arg(long, value_name = "VKEY")]
+    key: Option<String>,
+    /// A witness's verifier key whose cosignature counts (repeatable).
+    #[arg(long = "witness", value_name = "VKEY", requires = "key")]
+    witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned each checkpoint (default: all of them).
+    #[arg(long, value_name = "K")]
+    min_witnesses: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -73,6 +96,8 @@ Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the
         /// Print {"ok": true, "records": N, "root": "<hex>"} (or {"ok": false, "error": ..., "position": ...}).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        signed: SignedArgs,
     },
     /// Fleet summary by status and model, with the fleet digest, as of a position or a time.
     #[command(
@@ -174,11 +199,29 @@ Exits 0 when the log's first M records have that root and the log extends them, 
         /// Ledger folder or bundle file.
         source: PathBuf,
         /// The earlier log's size.
-        #[arg(long, value_name = "M")]
-        old_size: u64,
+        #[arg(
+            long,
+            value_name = "M",
+            required_unless_present = "from",
+            requires = "old_root",
+            conflicts_with = "from"
+        )]
+        old_size: Option<u64>,
         /// The earlier log's root (64 hex digits).
-        #[arg(long, value_name = "HEX", value_parser = parse_root)]
-        old_root: Hash,
+        #[arg(long, value_name = "HEX", value_parser = parse_root, requires = "old_size")]
+        old_root: Option<Hash>,
+        /// The older signed checkpoint (with --to and --key: prove that --to extends it).
+        #[arg(long, value_name = "FILE", requires_all = ["to", "key"])]
+        from: Option<PathBuf>,
+        /// The newer signed checkpoint.
+        #[arg(long, value_name = "FILE", requires = "from")]
+        to: Option<PathBuf>,
+        /// The log's verifier key (a file or the vkey text), for --from/--to.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+        /// Output with --from/--to: `text`, or `witness` for the tlog-witness add-checkpoint request body.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ConsistencyFormat,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -254,7 +297,118 @@ enum Verdict {
     DataFailed,
 }
 
-fn verify(source_path: &Path, as_json: bool) -> Result<Verdict, Error> {
+/// The log key, witness keys and quorum of `--key`, `--witness`, `--min-witnesses`.
+fn signed_keys(args: &SignedArgs) -> Result<Option<(tlog::VerifierKey, Vec<tlog::VerifierKey>, usize)>, Error> {
+    let Some(key) = &args.key else { return Ok(None) };
+    let load =
+        |k: &str, what: &str| tlog::keyfile::load_verifier_key(k).map_err(|e| Error::Usage(format!("{what}: {e}")));
+    let log_key = load(key, "--key")?;
+    let witnesses = args.witnesses.iter().map(|w| load(w, "--witness")).collect::<Result<Vec<_>, _>>()?;
+    let min = args.min_witnesses.unwrap_or(witnesses.len());
+    if min > witnesses.len() {
+        return Err(Error::Usage(format!("--min-witnesses {min} but only {} --witness keys", witnesses.len())));
+    }
+    Ok(Some((log_key, witnesses, min)))
+}
+
+/// Reads a checkpoint file, bounded by the largest note.
+fn read_note(path: &Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read as _;
+    let io = |e: io::Error| Error::Usage(format!("{}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(tlog::note::MAX_NOTE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+/// `replay verify --checkpoint`: the source against each signed checkpoint. Exit 1 unless it extends
+/// every one.
+fn check_checkpoints(source_path: &Path, args: &SignedArgs, as_json: bool) -> Result<Verdict, Error> {
+    use replay::checkpoint::{fork_bounds, Standing};
+    let Some((log_key, witnesses, min)) = signed_keys(args)? else { return Ok(Verdict::Ok) };
+    let source = open(source_path)?;
+    let mut checked = Vec::new();
+    for path in &args.checkpoints {
+        let note = read_note(path)?;
+        let bar = bar(source.head.size, "checkpoint");
+        let name = path.display().to_string();
+        let c =
+            replay::checkpoint::check(&source, &name, &note, &log_key, &witnesses, min, &mut |n| bar.set_position(n));
+        bar.finish_and_clear();
+        checked.push(c?);
+    }
+    let mut out = stdout();
+    let mut all = true;
+    for c in &checked {
+        let cp = &c.verified.checkpoint;
+        let by = if c.verified.witnesses.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = c.verified.witnesses.iter().map(|(n, t)| format!("{n} at {t}")).collect();
+            format!(", cosigned by {}", names.join(", "))
+        };
+        let line = match &c.standing {
+            Standing::Extends => format!(
+                "checkpoint {} ({}, root {}{by}): the source extends it",
+                c.name,
+                count(cp.size, "record", "records"),
+                hex(&cp.root)
+            ),
+            Standing::Shorter { size } => {
+                all = false;
+                format!(
+                    "checkpoint {} ({}{by}): the source is SHORTER, {}: records after position {} were lost or cut",
+                    c.name,
+                    count(cp.size, "record", "records"),
+                    count(*size, "record", "records"),
+                    size
+                )
+            }
+            Standing::Differs { actual_root } => {
+                all = false;
+                format!(
+                    "checkpoint {} ({}, root {}{by}): the source DIFFERS, its root at that size is {}: the log was rewritten (a fork)",
+                    c.name,
+                    count(cp.size, "record", "records"),
+                    hex(&cp.root),
+                    hex(actual_root)
+                )
+            }
+        };
+        if as_json {
+            let (standing, actual) = match &c.standing {
+                Standing::Extends => ("extends", None),
+                Standing::Shorter { .. } => ("shorter", None),
+                Standing::Differs { actual_root } => ("differs", Some(hex(actual_root))),
+            };
+            let report = serde_json::json!({
+                "checkpoint": c.name, "origin": cp.origin, "size": cp.size, "root": hex(&cp.root),
+                "witnesses": c.verified.witnesses.iter().map(|(n, t)| serde_json::json!({"name": n, "timestamp": t})).collect::<Vec<_>>(),
+                "standing": standing, "source_size": source.head.size, "source_root_at_size": actual,
+            });
+            json_line(&mut out, &report, false)?;
+        } else {
+            writeln!(out, "{line}").map_err(output("-"))?;
+        }
+    }
+    finish(out)?;
+    if all {
+        return Ok(Verdict::Ok);
+    }
+    if let (agrees, Some(differs)) = fork_bounds(&checked) {
+        match agrees {
+            Some(a) if a < differs => {
+                eprintln!("replay: the log was rewritten between signed sizes {a} (agrees) and {differs} (differs)")
+            }
+            _ => eprintln!("replay: the log differs from a checkpoint it signed at size {differs}"),
+        }
+    }
+    Ok(Verdict::DataFailed)
+}
+
+fn verify(source_path: &Path, as_json: bool, signed: &SignedArgs) -> Result<Verdict, Error> {
+    // Keys are checked before the (long) verification, so a typo fails at once.
+    signed_keys(signed)?;
     let run = || -> Result<replay::verify::Verified, Error> {
         let source = open(source_path)?;
         let bar = bar(source.head.size, "verify");
@@ -298,7 +452,7 @@ fn verify(source_path: &Path, as_json: bool) -> Result<Verdict, Error> {
                     torn.reason
                 );
             }
-            Ok(Verdict::Ok)
+            check_checkpoints(source_path, signed, as_json)
         }
         Err(e) => {
             if as_json {
@@ -473,6 +627,53 @@ fn prove(source: &Path, position: u64, size: Option<u64>) -> Result<Verdict, Err
     Ok(Verdict::Ok)
 }
 
+/// `replay consistency SOURCE --from OLD --to NEW --key VKEY`: that signed checkpoint NEW extends OLD.
+fn extension(
+    source_path: &Path,
+    from: &Path,
+    to: &Path,
+    key: &str,
+    format: ConsistencyFormat,
+) -> Result<Verdict, Error> {
+    let log_key = tlog::keyfile::load_verifier_key(key).map_err(|e| Error::Usage(format!("--key: {e}")))?;
+    let (from_note, to_note) = (read_note(from)?, read_note(to)?);
+    let source = open(source_path)?;
+    let bar = bar(source.head.size, "consistency");
+    let (from_name, to_name) = (from.display().to_string(), to.display().to_string());
+    let result =
+        replay::checkpoint::extension(&source, (&from_name, &from_note), (&to_name, &to_note), &log_key, &mut |n| {
+            bar.set_position(n)
+        });
+    bar.finish_and_clear();
+    let extension = match result? {
+        Ok(extension) => extension,
+        Err(why) => {
+            eprintln!("replay: inconsistent: {why}");
+            return Ok(Verdict::DataFailed);
+        }
+    };
+    let mut out = stdout();
+    if format == ConsistencyFormat::Witness {
+        out.write_all(&extension.witness_request()).map_err(output("-"))?;
+    } else {
+        let mut write = || -> io::Result<()> {
+            writeln!(
+                out,
+                "consistent: checkpoint {to_name} ({}) extends checkpoint {from_name} ({}); proof:",
+                count(extension.to.size, "record", "records"),
+                count(extension.from.size, "record", "records"),
+            )?;
+            for h in &extension.proof {
+                writeln!(out, "{}", tlog::checkpoint::hash_b64(h))?;
+            }
+            Ok(())
+        };
+        write().map_err(output("-"))?;
+    }
+    finish(out)?;
+    Ok(Verdict::Ok)
+}
+
 fn consistency(source: &Path, old_size: u64, old_root: Hash, as_json: bool) -> Result<Verdict, Error> {
     let source = open(source)?;
     let bar = bar(source.head.size, "consistency");
@@ -532,7 +733,7 @@ fn consistency(source: &Path, old_size: u64, old_root: Hash, as_json: bool) -> R
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Verify { source, json } => verify(&source, json),
+        Command::Verify { source, json, signed } => verify(&source, json, &signed),
         Command::Fleet { source, as_of, position, format } => fleet(&source, as_of, position, format),
         Command::Device { source, sn, format } => device(&source, &sn, format),
         Command::Audit { source, format, rules, fail_on_findings, flag_open_days, dormant_days } => {
@@ -544,7 +745,13 @@ fn main() -> ExitCode {
         }
         Command::Export { source, format, out } => export(&source, format, &out),
         Command::Prove { source, position, size } => prove(&source, position, size),
-        Command::Consistency { source, old_size, old_root, json } => consistency(&source, old_size, old_root, json),
+        Command::Consistency { source, old_size, old_root, from, to, key, format, json } => match (from, to, key) {
+            (Some(from), Some(to), Some(key)) => extension(&source, &from, &to, &key, format),
+            _ => match (old_size, old_root) {
+                (Some(old_size), Some(old_root)) => consistency(&source, old_size, old_root, json),
+                _ => Err(Error::Usage("give --old-size and --old-root, or --from, --to and --key".into())),
+            },
+        },
     };
     match result {
         Ok(Verdict::Ok) => ExitCode::SUCCESS,

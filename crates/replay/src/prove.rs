@@ -250,3 +250,33 @@ pub fn consistency(
     }
     Ok(Consistency { old_size, old_root, actual_old_root: Some(actual_old), size, root, proof, consistent })
 }
+
+/// The consistency proof from `old_size` to `new_size` (`0 < old_size <= new_size <= source size`;
+/// empty otherwise), from the record bytes in one pass, checked against the roots it proves.
+pub fn consistency_between(
+    source: &Source,
+    old_size: u64,
+    new_size: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<Hash>, Error> {
+    if old_size == 0 || old_size > new_size || new_size > source.head.size {
+        return Ok(Vec::new());
+    }
+    let mut ranges = ranges_of(|f| {
+        let _ = consistency_proof_with(old_size, new_size, f);
+    });
+    ranges.push((0, new_size));
+    ranges.push((0, old_size));
+    let roots = range_roots(source, &ranges, progress)?;
+    let proof = consistency_proof_with(old_size, new_size, &mut lookup(&roots))?;
+    let (old_root, new_root) = (lookup(&roots)(0, old_size)?, lookup(&roots)(0, new_size)?);
+    if !verify_consistency(old_size as usize, new_size as usize, &old_root, &new_root, &proof) {
+        return Err(Failure {
+            path: source.path.clone(),
+            position: None,
+            what: "the computed consistency proof does not verify".into(),
+        }
+        .into());
+    }
+    Ok(proof)
+}
