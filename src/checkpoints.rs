@@ -165,23 +165,19 @@ pub fn latest(dir: &Path, key: &VerifierKey) -> Result<Option<(Checkpoint, PathB
 /// the head extends the latest checkpoint the ledger signed (never two inconsistent checkpoints).
 pub fn sign_head(ledger: &Ledger, key: &SigningKey) -> Result<Signed, CheckpointStoreError> {
     let head = ledger.head();
-    let vkey = key.verifier_key();
-    if let Some((last, path)) = latest(ledger.dir(), &vkey)? {
-        check_extends(ledger, &head, &last, &path)?;
-    } else {
-        // No checkpoint of this key; one of another key would be refused by `latest` above only if
-        // it is the newest, so check the origin of every stored one (cheap: the text only).
-        for (_, path) in list(ledger.dir())? {
-            let bytes = read_bounded(&path)?;
-            let origin = Note::parse(&bytes)
-                .ok()
-                .and_then(|n| Checkpoint::parse(n.text()).ok())
-                .map(|c| c.origin)
-                .unwrap_or_default();
-            if origin != key.name() {
-                return Err(CheckpointStoreError::Origin { origin, key: key.name().to_owned() });
-            }
+    if let Some((_, path)) = list(ledger.dir())?.pop() {
+        // The newest checkpoint names the log this ledger is; a key of another name is another log.
+        let bytes = read_bounded(&path)?;
+        let origin = Note::parse(&bytes)
+            .ok()
+            .and_then(|n| Checkpoint::parse(n.text()).ok())
+            .map(|c| c.origin)
+            .unwrap_or_default();
+        if origin != key.name() {
+            return Err(CheckpointStoreError::Origin { origin, key: key.name().to_owned() });
         }
+        let last = read_stored(&path, &key.verifier_key())?;
+        check_extends(ledger, &head, &last, &path)?;
     }
     let checkpoint = Checkpoint::new(key.name(), head.size, head.root);
     let note = checkpoint.sign(key)?;
