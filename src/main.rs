@@ -467,6 +467,20 @@ fn append(args: AppendArgs) -> Outcome {
     out.flush()
 }
 
+/// The demo's signing step: a new key for this ledger (its origin names the ledger id), kept in the
+/// demo folder, and a signed checkpoint of the head.
+fn demo_sign(dir: &Path) -> Result<posledger::checkpoints::Signed, Failure> {
+    use posledger::tlog::{keyfile, KeyType, SigningKey};
+    let ledger = Ledger::open(dir).map_err(|e| open_error(dir, e))?;
+    let origin = format!("demo.posledger.example/ledger/{:016x}", ledger.ledger_id());
+    let key = SigningKey::generate(&origin, KeyType::Note).map_err(usage)?;
+    keyfile::create_private(&dir.join(ops::DEMO_KEY), &key).map_err(usage)?;
+    keyfile::create_public(&dir.join(ops::DEMO_VKEY), &key.verifier_key()).map_err(usage)?;
+    let signed = posledger::checkpoints::sign_head(&ledger, &key).map_err(usage)?;
+    close_ledger(ledger, dir)?;
+    Ok(signed)
+}
+
 fn sign_after_append(ledger: &Ledger, key: &Path) -> Result<posledger::checkpoints::Signed, String> {
     let key = posledger::tlog::keyfile::load_signing_key(key).map_err(|e| e.to_string())?;
     posledger::checkpoints::sign_head(ledger, &key).map_err(|e| e.to_string())
@@ -735,6 +749,14 @@ fn demo(args: DemoArgs) -> Outcome {
         sim_time.as_secs_f64()
     ))?;
     out.flush()?;
+    let signed = demo_sign(&args.dir)?;
+    out.line(format!(
+        "  signed checkpoint {} (origin {}, key {}, verifier key {})",
+        signed.path.display(),
+        signed.checkpoint.origin,
+        args.dir.join(ops::DEMO_KEY).display(),
+        args.dir.join(ops::DEMO_VKEY).display()
+    ))?;
     let export_started = Instant::now();
     let bundle = args.dir.join("bundle.plb");
     let source = open_source(&args.dir)?;
@@ -789,6 +811,11 @@ fn demo(args: DemoArgs) -> Outcome {
     out.line("dig further with replay, the regulators' read-only tool")?;
     out.line("(run it as `cargo run --release -p posledger-replay -- <command>` or target/release/replay):")?;
     out.line(format!("  replay verify {b}"))?;
+    out.line(format!(
+        "  replay verify {b} --checkpoint {} --key {}",
+        signed.path.display(),
+        args.dir.join(ops::DEMO_VKEY).display()
+    ))?;
     out.line(format!("  replay fleet {b}"))?;
     out.line(format!("  replay audit {b}"))?;
     let samples = [

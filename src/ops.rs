@@ -287,9 +287,16 @@ pub fn is_ledger(dir: &Path) -> bool {
 pub const DEMO_MARKER: &str = ".posledger-demo";
 
 /// What the demo makes in its folder (besides [`DEMO_MARKER`]): the ledger's files and the bundle.
+/// The demo's log key (private, mode 0600) in its folder, and its verifier key.
+pub const DEMO_KEY: &str = "demo-log.key";
+/// The demo's verifier key file.
+pub const DEMO_VKEY: &str = "demo-log.key.vkey";
+
 fn made_by_the_demo(name: &str) -> bool {
-    matches!(name, "segments" | "index" | "HEAD" | "HEAD.tmp" | "LOCK" | "bundle.plb")
-        || (name.starts_with(".bundle.plb.tmp-"))
+    matches!(
+        name,
+        "segments" | "index" | "HEAD" | "HEAD.tmp" | "LOCK" | "bundle.plb" | "checkpoints" | DEMO_KEY | DEMO_VKEY
+    ) || (name.starts_with(".bundle.plb.tmp-"))
 }
 
 /// Makes `dir` a fresh folder for the demo and returns it locked (the ledger lock, which the demo's
