@@ -46,6 +46,9 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7380")]
     listen: String,
+    /// Longest a request's headers, and then its body, may take to arrive (seconds).
+    #[arg(long, default_value_t = 10)]
+    timeout_seconds: u64,
 }
 
 #[derive(Args)]
@@ -100,7 +103,10 @@ fn run_serve(args: ServeArgs) -> Result<(), (u8, String)> {
         println!("listening on {addr}");
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        serve(listener, Arc::new(Witness::new(logs, key, state))).await.map_err(|e| (2, e.to_string()))
+        let timeout = std::time::Duration::from_secs(args.timeout_seconds.clamp(1, 3600));
+        serve(listener, Arc::new(Witness::new(logs, key, state).with_timeout(timeout)))
+            .await
+            .map_err(|e| (2, e.to_string()))
     })
 }
 

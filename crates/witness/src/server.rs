@@ -1,8 +1,8 @@
 //! The HTTP side of the witness (c2sp.org/tlog-witness): `POST /add-checkpoint` and the monitoring
 //! `GET /<origin hash>/checkpoint`, on hyper's HTTP/1.1 server.
 //!
-//! Every request is bounded: headers must arrive within [`HEADER_TIMEOUT`], the body within
-//! [`BODY_TIMEOUT`] and [`tlog::witness::MAX_REQUEST_BYTES`], and at most [`MAX_CONNECTIONS`]
+//! Every request is bounded: headers must arrive within [`REQUEST_TIMEOUT`] (or the witness's own
+//! bound), the body within as long again and [`tlog::witness::MAX_REQUEST_BYTES`], and at most [`MAX_CONNECTIONS`]
 //! connections are served at once (more wait in the kernel's backlog). The decision and the state
 //! write run under one lock, so that checking the old size and persisting the new checkpoint are
 //! atomic, and the state is durable before the answer is sent.
@@ -19,10 +19,8 @@ use tlog::SigningKey;
 
 use crate::state::State;
 
-/// Longest wait for a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for a request's body.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a request's headers, and then for its body, by default (`--timeout-seconds`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
@@ -31,6 +29,7 @@ pub struct Witness {
     logs: Vec<LogPolicy>,
     key: SigningKey,
     state: Mutex<State>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Witness {
@@ -42,7 +41,13 @@ impl std::fmt::Debug for Witness {
 impl Witness {
     /// A witness cosigning for `logs` with `key`, on `state`.
     pub fn new(logs: Vec<LogPolicy>, key: SigningKey, state: State) -> Witness {
-        Witness { logs, key, state: Mutex::new(state) }
+        Witness { logs, key, state: Mutex::new(state), timeout: REQUEST_TIMEOUT }
+    }
+
+    /// The same witness with another bound on the time a request's headers and body may take.
+    pub fn with_timeout(mut self, timeout: Duration) -> Witness {
+        self.timeout = timeout;
+        self
     }
 
     /// Handles one `add-checkpoint` body: the decision and, when accepted, the durable state update,
@@ -95,7 +100,7 @@ async fn handle(
             return Ok(answer(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "add-checkpoint takes a POST\n"));
         }
         let limited = Limited::new(request.into_body(), MAX_REQUEST_BYTES);
-        let body = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        let body = match tokio::time::timeout(witness.timeout, limited.collect()).await {
             Err(_) => return Ok(answer(StatusCode::REQUEST_TIMEOUT, "text/plain", "the request body took too long\n")),
             Ok(Err(_)) => {
                 return Ok(answer(
@@ -137,10 +142,11 @@ pub async fn serve(listener: tokio::net::TcpListener, witness: Arc<Witness>) -> 
         };
         let witness = witness.clone();
         tokio::spawn(async move {
+            let timeout = witness.timeout;
             let service = hyper::service::service_fn(move |request| handle(witness.clone(), request));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(timeout)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

@@ -308,3 +308,77 @@ fn the_witness_survives_kill_9_without_losing_or_rolling_back_its_state() -> Res
     assert_eq!(status(&smaller)?, 409, "a smaller tree is a rollback");
     Ok(())
 }
+
+#[test]
+fn garbage_huge_and_slow_requests_get_their_answer_and_change_nothing() -> Result {
+    use std::io::{Read as _, Write as _};
+    let tmp = tempfile::tempdir()?;
+    let log_key = SigningKey::generate(ORIGIN, KeyType::Note)?;
+    let witness_key = SigningKey::generate("regulator.example/w1", KeyType::Cosignature)?;
+    let key_file = tmp.path().join("w.key");
+    keyfile::create_private(&key_file, &witness_key)?;
+    let state = tmp.path().join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_posledger-witness"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--timeout-seconds", "1", "--state"])
+        .arg(&state)
+        .arg("--key")
+        .arg(&key_file)
+        .arg("--log")
+        .arg(log_key.verifier_key().to_string())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
+    let witness = WitnessProcess { url: format!("http://{}", line.trim().trim_start_matches("listening on ")), child };
+    let addr = witness.url.trim_start_matches("http://").to_owned();
+    let leaves: Vec<Vec<u8>> = (0..50).map(|i| format!("r{i}").into_bytes()).collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let post = |body: &[u8]| -> Result<(u16, String)> {
+        let mut r = agent.post(&format!("{}/add-checkpoint", witness.url)).send(body)?;
+        Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+    };
+    // One good checkpoint, so there is state to keep unchanged.
+    assert_eq!(post(&request(&leaves, 0, 20, &log_key)?)?.0, 200);
+    let snapshot = || std::fs::read(state.join(format!("{}.checkpoint", witness::state::origin_hash(ORIGIN))));
+    let before = snapshot()?;
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"garbage".to_vec(), 400),
+        (vec![0xff; 1000], 400),
+        (b"old 20\n\n\n".to_vec(), 400),
+        (b"old 99999999999999999999999\n\n".to_vec(), 400),
+        (vec![b'a'; tlog::witness::MAX_REQUEST_BYTES + 1], 413),
+        (request(&leaves, 20, 10, &log_key)?, 400),
+        (request(&leaves, 5, 30, &log_key)?, 409),
+    ];
+    for (body, status) in cases {
+        let (got, text) = post(&body)?;
+        assert_eq!(got, status, "{text}");
+        assert!(text.ends_with('\n') && text.lines().count() == 1, "one line: {text:?}");
+    }
+    let (status, size) = post(&request(&leaves, 0, 30, &log_key)?)?;
+    assert_eq!((status, size.as_str()), (409, "20\n"));
+    assert_eq!(agent.get(&format!("{}/add-checkpoint", witness.url)).call()?.status().as_u16(), 405);
+    assert_eq!(agent.get(&format!("{}/nothing", witness.url)).call()?.status().as_u16(), 404);
+    // Slow: headers that never end, a body that never comes. Each is cut within the bound.
+    for partial in [
+        &b"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\n"[..],
+        b"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nold 20\n",
+    ] {
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(partial)?;
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "a slow request held the witness for {:?}",
+            started.elapsed()
+        );
+        let text = String::from_utf8_lossy(&answer);
+        assert!(answer.is_empty() || text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 4"), "{text}");
+    }
+    assert_eq!(snapshot()?, before, "no refused request changed the state");
+    assert_eq!(post(&request(&leaves, 20, 50, &log_key)?)?.0, 200, "the witness still serves");
+    Ok(())
+}
