@@ -232,8 +232,7 @@ fn check_extends(ledger: &Ledger, head: &Head, last: &Checkpoint, path: &Path) -
             .files
             .iter()
             .filter_map(|f| f.trailer.as_ref())
-            .filter(|t| t.log_size <= last.size)
-            .last()
+            .rfind(|t| t.log_size <= last.size)
             .and_then(|t| t.checked_frontier())
             .unwrap_or_default()
     });
