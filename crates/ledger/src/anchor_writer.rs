@@ -1,7 +1,7 @@
 //! The writer's side of the anchor (`HEAD`, see `log::anchor` and docs/FORMAT.md): recording each new
 //! committed end durably in the next slot, creating a fresh HEAD, and `reanchor` for the operator.
 
-use crate::ledger::SeamFaults;
+use crate::faults::{DiskOp, SeamFaults, NO_FAULTS};
 use log::anchor::{encode_fresh, encode_slot, Anchor, HEAD_FILE, SLOT_LEN};
 use log::Head;
 use std::fs::File;
@@ -55,7 +55,7 @@ pub fn reanchor(dir: &Path, expected_size: u64) -> Result<Head, ReanchorError> {
     if source.head.size != expected_size {
         return Err(ReanchorError::SizeDiffers { expected: expected_size, found: source.head.size });
     }
-    AnchorWriter::create(dir, source.head, &crate::ledger::SeamFaults(&None))
+    AnchorWriter::create(dir, source.head, &NO_FAULTS)
         .map_err(|source| ReanchorError::Io { path: dir.join(HEAD_FILE), source })?;
     Ok(source.head)
 }
@@ -80,7 +80,6 @@ impl AnchorWriter {
         let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
         let bytes = encode_fresh(&head);
         {
-            use crate::ledger::DiskOp;
             let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
             faults.observe(&DiskOp::Create { path: &tmp });
             faults.before_write(&tmp, bytes.len())?;
@@ -91,10 +90,10 @@ impl AnchorWriter {
             faults.observe(&DiskOp::Sync { path: &tmp });
         }
         std::fs::rename(&tmp, &path)?;
-        faults.observe(&crate::ledger::DiskOp::Rename { from: &tmp, to: &path });
+        faults.observe(&DiskOp::Rename { from: &tmp, to: &path });
         faults.before_sync(dir)?;
         File::open(dir)?.sync_all()?;
-        faults.observe(&crate::ledger::DiskOp::SyncDir { path: dir });
+        faults.observe(&DiskOp::SyncDir { path: dir });
         let file = std::fs::OpenOptions::new().write(true).open(&path)?;
         Ok(AnchorWriter { file, path, next_generation: 2, last: head })
     }
@@ -120,10 +119,10 @@ impl AnchorWriter {
         let offset = (generation % 2) * SLOT_LEN as u64;
         faults.before_write(&self.path, slot.len())?;
         self.file.write_all_at(&slot, offset)?;
-        faults.observe(&crate::ledger::DiskOp::Write { path: &self.path, offset, bytes: &slot });
+        faults.observe(&DiskOp::Write { path: &self.path, offset, bytes: &slot });
         faults.before_sync(&self.path)?;
         self.file.sync_data()?;
-        faults.observe(&crate::ledger::DiskOp::Sync { path: &self.path });
+        faults.observe(&DiskOp::Sync { path: &self.path });
         self.next_generation += 1;
         self.last = head;
         Ok(())
