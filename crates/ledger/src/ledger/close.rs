@@ -66,7 +66,7 @@ impl Shared {
         let deadline = Instant::now() + SHUTDOWN_WAIT;
         let threads = self.threads.lock().map(|mut threads| std::mem::take(&mut *threads)).unwrap_or_default();
         for handle in threads {
-            // A background thread may hold the last reference for a moment; it cannot join itself.
+            // The shutdown runs on whichever thread drops the last reference; a thread cannot join itself.
             if handle.thread().id() == std::thread::current().id() {
                 continue;
             }
