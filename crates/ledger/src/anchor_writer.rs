@@ -1,7 +1,7 @@
 //! The writer's side of the anchor (`HEAD`, see `log::anchor` and docs/FORMAT.md): recording each new
 //! committed end durably in the next slot, creating a fresh HEAD, and `reanchor` for the operator.
 
-use crate::faults::{DiskOp, SeamFaults, NO_FAULTS};
+use crate::faults::{write_new_file, DiskOp, SeamFaults, NO_FAULTS};
 use log::anchor::{encode_fresh, encode_slot, Anchor, HEAD_FILE, SLOT_LEN};
 use log::Head;
 use std::fs::File;
@@ -75,19 +75,13 @@ impl AnchorWriter {
     /// file, fsynced, renamed over `HEAD`, and the folder fsynced. For a new ledger, and to replace a
     /// format-1 or partly damaged HEAD once the writer has recovered the log.
     pub(crate) fn create(dir: &Path, head: Head, faults: &SeamFaults<'_>) -> io::Result<AnchorWriter> {
-        use std::io::Write;
         let path = dir.join(HEAD_FILE);
         let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
         let bytes = encode_fresh(&head);
         {
             let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
             faults.observe(&DiskOp::Create { path: &tmp });
-            faults.before_write(&tmp, bytes.len())?;
-            file.write_all(&bytes)?;
-            faults.observe(&DiskOp::Write { path: &tmp, offset: 0, bytes: &bytes });
-            faults.before_sync(&tmp)?;
-            file.sync_all()?;
-            faults.observe(&DiskOp::Sync { path: &tmp });
+            write_new_file(&mut file, &tmp, &bytes, faults)?;
         }
         std::fs::rename(&tmp, &path)?;
         faults.observe(&DiskOp::Rename { from: &tmp, to: &path });

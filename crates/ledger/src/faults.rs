@@ -2,7 +2,8 @@
 //! the [`FaultInjector`] of `Options::faults` (tests of failure handling and simulated power cuts), and is
 //! a no-op without one. Public only through [`crate::testing`].
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -91,4 +92,15 @@ impl SeamFaults<'_> {
             f.observe(op);
         }
     }
+}
+
+/// Fills a new, empty file with `bytes` and fsyncs it (data and size), each step through the seam.
+pub(crate) fn write_new_file(file: &mut File, path: &Path, bytes: &[u8], faults: &SeamFaults<'_>) -> io::Result<()> {
+    faults.before_write(path, bytes.len())?;
+    file.write_all(bytes)?;
+    faults.observe(&DiskOp::Write { path, offset: 0, bytes });
+    faults.before_sync(path)?;
+    file.sync_all()?;
+    faults.observe(&DiskOp::Sync { path });
+    Ok(())
 }

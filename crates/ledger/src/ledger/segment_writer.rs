@@ -2,7 +2,7 @@
 //! seals a segment, the header of a new one) and fsyncs them, each through the fault seam. The read side
 //! (`log::segment`) defines the format and never writes.
 
-use crate::faults::{DiskOp, SeamFaults};
+use crate::faults::{write_new_file, DiskOp, SeamFaults};
 use crate::segment::{FileKind, Header};
 use crate::source::segment_file_name;
 use std::fs::{File, OpenOptions};
@@ -92,12 +92,7 @@ pub(crate) fn create_segment(
     let mut file = OpenOptions::new().create_new(true).read(true).append(true).open(&path)?;
     faults.observe(&DiskOp::Create { path: &path });
     let header = Header { kind: FileKind::Segment, seq, first_position, ledger_id }.encode();
-    faults.before_write(&path, header.len())?;
-    file.write_all(&header)?;
-    faults.observe(&DiskOp::Write { path: &path, offset: 0, bytes: &header });
-    faults.before_sync(&path)?;
-    file.sync_all()?;
-    faults.observe(&DiskOp::Sync { path: &path });
+    write_new_file(&mut file, &path, &header, faults)?;
     super::disk::sync_dir(seg_dir, faults)?;
     Ok((path, file))
 }
