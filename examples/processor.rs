@@ -122,7 +122,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // 8. What the ledger now believes, and its head digest: the Merkle root over every record, which a
     //    regulator can check against an exported bundle with `replay verify`.
     for terminal in [&sn, &new_sn] {
-        if let Some((version, state, model)) = ledger.terminal(terminal) {
+        if let Some((version, state, model)) = ledger.terminal(terminal)? {
             println!(
                 "{terminal} ({model}): {}, status {}, flow {} fen",
                 count(version, "event", "events"),

@@ -378,9 +378,9 @@ fn export(args: ExportArgs) -> Outcome {
 }
 
 fn reanchor(args: ReanchorArgs) -> Outcome {
-    use posledger::ledger::anchor::ReanchorError;
+    use posledger::ledger::ReanchorError;
     check_dir(&args.dir)?;
-    let head = posledger::ledger::anchor::reanchor(&args.dir, args.size).map_err(|e| match e {
+    let head = posledger::ledger::reanchor(&args.dir, args.size).map_err(|e| match e {
         ReanchorError::Open(open) => open_error(&args.dir, open),
         e @ (ReanchorError::SizeDiffers { .. } | ReanchorError::Read(_) | ReanchorError::HeadIsWhole(_)) => {
             Failure::Data(format!("{}: {e}", args.dir.display()))

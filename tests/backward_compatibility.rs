@@ -206,7 +206,7 @@ fn v1_fixture_opens_and_reads() {
     assert_eq!(last.recorded_at, rec(41));
 
     // The folded state, from an index rebuilt from the old log.
-    let state = |s: &str| ledger.terminal(&sn(s)).unwrap();
+    let state = |s: &str| ledger.terminal(&sn(s)).unwrap().unwrap();
     assert_eq!(state("LKL0001").1.status, Status::Stopped, "stopped by the directive");
     assert_eq!(state("LKL0001").1.flow_fen, 10_000);
     assert!(state("LKL0001").1.flags.is_empty());

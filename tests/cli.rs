@@ -133,8 +133,8 @@ fn append_then_head_and_export_a_bundle() {
     assert!(!names.iter().any(|n| n.contains(".tmp")), "{names:?}");
 
     let db = Ledger::open(&ledger).unwrap();
-    assert_eq!(db.terminal(&Sn::parse("T1").unwrap()).unwrap().1.status, Status::Replaced);
-    assert_eq!(db.terminal(&Sn::parse("T3").unwrap()).unwrap().1.status, Status::Issued);
+    assert_eq!(db.terminal(&Sn::parse("T1").unwrap()).unwrap().unwrap().1.status, Status::Replaced);
+    assert_eq!(db.terminal(&Sn::parse("T3").unwrap()).unwrap().unwrap().1.status, Status::Issued);
 }
 
 #[test]
@@ -254,13 +254,13 @@ fn a_directive_stops_exactly_the_running_terminals_of_its_models() {
     assert_eq!(after.0, lines.len() as u64 + 4);
     {
         let db = Ledger::open(&ledger).unwrap();
-        let status = |sn: &str| db.terminal(&Sn::parse(sn).unwrap()).unwrap().1.status;
+        let status = |sn: &str| db.terminal(&Sn::parse(sn).unwrap()).unwrap().unwrap().1.status;
         assert_eq!(
             [status("A1"), status("A2"), status("A3"), status("B1"), status("C1")],
             [Status::Stopped, Status::Stopped, Status::Stopped, Status::Stopped, Status::Issued]
         );
         // A3 was already stopped: its stream holds no second stop.
-        assert_eq!(db.terminal(&Sn::parse("A3").unwrap()).unwrap().0, 2);
+        assert_eq!(db.terminal(&Sn::parse("A3").unwrap()).unwrap().unwrap().0, 2);
     }
     // The same directive id again: exit 1, nothing written.
     let o = with_reason(&[]);

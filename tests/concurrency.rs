@@ -81,7 +81,7 @@ fn writers_with_expected_versions_readers_and_a_subscription() {
                     let mut traced = Vec::new();
                     for (j, s) in (0..count).map(|k| (first + k * 2) % STREAMS).enumerate() {
                         let name = stream(s);
-                        let version = ledger.terminal(&sn(&name)).unwrap().0;
+                        let version = ledger.terminal(&sn(&name)).unwrap().unwrap().0;
                         // Now and then a stale expectation, so conflicts happen even without a race.
                         let expected = if rng.below(10) == 0 { version.saturating_sub(1) } else { version };
                         let a = amount(w, i, j as u64);
@@ -190,7 +190,7 @@ fn writers_with_expected_versions_readers_and_a_subscription() {
         }
         let by_index = ledger.read_stream(&StreamId::Terminal(sn(name))).unwrap();
         assert_eq!(by_index.iter().collect::<Vec<_>>(), *records, "{name}: read_stream");
-        assert_eq!(ledger.terminal(&sn(name)).unwrap().0, records.len() as u64, "{name}: version");
+        assert_eq!(ledger.terminal(&sn(name)).unwrap().unwrap().0, records.len() as u64, "{name}: version");
     }
     eprintln!(
         "concurrency: {} records, {} appends acknowledged, {conflicts} version conflicts",

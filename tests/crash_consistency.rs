@@ -183,7 +183,7 @@ fn check_index(ledger: &Ledger, records: &[Record], sample: &[u64]) {
         let want: Vec<&Record> = streams.get(n).cloned().unwrap_or_default();
         let got = ledger.read_stream(&StreamId::Terminal(sn.clone())).unwrap();
         assert_eq!(got.iter().collect::<Vec<_>>(), want, "read_stream(T{n}) differs from a scan");
-        match ledger.terminal(&sn) {
+        match ledger.terminal(&sn).unwrap() {
             None => assert!(want.is_empty(), "T{n} is in the log but not in the view"),
             Some((version, state, _)) => {
                 assert_eq!(version, want.len() as u64, "version of T{n}");
@@ -390,7 +390,11 @@ fn torn_tail_is_cut_at_every_offset_of_the_last_append() {
             assert_eq!(ledger.head(), head_before, "{what}");
             let records: Vec<Record> = ledger.read_from(0).collect::<Result<_, _>>().unwrap();
             assert_eq!(records, records_before, "{what}");
-            assert_eq!(ledger.terminal(&sn("SN1")).unwrap().1.status, ledger::lifecycle::Status::Active, "{what}");
+            assert_eq!(
+                ledger.terminal(&sn("SN1")).unwrap().unwrap().1.status,
+                ledger::lifecycle::Status::Active,
+                "{what}"
+            );
             assert_eq!(ledger.read_stream(&StreamId::Terminal(sn("SN2"))).unwrap().len(), 2, "{what}");
             let a = ledger.append(vec![flow("SN2", 1)]).unwrap();
             assert_eq!(a.positions, vec![head_before.size], "{what}");

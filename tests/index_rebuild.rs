@@ -8,9 +8,9 @@
 mod common;
 
 use common::*;
-use ledger::index::{bucket_of, Positions, TerminalMem};
 use ledger::lifecycle::State;
 use ledger::source::SEGMENTS_DIR;
+use ledger::testing::index::{bucket_of, Positions, TerminalMem};
 use ledger::{
     AppendError, AppendEvent, Durability, EventId, FlagReason, Head, Ledger, ModelCode, Options, Record, Sn,
     StopReason, StreamId,
@@ -99,15 +99,15 @@ fn answers(ledger: &Ledger) -> Answers {
             records.iter().filter(|r| r.stream() == StreamId::Terminal(sn.clone())).cloned().collect();
         assert_eq!(stream, scanned, "read_stream({sn}) differs from a scan");
         streams.insert(sn.to_string(), stream);
-        states.insert(sn.to_string(), ledger.terminal(sn));
+        states.insert(sn.to_string(), ledger.terminal(sn).unwrap());
     }
     // A terminal never seen has no stream and no state.
-    states.insert("NEVER-SEEN".into(), ledger.terminal(&sn("NEVER-SEEN")));
+    states.insert("NEVER-SEEN".into(), ledger.terminal(&sn("NEVER-SEEN")).unwrap());
     let mut models = BTreeMap::new();
     let mut persisted_models = BTreeMap::new();
     for model in MODELS.iter().chain(&["NO-SUCH-MODEL"]) {
         let code = ModelCode::parse(model).unwrap();
-        let mut list = ledger.terminals_of_model(&code);
+        let mut list = ledger.terminals_of_model(&code).unwrap();
         list.sort();
         models.insert(model.to_string(), list);
         let mut list = ledger.persisted_terminals_of_model(&code).unwrap();
@@ -135,7 +135,7 @@ fn check_still_decides(ledger: &Ledger, prefix: &str) {
     assert!(matches!(err, AppendError::Rule { .. }), "{err}");
     let err = ledger.stop_models(directive(&format!("D-{prefix}"), &[MODELS[2]]), None).unwrap_err();
     assert!(matches!(err, AppendError::Rule { .. }), "{err}");
-    let version = ledger.terminal(&sn(&format!("{prefix}2"))).unwrap().0;
+    let version = ledger.terminal(&sn(&format!("{prefix}2"))).unwrap().unwrap().0;
     let mut wrong = flow(&format!("{prefix}2"), 1);
     wrong.expected_version = Some(version + 1);
     assert!(matches!(ledger.append(vec![wrong]).unwrap_err(), AppendError::WrongExpectedVersion { .. }));
@@ -318,7 +318,7 @@ fn index_of_a_diverged_copy_is_rebuilt() {
     copy_dir(&fork.join("index"), &dir.join("index"));
     reopen_and_compare(&dir, &before, "a diverged copy's index");
     let ledger = Ledger::open_with(&dir, options()).unwrap();
-    assert!(ledger.terminal(&sn("FORK-1")).is_none(), "the fork's terminal leaked in through its index");
+    assert!(ledger.terminal(&sn("FORK-1")).unwrap().is_none(), "the fork's terminal leaked in through its index");
     assert!(ledger.append(vec![issued("MAIN-1", MODELS[2])]).is_err(), "MAIN-1 could be issued twice");
 }
 
@@ -368,7 +368,7 @@ fn snapshot_with_positions_out_of_step_with_version_is_rebuilt() {
             std::thread::spawn(move || {
                 reopen_and_compare(&case, &before, what);
                 let ledger = Ledger::open_with(&case, options()).unwrap();
-                let version = ledger.terminal(&sn("T5")).unwrap().0;
+                let version = ledger.terminal(&sn("T5")).unwrap().unwrap().0;
                 ledger.append(vec![flow("T5", 1)]).unwrap();
                 ledger.sync_index().unwrap_or_else(|e| panic!("{what}: sync_index: {e}"));
                 let stream = ledger.read_stream(&StreamId::Terminal(sn("T5"))).unwrap();
@@ -455,7 +455,7 @@ fn an_index_of_another_snapshot_format_is_rebuilt() {
         assert_eq!(ledger.close().unwrap().index_warning, None);
         before
     };
-    for format in [None, Some(1u8), Some(ledger::index::SNAPSHOT_FORMAT + 1)] {
+    for format in [None, Some(1u8), Some(ledger::testing::index::SNAPSHOT_FORMAT + 1)] {
         let dir = tmp.path().join(format!("case-{format:?}"));
         copy_dir(&base, &dir);
         {
@@ -473,6 +473,10 @@ fn an_index_of_another_snapshot_format_is_rebuilt() {
         reopen_and_compare(&dir, &before, &format!("an index of format {format:?}"));
         let db = sled::open(dir.join("index")).unwrap();
         let stored = db.open_tree("meta").unwrap().get("format").unwrap();
-        assert_eq!(stored.as_deref(), Some(&[ledger::index::SNAPSHOT_FORMAT][..]), "rewritten in the current format");
+        assert_eq!(
+            stored.as_deref(),
+            Some(&[ledger::testing::index::SNAPSHOT_FORMAT][..]),
+            "rewritten in the current format"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! I/O faults injected through `ledger::FaultInjector`, the seam in the segment writer: a failing write
+//! I/O faults injected through `ledger::testing::FaultInjector`, the seam in the segment writer: a failing write
 //! (EIO), a full disk (ENOSPC), a short write (the injector writes a prefix of the bytes itself, then
 //! fails), a failing fsync, and a fault at every single I/O point of a script that seals segments.
 //!
@@ -12,7 +12,8 @@ mod common;
 
 use common::*;
 use ledger::source::SEGMENTS_DIR;
-use ledger::{AppendError, AppendEvent, Durability, EventId, FaultInjector, Head, Ledger, Options, Record, Source};
+use ledger::testing::FaultInjector;
+use ledger::{AppendError, AppendEvent, Durability, EventId, Head, Ledger, Options, Record, Source, WriterFailure};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -181,7 +182,16 @@ fn check_after_failed_write(ledger: &Ledger, dir: &Path, before: Head, records: 
     assert_eq!(source.records(0).collect::<Result<Vec<_>, _>>().unwrap(), records, "{what}");
     let len = segment_bytes(dir);
     match ledger.append_at(batch(4), Some(at())) {
-        Err(AppendError::Poisoned(why)) => assert!(why.contains("failed"), "{what}: {why}"),
+        Err(AppendError::Poisoned(why)) => assert!(
+            matches!(
+                why,
+                WriterFailure::Write { .. }
+                    | WriterFailure::Seal { .. }
+                    | WriterFailure::Sync { .. }
+                    | WriterFailure::Anchor { .. }
+            ),
+            "{what}: {why}"
+        ),
         other => panic!("{what}: an append after the failure was not refused: {other:?}"),
     }
     assert_eq!(segment_bytes(dir), len, "{what}: a refused append wrote bytes");
@@ -254,7 +264,7 @@ fn failed_write_full_disk_and_short_write_leave_the_acknowledged_log() {
         let ledger = Ledger::open_with(&dir, options(Some(faults.clone()), DEFAULT_SEGMENT)).unwrap();
         let before = ledger.head();
         let records = read_all(&ledger);
-        let version = ledger.terminal(&sn("T2")).unwrap().0;
+        let version = ledger.terminal(&sn("T2")).unwrap().unwrap().0;
         faults.arm(Plan::NextWrite(errno, prefix));
         match ledger.append_at(batch(4), Some(at())) {
             Err(AppendError::Io { path, source }) => {
@@ -266,7 +276,11 @@ fn failed_write_full_disk_and_short_write_leave_the_acknowledged_log() {
             other => panic!("{what}: expected AppendError::Io, got {other:?}"),
         }
         assert_eq!(faults.fired(), Some((Kind::Write, errno)), "{what}");
-        assert_eq!(ledger.terminal(&sn("T2")).unwrap().0, version, "{what}: the failed append changed a stream");
+        assert_eq!(
+            ledger.terminal(&sn("T2")).unwrap().unwrap().0,
+            version,
+            "{what}: the failed append changed a stream"
+        );
         check_after_failed_write(&ledger, &dir, before, &records, &what);
         drop(ledger);
         check_reopen(&dir, before, &records, &what);
@@ -291,7 +305,7 @@ fn failed_fsync_is_not_acknowledged_and_its_outcome_is_settled_by_an_idempotent_
     let records = read_all(&ledger);
     faults.arm(Plan::NextSync(EIO));
     match ledger.append(batch(3)) {
-        Err(AppendError::Poisoned(why)) => assert!(why.contains("fsync"), "{why}"),
+        Err(AppendError::Poisoned(why)) => assert!(matches!(why, WriterFailure::Sync { .. }), "{why}"),
         other => panic!("expected a refusal naming the fsync, got {other:?}"),
     }
     assert_eq!(ledger.head(), before);
@@ -395,7 +409,9 @@ fn a_fault_at_every_io_point_is_recovered() {
             match &failed {
                 AppendError::Io { source, .. } => assert_eq!(source.raw_os_error(), Some(errno), "{what}"),
                 AppendError::Poisoned(why) => {
-                    assert!(why.contains("fsync") || (on_head && why.contains("HEAD")), "{what}: {why}")
+                    let named = matches!(why, WriterFailure::Sync { .. })
+                        || (on_head && matches!(why, WriterFailure::Anchor { .. }));
+                    assert!(named, "{what}: {why}")
                 }
                 other => panic!("{what}: not an I/O error: {other:?}"),
             }

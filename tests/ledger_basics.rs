@@ -26,7 +26,7 @@ fn lifecycle_append_reopen_and_index_rebuild() {
     assert_eq!(head.size, 7);
     let history = ledger.read_stream(&StreamId::Terminal(sn("SN1"))).unwrap();
     assert_eq!(history.len(), 6);
-    assert_eq!(ledger.terminal(&sn("SN1")).unwrap().1.status, Status::Replaced);
+    assert_eq!(ledger.terminal(&sn("SN1")).unwrap().unwrap().1.status, Status::Replaced);
     drop(ledger);
 
     let ledger = Ledger::open(&path).unwrap();
@@ -38,7 +38,7 @@ fn lifecycle_append_reopen_and_index_rebuild() {
     let ledger = Ledger::open(&path).unwrap();
     assert_eq!(ledger.head(), head);
     assert_eq!(ledger.read_stream(&StreamId::Terminal(sn("SN1"))).unwrap(), history);
-    assert_eq!(ledger.terminal(&sn("SN2")).unwrap().1.status, Status::Issued);
+    assert_eq!(ledger.terminal(&sn("SN2")).unwrap().unwrap().1.status, Status::Issued);
     // The rebuilt view still refuses what the old one refused.
     assert!(ledger.append(vec![issued("SN1", "LKL-A8")]).is_err());
 }
@@ -59,11 +59,11 @@ fn directive_stops_exactly_the_running_terminals_of_its_models() {
     let outcome = ledger.stop_models(directive("D-1", &["M-A", "M-B"]), None).unwrap();
     assert_eq!(outcome.stopped, vec![sn("A1"), sn("B1")]);
     assert_eq!(outcome.appended.written, 3);
-    assert_eq!(ledger.terminal(&sn("C1")).unwrap().1.status, Status::Issued);
+    assert_eq!(ledger.terminal(&sn("C1")).unwrap().unwrap().1.status, Status::Issued);
     let again = ledger.stop_models(directive("D-1", &["M-C"]), None).unwrap_err();
     assert!(matches!(again, AppendError::Rule { .. }), "{again}");
     let model = ledger::ModelCode::parse("M-A").unwrap();
-    assert_eq!(ledger.terminals_of_model(&model).len(), 2);
+    assert_eq!(ledger.terminals_of_model(&model).unwrap().len(), 2);
     assert_eq!(ledger.persisted_terminals_of_model(&model).unwrap().len(), 2);
 }
 

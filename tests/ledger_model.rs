@@ -26,10 +26,11 @@ use chrono::{DateTime, Duration, Utc};
 use common::{sn, t};
 use ledger::lifecycle::{ContractState, FlagSet, State, Status, Violation};
 use ledger::model::{ACTIVATION_FLOW_FEN, MAX_FLOW_FEN};
+use ledger::testing::FaultInjector;
 use ledger::{
     AppendError, AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Durability, Event, EventId,
-    FaultInjector, FlagReason, Head, Issued, Ledger, MerchantId, ModelCode, Options, ProviderId, RegionCode, Sn,
-    StopReason, StreamId, TerminalEvent, Text,
+    FlagReason, Head, Issued, Ledger, MerchantId, ModelCode, Options, ProviderId, RegionCode, Sn, StopReason, StreamId,
+    TerminalEvent, Text, WriterFailure,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -756,7 +757,7 @@ fn check_everything(ledger: &Ledger, model: &Model) {
     check_log(ledger, model);
     for n in 0..SNS {
         let name = sn_of(n);
-        assert_eq!(ledger.terminal(&sn(&name)), model.state_of(&name), "state of {name}");
+        assert_eq!(ledger.terminal(&sn(&name)).unwrap(), model.state_of(&name), "state of {name}");
     }
 }
 
@@ -869,7 +870,7 @@ fn fault(
     match &got {
         Err(AppendError::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(errno), "{source}"),
         Err(AppendError::Poisoned(why)) => {
-            let known = why.contains("fsync") || why.contains("recording the log's end");
+            let known = matches!(why, WriterFailure::Sync { .. } | WriterFailure::Anchor { .. });
             assert!(kind == Kind::Sync && known, "refused after a failed {kind:?}: {why}");
         }
         other => panic!("a failed {kind:?} gave {other:?}"),

@@ -34,9 +34,8 @@ mod common;
 use common::*;
 use ledger::merkle::{Frontier, Hash};
 use ledger::source::SEGMENTS_DIR;
-use ledger::{
-    AppendEvent, DiskOp, Durability, EventId, FaultInjector, Head, Ledger, Options, ReadError, Source, StreamId,
-};
+use ledger::testing::{DiskOp, FaultInjector};
+use ledger::{AppendEvent, Durability, EventId, Head, Ledger, Options, ReadError, Source, StreamId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

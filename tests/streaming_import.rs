@@ -104,7 +104,7 @@ fn a_replacement_across_a_chunk_boundary_is_kept_together() {
     let tmp = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(tmp.path(), Options::default()).unwrap();
     let mut events = vec![(issued("OLD", "M1"), 0), (stopped("OLD", ledger::StopReason::Upgrade), 0)];
-    let filler = ledger::import::IMPORT_CHUNK_EVENTS as u64 - 3;
+    let filler = ledger::IMPORT_CHUNK_EVENTS as u64 - 3;
     for i in 0..filler {
         events.push((issued(&format!("F{i}"), "M1"), i + 1));
     }

@@ -1,7 +1,7 @@
 //! The writer's side of the anchor (`HEAD`, see `log::anchor` and docs/FORMAT.md): recording each new
 //! committed end durably in the next slot, creating a fresh HEAD, and `reanchor` for the operator.
 
-use crate::ledger::SeamFaults;
+use crate::faults::{write_new_file, DiskOp, SeamFaults, NO_FAULTS};
 use log::anchor::{encode_fresh, encode_slot, Anchor, HEAD_FILE, SLOT_LEN};
 use log::Head;
 use std::fs::File;
@@ -55,7 +55,7 @@ pub fn reanchor(dir: &Path, expected_size: u64) -> Result<Head, ReanchorError> {
     if source.head.size != expected_size {
         return Err(ReanchorError::SizeDiffers { expected: expected_size, found: source.head.size });
     }
-    AnchorWriter::create(dir, source.head, &crate::ledger::SeamFaults(&None))
+    AnchorWriter::create(dir, source.head, &NO_FAULTS)
         .map_err(|source| ReanchorError::Io { path: dir.join(HEAD_FILE), source })?;
     Ok(source.head)
 }
@@ -75,26 +75,19 @@ impl AnchorWriter {
     /// file, fsynced, renamed over `HEAD`, and the folder fsynced. For a new ledger, and to replace a
     /// format-1 or partly damaged HEAD once the writer has recovered the log.
     pub(crate) fn create(dir: &Path, head: Head, faults: &SeamFaults<'_>) -> io::Result<AnchorWriter> {
-        use std::io::Write;
         let path = dir.join(HEAD_FILE);
         let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
         let bytes = encode_fresh(&head);
         {
-            use crate::ledger::DiskOp;
             let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
             faults.observe(&DiskOp::Create { path: &tmp });
-            faults.before_write(&tmp, bytes.len())?;
-            file.write_all(&bytes)?;
-            faults.observe(&DiskOp::Write { path: &tmp, offset: 0, bytes: &bytes });
-            faults.before_sync(&tmp)?;
-            file.sync_all()?;
-            faults.observe(&DiskOp::Sync { path: &tmp });
+            write_new_file(&mut file, &tmp, &bytes, faults)?;
         }
         std::fs::rename(&tmp, &path)?;
-        faults.observe(&crate::ledger::DiskOp::Rename { from: &tmp, to: &path });
+        faults.observe(&DiskOp::Rename { from: &tmp, to: &path });
         faults.before_sync(dir)?;
         File::open(dir)?.sync_all()?;
-        faults.observe(&crate::ledger::DiskOp::SyncDir { path: dir });
+        faults.observe(&DiskOp::SyncDir { path: dir });
         let file = std::fs::OpenOptions::new().write(true).open(&path)?;
         Ok(AnchorWriter { file, path, next_generation: 2, last: head })
     }
@@ -120,10 +113,10 @@ impl AnchorWriter {
         let offset = (generation % 2) * SLOT_LEN as u64;
         faults.before_write(&self.path, slot.len())?;
         self.file.write_all_at(&slot, offset)?;
-        faults.observe(&crate::ledger::DiskOp::Write { path: &self.path, offset, bytes: &slot });
+        faults.observe(&DiskOp::Write { path: &self.path, offset, bytes: &slot });
         faults.before_sync(&self.path)?;
         self.file.sync_data()?;
-        faults.observe(&crate::ledger::DiskOp::Sync { path: &self.path });
+        faults.observe(&DiskOp::Sync { path: &self.path });
         self.next_generation += 1;
         self.last = head;
         Ok(())

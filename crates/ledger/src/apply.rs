@@ -29,6 +29,10 @@ pub(crate) fn precheck(events: &[AppendEvent]) -> Result<(), AppendError> {
         })
         .collect();
     lifecycle::check_pairs(device_events.iter().map(|(_, d)| *d)).map_err(|(i, violation)| {
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "bound proven: check_pairs names an index of the events it is given"
+        )]
         let (index, d) = device_events[i];
         AppendError::Rule { index, stream: StreamId::Terminal(d.device.clone()), event: d.event.type_name(), violation }
     })
@@ -38,6 +42,8 @@ pub(crate) fn precheck(events: &[AppendEvent]) -> Result<(), AppendError> {
 /// cache misses, few enough that what they bring in stays in the core's own cache (256 events touch
 /// about 100 KiB of events, keys and entries).
 const CHECK_BLOCK_EVENTS: usize = 256;
+
+const _: () = assert!(CHECK_BLOCK_EVENTS > 0, "events are checked in blocks of at least one");
 
 /// One terminal's entry as of the append's events so far.
 struct PendingTerminal<'e> {
@@ -84,12 +90,14 @@ impl<'v, 'e> Pending<'v, 'e> {
 
     /// Checks `events[i]` for every `i` in `fresh`, in order, against `view`; returns the changes with
     /// each checked event's stream version and resulting state, or the index of the first event that
-    /// fails.
+    /// fails. Every index in `fresh` must be an index of `events`.
+    #[expect(clippy::indexing_slicing, reason = "bound proven: every index in fresh is below events.len() (asserted)")]
     pub(crate) fn check_all(
         view: &'v View,
         events: &'e [AppendEvent],
         fresh: &[usize],
     ) -> Result<Changes<'e>, (usize, AppendError)> {
+        assert!(fresh.iter().all(|&index| index < events.len()), "fresh names events of the request");
         let mut pending = Pending::new(view, fresh.len());
         let mut versions = Vec::with_capacity(fresh.len());
         let mut states = Vec::with_capacity(fresh.len());
@@ -224,7 +232,12 @@ pub(crate) struct Written {
 impl<'e> Changes<'e> {
     /// Applies the changes to the view: terminals issued by this append enter it at their first event,
     /// stream positions are added in event order (in a full view), then each terminal takes its final
-    /// version and state; directives and event ids are recorded. Returns what each event did.
+    /// version and state; directives and event ids are recorded. Returns what each event did. `fresh` is
+    /// the one these changes were checked with; `positions` has one entry per event of the request.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "bound proven: every index in fresh is below events.len() == positions.len() (asserted)"
+    )]
     pub(crate) fn commit(
         mut self,
         view: &mut View,
@@ -232,14 +245,17 @@ impl<'e> Changes<'e> {
         events: &'e [AppendEvent],
         positions: &[u64],
     ) -> Steps {
+        assert!(positions.len() == events.len() && fresh.iter().all(|&index| index < events.len()));
+        assert_eq!(self.view_slots.len(), fresh.len(), "the changes were checked with this fresh");
         let full = view.is_full();
         let mut slots = Vec::with_capacity(fresh.len());
-        for (i, &index) in fresh.iter().enumerate() {
+        let view_slots = std::mem::take(&mut self.view_slots);
+        for (&index, view_slot) in fresh.iter().zip(view_slots) {
             let e = &events[index];
             let position = positions[index];
             match &e.event {
                 Event::Terminal(d) => {
-                    let slot = match self.view_slots[i] {
+                    let slot = match view_slot {
                         Some(slot) => Some(slot),
                         None => self.slot_for(view, &d.device),
                     };
@@ -293,68 +309,108 @@ impl<'e> Changes<'e> {
     }
 }
 
+/// Why a written append could not be applied to the follower's full view: the views diverged (or a
+/// snapshot loaded into it was corrupt). The follower stops; the next open rebuilds or catches up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ApplyError {
+    /// The writer's steps do not number the written events.
+    #[error("{events} fresh events but {steps} steps")]
+    StepCount { events: usize, steps: usize },
+    /// A written index points past the request.
+    #[error("event index {index} out of range")]
+    NoEvent { index: usize },
+    /// A terminal event without the state the writer computed.
+    #[error("position {position}: no state")]
+    NoState { position: u64 },
+    /// A terminal would enter the view at an event that is not its issue.
+    #[error("position {position}: {device} enters the view without being issued")]
+    NotIssued { position: u64, device: Sn },
+    /// A terminal the view already holds is issued again.
+    #[error("position {position}: {device} is issued twice")]
+    IssuedTwice { position: u64, device: Sn },
+    /// The writer's slot holds another terminal in this view.
+    #[error("position {position}: slot {slot} does not hold {device}")]
+    WrongSlot { position: u64, slot: u32, device: Sn },
+    /// A slot past the view's arena.
+    #[error("slot {slot} out of range")]
+    NoSlot { slot: u32 },
+    /// The stream is at another version than the one the writer wrote.
+    #[error("position {position}: {device} is at version {held}, the writer wrote {written}")]
+    WrongVersion { position: u64, device: Sn, held: u64, written: u64 },
+    /// The stream's positions do not number its version.
+    #[error("position {position}: {device} holds {positions} positions at version {version}")]
+    PositionCount { position: u64, device: Sn, positions: u64, version: u64 },
+    /// The stream is already at or past the position.
+    #[error("position {position}: {stream}'s stream is already at position {last}")]
+    StreamPast { position: u64, stream: StreamId, last: u64 },
+    /// The directives stream is at another version.
+    #[error("position {position}: the directives stream is not at version {version}")]
+    DirectivesVersion { position: u64, version: u64 },
+}
+
 /// Applies a written append to a full view, event by event, trusting the writer's check but not its
 /// bookkeeping: every slot must hold the event's terminal (or be the next free slot at its issue) and
 /// every version must follow the stream's. A mismatch means the views diverged; the caller stops.
-pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), String> {
+pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), ApplyError> {
     assert!(view.is_full(), "only a full view follows the writer");
     let (n, steps) = (written.fresh.len(), &written.steps);
     if steps.slots.len() != n || steps.versions.len() != n || steps.states.len() != n {
-        return Err(format!("{n} fresh events but {} steps", steps.slots.len()));
+        return Err(ApplyError::StepCount { events: n, steps: steps.slots.len() });
     }
-    for (i, &index) in written.fresh.iter().enumerate() {
-        let position = written.first + i as u64;
-        let Some(e) = written.events.get(index) else { return Err(format!("event index {index} out of range")) };
+    let per_event = steps.slots.iter().zip(&steps.versions).zip(&steps.states);
+    for ((&index, ((&slot, &version), &state)), position) in written.fresh.iter().zip(per_event).zip(written.first..) {
+        let Some(e) = written.events.get(index) else { return Err(ApplyError::NoEvent { index }) };
         match &e.event {
             Event::Terminal(d) => {
-                let (slot, version) = (steps.slots[i], steps.versions[i]);
-                let Some(state) = steps.states[i] else { return Err(format!("position {position}: no state")) };
+                let device = || d.device.clone();
+                let Some(state) = state else { return Err(ApplyError::NoState { position }) };
                 if slot as usize == view.terminal_count() {
                     let TerminalEvent::Issued(issued) = &d.event else {
-                        return Err(format!("position {position}: {} enters the view without being issued", d.device));
+                        return Err(ApplyError::NotIssued { position, device: device() });
                     };
                     let mem =
                         TerminalMem { version: 0, state, model: issued.model.clone(), positions: Positions::default() };
                     if view.slot_of(&d.device).is_some() {
-                        return Err(format!("position {position}: {} is issued twice", d.device));
+                        return Err(ApplyError::IssuedTwice { position, device: device() });
                     }
                     view.insert_terminal(d.device.clone(), mem);
                 }
                 if !view.slot_holds(slot, &d.device) {
-                    return Err(format!("position {position}: slot {slot} does not hold {}", d.device));
+                    return Err(ApplyError::WrongSlot { position, slot, device: device() });
                 }
-                let Some(mem) = view.terminal_at_mut(slot) else { return Err(format!("slot {slot} out of range")) };
+                let Some(mem) = view.terminal_at_mut(slot) else { return Err(ApplyError::NoSlot { slot }) };
                 if mem.version != version {
-                    return Err(format!(
-                        "position {position}: {} is at version {}, the writer wrote {version}",
-                        d.device, mem.version
-                    ));
+                    return Err(ApplyError::WrongVersion {
+                        position,
+                        device: device(),
+                        held: mem.version,
+                        written: version,
+                    });
                 }
                 // The follower's view must agree with what the writer wrote; a view loaded from a
                 // corrupt snapshot would not, and is refused here rather than panicking in `push`.
                 if mem.positions.len() != version {
-                    return Err(format!(
-                        "position {position}: {} holds {} positions at version {version}",
-                        d.device,
-                        mem.positions.len()
-                    ));
+                    return Err(ApplyError::PositionCount {
+                        position,
+                        device: device(),
+                        positions: mem.positions.len(),
+                        version,
+                    });
                 }
                 if let Some(last) = mem.positions.last().filter(|last| *last >= position) {
-                    return Err(format!("position {position}: {}'s stream is already at position {last}", d.device));
+                    return Err(ApplyError::StreamPast { position, stream: StreamId::Terminal(device()), last });
                 }
                 mem.positions.push(position);
                 mem.version = version + 1;
                 mem.state = state;
             }
             Event::Directive(d) => {
-                if view.directives_stream.len() != steps.versions[i] {
-                    return Err(format!(
-                        "position {position}: the directives stream is not at version {}",
-                        steps.versions[i]
-                    ));
+                if view.directives_stream.len() != version {
+                    return Err(ApplyError::DirectivesVersion { position, version });
                 }
-                if view.directives_stream.last().is_some_and(|last| last >= position) {
-                    return Err(format!("position {position}: the directives stream is already past it"));
+                if let Some(last) = view.directives_stream.last().filter(|last| *last >= position) {
+                    return Err(ApplyError::StreamPast { position, stream: StreamId::Directives, last });
                 }
                 view.insert_directive(d.id.clone(), &d.models);
                 view.push_directive_position(position);
@@ -369,7 +425,7 @@ pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), St
 
 #[cfg(test)]
 pub(crate) mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "a test fails by panicking")]
     use super::*;
     use crate::model::{Contract, ContractId, DeviceEvent, Issued, MerchantId, ProviderId, RegionCode};
     use chrono::{TimeZone, Utc};
@@ -450,20 +506,20 @@ pub(crate) mod tests {
         next.steps.slots[0] = 0;
         let before = follower.terminal(&Sn::parse("A").unwrap()).unwrap().clone();
         let why = apply_written(&mut follower, &next).unwrap_err();
-        assert!(why.contains("slot 0 does not hold B"), "{why}");
+        assert!(matches!(why, ApplyError::WrongSlot { slot: 0, ref device, .. } if device.as_str() == "B"), "{why}");
         assert_eq!(follower.terminal(&Sn::parse("A").unwrap()).unwrap(), &before, "A is untouched");
 
         // A version the follower's stream is not at.
         let mut stale = write(&mut writer, vec![flow("A")], 3);
         stale.steps.versions[0] = 7;
         let why = apply_written(&mut follower, &stale).unwrap_err();
-        assert!(why.contains("is at version 1, the writer wrote 7"), "{why}");
+        assert!(matches!(why, ApplyError::WrongVersion { held: 1, written: 7, .. }), "{why}");
 
         // A terminal that would enter the follower's view without being issued.
         let mut unissued = write(&mut writer, vec![flow("A")], 4);
         unissued.steps.slots[0] = 2;
         let why = apply_written(&mut follower, &unissued).unwrap_err();
-        assert!(why.contains("without being issued"), "{why}");
+        assert!(matches!(why, ApplyError::NotIssued { .. }), "{why}");
     }
 
     #[test]
@@ -477,14 +533,14 @@ pub(crate) mod tests {
         let mut again = write(&mut writer, vec![issued("B")], 2);
         again.events[0] = issued("A");
         let why = apply_written(&mut follower.clone(), &again).unwrap_err();
-        assert!(why.contains("A is issued twice"), "{why}");
+        assert!(matches!(why, ApplyError::IssuedTwice { ref device, .. } if device.as_str() == "A"), "{why}");
 
         // A position the stream is already past (the follower was handed position 1 again).
         let mut behind = write(&mut writer, vec![flow("A")], 3);
         behind.first = 1;
         behind.steps.versions[0] = 2;
         let why = apply_written(&mut follower, &behind).unwrap_err();
-        assert!(why.contains("already at position 1"), "{why}");
+        assert!(matches!(why, ApplyError::StreamPast { last: 1, .. }), "{why}");
         assert_eq!(follower.terminal(&Sn::parse("A").unwrap()).unwrap().version, 2, "A is untouched");
     }
 }

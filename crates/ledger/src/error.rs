@@ -1,11 +1,14 @@
 //! Typed errors, one enum per operation family. Every message names the file, position or input index.
 
+pub use crate::guard::LockPoisoned;
+use crate::index::StoreError;
 use log::codec::CodecError;
 use log::lifecycle::Violation;
 use log::model::{EventId, FieldError, StreamId};
 use log::segment::FormatError;
 pub use log::ReadError;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Why a ledger could not be opened (or recovered).
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +40,16 @@ pub enum OpenError {
     #[error(transparent)]
     Read(#[from] ReadError),
     /// The sled index could not be opened even after a rebuild.
-    #[error("index at {path}: {what}")]
+    #[error("index at {path}: {source}")]
     Index {
         /// The index folder.
         path: PathBuf,
-        /// What sled said.
-        what: String,
+        /// What failed.
+        source: StoreError,
     },
+    /// A thread panicked while holding one of the ledger's locks during the open.
+    #[error(transparent)]
+    LockPoisoned(#[from] LockPoisoned),
     /// The folder is already open (its lock is held by another writer).
     #[error("{0}: the ledger is open in another process")]
     Locked(PathBuf),
@@ -139,14 +145,89 @@ pub enum AppendError {
     Io {
         /// The segment file.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (shared with the [`WriterFailure`] later appends are refused with).
+        source: Arc<std::io::Error>,
     },
     /// An import whose last events were all already in the log (idempotent retries) after it had
     /// written others: its last record would carry no commit marker. Nothing of it is kept.
     #[error("the import ends with events already in the log after writing new ones; put the retried events first")]
     ImportEndsWithRetries,
-    /// An earlier write or sync failed; reopen the ledger (recovery cuts any torn tail).
-    #[error("the ledger refuses appends after an earlier I/O failure ({0}); reopen it")]
-    Poisoned(String),
+    /// An earlier write or sync failed, or a thread panicked holding the writer's state; reopen the
+    /// ledger (recovery cuts any torn tail).
+    #[error("the ledger refuses appends after an earlier failure ({0}); reopen it")]
+    Poisoned(#[source] WriterFailure),
+}
+
+impl From<LockPoisoned> for ReadError {
+    fn from(poisoned: LockPoisoned) -> ReadError {
+        ReadError::LockPoisoned { lock: poisoned.lock }
+    }
+}
+
+impl From<LockPoisoned> for AppendError {
+    fn from(poisoned: LockPoisoned) -> AppendError {
+        AppendError::Poisoned(WriterFailure::LockPoisoned(poisoned))
+    }
+}
+
+/// The failure after which the ledger refuses appends until it is reopened (the first one stays). The
+/// I/O error is shared, since every later refusal reports the same failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriterFailure {
+    /// Writing an append's records to the live segment failed.
+    #[error("write to {path} failed: {source}")]
+    Write {
+        /// The segment file.
+        path: PathBuf,
+        /// The error.
+        source: Arc<std::io::Error>,
+    },
+    /// Sealing a segment (its trailer and fsync) or creating the next one failed.
+    #[error("sealing {path} failed: {source}")]
+    Seal {
+        /// The segment file.
+        path: PathBuf,
+        /// The error.
+        source: Arc<std::io::Error>,
+    },
+    /// The group commit's fsync failed (whether the bytes before it are on disk is unknown).
+    #[error("fsync of {path} failed: {source}")]
+    Sync {
+        /// The segment file.
+        path: PathBuf,
+        /// The error.
+        source: Arc<std::io::Error>,
+    },
+    /// Recording the log's end in HEAD failed.
+    #[error("recording the log's end in {path} failed: {source}")]
+    Anchor {
+        /// The HEAD file.
+        path: PathBuf,
+        /// The error.
+        source: Arc<std::io::Error>,
+    },
+    /// An aborted import could not be cut off the live segment.
+    #[error("an aborted import could not be cut off the log ({path}): {source}")]
+    ImportCut {
+        /// The segment file.
+        path: PathBuf,
+        /// The error.
+        source: Arc<std::io::Error>,
+    },
+    /// An import was aborted after part of it had been checked into the writer's view.
+    #[error("an import was aborted after part of it was checked")]
+    ImportAborted,
+    /// A thread panicked while holding the writer's state.
+    #[error(transparent)]
+    LockPoisoned(#[from] LockPoisoned),
+}
+
+/// Why [`crate::Ledger::close`] failed: the log could not be made durable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseError {
+    /// The final flush of the log failed; appends after the last acknowledged one may be lost.
+    #[error(transparent)]
+    Flush(AppendError),
 }

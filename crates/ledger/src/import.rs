@@ -17,8 +17,9 @@
 //! live segment may grow past `segment_max_bytes` by one import, as it may by one append.
 
 use crate::apply::precheck;
-use crate::error::AppendError;
-use crate::ledger::{lock, Ledger, WriteMode, Writer};
+use crate::error::{AppendError, WriterFailure};
+use crate::indexer::{IndexStop, FOLLOWER_BACKLOG_EVENTS};
+use crate::ledger::{Ledger, WriteMode, Writer, MAX_APPEND_EVENTS};
 use crate::merkle::{Frontier, Hash};
 use crate::model::AppendEvent;
 use crate::model::{Event, Sn, TerminalEvent};
@@ -31,9 +32,11 @@ use std::sync::MutexGuard;
 pub const IMPORT_CHUNK_EVENTS: usize = 65_536;
 /// The longest a chunk may grow while a replacement's two halves are apart (then the chunk is checked as
 /// it is, and the unpaired half refused): the limit of one append.
-pub const IMPORT_MAX_CHUNK_EVENTS: usize = crate::ledger::MAX_APPEND_EVENTS;
+pub const IMPORT_MAX_CHUNK_EVENTS: usize = MAX_APPEND_EVENTS;
 
 const _: () = assert!(IMPORT_CHUNK_EVENTS <= IMPORT_MAX_CHUNK_EVENTS, "a chunk fits in one append");
+const _: () =
+    assert!(IMPORT_CHUNK_EVENTS as u64 <= FOLLOWER_BACKLOG_EVENTS, "an import chunk fits in the follower's backlog");
 
 /// What a committed import did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,13 +103,13 @@ impl Ledger {
     /// `recorded_at` (`None`: now, clamped up to the head's). Holds the writer lock until it is committed
     /// or dropped.
     pub fn begin_import(&self, recorded_at: Option<DateTime<Utc>>) -> Result<Import<'_>, AppendError> {
-        let mut writer = lock(&self.shared.writer);
+        let mut writer = self.shared.writer.lock()?;
         let recorded_at = writer.writable_at(recorded_at)?;
         // An import never spans segments: start it in a fresh one if the live one is full.
         if writer.active.len >= self.shared.options.segment_max_bytes && writer.size > writer.active.first_position {
             self.seal_and_rotate(&mut writer)?;
         }
-        let sparse_len = self.shared.active_sparse.read().unwrap_or_else(|e| e.into_inner()).2.len();
+        let sparse_len = self.shared.active_sparse.read()?.2.len();
         let before = Before {
             size: writer.size,
             frontier: writer.frontier.clone(),
@@ -245,7 +248,7 @@ impl Import<'_> {
                     self.last_commit = commit_last;
                 }
                 debug_assert_eq!(appended.written, count);
-                self.writer.follow(&self.ledger.shared.backlog, events, written);
+                self.writer.follow(&self.ledger.shared.index.backlog, events, written);
                 Ok(())
             }
             Err(error) => {
@@ -263,23 +266,24 @@ impl Import<'_> {
         let before = &self.before;
         let writer = &mut *self.writer;
         if writer.active.len > before.active_len {
-            let file = &writer.active.file;
-            let cut = file.set_len(before.active_len).and_then(|()| file.sync_all());
-            if let Err(e) = cut {
-                writer.poisoned = Some(format!("an aborted import could not be cut off the log: {e}"));
+            if let Err(e) = writer.active.cut(before.active_len) {
+                let path = writer.active.path.clone();
+                writer.poisoned = Some(WriterFailure::ImportCut { path, source: std::sync::Arc::new(e) });
             }
-            writer.active.len = before.active_len;
         }
         writer.size = before.size;
         writer.frontier = before.frontier.clone();
         writer.last_leaf = before.last_leaf;
         writer.last_recorded_at = before.last_recorded_at;
-        self.ledger.shared.active_sparse.write().unwrap_or_else(|e| e.into_inner()).2.truncate(before.sparse_len);
+        match self.ledger.shared.active_sparse.write() {
+            Ok(mut sparse) => sparse.2.truncate(before.sparse_len),
+            Err(poisoned) => {
+                writer.poisoned.get_or_insert(WriterFailure::LockPoisoned(poisoned));
+            }
+        }
         if self.view_changed {
-            writer
-                .poisoned
-                .get_or_insert_with(|| "an import was aborted after part of it was checked; reopen the ledger".into());
-            crate::indexer::stop_index(&self.ledger.shared, "an import was aborted".into());
+            writer.poisoned.get_or_insert(WriterFailure::ImportAborted);
+            self.ledger.shared.index.stop(IndexStop::ImportAborted);
         }
         assert_eq!(writer.size, before.size, "an aborted import leaves the log as it was");
     }

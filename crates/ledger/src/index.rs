@@ -29,7 +29,7 @@
 
 use crate::lifecycle::State;
 use crate::merkle::Hash;
-use crate::model::{DirectiveId, EventId, ModelCode, Sn, MAX_ID_LEN};
+use crate::model::{DirectiveId, EventId, FieldError, ModelCode, Sn, StreamId, MAX_ID_LEN};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -38,6 +38,8 @@ use std::hash::BuildHasher;
 pub const BUCKETS: usize = 4096;
 /// A snapshot of the view is taken after at least this many new records.
 pub const SNAPSHOT_EVERY_RECORDS: u64 = 2_000_000;
+
+const _: () = assert!(BUCKETS > 0 && BUCKETS <= 1 << 16, "bucket numbers are stored as u16 keys");
 
 /// A fast hash map (foldhash): keys are SNs and ids chosen by the processor, not by an attacker.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -98,16 +100,16 @@ impl Positions {
     /// Checks a list read from the index without allocating: the varints decode, increase, number
     /// exactly `count`, end at `last`, and stay below `limit` (the records the index covers). A list
     /// that fails is a corrupt index, which is then rebuilt from the log.
-    pub fn check(&self, limit: u64) -> Result<(), String> {
+    pub fn check(&self, limit: u64) -> Result<(), PositionsError> {
         self.decode_each(|_| {})?;
         match self.last() {
-            Some(last) if last >= limit => Err(format!("position {last} is beyond the {limit} records indexed")),
+            Some(last) if last >= limit => Err(PositionsError::Beyond { last, limit }),
             _ => Ok(()),
         }
     }
 
     /// Decodes every position, in order. A malformed list (only possible from a corrupt index) is an error.
-    pub fn to_vec(&self) -> Result<Vec<u64>, String> {
+    pub fn to_vec(&self) -> Result<Vec<u64>, PositionsError> {
         // Each position takes at least one byte, so the bytes bound the allocation, not the stored count.
         let mut out = Vec::with_capacity((self.count as usize).min(self.bytes.len()));
         self.decode_each(|position| out.push(position))?;
@@ -116,26 +118,26 @@ impl Positions {
 
     /// Hands each position to `each`, in order, checking that the varints decode, strictly increase,
     /// number exactly `count` and end at `last`.
-    fn decode_each(&self, mut each: impl FnMut(u64)) -> Result<(), String> {
+    fn decode_each(&self, mut each: impl FnMut(u64)) -> Result<(), PositionsError> {
         let (mut value, mut shift, mut seen, mut last) = (0u64, 0u32, 0u64, 0u64);
         for &byte in &self.bytes {
             if shift > 63 {
-                return Err("position varint too long".into());
+                return Err(PositionsError::VarintTooLong);
             }
             value |= u64::from(byte & 0x7f) << shift;
             shift += 7;
             if byte & 0x80 == 0 {
                 if seen > 0 && value == 0 {
-                    return Err("positions do not increase".into());
+                    return Err(PositionsError::NotIncreasing);
                 }
-                last = if seen == 0 { value } else { last.checked_add(value).ok_or("position overflow")? };
+                last = if seen == 0 { value } else { last.checked_add(value).ok_or(PositionsError::Overflow)? };
                 each(last);
                 seen += 1;
                 (value, shift) = (0, 0);
             }
         }
         if shift != 0 || seen != self.count || (seen > 0 && last != self.last) {
-            return Err("position list does not match its count".into());
+            return Err(PositionsError::CountMismatch);
         }
         Ok(())
     }
@@ -155,24 +157,27 @@ impl SnKey {
         let text = sn.as_str().as_bytes();
         assert!(text.len() <= MAX_ID_LEN, "SN longer than the model allows");
         let mut bytes = [0u8; MAX_ID_LEN];
-        bytes[..text.len()].copy_from_slice(text);
+        for (to, from) in bytes.iter_mut().zip(text) {
+            *to = *from;
+        }
         SnKey { len: text.len() as u8, bytes }
     }
 
     /// The SN's bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        // `len` is at most MAX_ID_LEN by construction.
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
     }
 
     /// The SN's text (always ASCII: the model admits only `[A-Za-z0-9_-]`).
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
 impl std::hash::Hash for SnKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write(&self.bytes[..usize::from(self.len)]);
+        state.write(self.as_bytes());
     }
 }
 
@@ -368,8 +373,8 @@ impl View {
     /// The entry in `slot`, for update; marks its bucket dirty.
     pub fn terminal_at_mut(&mut self, slot: u32) -> Option<&mut TerminalMem> {
         let bucket = *self.bucket_of_slot.get(slot as usize)?;
-        if self.full {
-            self.dirty[usize::from(bucket)] = true;
+        if let Some(dirty) = self.dirty.get_mut(usize::from(bucket)).filter(|_| self.full) {
+            *dirty = true;
         }
         self.entries.get_mut(slot as usize).map(|e| &mut e.mem)
     }
@@ -393,9 +398,11 @@ impl View {
         }
         self.entries.push(Entry { key, mem });
         self.bucket_of_slot.push(bucket as u16);
-        if self.full {
-            self.members[bucket].push(slot);
-            self.dirty[bucket] = true;
+        if let (true, Some(members), Some(dirty)) =
+            (self.full, self.members.get_mut(bucket), self.dirty.get_mut(bucket))
+        {
+            members.push(slot);
+            *dirty = true;
         }
         slot
     }
@@ -434,15 +441,17 @@ impl View {
     /// Records an idempotency key.
     pub fn insert_event_id(&mut self, id: EventId, position: u64) {
         let bucket = fnv_bucket(id.as_str());
-        if self.full {
-            self.event_ids_dirty[bucket] = true;
+        if let Some(dirty) = self.event_ids_dirty.get_mut(bucket).filter(|_| self.full) {
+            *dirty = true;
         }
-        self.event_ids[bucket].insert(id, position);
+        if let Some(ids) = self.event_ids.get_mut(bucket) {
+            ids.insert(id, position);
+        }
     }
 
     /// The position of the event with this idempotency key.
     pub fn event_id(&self, id: &EventId) -> Option<u64> {
-        self.event_ids[fnv_bucket(id.as_str())].get(id).copied()
+        self.event_ids.get(fnv_bucket(id.as_str())).and_then(|ids| ids.get(id)).copied()
     }
 
     /// Number of terminals.
@@ -456,12 +465,12 @@ impl View {
     pub fn take_snapshot(&mut self, size: u64, last_leaf: Hash) -> Changed {
         assert!(self.full, "only a full view is snapshotted");
         let mut buckets = Vec::new();
-        for (number, dirty) in self.dirty.iter_mut().enumerate() {
+        for (number, (dirty, members)) in self.dirty.iter_mut().zip(&self.members).enumerate() {
             if !*dirty {
                 continue;
             }
             *dirty = false;
-            let entries: Vec<(SnKey, TerminalMem)> = self.members[number]
+            let entries: Vec<(SnKey, TerminalMem)> = members
                 .iter()
                 .filter_map(|slot| self.entries.get(*slot as usize))
                 .map(|e| (e.key, e.mem.clone()))
@@ -469,12 +478,12 @@ impl View {
             buckets.push((number as u16, entries));
         }
         let mut event_ids = Vec::new();
-        for (number, dirty) in self.event_ids_dirty.iter_mut().enumerate() {
+        for (number, (dirty, ids)) in self.event_ids_dirty.iter_mut().zip(&self.event_ids).enumerate() {
             if !*dirty {
                 continue;
             }
             *dirty = false;
-            let entries: Vec<(EventId, u64)> = self.event_ids[number].iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let entries: Vec<(EventId, u64)> = ids.iter().map(|(k, v)| (k.clone(), *v)).collect();
             event_ids.push((number as u16, entries));
         }
         let delta = std::mem::take(&mut self.delta);
@@ -512,7 +521,8 @@ pub struct Changed {
 
 impl Changed {
     /// Records the snapshot covers.
-    pub fn size(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
@@ -523,7 +533,7 @@ impl Changed {
     }
 
     /// Sorts and encodes the pages (the same view always gives the same bytes).
-    pub fn encode(self) -> Result<Snapshot, String> {
+    pub fn encode(self) -> Result<Snapshot, SnapshotError> {
         let mut buckets = Vec::with_capacity(self.buckets.len());
         for (number, entries) in &self.buckets {
             let mut entries: Vec<(&str, &TerminalMem)> = entries.iter().map(|(k, m)| (k.as_str(), m)).collect();
@@ -581,38 +591,38 @@ pub const SNAPSHOT_FORMAT: u8 = 2;
 /// far beyond 10^7 terminals).
 const MAX_PAGE_BYTES: usize = 64 << 20;
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    let bytes = postcard::to_stdvec(value).map_err(|e| e.to_string())?;
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, SnapshotError> {
+    let bytes = postcard::to_stdvec(value).map_err(SnapshotError::Encode)?;
     if bytes.len() > MAX_PAGE_BYTES {
-        return Err(format!("an index page of {} bytes is over the limit of {MAX_PAGE_BYTES}", bytes.len()));
+        return Err(SnapshotError::PageTooLarge { bytes: bytes.len() });
     }
     Ok(bytes)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, SnapshotError> {
     if bytes.len() > MAX_PAGE_BYTES {
-        return Err(format!("an index page of {} bytes is over the limit of {MAX_PAGE_BYTES}", bytes.len()));
+        return Err(SnapshotError::PageTooLarge { bytes: bytes.len() });
     }
     // postcard allocates no more than the bytes it is given can fill (serde's cautious size hints).
-    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(SnapshotError::Decode)?;
     if !rest.is_empty() {
-        return Err(format!("{} bytes after an index page", rest.len()));
+        return Err(SnapshotError::TrailingBytes { bytes: rest.len() });
     }
     Ok(value)
 }
 
-fn u64_value(bytes: &[u8]) -> Result<u64, String> {
-    let array: [u8; 8] = bytes.try_into().map_err(|_| "bad u64 value".to_string())?;
+fn u64_value(bytes: &[u8]) -> Result<u64, SnapshotError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| SnapshotError::BadValue("u64"))?;
     Ok(u64::from_be_bytes(array))
 }
 
-fn text(bytes: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(bytes).map_err(|e| e.to_string())
+fn text(bytes: &[u8]) -> Result<&str, SnapshotError> {
+    std::str::from_utf8(bytes).map_err(SnapshotError::NotText)
 }
 
 /// Why the sled index failed. The index is derived, so every one of these means "rebuild it from the
 /// log" (at open) or "stop persisting it" (later); none fails an append that is already durable.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Another handle in this process still holds sled's lock (a ledger of this folder being closed).
@@ -625,20 +635,138 @@ pub enum StoreError {
     #[error("sled panicked: {0}")]
     Panicked(String),
     /// What sled holds does not decode or does not add up.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] SnapshotError),
 }
 
-impl From<String> for StoreError {
-    fn from(what: String) -> StoreError {
-        StoreError::Invalid(what)
-    }
+/// Why a stream's position list, read from the index, does not add up (a corrupt index).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PositionsError {
+    /// A varint longer than a `u64`.
+    #[error("position varint too long")]
+    VarintTooLong,
+    /// Two positions that do not increase.
+    #[error("positions do not increase")]
+    NotIncreasing,
+    /// Positions that add up past `u64::MAX`.
+    #[error("position overflow")]
+    Overflow,
+    /// The bytes do not hold the stored count, or do not end at the stored last position.
+    #[error("position list does not match its count")]
+    CountMismatch,
+    /// A position at or past the records the index covers.
+    #[error("position {last} is beyond the {limit} records indexed")]
+    Beyond {
+        /// The last position.
+        last: u64,
+        /// The records indexed.
+        limit: u64,
+    },
 }
 
-impl From<&str> for StoreError {
-    fn from(what: &str) -> StoreError {
-        StoreError::Invalid(what.to_owned())
-    }
+/// Why a snapshot page could not be encoded, or why what sled holds does not decode or add up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// A page over the size limit.
+    #[error("an index page of {bytes} bytes is over the limit of {MAX_PAGE_BYTES}")]
+    PageTooLarge {
+        /// The page's size.
+        bytes: usize,
+    },
+    /// A page could not be encoded.
+    #[error("an index page does not encode: {0}")]
+    Encode(#[source] postcard::Error),
+    /// A page does not decode.
+    #[error("an index page does not decode: {0}")]
+    Decode(#[source] postcard::Error),
+    /// Bytes after a page.
+    #[error("{bytes} bytes after an index page")]
+    TrailingBytes {
+        /// How many.
+        bytes: usize,
+    },
+    /// A key of the wrong length.
+    #[error("bad {0} key")]
+    BadKey(&'static str),
+    /// A value of the wrong length.
+    #[error("bad {0} value")]
+    BadValue(&'static str),
+    /// A key that is not text.
+    #[error("an index key is not UTF-8: {0}")]
+    NotText(#[source] std::str::Utf8Error),
+    /// A stored identifier the model refuses.
+    #[error("an index key is not a valid id: {0}")]
+    BadId(#[source] FieldError),
+    /// A bucket number past [`BUCKETS`].
+    #[error("bucket {0} out of range")]
+    BucketOutOfRange(usize),
+    /// A terminal or an event id in a bucket its hash does not give.
+    #[error("{what} {id} stored in the wrong bucket")]
+    WrongBucket {
+        /// `terminal` or `event id`.
+        what: &'static str,
+        /// The SN or id.
+        id: String,
+    },
+    /// A terminal in two pages.
+    #[error("terminal {0} stored twice")]
+    StoredTwice(Sn),
+    /// A terminal whose positions do not number its version.
+    #[error("terminal {sn} is at version {version} with {positions} positions")]
+    VersionMismatch {
+        /// The terminal.
+        sn: Sn,
+        /// Its version.
+        version: u64,
+        /// Its positions.
+        positions: u64,
+    },
+    /// A stream's position list does not add up.
+    #[error("{stream}: {error}")]
+    Positions {
+        /// The stream.
+        stream: StreamId,
+        /// What is wrong.
+        #[source]
+        error: PositionsError,
+    },
+    /// An idempotency key at a position the index does not cover.
+    #[error("event id {id} at position {position}, beyond the {indexed} records indexed")]
+    EventIdBeyond {
+        /// The key.
+        id: EventId,
+        /// Its position.
+        position: u64,
+        /// The records indexed.
+        indexed: u64,
+    },
+    /// The model index lists a terminal under another model than its bucket.
+    #[error("model index lists {sn} under {model}, the buckets disagree")]
+    ModelDisagrees {
+        /// The terminal.
+        sn: Sn,
+        /// The model it is listed under.
+        model: ModelCode,
+    },
+    /// The model index does not list exactly the terminals of the buckets.
+    #[error("model index lists {listed} terminals, the buckets hold {held}")]
+    ModelCount {
+        /// Terminals listed.
+        listed: usize,
+        /// Terminals held.
+        held: usize,
+    },
+    /// An index of another snapshot format.
+    #[error("the index is not in snapshot format {SNAPSHOT_FORMAT}")]
+    Format,
+    /// An index of another ledger, or one ahead of the log.
+    #[error("index belongs to another log")]
+    AnotherLog,
+    /// The watermark's leaf hash is not the log's.
+    #[error("index watermark does not match the log")]
+    WatermarkMismatch,
 }
 
 /// sled's error, without Rust's Debug format (sled prints some I/O errors with `{:?}`).
@@ -747,14 +875,14 @@ impl Store {
             Some(format) if format.as_ref() == [SNAPSHOT_FORMAT] => {}
             // Written before the format was recorded (bincode pages), or by another version.
             Some(_) | None if get("watermark")?.is_some() => {
-                return Err(StoreError::Invalid(format!("the index is not in snapshot format {SNAPSHOT_FORMAT}")));
+                return Err(SnapshotError::Format.into());
             }
             _ => {}
         }
         let (Some(size), Some(leaf), Some(id)) = (get("watermark")?, get("last_leaf")?, get("ledger_id")?) else {
             return Ok(None);
         };
-        let last_leaf: Hash = leaf.as_ref().try_into().map_err(|_| StoreError::from("bad last_leaf"))?;
+        let last_leaf: Hash = leaf.as_ref().try_into().map_err(|_| SnapshotError::BadValue("last_leaf"))?;
         Ok(Some(Watermark { size: u64_value(&size)?, last_leaf, ledger_id: u64_value(&id)? }))
     }
 
@@ -764,76 +892,81 @@ impl Store {
     /// (its positions decode, number exactly its version, and lie below `indexed`), so a corrupt
     /// snapshot is refused and rebuilt from the log rather than handed to the write path.
     pub fn load_view(&self, indexed: u64) -> Result<View, StoreError> {
-        guarded(|| self.load_view_unguarded(indexed).map_err(StoreError::from))
+        guarded(|| self.load_view_unguarded(indexed))
     }
 
-    fn load_view_unguarded(&self, indexed: u64) -> Result<View, String> {
+    fn load_view_unguarded(&self, indexed: u64) -> Result<View, StoreError> {
         let mut view = View::default();
         for item in self.buckets.iter() {
-            let (key, value) = item.map_err(|e| e.to_string())?;
-            let number = u16::from_be_bytes(key.as_ref().try_into().map_err(|_| "bad bucket key")?) as usize;
+            let (key, value) = item.map_err(sled_error)?;
+            let number =
+                u16::from_be_bytes(key.as_ref().try_into().map_err(|_| SnapshotError::BadKey("bucket"))?) as usize;
             if number >= BUCKETS {
-                return Err(format!("bucket {number} out of range"));
+                return Err(SnapshotError::BucketOutOfRange(number).into());
             }
             let entries: Vec<(Sn, TerminalMem)> = decode(&value)?;
             for (sn, mem) in entries {
                 if bucket_of(&sn) != number {
-                    return Err(format!("terminal {sn} stored in the wrong bucket"));
+                    return Err(SnapshotError::WrongBucket { what: "terminal", id: sn.to_string() }.into());
                 }
                 if view.slot_of(&sn).is_some() {
-                    return Err(format!("terminal {sn} stored twice"));
+                    return Err(SnapshotError::StoredTwice(sn).into());
                 }
                 if mem.version == 0 || mem.positions.len() != mem.version {
-                    return Err(format!(
-                        "terminal {sn} is at version {} with {} positions",
-                        mem.version,
-                        mem.positions.len()
-                    ));
+                    let (version, positions) = (mem.version, mem.positions.len());
+                    return Err(SnapshotError::VersionMismatch { sn, version, positions }.into());
                 }
-                mem.positions.check(indexed).map_err(|e| format!("terminal {sn}: {e}"))?;
+                mem.positions
+                    .check(indexed)
+                    .map_err(|error| SnapshotError::Positions { stream: StreamId::Terminal(sn.clone()), error })?;
                 view.insert_slot(&sn, mem);
             }
         }
-        if let Some(bytes) = self.directives_stream.get("D").map_err(|e| e.to_string())? {
+        if let Some(bytes) = self.directives_stream.get("D").map_err(sled_error)? {
             view.directives_stream = decode(&bytes)?;
-            view.directives_stream.check(indexed).map_err(|e| format!("directives stream: {e}"))?;
+            view.directives_stream
+                .check(indexed)
+                .map_err(|error| SnapshotError::Positions { stream: StreamId::Directives, error })?;
         }
         for item in self.directives.iter() {
-            let (key, value) = item.map_err(|e| e.to_string())?;
-            let id = DirectiveId::parse(text(&key)?).map_err(|e| e.to_string())?;
+            let (key, value) = item.map_err(sled_error)?;
+            let id = DirectiveId::parse(text(&key)?).map_err(SnapshotError::BadId)?;
             let models: Vec<ModelCode> = decode(&value)?;
             view.directives.insert(id, models.into_iter().collect());
         }
         for item in self.event_ids.iter() {
-            let (key, value) = item.map_err(|e| e.to_string())?;
-            let number = u16::from_be_bytes(key.as_ref().try_into().map_err(|_| "bad event id key")?) as usize;
+            let (key, value) = item.map_err(sled_error)?;
+            let number =
+                u16::from_be_bytes(key.as_ref().try_into().map_err(|_| SnapshotError::BadKey("event id"))?) as usize;
             let entries: Vec<(EventId, u64)> = decode(&value)?;
             for (id, position) in entries {
                 if number >= BUCKETS || fnv_bucket(id.as_str()) != number {
-                    return Err(format!("event id {id} stored in the wrong bucket"));
+                    return Err(SnapshotError::WrongBucket { what: "event id", id: id.to_string() }.into());
                 }
                 if position >= indexed {
-                    return Err(format!("event id {id} at position {position}, beyond the {indexed} records indexed"));
+                    return Err(SnapshotError::EventIdBeyond { id, position, indexed }.into());
                 }
-                view.event_ids[number].insert(id, position);
+                if let Some(ids) = view.event_ids.get_mut(number) {
+                    ids.insert(id, position);
+                }
             }
         }
         // The model index must cover exactly the terminals of the buckets.
         let mut listed = 0usize;
         for item in self.models.iter() {
-            let (key, value) = item.map_err(|e| e.to_string())?;
-            let model = ModelCode::parse(text(&key)?).map_err(|e| e.to_string())?;
+            let (key, value) = item.map_err(sled_error)?;
+            let model = ModelCode::parse(text(&key)?).map_err(SnapshotError::BadId)?;
             let terminals: Vec<Sn> = decode(&value)?;
             for sn in &terminals {
                 if view.terminal(sn).map(|m| &m.model) != Some(&model) {
-                    return Err(format!("model index lists {sn} under {model}, the buckets disagree"));
+                    return Err(SnapshotError::ModelDisagrees { sn: sn.clone(), model }.into());
                 }
             }
             listed += terminals.len();
             view.models.insert(model, terminals);
         }
         if listed != view.terminal_count() {
-            return Err(format!("model index lists {listed} terminals, the buckets hold {}", view.terminal_count()));
+            return Err(SnapshotError::ModelCount { listed, held: view.terminal_count() }.into());
         }
         // Loaded state is what sled already holds: nothing is dirty.
         view.dirty.iter_mut().for_each(|d| *d = false);
@@ -901,14 +1034,14 @@ impl Store {
     /// Terminals issued with `model`, from the sled model index (as of the last snapshot).
     pub fn terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, StoreError> {
         guarded(|| match self.models.get(model.as_str().as_bytes()).map_err(sled_error)? {
-            Some(bytes) => decode(&bytes).map_err(StoreError::from),
+            Some(bytes) => Ok(decode(&bytes)?),
             None => Ok(Vec::new()),
         })
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[expect(clippy::unwrap_used, reason = "a test fails by panicking")]
 mod tests {
     use super::*;
 
@@ -941,10 +1074,10 @@ mod tests {
         }
         assert_eq!(good.check(70_001), Ok(()));
         assert_eq!(good.to_vec().unwrap(), vec![0, 1, 200, 70_000]);
-        assert!(good.check(70_000).unwrap_err().contains("beyond the 70000 records"));
+        assert_eq!(good.check(70_000), Err(PositionsError::Beyond { last: 70_000, limit: 70_000 }));
         assert_eq!(Positions::default().check(0), Ok(()));
         // A zero delta: positions that do not increase.
-        assert!(list(vec![1, 0], 2, 1).check(10).unwrap_err().contains("do not increase"));
+        assert_eq!(list(vec![1, 0], 2, 1).check(10), Err(PositionsError::NotIncreasing));
         // A varint cut short, a count or a last position that disagrees with the bytes.
         assert!(list(vec![0x80], 0, 0).check(10).is_err());
         assert!(list(vec![0, 1], 3, 1).check(10).is_err());

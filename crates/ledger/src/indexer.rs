@@ -18,7 +18,7 @@
 //! published (only durable records are indexed).
 //!
 //! At most one periodic snapshot is in flight: while the store thread still holds one
-//! (`Shared::snapshots_in_flight`), the follower does not take the next and keeps its dirty marks, so
+//! (`IndexShared::snapshots_in_flight`), the follower does not take the next and keeps its dirty marks, so
 //! the next snapshot covers both intervals. A snapshot copies the buckets that changed, so without this
 //! a store thread slowed by the disk would let copies of the view pile up in its queue. Snapshots
 //! requested by `sync_index`, close and open are always taken (they are what those calls wait for).
@@ -28,59 +28,245 @@
 //! waits for the store thread (it skips a snapshot instead). The store thread waits for publication,
 //! which needs the writer lock only briefly and never the follower.
 
-use crate::apply::{apply_written, Written};
-use crate::index::{Changed, View, SNAPSHOT_EVERY_RECORDS};
-use crate::ledger::{lock, Shared};
+use crate::apply::{apply_written, ApplyError, Written};
+use crate::guard::{Lock, LockPoisoned};
+use crate::index::{Changed, SnapshotError, Store, StoreError, View, SNAPSHOT_EVERY_RECORDS};
 use crate::merkle::Hash;
-use std::sync::atomic::Ordering;
+use log::ReadError;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Condvar, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Condvar, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 /// Appends that may wait for the follower before the writer blocks.
 pub(crate) const FOLLOWER_QUEUE_APPENDS: usize = 32;
 /// Events that may wait for the follower before the writer blocks (about 100 MB of requests): with
 /// [`FOLLOWER_QUEUE_APPENDS`], bounds the memory held for a follower that falls behind, whatever the append size.
 pub(crate) const FOLLOWER_BACKLOG_EVENTS: u64 = 1_000_000;
+/// How long the index threads and the index's waiters sleep between checks of a condition that another
+/// thread signals (a bound on a missed wake-up, not a polling interval the logic depends on).
+const WAKE_MS: u64 = 50;
+/// The same bound for the writer waiting on the backlog and the store thread waiting for publication.
+const THREAD_WAKE_MS: u64 = 100;
 
-const _: () = assert!(
-    crate::import::IMPORT_CHUNK_EVENTS as u64 <= FOLLOWER_BACKLOG_EVENTS,
-    "an import chunk fits in the follower's backlog"
-);
 const _: () = assert!(SNAPSHOT_EVERY_RECORDS > 0, "snapshots are taken every so many records");
+const _: () = assert!(FOLLOWER_QUEUE_APPENDS > 0, "the follower's queue holds at least one append");
+
+/// Why the index stopped at its last good snapshot (the first reason stays). The index is derived: it
+/// never fails an append; the next open catches it up or rebuilds it from the log.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum IndexStop {
+    /// The follower was handed an append that does not start where its view ends.
+    #[error("the follower holds {held} records but was handed an append starting at {first}")]
+    Gap {
+        /// Records the follower's view covers.
+        held: u64,
+        /// Where the append starts.
+        first: u64,
+    },
+    /// The follower's view and the writer's disagree.
+    #[error("the stream index diverged from the writer's view: {0}")]
+    Diverged(#[source] ApplyError),
+    /// A background thread died by a panic.
+    #[error("{0} panicked")]
+    Panicked(&'static str),
+    /// A snapshot could not be encoded.
+    #[error("a snapshot could not be encoded: {0}")]
+    Encode(#[source] SnapshotError),
+    /// sled refused the snapshot.
+    #[error("{0}")]
+    Store(#[source] StoreError),
+    /// A snapshot covers records that were never published (the ledger failed first).
+    #[error("the snapshot covers records that were never published")]
+    Unpublished,
+    /// The ledger shut down before the snapshot was written.
+    #[error("the ledger has shut down")]
+    ShutDown,
+    /// An import was aborted after part of it reached the follower.
+    #[error("an import was aborted")]
+    ImportAborted,
+    /// One of the index's locks is poisoned.
+    #[error(transparent)]
+    LockPoisoned(#[from] LockPoisoned),
+}
+
+/// The end of the log as the index threads see it: the writer publishes here after each group commit.
+#[derive(Clone, Copy, Default)]
+struct Publication {
+    /// Records published (durable in durable mode).
+    size: u64,
+    /// The ledger failed: what is not published now never will be.
+    failed: bool,
+    /// The ledger is closing.
+    closed: bool,
+}
+
+/// The state the writer shares with the index threads, and the index's answers to readers. The façade
+/// owns it (in its shared state) and the threads hold it weakly; it knows nothing of the writer.
+pub(crate) struct IndexShared {
+    ledger_id: u64,
+    /// The full view, kept by the follower thread (stream reads).
+    follower: Lock<Follower>,
+    follower_cv: Condvar,
+    /// Events handed to the follower and not yet applied.
+    pub(crate) backlog: Backlog,
+    /// Snapshots handed to the store thread and not yet written (see the module documentation).
+    snapshots_in_flight: AtomicUsize,
+    /// The sled index; taken out when the ledger shuts down.
+    store: Lock<Option<Store>>,
+    /// Log size the sled index covers.
+    indexed: Lock<u64>,
+    /// Set when the index stopped: later snapshots are not written either (each covers only what
+    /// changed since the one before), so the persisted index stays at its last good watermark and the
+    /// next open replays the log from there.
+    stop: Lock<Option<IndexStop>>,
+    indexed_cv: Condvar,
+    publication: Lock<Publication>,
+    published_cv: Condvar,
+}
+
+impl IndexShared {
+    /// The index of ledger `ledger_id`: the follower's view, sled, the size sled covers and the
+    /// published size.
+    pub(crate) fn new(ledger_id: u64, follower: Follower, store: Store, indexed: u64, published: u64) -> IndexShared {
+        IndexShared {
+            ledger_id,
+            follower: Lock::new("follower", follower),
+            follower_cv: Condvar::new(),
+            backlog: Backlog::new(),
+            snapshots_in_flight: AtomicUsize::new(0),
+            store: Lock::new("store", Some(store)),
+            indexed: Lock::new("indexed", indexed),
+            stop: Lock::new("index stop", None),
+            indexed_cv: Condvar::new(),
+            publication: Lock::new("publication", Publication { size: published, failed: false, closed: false }),
+            published_cv: Condvar::new(),
+        }
+    }
+
+    /// Changes what the store thread knows of publication, and wakes it. A poisoned lock is left alone
+    /// here (the writer's append does not depend on the index); the store thread stops the index when it
+    /// finds it poisoned.
+    fn set_publication(&self, change: impl FnOnce(&mut Publication)) {
+        if let Ok(mut publication) = self.publication.lock() {
+            change(&mut publication);
+        }
+        self.published_cv.notify_all();
+    }
+
+    /// The log is published up to `size` records.
+    pub(crate) fn publish(&self, size: u64) {
+        self.set_publication(|p| p.size = p.size.max(size));
+    }
+
+    /// The ledger failed: nothing more will be published.
+    pub(crate) fn fail(&self) {
+        self.set_publication(|p| p.failed = true);
+    }
+
+    /// The ledger is closing.
+    pub(crate) fn close(&self) {
+        self.set_publication(|p| p.closed = true);
+    }
+
+    /// The sled index, unless the ledger has shut down.
+    pub(crate) fn store(&self) -> Result<Option<Store>, LockPoisoned> {
+        Ok(self.store.lock()?.clone())
+    }
+
+    /// Takes the sled index out (the ledger shuts down).
+    pub(crate) fn take_store(&self) -> Result<Option<Store>, LockPoisoned> {
+        Ok(self.store.lock()?.take())
+    }
+
+    /// Stops the index at its last good snapshot, for `why` (the first reason stays), and wakes whoever
+    /// waits for it (`sync_index`, close), who then answer with the reason.
+    pub(crate) fn stop(&self, why: IndexStop) {
+        if let Ok(mut stop) = self.stop.lock() {
+            stop.get_or_insert(why);
+        }
+        self.indexed_cv.notify_all();
+    }
+
+    /// Waits until sled covers `target` records, at most until `deadline`.
+    pub(crate) fn wait_indexed(&self, target: u64, deadline: Instant) -> Result<(), ReadError> {
+        let mut indexed = self.indexed.lock()?;
+        while *indexed < target {
+            if Instant::now() >= deadline {
+                return Err(ReadError::Index(format!("the index did not reach the log's {target} records in time")));
+            }
+            if self.publication.lock()?.failed {
+                return Err(ReadError::Index("the ledger failed; the index is behind the log".into()));
+            }
+            if let Some(why) = self.stop.lock()?.clone() {
+                return Err(ReadError::Index(format!("the index stopped at its last good snapshot: {why}")));
+            }
+            indexed = self.indexed.wait_timeout(&self.indexed_cv, indexed, Duration::from_millis(WAKE_MS))?;
+        }
+        Ok(())
+    }
+
+    /// The follower's full view once it covers at least `size` records (every published record has been
+    /// handed to it, so it gets there unless it failed or stopped).
+    pub(crate) fn follower_at(&self, size: u64) -> Result<MutexGuard<'_, Follower>, ReadError> {
+        let mut follower = self.follower.lock()?;
+        loop {
+            // A failed follower may have applied part of the append it refused: never read from it.
+            if let Some(why) = &follower.failed {
+                return Err(ReadError::Index(format!("the stream index stopped: {why}")));
+            }
+            if follower.applied >= size {
+                return Ok(follower);
+            }
+            if follower.stopped {
+                return Err(ReadError::Index("the stream index stopped: its thread has ended".into()));
+            }
+            follower = self.follower.wait_timeout(&self.follower_cv, follower, Duration::from_millis(WAKE_MS))?;
+        }
+    }
+}
 
 /// Events handed to the follower and not yet applied. The writer waits (under the writer lock; the
 /// follower never takes it) while the backlog is over [`FOLLOWER_BACKLOG_EVENTS`]; one append larger than
 /// the limit still goes through alone.
-#[derive(Default)]
 pub(crate) struct Backlog {
     /// Events waiting, and whether the follower has stopped (then nobody waits).
-    state: Mutex<(u64, bool)>,
+    state: Lock<(u64, bool)>,
     drained: Condvar,
 }
 
 impl Backlog {
-    /// Waits for room for `n` events, then counts them in.
+    fn new() -> Backlog {
+        Backlog { state: Lock::new("backlog", (0, false)), drained: Condvar::new() }
+    }
+
+    /// Waits for room for `n` events, then counts them in. A poisoned backlog (a follower that died
+    /// holding it) holds nobody back: the follower is gone, so nothing would drain it.
     pub(crate) fn add(&self, n: u64) {
-        let mut state = lock(&self.state);
+        let Ok(mut state) = self.state.lock() else { return };
         while !state.1 && state.0 > 0 && state.0 + n > FOLLOWER_BACKLOG_EVENTS {
-            let (guard, _) =
-                self.drained.wait_timeout(state, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner());
-            state = guard;
+            match self.state.wait_timeout(&self.drained, state, Duration::from_millis(THREAD_WAKE_MS)) {
+                Ok(guard) => state = guard,
+                Err(_) => return,
+            }
         }
         state.0 += n;
     }
 
     /// Counts `n` applied (or dropped) events out.
     fn remove(&self, n: u64) {
-        let mut state = lock(&self.state);
-        state.0 = state.0.saturating_sub(n);
+        if let Ok(mut state) = self.state.lock() {
+            state.0 = state.0.saturating_sub(n);
+        }
         self.drained.notify_all();
     }
 
     /// The follower has stopped: nothing will drain the backlog, so nobody may wait for it.
     fn stop(&self) {
-        lock(&self.state).1 = true;
+        if let Ok(mut state) = self.state.lock() {
+            state.1 = true;
+        }
         self.drained.notify_all();
     }
 }
@@ -113,11 +299,11 @@ pub(crate) struct Follower {
     /// Log size the last snapshot covered.
     pub(crate) snapshot_size: u64,
     /// Set when an append could not be applied (the view is then behind the log for good).
-    pub(crate) failed: Option<String>,
+    pub(crate) failed: Option<IndexStop>,
     /// Set when the follower thread has ended.
     pub(crate) stopped: bool,
     /// Records between periodic snapshots ([`SNAPSHOT_EVERY_RECORDS`]; smaller in tests).
-    snapshot_every: u64,
+    snapshot_every_records: u64,
 }
 
 impl Follower {
@@ -132,7 +318,7 @@ impl Follower {
             snapshot_size,
             failed: None,
             stopped: false,
-            snapshot_every: SNAPSHOT_EVERY_RECORDS,
+            snapshot_every_records: SNAPSHOT_EVERY_RECORDS,
         }
     }
 
@@ -146,20 +332,17 @@ impl Follower {
         let count = written.fresh.len() as u64;
         assert!(count > 0 && applied.size == written.first + count);
         if written.first != self.applied {
-            self.failed = Some(format!(
-                "the follower holds {} records but was handed an append starting at {}",
-                self.applied, written.first
-            ));
+            self.failed = Some(IndexStop::Gap { held: self.applied, first: written.first });
             return None;
         }
         if let Err(why) = apply_written(&mut self.view, written) {
-            self.failed = Some(format!("the stream index diverged from the writer's view: {why}"));
+            self.failed = Some(IndexStop::Diverged(why));
             return None;
         }
         self.applied = applied.size;
         self.last_leaf = applied.last_leaf;
         if store_idle {
-            self.snapshot(self.snapshot_every)
+            self.snapshot(self.snapshot_every_records)
         } else {
             None
         }
@@ -176,83 +359,84 @@ impl Follower {
 }
 
 /// Marks the follower stopped when its thread ends, even by a panic, so stream reads stop waiting.
-struct StopGuard(Weak<Shared>);
+struct StopGuard(Weak<IndexShared>);
 
 impl Drop for StopGuard {
     fn drop(&mut self) {
-        if let Some(shared) = self.0.upgrade() {
-            lock(&shared.follower).stopped = true;
-            shared.follower_cv.notify_all();
-            shared.backlog.stop();
-            stop_index_if_panicking(&shared, "the follower thread");
+        if let Some(index) = self.0.upgrade() {
+            // A follower that panicked holding its lock left it poisoned: readers get that error instead.
+            if let Ok(mut follower) = index.follower.lock() {
+                follower.stopped = true;
+            }
+            index.follower_cv.notify_all();
+            index.backlog.stop();
+            stop_if_panicking(&index, "the follower thread");
         }
     }
 }
 
 /// The follower thread: applies each append to the full view, hands snapshots to the store thread.
-pub(crate) fn follower_loop(shared: Weak<Shared>, rx: Receiver<FollowerMsg>, store_tx: Sender<Changed>) {
-    let _guard = StopGuard(shared.clone());
+pub(crate) fn follower_loop(index: Weak<IndexShared>, rx: Receiver<FollowerMsg>, store_tx: Sender<Changed>) {
+    let _guard = StopGuard(index.clone());
     while let Ok(msg) = rx.recv() {
-        let Some(shared) = shared.upgrade() else { return };
-        let snapshot = {
-            let mut follower = lock(&shared.follower);
-            let store_idle = shared.snapshots_in_flight.load(Ordering::Acquire) == 0;
-            let snapshot = match &msg {
-                FollowerMsg::Apply(applied) => follower.apply(applied, store_idle),
-                FollowerMsg::Snapshot => follower.snapshot(1),
-            };
-            if let Some(why) = &follower.failed {
-                stop_index(&shared, why.clone());
+        let Some(index) = index.upgrade() else { return };
+        let snapshot = match index.follower.lock() {
+            Ok(mut follower) => {
+                let store_idle = index.snapshots_in_flight.load(Ordering::Acquire) == 0;
+                let snapshot = match &msg {
+                    FollowerMsg::Apply(applied) => follower.apply(applied, store_idle),
+                    FollowerMsg::Snapshot => follower.snapshot(1),
+                };
+                if let Some(why) = &follower.failed {
+                    index.stop(why.clone());
+                }
+                snapshot
             }
-            snapshot
+            Err(poisoned) => {
+                index.stop(poisoned.into());
+                None
+            }
         };
-        shared.follower_cv.notify_all();
-        shared.indexed_cv.notify_all();
+        index.follower_cv.notify_all();
+        index.indexed_cv.notify_all();
         // The request's events are dropped here, off the append path.
         let applied_events = match &msg {
             FollowerMsg::Apply(applied) => applied.written.events.len() as u64,
             FollowerMsg::Snapshot => 0,
         };
         drop(msg);
-        shared.backlog.remove(applied_events);
+        index.backlog.remove(applied_events);
         if let Some(changed) = snapshot {
-            shared.snapshots_in_flight.fetch_add(1, Ordering::AcqRel);
+            index.snapshots_in_flight.fetch_add(1, Ordering::AcqRel);
             if store_tx.send(changed).is_err() {
-                shared.snapshots_in_flight.fetch_sub(1, Ordering::AcqRel);
+                index.snapshots_in_flight.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
 }
 
-/// Stops the index at its last good snapshot, for `why` (the first reason stays), and wakes whoever
-/// waits for it (`sync_index`, close), who then answer with the reason.
-pub(crate) fn stop_index(shared: &Shared, why: String) {
-    lock(&shared.index_error).get_or_insert(why);
-    shared.indexed_cv.notify_all();
-}
-
 /// A background thread that dies by a panic leaves the index behind the log for good: say so, so that
 /// `sync_index` (and close) stop waiting for it.
-fn stop_index_if_panicking(shared: &Shared, thread: &str) {
+fn stop_if_panicking(index: &IndexShared, thread: &'static str) {
     if std::thread::panicking() {
-        stop_index(shared, format!("{thread} panicked"));
+        index.stop(IndexStop::Panicked(thread));
     }
 }
 
 /// Marks the index stopped if the store thread dies by a panic.
-struct StoreGuard(Weak<Shared>);
+struct StoreGuard(Weak<IndexShared>);
 
 impl Drop for StoreGuard {
     fn drop(&mut self) {
-        if let Some(shared) = self.0.upgrade() {
-            stop_index_if_panicking(&shared, "the store thread");
+        if let Some(index) = self.0.upgrade() {
+            stop_if_panicking(&index, "the store thread");
         }
     }
 }
 
-/// Counts one snapshot out of `Shared::snapshots_in_flight` when the store thread is done with it,
+/// Counts one snapshot out of `IndexShared::snapshots_in_flight` when the store thread is done with it,
 /// however it is done (written, refused, or a panic).
-struct InFlight<'a>(&'a Shared);
+struct InFlight<'a>(&'a IndexShared);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -261,56 +445,50 @@ impl Drop for InFlight<'_> {
 }
 
 /// The store thread: writes snapshots to sled, once the records they cover are published.
-pub(crate) fn store_loop(shared: Weak<Shared>, rx: Receiver<Changed>) {
-    let _guard = StoreGuard(shared.clone());
+pub(crate) fn store_loop(index: Weak<IndexShared>, rx: Receiver<Changed>) {
+    let _guard = StoreGuard(index.clone());
     while let Ok(changed) = rx.recv() {
-        let Some(shared) = shared.upgrade() else { return };
-        let _done = InFlight(&shared);
-        if lock(&shared.index_error).is_some() {
-            continue;
-        }
-        let snapshot = match changed.encode() {
-            Ok(snapshot) => snapshot,
-            Err(why) => {
-                stop_index(&shared, why);
-                continue;
-            }
-        };
-        // Only durable records go to sled: wait until the snapshot's records are published.
-        let mut durable = lock(&shared.durable);
-        while durable.published.head.size < snapshot.size && durable.failed.is_none() && !durable.closed {
-            let (guard, _) = shared
-                .published_cv
-                .wait_timeout(durable, Duration::from_millis(100))
-                .unwrap_or_else(|e| e.into_inner());
-            durable = guard;
-        }
-        let publishable = durable.published.head.size >= snapshot.size;
-        drop(durable);
-        let written = match shared.store() {
-            Some(store) if publishable => store.write(&snapshot, shared.ledger_id).map_err(|e| e.to_string()),
-            Some(_) => Err("the snapshot covers records that were never published".to_string()),
-            None => Err("the ledger has shut down".to_string()),
-        };
-        match written {
-            Ok(()) => {
-                *lock(&shared.indexed) = snapshot.size;
-                shared.indexed_cv.notify_all();
-            }
-            Err(why) => stop_index(&shared, why),
+        let Some(index) = index.upgrade() else { return };
+        let _done = InFlight(&index);
+        if let Err(why) = store_one(&index, changed) {
+            index.stop(why);
         }
     }
 }
 
+/// Encodes one snapshot and writes it to sled once the records it covers are published.
+fn store_one(index: &IndexShared, changed: Changed) -> Result<(), IndexStop> {
+    if index.stop.lock()?.is_some() {
+        return Ok(());
+    }
+    let snapshot = changed.encode().map_err(IndexStop::Encode)?;
+    // Only durable records go to sled: wait until the snapshot's records are published.
+    let mut publication = index.publication.lock()?;
+    while publication.size < snapshot.size && !publication.failed && !publication.closed {
+        publication =
+            index.publication.wait_timeout(&index.published_cv, publication, Duration::from_millis(THREAD_WAKE_MS))?;
+    }
+    let publishable = publication.size >= snapshot.size;
+    drop(publication);
+    match index.store()? {
+        Some(store) if publishable => store.write(&snapshot, index.ledger_id).map_err(IndexStop::Store)?,
+        Some(_) => return Err(IndexStop::Unpublished),
+        None => return Err(IndexStop::ShutDown),
+    }
+    *index.indexed.lock()? = snapshot.size;
+    index.indexed_cv.notify_all();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![expect(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
     use super::*;
     use std::sync::Arc;
 
     #[test]
     fn the_backlog_holds_the_writer_until_the_follower_drains_it() {
-        let backlog = Arc::new(Backlog::default());
+        let backlog = Arc::new(Backlog::new());
         backlog.add(FOLLOWER_BACKLOG_EVENTS - 10);
         let (tx, rx) = std::sync::mpsc::channel();
         let writer = {
@@ -324,7 +502,7 @@ mod tests {
         backlog.remove(FOLLOWER_BACKLOG_EVENTS - 10);
         rx.recv_timeout(Duration::from_secs(10)).expect("the writer continues once the backlog drains");
         writer.join().ok();
-        assert_eq!(lock(&backlog.state).0, 20);
+        assert_eq!(backlog.state.lock().unwrap().0, 20);
     }
 
     #[test]
@@ -332,7 +510,7 @@ mod tests {
         use crate::apply::tests::{flow, issued, write};
         let mut writer = View::default().writer_copy();
         let mut follower = Follower::new(View::default(), 0, [0; 32], 0);
-        follower.snapshot_every = 2;
+        follower.snapshot_every_records = 2;
         let mut first = 0;
         let mut append = |follower: &mut Follower, events, store_idle| {
             let written = write(&mut writer, events, first);
@@ -355,10 +533,10 @@ mod tests {
 
     #[test]
     fn one_append_over_the_limit_goes_through_alone_and_a_stopped_follower_blocks_nobody() {
-        let backlog = Backlog::default();
+        let backlog = Backlog::new();
         backlog.add(FOLLOWER_BACKLOG_EVENTS * 2); // empty backlog: an oversized append is not refused
         backlog.stop();
         backlog.add(1); // nobody will drain it, so nobody waits
-        assert_eq!(lock(&backlog.state).0, FOLLOWER_BACKLOG_EVENTS * 2 + 1);
+        assert_eq!(backlog.state.lock().unwrap().0, FOLLOWER_BACKLOG_EVENTS * 2 + 1);
     }
 }

@@ -88,6 +88,13 @@ pub enum ReadError {
     /// The sled index failed.
     #[error("index: {0}")]
     Index(String),
+    /// A thread panicked while holding one of the ledger's locks: the state it guards cannot be trusted;
+    /// reopen the ledger.
+    #[error("a thread panicked while holding the ledger's {lock} lock; reopen the ledger")]
+    LockPoisoned {
+        /// Which lock.
+        lock: &'static str,
+    },
     /// The ledger was closed (a subscription outlived it).
     #[error("the ledger is closed")]
     Closed,

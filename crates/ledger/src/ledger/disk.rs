@@ -1,35 +1,13 @@
-//! The writer's file operations through the fault seam: creating the ledger folder and segment files durably, folder fsyncs.
+//! The folder's own file operations through the fault seam: creating the ledger folder durably, folder
+//! fsyncs, the ledger id of a new ledger (segment files are written by `segment_writer`).
 
-use super::*;
 use crate::error::OpenError;
-use crate::segment::{FileKind, Header};
-use crate::source::{segment_file_name, HEAD_FILE};
+use crate::faults::{DiskOp, SeamFaults};
+use crate::source::HEAD_FILE;
 use chrono::Utc;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-/// The fault seam (`Options::faults`), which every file operation of the writer goes through: a no-op
-/// without an injector.
-pub(crate) struct SeamFaults<'a>(pub(crate) &'a Option<Arc<dyn FaultInjector>>);
-
-impl SeamFaults<'_> {
-    /// Before `len` bytes are written to `path`: the injector may fail the write.
-    pub(crate) fn before_write(&self, path: &Path, len: usize) -> io::Result<()> {
-        self.0.as_ref().map_or(Ok(()), |f| f.before_write(path, len))
-    }
-    /// Before `path` is fsynced: the injector may fail the sync.
-    pub(crate) fn before_sync(&self, path: &Path) -> io::Result<()> {
-        self.0.as_ref().map_or(Ok(()), |f| f.before_sync(path))
-    }
-    /// After an operation succeeded: the injector sees it.
-    pub(crate) fn observe(&self, op: &DiskOp<'_>) {
-        if let Some(f) = self.0.as_ref() {
-            f.observe(op);
-        }
-    }
-}
+use std::fs::File;
+use std::io;
+use std::path::Path;
 
 /// Entries a folder may hold and still be a ledger not yet created: what a crash during the first open
 /// leaves (the HEAD written, `segments/` not yet), a `LOCK` file of an earlier version, an index.
@@ -89,25 +67,4 @@ pub(super) fn new_ledger_id() -> u64 {
     h.write_u128(Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128);
     h.write_u32(std::process::id());
     h.finish()
-}
-
-pub(super) fn create_segment(
-    seg_dir: &Path,
-    seq: u32,
-    first_position: u64,
-    ledger_id: u64,
-    faults: &SeamFaults<'_>,
-) -> io::Result<(PathBuf, File)> {
-    let path = seg_dir.join(segment_file_name(seq));
-    let mut file = OpenOptions::new().create_new(true).read(true).append(true).open(&path)?;
-    faults.observe(&DiskOp::Create { path: &path });
-    let header = Header { kind: FileKind::Segment, seq, first_position, ledger_id }.encode();
-    faults.before_write(&path, header.len())?;
-    file.write_all(&header)?;
-    faults.observe(&DiskOp::Write { path: &path, offset: 0, bytes: &header });
-    faults.before_sync(&path)?;
-    file.sync_all()?;
-    faults.observe(&DiskOp::Sync { path: &path });
-    sync_dir(seg_dir, faults)?;
-    Ok((path, file))
 }

@@ -1,56 +1,33 @@
 //! The read side of an open ledger: stream reads from the follower's view, records and frames up to the published head, roots and proofs, catch-up subscriptions.
 
-use super::*;
+use super::{Ledger, Published, Shared, Writer, INDEX_WAIT};
 use crate::error::ReadError;
-use crate::indexer::Follower;
 use crate::merkle::{self, Frontier, Hash};
 use crate::model::{ModelCode, Record, Sn, StreamId};
 use crate::segment::{FileKind, Header};
 use crate::source::{segment_file_name, FileMeta, FrameIter, RecordIter, SEGMENTS_DIR, SPARSE_EVERY_RECORDS};
-use std::sync::{Arc, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 impl Ledger {
     /// Persists the index now: snapshots the view and waits until sled covers every published record.
     pub fn sync_index(&self) -> Result<(), ReadError> {
         let target = self.head().size;
-        lock(&self.shared.writer).request_snapshot();
-        let deadline = std::time::Instant::now() + INDEX_WAIT;
-        let mut indexed = lock(&self.shared.indexed);
-        while *indexed < target {
-            if std::time::Instant::now() >= deadline {
-                return Err(ReadError::Index(format!(
-                    "the index did not reach the log's {target} records within {} s",
-                    INDEX_WAIT.as_secs()
-                )));
-            }
-            if lock(&self.shared.durable).failed.is_some() {
-                return Err(ReadError::Index("the ledger failed; the index is behind the log".into()));
-            }
-            if let Some(why) = lock(&self.shared.index_error).clone() {
-                return Err(ReadError::Index(format!("the index stopped at its last good snapshot: {why}")));
-            }
-            let (guard, _) = self
-                .shared
-                .indexed_cv
-                .wait_timeout(indexed, Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner());
-            indexed = guard;
-        }
-        Ok(())
+        self.shared.writer.lock()?.request_snapshot();
+        self.shared.index.wait_indexed(target, std::time::Instant::now() + INDEX_WAIT)
     }
 
     /// Every record of one stream, in version order (from the stream index).
     pub fn read_stream(&self, stream: &StreamId) -> Result<Vec<Record>, ReadError> {
         let size = self.head().size;
         let positions = {
-            let follower = self.follower_at(size)?;
+            let follower = self.shared.index.follower_at(size)?;
             match stream {
                 StreamId::Terminal(sn) => follower.view.terminal(sn).map(|m| m.positions.to_vec()),
                 StreamId::Directives => Some(follower.view.directives_stream.to_vec()),
             }
         };
-        let positions = positions.unwrap_or(Ok(Vec::new())).map_err(ReadError::Index)?;
+        let positions = positions.unwrap_or(Ok(Vec::new())).map_err(|e| ReadError::Index(e.to_string()))?;
         let mut records = Vec::with_capacity(positions.len());
         for (version, position) in positions.into_iter().enumerate() {
             if position >= size {
@@ -67,40 +44,16 @@ impl Ledger {
         Ok(records)
     }
 
-    /// The follower's full view once it covers at least `size` records (every published record has been
-    /// handed to it, so it gets there unless it failed or stopped).
-    pub(crate) fn follower_at(&self, size: u64) -> Result<MutexGuard<'_, Follower>, ReadError> {
-        let mut follower = lock(&self.shared.follower);
-        loop {
-            // A failed follower may have applied part of the append it refused: never read from it.
-            if let Some(why) = &follower.failed {
-                return Err(ReadError::Index(format!("the stream index stopped: {why}")));
-            }
-            if follower.applied >= size {
-                return Ok(follower);
-            }
-            if follower.stopped {
-                return Err(ReadError::Index("the stream index stopped: its thread has ended".into()));
-            }
-            let (guard, _) = self
-                .shared
-                .follower_cv
-                .wait_timeout(follower, Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner());
-            follower = guard;
-        }
-    }
-
     /// Terminals issued with `model` (from the model index).
-    pub fn terminals_of_model(&self, model: &ModelCode) -> Vec<Sn> {
-        let writer = lock(&self.shared.writer);
-        writer.view.models.get(model).cloned().unwrap_or_default()
+    pub fn terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, ReadError> {
+        let writer = self.shared.writer.lock()?;
+        Ok(writer.view.models.get(model).cloned().unwrap_or_default())
     }
 
     /// Terminals issued with `model` according to the persisted (sled) model index, after persisting it.
     pub fn persisted_terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, ReadError> {
         self.sync_index()?;
-        let store = self.shared.store().ok_or(ReadError::Closed)?;
+        let store = self.shared.index.store()?.ok_or(ReadError::Closed)?;
         store.terminals_of_model(model).map_err(|e| ReadError::Index(e.to_string()))
     }
 
@@ -141,7 +94,7 @@ impl Ledger {
 
     /// A read-only view of the published log, for projections and exports.
     pub fn source(&self) -> crate::source::Source {
-        let Published { head, frontier } = lock(&self.shared.durable).published.clone();
+        let Published { head, frontier } = self.shared.durable.lock_assigned_whole().published.clone();
         crate::source::Source {
             path: self.shared.dir.clone(),
             kind: FileKind::Segment,
@@ -235,7 +188,7 @@ impl Subscription {
             }
             // Held only for this wait: the last strong reference is the owner's.
             let Some(shared) = self.shared.upgrade() else { return Err(ReadError::Closed) };
-            let mut durable = lock(&shared.durable);
+            let mut durable = shared.durable.lock()?;
             loop {
                 // Published records first: an append that landed just before the close is delivered.
                 if durable.published.head.size > self.next {
@@ -248,9 +201,7 @@ impl Subscription {
                 if now >= deadline {
                     return Ok(None);
                 }
-                let (guard, _) =
-                    shared.published_cv.wait_timeout(durable, deadline - now).unwrap_or_else(|e| e.into_inner());
-                durable = guard;
+                durable = shared.durable.wait_timeout(&shared.published_cv, durable, deadline - now)?;
             }
             drop(durable);
             self.iter = Some(RecordIter::new(shared.frames(self.next, u64::MAX)));
@@ -267,7 +218,7 @@ impl Shared {
     /// Raw frames of positions `from..to`, bounded by the published head (what every read goes through,
     /// a subscription's included).
     pub(crate) fn frames(&self, from: u64, to: u64) -> FrameIter {
-        let size = lock(&self.durable).published.head.size;
+        let size = self.durable.lock_assigned_whole().published.head.size;
         FrameIter::new(self.files_snapshot(size), from, to.min(size))
     }
 
@@ -275,9 +226,9 @@ impl Shared {
     pub(crate) fn files_snapshot(&self, size: u64) -> Vec<FileMeta> {
         // Both read under their locks together (sealed first, as the rotation takes them), so the files
         // always chain: the live segment starts where the last sealed one ends.
-        let sealed = self.sealed.read().unwrap_or_else(|e| e.into_inner());
+        let sealed = self.sealed.read_assigned_whole();
         let mut files = sealed.clone();
-        let sparse = self.active_sparse.read().unwrap_or_else(|e| e.into_inner());
+        let sparse = self.active_sparse.read_assigned_whole();
         drop(sealed);
         let (seq, first_position, offsets) = &*sparse;
         assert!(
@@ -296,7 +247,7 @@ impl Shared {
             records: size.saturating_sub(*first_position),
             readable_len: u64::MAX,
             trailer: None,
-            sparse: Some(Arc::new(offsets[..keep.min(offsets.len())].to_vec())),
+            sparse: Some(Arc::new(offsets.get(..keep).unwrap_or(offsets).to_vec())),
         });
         files
     }

@@ -1,23 +1,25 @@
 //! The write path: validate, encode and write an append under the writer lock, seal and rotate segments, group commit (fsync, then the anchor), flush.
 
-use super::*;
+use super::segment_writer::{create_segment, Active};
+use super::{Appended, Durability, Ledger, Published, StopModelsOutcome, MAX_APPEND_EVENTS};
 use crate::apply::{precheck, Pending, Steps, Written};
 use crate::codec::{encode_record_ref, RecordRef, MAX_RECORD_BYTES};
-use crate::error::AppendError;
+use crate::error::{AppendError, WriterFailure};
 use crate::index::View;
 use crate::indexer::{Applied, Backlog, FollowerMsg};
 use crate::lifecycle::Status;
 use crate::merkle::{leaf_hash, Frontier, Hash};
 use crate::model::{AppendEvent, Directive, Event, StopReason, TerminalEvent};
-use crate::segment::{push_frame, FileKind, Header, Trailer, HEADER_LEN};
-use crate::source::Head;
-use crate::source::{FileMeta, SEGMENTS_DIR, SPARSE_EVERY_RECORDS};
+use crate::segment::{push_frame, FileKind, Header, Trailer, FRAME_PREFIX_LEN, HEADER_LEN};
+use crate::source::{FileMeta, Head, SEGMENTS_DIR, SPARSE_EVERY_RECORDS};
 use chrono::{DateTime, Utc};
-use std::fs::File;
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
+
+const _: () = assert!(SPARSE_EVERY_RECORDS > 0, "sparse offsets are kept every so many records");
+const _: () = assert!(super::DEFAULT_SEGMENT_BYTES > HEADER_LEN as u64, "a default segment holds more than its header");
+const _: () = assert!(MAX_RECORD_BYTES <= u32::MAX as usize, "a frame's length prefix holds any record");
 
 /// How [`Ledger::append_locked`] writes a batch of records.
 #[derive(Clone, Copy, Debug)]
@@ -37,21 +39,14 @@ impl WriteMode {
     pub(crate) const APPEND: WriteMode = WriteMode { commit_last: true, may_seal: true, import_from: None };
 }
 
-pub(crate) struct Active {
-    pub(crate) seq: u32,
-    pub(crate) path: PathBuf,
-    pub(crate) file: Arc<File>,
-    pub(crate) first_position: u64,
-    pub(crate) len: u64,
-}
-
 pub(crate) struct Writer {
     pub(crate) view: View,
     pub(crate) size: u64,
     pub(crate) frontier: Frontier,
     pub(crate) last_recorded_at: Option<DateTime<Utc>>,
     pub(crate) active: Active,
-    pub(crate) poisoned: Option<String>,
+    /// The failure after which the writer refuses appends (until the ledger is reopened).
+    pub(crate) poisoned: Option<WriterFailure>,
     pub(crate) buf: Vec<u8>,
     pub(crate) body: Vec<u8>,
     pub(crate) last_leaf: Hash,
@@ -115,9 +110,9 @@ impl Ledger {
         }
         precheck(&events)?;
         let (end, appended) = {
-            let mut writer = lock(&self.shared.writer);
+            let mut writer = self.shared.writer.lock()?;
             let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at, WriteMode::APPEND)?;
-            writer.follow(&self.shared.backlog, events, written);
+            writer.follow(&self.shared.index.backlog, events, written);
             (end, appended)
         };
         if appended.written == 0 {
@@ -136,7 +131,7 @@ impl Ledger {
     ) -> Result<StopModelsOutcome, AppendError> {
         directive.validate().map_err(|error| AppendError::Field { index: 0, error })?;
         let (end, appended, stopped) = {
-            let mut writer = lock(&self.shared.writer);
+            let mut writer = self.shared.writer.lock()?;
             let mut stopped = Vec::new();
             for model in &directive.models {
                 for sn in writer.view.models.get(model).map(Vec::as_slice).unwrap_or_default() {
@@ -163,7 +158,7 @@ impl Ledger {
                 return Err(AppendError::TooMany { len: events.len(), max: MAX_APPEND_EVENTS });
             }
             let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at, WriteMode::APPEND)?;
-            writer.follow(&self.shared.backlog, events, written);
+            writer.follow(&self.shared.index.backlog, events, written);
             (end, appended, stopped)
         };
         let head = self.wait_published(end)?;
@@ -184,7 +179,7 @@ impl Ledger {
         // Idempotent retries: events whose id is already in the log are not appended again.
         let mut positions = vec![0u64; events.len()];
         let mut fresh: Vec<usize> = Vec::with_capacity(events.len());
-        for (index, e) in events.iter().enumerate() {
+        for ((index, e), slot) in events.iter().enumerate().zip(positions.iter_mut()) {
             match e.event_id.as_ref().and_then(|id| writer.view.event_id(id).map(|p| (id, p))) {
                 // Within one import, an id used twice is a duplicate, as within one append.
                 Some((id, position)) if mode.import_from.is_some_and(|from| position >= from) => {
@@ -195,7 +190,7 @@ impl Ledger {
                     if existing.event != e.event {
                         return Err(AppendError::IdempotencyConflict { index, event_id: id.clone(), position });
                     }
-                    positions[index] = position;
+                    *slot = position;
                 }
                 None => fresh.push(index),
             }
@@ -214,9 +209,12 @@ impl Ledger {
         let mut body = std::mem::take(&mut writer.body);
         buf.clear();
         let mut frontier = writer.frontier.clone();
-        let mut sparse_new = Vec::new();
         let mut last_leaf = [0u8; 32];
         let active_base = writer.active.len;
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "bound proven: fresh holds indices of events, and positions has one entry per event"
+        )]
         let encoded: Result<(), AppendError> = (|| {
             for (i, (&index, &version)) in fresh.iter().zip(&changes.versions).enumerate() {
                 let position = first + i as u64;
@@ -231,9 +229,6 @@ impl Ledger {
                 body.clear();
                 encode_record_ref(&record, &mut body).map_err(|error| AppendError::Codec { index, error })?;
                 assert!(body.len() <= MAX_RECORD_BYTES);
-                if (position - writer.active.first_position).is_multiple_of(SPARSE_EVERY_RECORDS) {
-                    sparse_new.push((position, buf.len() as u64));
-                }
                 push_frame(&mut buf, &body);
                 last_leaf = leaf_hash(&body);
                 frontier.push_leaf_hash(last_leaf);
@@ -258,40 +253,24 @@ impl Ledger {
                 return Err(e);
             }
             active_base = writer.active.len;
-            // Sparse offsets are relative to the segment a record lands in.
-            sparse_new.clear();
-            let mut offset = 0u64;
-            let mut rest = &buf[..];
-            let mut position = first;
-            while !rest.is_empty() {
-                if (position - writer.active.first_position).is_multiple_of(SPARSE_EVERY_RECORDS) {
-                    sparse_new.push((position, offset));
-                }
-                let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize + 8;
-                offset += len as u64;
-                rest = &rest[len..];
-                position += 1;
-            }
         }
-        let path = writer.active.path.clone();
-        let write = (|| {
-            let faults = SeamFaults(&self.shared.options.faults);
-            faults.before_write(&path, buf.len())?;
-            (&*writer.active.file).write_all(&buf)?;
-            faults.observe(&DiskOp::Write { path: &path, offset: writer.active.len, bytes: &buf });
-            Ok(())
-        })();
-        if let Err(source) = write {
-            writer.poisoned = Some(format!("write to {} failed: {source}", path.display()));
+        // Sparse offsets are relative to the segment the records land in.
+        let sparse_new = sparse_offsets(&buf, first, writer.active.first_position);
+        let faults = self.shared.faults();
+        if let Err(e) = writer.active.write_frames(&buf, &faults) {
+            let (path, source) = (writer.active.path.clone(), Arc::new(e));
+            writer.poisoned = Some(WriterFailure::Write { path: path.clone(), source: Arc::clone(&source) });
             writer.buf = buf;
             return Err(AppendError::Io { path, source });
         }
         // Written: commit the new state in memory and hand the index its update.
-        writer.active.len += buf.len() as u64;
-        {
-            let mut sparse = self.shared.active_sparse.write().unwrap_or_else(|e| e.into_inner());
-            for (_, offset) in &sparse_new {
-                sparse.2.push(active_base + offset);
+        match self.shared.active_sparse.write() {
+            Ok(mut sparse) => sparse.2.extend(sparse_new.iter().map(|(_, offset)| active_base + offset)),
+            Err(poisoned) => {
+                // Readers' offsets cannot be trusted: the records are written but never published.
+                writer.poisoned = Some(WriterFailure::LockPoisoned(poisoned));
+                writer.buf = buf;
+                return Err(poisoned.into());
             }
         }
         writer.buf = buf;
@@ -306,27 +285,21 @@ impl Ledger {
         Ok((writer.size, Appended { positions, written, head }, Some((fresh, steps))))
     }
 
+    /// Seals the live segment (its trailer, fsynced) and starts the next one. A failure poisons the
+    /// writer.
     pub(crate) fn seal_and_rotate(&self, writer: &mut Writer) -> Result<(), AppendError> {
         let path = writer.active.path.clone();
-        let fail = |writer: &mut Writer, source: io::Error| {
-            writer.poisoned = Some(format!("sealing {} failed: {source}", path.display()));
+        let fail = |writer: &mut Writer, e: io::Error| {
+            let source = Arc::new(e);
+            writer.poisoned = Some(WriterFailure::Seal { path: path.clone(), source: Arc::clone(&source) });
             AppendError::Io { path: path.clone(), source }
         };
         let records = writer.size - writer.active.first_position;
         let trailer = Trailer::new(records, &writer.frontier);
         let mut bytes = Vec::new();
         trailer.encode(&mut bytes);
-        let faults = SeamFaults(&self.shared.options.faults);
-        let sealed = (|| {
-            faults.before_write(&path, bytes.len())?;
-            faults.before_sync(&path)?;
-            (&*writer.active.file).write_all(&bytes)?;
-            faults.observe(&DiskOp::Write { path: &path, offset: writer.active.len, bytes: &bytes });
-            writer.active.file.sync_all()?;
-            faults.observe(&DiskOp::Sync { path: &path });
-            Ok(())
-        })();
-        if let Err(e) = sealed {
+        let faults = self.shared.faults();
+        if let Err(e) = writer.active.seal(&bytes, &faults) {
             return Err(fail(writer, e));
         }
         let seg_dir = self.shared.dir.join(SEGMENTS_DIR);
@@ -353,27 +326,27 @@ impl Ledger {
             // the order readers take them: sealed, then the live segment's). A reader between two
             // separate updates saw the new live segment without the newly sealed one, and read a
             // record of the sealed segment at an offset of the new one (found by the concurrency test).
-            let mut sealed = self.shared.sealed.write().unwrap_or_else(|e| e.into_inner());
-            let mut sparse = self.shared.active_sparse.write().unwrap_or_else(|e| e.into_inner());
+            let locked = self.shared.sealed.write().and_then(|sealed| Ok((sealed, self.shared.active_sparse.write()?)));
+            let (mut sealed, mut sparse) = match locked {
+                Ok(locked) => locked,
+                Err(poisoned) => {
+                    writer.poisoned = Some(WriterFailure::LockPoisoned(poisoned));
+                    return Err(poisoned.into());
+                }
+            };
             let old = std::mem::take(&mut sparse.2);
             *sparse = (writer.active.seq + 1, writer.size, Vec::new());
             meta.sparse = Some(Arc::new(old));
             sealed.push(meta);
         }
-        writer.active = Active {
-            seq: writer.active.seq + 1,
-            path: new_path,
-            file: Arc::new(file),
-            first_position: writer.size,
-            len: HEADER_LEN as u64,
-        };
+        writer.active = Active::new(writer.active.seq + 1, new_path, file, writer.size, HEADER_LEN as u64);
         Ok(())
     }
 
     /// Waits until the log of size `end` is published, syncing it if nobody else is (group commit).
     pub(crate) fn wait_published(&self, end: u64) -> Result<Head, AppendError> {
         let sync = self.shared.options.durability == Durability::Durable;
-        let mut durable = lock(&self.shared.durable);
+        let mut durable = self.shared.durable.lock()?;
         loop {
             if durable.published.head.size >= end {
                 return Ok(durable.published.head);
@@ -382,26 +355,20 @@ impl Ledger {
                 return Err(AppendError::Poisoned(why.clone()));
             }
             if durable.syncing {
-                durable = self.shared.published_cv.wait(durable).unwrap_or_else(|e| e.into_inner());
+                durable = self.shared.durable.wait(&self.shared.published_cv, durable)?;
                 continue;
             }
             durable.syncing = true;
             drop(durable);
             let result = self.sync_once(sync);
-            durable = lock(&self.shared.durable);
+            durable = self.shared.durable.lock()?;
             durable.syncing = false;
             match result {
-                Ok(published) => {
-                    let head = published.head;
-                    if head.size > durable.published.head.size {
-                        durable.published = published;
-                    }
-                }
+                Ok(published) => self.publish(&mut durable, published),
                 Err(why) => {
                     durable.failed = Some(why.clone());
                     drop(durable);
-                    lock(&self.shared.writer).poisoned = Some(why.clone());
-                    self.shared.published_cv.notify_all();
+                    self.fail(&why);
                     return Err(AppendError::Poisoned(why));
                 }
             }
@@ -409,45 +376,52 @@ impl Ledger {
         }
     }
 
+    /// Publishes what a group commit made durable (never moving the head back), and tells the index.
+    fn publish(&self, durable: &mut super::Durable, published: Published) {
+        if published.head.size > durable.published.head.size {
+            self.shared.index.publish(published.head.size);
+            durable.published = published;
+        }
+    }
+
+    /// After a failed group commit: refuse appends before they write, tell the index, wake the waiters.
+    fn fail(&self, why: &WriterFailure) {
+        if let Ok(mut writer) = self.shared.writer.lock() {
+            writer.poisoned = Some(why.clone());
+        }
+        self.shared.index.fail();
+        self.shared.published_cv.notify_all();
+    }
+
     /// One group-commit round: takes what has been written so far and fsyncs it.
-    pub(crate) fn sync_once(&self, sync: bool) -> Result<Published, String> {
-        let (file, path, published) = {
-            let writer = lock(&self.shared.writer);
+    fn sync_once(&self, sync: bool) -> Result<Published, WriterFailure> {
+        let (syncer, published) = {
+            let writer = self.shared.writer.lock()?;
             let head = Head { size: writer.size, root: writer.frontier.root() };
-            (
-                writer.active.file.clone(),
-                writer.active.path.clone(),
-                Published { head, frontier: writer.frontier.clone() },
-            )
+            (writer.active.syncer(), Published { head, frontier: writer.frontier.clone() })
         };
         if sync {
-            let synced = (|| {
-                let faults = SeamFaults(&self.shared.options.faults);
-                faults.before_sync(&path)?;
-                file.sync_data()?;
-                faults.observe(&DiskOp::Sync { path: &path });
-                Ok::<(), io::Error>(())
-            })();
-            if let Err(e) = synced {
-                return Err(format!("fsync of {} failed: {e}", path.display()));
-            }
+            let faults = self.shared.faults();
+            syncer
+                .sync_data(&faults)
+                .map_err(|e| WriterFailure::Sync { path: syncer.path().to_owned(), source: Arc::new(e) })?;
             // The end is recorded durably before anything it covers is acknowledged (HEAD never lags an
             // acknowledged append; in relaxed mode it waits for `flush`). Group commits are serialised
             // by `Durable::syncing`, so the recorded end only moves forward.
-            let mut anchor = lock(&self.shared.anchor);
-            if let Err(e) = anchor.record(published.head, &SeamFaults(&self.shared.options.faults)) {
-                return Err(format!("recording the log's end in {} failed: {e}", anchor.path().display()));
-            }
+            let mut anchor = self.shared.anchor.lock()?;
+            anchor
+                .record(published.head, &faults)
+                .map_err(|e| WriterFailure::Anchor { path: anchor.path().to_owned(), source: Arc::new(e) })?;
         }
         Ok(published)
     }
 
     /// Makes every append durable (fsync) and published; in durable mode this is already so.
     pub fn flush(&self) -> Result<Head, AppendError> {
-        let size = lock(&self.shared.writer).size;
-        let mut durable = lock(&self.shared.durable);
+        let size = self.shared.writer.lock()?.size;
+        let mut durable = self.shared.durable.lock()?;
         while durable.syncing {
-            durable = self.shared.published_cv.wait(durable).unwrap_or_else(|e| e.into_inner());
+            durable = self.shared.durable.wait(&self.shared.published_cv, durable)?;
         }
         // After a failed fsync, whether the bytes written before it are on disk is unknown (a second
         // fsync may succeed without writing them): never publish them; the ledger must be reopened.
@@ -457,29 +431,42 @@ impl Ledger {
         durable.syncing = true;
         drop(durable);
         let result = self.sync_once(true);
-        let mut durable = lock(&self.shared.durable);
+        let mut durable = self.shared.durable.lock()?;
         durable.syncing = false;
-        let result = match result {
+        match result {
             Ok(published) => {
-                if published.head.size > durable.published.head.size {
-                    durable.published = published;
-                }
-                Ok(durable.published.head)
+                self.publish(&mut durable, published);
+                let head = durable.published.head;
+                drop(durable);
+                self.shared.published_cv.notify_all();
+                assert!(head.size >= size);
+                Ok(head)
             }
             Err(why) => {
                 durable.failed = Some(why.clone());
+                drop(durable);
+                self.fail(&why);
                 Err(AppendError::Poisoned(why))
             }
-        };
-        drop(durable);
-        if let Err(AppendError::Poisoned(why)) = &result {
-            // Refuse appends before they write (as a failed group commit does).
-            lock(&self.shared.writer).poisoned = Some(why.clone());
         }
-        self.shared.published_cv.notify_all();
-        if let Ok(head) = &result {
-            assert!(head.size >= size);
-        }
-        result
     }
+}
+
+/// The sparse offsets (position, offset within `frames`) of the records `frames` holds, the first at
+/// `first`, in a segment that starts at `segment_first`.
+fn sparse_offsets(frames: &[u8], first: u64, segment_first: u64) -> Vec<(u64, u64)> {
+    let mut sparse = Vec::new();
+    let mut offset = 0u64;
+    let mut rest = frames;
+    let mut position = first;
+    while let Some((prefix, _)) = rest.split_first_chunk::<4>() {
+        if (position - segment_first).is_multiple_of(SPARSE_EVERY_RECORDS) {
+            sparse.push((position, offset));
+        }
+        let len = u32::from_le_bytes(*prefix) as usize + FRAME_PREFIX_LEN;
+        offset += len as u64;
+        rest = rest.get(len..).unwrap_or_default();
+        position += 1;
+    }
+    sparse
 }

@@ -87,33 +87,3 @@ impl Drop for BundleWriter {
         }
     }
 }
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::source::Source;
-
-    #[test]
-    fn a_finished_bundle_reads_back_and_an_unfinished_one_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("b.plb");
-        let mut writer = BundleWriter::create(&out, 7).unwrap();
-        writer.push(b"not a record, but framed and hashed all the same").unwrap();
-        writer.push(b"second").unwrap();
-        assert!(matches!(writer.push(&[]), Err(BundleError::BadRecord { position: 2, len: 0 })));
-        let written = writer.finish().unwrap();
-        assert_eq!(written.records, 2);
-        assert_eq!(written.bytes, std::fs::metadata(&out).unwrap().len());
-        let source = Source::open(&out).unwrap();
-        assert_eq!((source.head.size, source.head.root), (2, written.root));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-
-        let abandoned = dir.path().join("c.plb");
-        let mut writer = BundleWriter::create(&abandoned, 7).unwrap();
-        writer.push(b"x").unwrap();
-        drop(writer);
-        assert!(!abandoned.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left behind");
-    }
-}
