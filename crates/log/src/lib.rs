@@ -22,9 +22,11 @@ pub mod bundle;
 pub mod codec;
 pub mod error;
 pub mod hash;
+pub mod key;
 pub mod lifecycle;
 pub mod merkle;
 pub mod model;
+pub mod proof;
 pub mod segment;
 pub mod source;
 

@@ -16,6 +16,7 @@
 
 use crate::error::{Error, Failure};
 use log::codec::{decode_view, CodecError, EventView};
+use log::key::InlineSn;
 use log::merkle::{leaf_hash, node_hash, Hash};
 use log::segment::{FileKind, FormatError, FrameReader, Item, Trailer};
 use log::source::{hex, FileMeta, TornTail};
@@ -66,8 +67,8 @@ struct Decoded {
     stream: StreamKey,
 }
 
-/// A stream, keyed cheaply: an SN of up to 15 bytes is packed, with its length, into a `u128` (exact,
-/// no heap, one cache line less per lookup); a longer SN keeps its string.
+/// A stream, keyed cheaply: an SN of up to 15 bytes is packed, with its length, into a `u128`
+/// ([`InlineSn::to_u128`]: exact, no heap, one cache line less per lookup); a longer SN keeps its string.
 enum StreamKey {
     Short(u128),
     Long(Box<str>),
@@ -76,26 +77,16 @@ enum StreamKey {
 
 impl StreamKey {
     fn of(sn: &str) -> StreamKey {
-        let bytes = sn.as_bytes();
-        match bytes.len() {
-            len @ 0..=15 => {
-                let mut packed = [0u8; 16];
-                if let Some(slot) = packed.get_mut(..len) {
-                    slot.copy_from_slice(bytes);
-                }
-                packed[15] = len as u8;
-                StreamKey::Short(u128::from_le_bytes(packed))
-            }
-            _ => StreamKey::Long(sn.into()),
+        match InlineSn::<15>::new(sn) {
+            Some(short) => StreamKey::Short(short.to_u128()),
+            None => StreamKey::Long(sn.into()),
         }
     }
 
     fn describe(&self) -> String {
         match self {
             StreamKey::Short(packed) => {
-                let bytes = packed.to_le_bytes();
-                let len = usize::from(bytes[15]).min(15);
-                format!("terminal {}", String::from_utf8_lossy(bytes.get(..len).unwrap_or_default()))
+                format!("terminal {}", InlineSn::<15>::from_u128(*packed).as_ref().map_or("?", InlineSn::as_str))
             }
             StreamKey::Long(sn) => format!("terminal {sn}"),
             StreamKey::Directives => "the directives stream".to_owned(),
