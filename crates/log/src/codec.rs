@@ -683,11 +683,15 @@ const ID_BYTES: [bool; 256] = {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        #[expect(clippy::indexing_slicing, reason = "bound proven: b < 256, the table's length (the loop's bound)")]
+        {
+            table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        }
         b += 1;
     }
     table
 };
+const _: () = assert!(ID_BYTES.len() == u8::MAX as usize + 1, "every byte indexes ID_BYTES");
 
 /// The bincode reader: a position in the body, every read bounds-checked (no indexing that can panic).
 struct Reader<'a> {
@@ -809,7 +813,9 @@ impl<'a> Reader<'a> {
         if bytes.is_empty() || bytes.len() > MAX_ID_LEN {
             return Err(field_error(FieldError::Length { field, max: MAX_ID_LEN, len: bytes.len() }));
         }
-        if !bytes.iter().all(|b| ID_BYTES[usize::from(*b)]) {
+        #[expect(clippy::indexing_slicing, reason = "bound proven: a u8 is below ID_BYTES.len() = 256 (asserted)")]
+        let charset_ok = bytes.iter().all(|b| ID_BYTES[usize::from(*b)]);
+        if !charset_ok {
             // The owned decoder refuses invalid UTF-8 first, then the charset; both refuse.
             return Err(CodecError::Decode(format!("{field} may only hold the characters A-Z a-z 0-9 _ -")));
         }

@@ -15,6 +15,7 @@
 //!   allocates more than its limit.
 
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 #![warn(missing_docs)]
 
 pub mod anchor;

@@ -401,8 +401,8 @@ impl Fleet {
                 let mut acc = empty();
                 for t in &p.terminals {
                     acc.0.add(&t.state);
-                    for (k, id) in [t.model, t.provider, t.region].into_iter().enumerate() {
-                        if let Some(c) = acc.1[k].get_mut(id as usize) {
+                    for (counts, id) in acc.1.iter_mut().zip([t.model, t.provider, t.region]) {
+                        if let Some(c) = counts.get_mut(id as usize) {
                             c.add(&t.state);
                         }
                     }

@@ -172,7 +172,7 @@ fn tiles(mut lo: u64, hi: u64, out: &mut Vec<(u64, u32)>) {
 fn perfect_root(leaves: &[Hash]) -> Hash {
     let mut level: Vec<Hash> = leaves.to_vec();
     while level.len() > 1 {
-        let next: Vec<Hash> = level.chunks_exact(2).map(|p| node_hash(&p[0], &p[1])).collect();
+        let next: Vec<Hash> = level.as_chunks::<2>().0.iter().map(|[left, right]| node_hash(left, right)).collect();
         level = next;
     }
     level.first().copied().unwrap_or_else(log::merkle::empty_root)
@@ -264,13 +264,13 @@ impl Batch {
 /// Describes a format error without its path (the failure carries the path).
 fn describe(e: &FormatError) -> String {
     match e {
-        FormatError::BadHeader { what, .. } => format!("bad file header ({what})"),
+        FormatError::BadHeader { error, .. } => format!("bad file header ({error})"),
         FormatError::Incomplete { offset, .. } => {
             format!("offset {offset}: the file ends inside a record frame (truncated)")
         }
         FormatError::BadLength { offset, len, .. } => format!("offset {offset}: record length {len} is out of bounds"),
         FormatError::BadChecksum { offset, .. } => format!("offset {offset}: record checksum (CRC32C) mismatch"),
-        FormatError::BadTrailer { offset, what, .. } => format!("offset {offset}: bad trailer ({what})"),
+        FormatError::BadTrailer { offset, error, .. } => format!("offset {offset}: bad trailer ({error})"),
         FormatError::AfterTrailer { offset, .. } => format!("offset {offset}: data after the trailer"),
         other => other.to_string(),
     }
