@@ -12,7 +12,6 @@ use crate::error::ReadError;
 use crate::merkle::{consistency_proof_with, empty_root, inclusion_proof_with, leaf_hash, Frontier, Hash};
 use crate::source::FrameIter;
 use std::collections::HashMap;
-use std::convert::Infallible;
 
 /// Positions between two calls of the progress callback.
 pub const PROGRESS_EVERY_RECORDS: u64 = 65_536;
@@ -73,14 +72,30 @@ pub fn range_roots(
     Ok(roots)
 }
 
-/// The ranges a proof algorithm asks for.
-fn ranges_of(run: impl FnOnce(&mut dyn FnMut(u64, u64) -> Result<Hash, Infallible>)) -> Vec<(u64, u64)> {
+/// A proof algorithm of [`crate::merkle`] over a subtree-root callback.
+type ProofOf<'p> = &'p dyn Fn(&mut dyn FnMut(u64, u64) -> Result<Hash, ReadError>) -> Result<Vec<Hash>, ReadError>;
+
+/// Runs `proof` once to learn which subtree roots it asks for, hashes those and the two `extra`
+/// ranges in one pass ([`range_roots`]), and runs it again with the roots: the proof and the roots of
+/// the `extra` ranges.
+fn streamed(
+    size: u64,
+    extra: [(u64, u64); 2],
+    proof: ProofOf<'_>,
+    frames: impl FnOnce(u64, u64) -> FrameIter,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Vec<Hash>, [Hash; 2]), ReadError> {
     let mut ranges = Vec::new();
-    run(&mut |a, b| {
+    proof(&mut |a, b| {
         ranges.push((a, b));
         Ok([0u8; 32])
-    });
-    ranges
+    })?;
+    ranges.extend(extra);
+    let roots = range_roots(size, &ranges, frames, progress)?;
+    let mut root_of = lookup(&roots, size);
+    let path = proof(&mut root_of)?;
+    let [(a0, b0), (a1, b1)] = extra;
+    Ok((path, [root_of(a0, b0)?, root_of(a1, b1)?]))
 }
 
 /// The root of range `a..b` in `roots`: every range a proof asks for was computed by [`range_roots`],
@@ -112,16 +127,13 @@ pub fn inclusion(
     if index >= size {
         return Err(ReadError::OutOfRange { position: index, size });
     }
-    let mut ranges = ranges_of(|f| {
-        let _ = inclusion_proof_with(index, size, f);
-    });
-    ranges.push((0, size));
-    ranges.push((index, index + 1));
-    let roots = range_roots(size, &ranges, frames, progress)?;
-    let mut root_of = lookup(&roots, size);
-    let proof = inclusion_proof_with(index, size, &mut root_of)?;
-    let leaf = root_of(index, index + 1)?;
-    let root = root_of(0, size)?;
+    let (proof, [leaf, root]) = streamed(
+        size,
+        [(index, index + 1), (0, size)],
+        &|subtree| inclusion_proof_with(index, size, subtree),
+        frames,
+        progress,
+    )?;
     Ok(Inclusion { proof, leaf, root })
 }
 
@@ -147,15 +159,12 @@ pub fn consistency(
     if old_size > size {
         return Err(ReadError::OutOfRange { position: old_size, size });
     }
-    let mut ranges = ranges_of(|f| {
-        let _ = consistency_proof_with(old_size, size, f);
-    });
-    ranges.push((0, size));
-    ranges.push((0, old_size));
-    let roots = range_roots(size, &ranges, frames, progress)?;
-    let mut root_of = lookup(&roots, size);
-    let proof = consistency_proof_with(old_size, size, &mut root_of)?;
-    let old_root = root_of(0, old_size)?;
-    let root = root_of(0, size)?;
+    let (proof, [old_root, root]) = streamed(
+        size,
+        [(0, old_size), (0, size)],
+        &|subtree| consistency_proof_with(old_size, size, subtree),
+        frames,
+        progress,
+    )?;
     Ok(ConsistencyProof { proof, old_root, root })
 }
