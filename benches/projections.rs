@@ -2,8 +2,8 @@
 //! alone (owned `decode_record` and borrowed `decode_view`), and catch-up from a checkpoint covering 90%
 //! of the log.
 //!
-//! The log is a legal simulated fleet (`projections::testing::simulate_into`, appends of 10,000 events
-//! through a relaxed-durability ledger), 1,000,000 events by default; set `POSLEDGER_BENCH_EVENTS` for
+//! The log is a legal simulated fleet (`posledger::sim`, the demo's simulator sized to the event count,
+//! appends of 10,000 events through a relaxed-durability ledger), 1,000,000 events by default; set `POSLEDGER_BENCH_EVENTS` for
 //! another size (the target is 10,000,000). The generated ledger is cached in the system temp
 //! folder, keyed by size, so repeated runs skip generation.
 //!
@@ -25,24 +25,15 @@ fn events() -> u64 {
 
 /// The cached ledger folder of `n` simulated events (generated on first use).
 fn fleet_ledger(n: u64) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("posledger-bench-projections-{n}-v1"));
+    let dir = std::env::temp_dir().join(format!("posledger-bench-projections-{n}-v2"));
     let done = dir.join("GENERATED");
     if !done.exists() {
         let _ = std::fs::remove_dir_all(&dir);
         let started = Instant::now();
         let options = ledger::Options { durability: Durability::Relaxed, ..ledger::Options::default() };
         let ledger = Ledger::open_with(&dir, options).expect("open bench ledger");
-        let written = projections::testing::simulate_into(
-            &mut |events, at| {
-                ledger
-                    .append_at(events.into_iter().map(ledger::AppendEvent::from).collect(), Some(at))
-                    .map(|a| a.written)
-            },
-            n,
-            10_000,
-            2026,
-        )
-        .expect("simulate");
+        let config = posledger::sim::Config::about_events(n, 10_000, 2026);
+        let written = posledger::sim::run(&ledger, &config, &mut |_| {}).expect("simulate").events;
         let _ = ledger.close().expect("close bench ledger");
         std::fs::write(&done, written.to_string()).expect("mark generated");
         eprintln!("generated {written} events in {:.1?} at {}", started.elapsed(), dir.display());

@@ -6,7 +6,7 @@
 //! - [`ledger`]: the append-only, tamper-evident log (append, read, prove).
 //! - [`projections`]: read models folded from the log (fleet state, audit findings).
 //! - [`replay`]: the regulators' read-only tool.
-//! - [`sim`]: a deterministic fleet simulator (the demo's data, benches, tests).
+//! - [`sim`]: the deterministic fleet simulator (crate `posledger-sim`: the demo's data, benches, tests).
 //! - [`fleet`]: the operator CLI's interim fleet summary.
 //! - [`ops`]: the operator CLI's operations (NDJSON input, bundle export, demo folder).
 //!
@@ -18,11 +18,11 @@
 pub mod checkpoints;
 pub mod fleet;
 pub mod ops;
-pub mod sim;
 pub mod witness_client;
 
 pub use interchange;
 pub use ledger;
 pub use projections;
 pub use replay;
+pub use sim;
 pub use tlog;

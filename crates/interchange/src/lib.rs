@@ -6,6 +6,7 @@
 //! ([`text`]).
 
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 #![warn(missing_docs)]
 
 pub mod ndjson;

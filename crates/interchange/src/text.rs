@@ -1,4 +1,5 @@
-//! Small text helpers for the table and CSV outputs, and for counts printed to people.
+//! Small text helpers for the table and CSV outputs (CSV through the `csv` crate), and for counts
+//! printed to people.
 
 use std::io::{self, Write};
 
@@ -21,28 +22,51 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }
 
-/// Quotes a CSV field when it needs it (RFC 4180: fields holding a comma, quote, CR or LF are quoted,
-/// quotes doubled). A field starting with `=`, `+`, `-` or `@` is left as is: the values are data,
-/// and the numbers (negative never occur) must stay numbers.
-pub fn csv_field(field: &str) -> std::borrow::Cow<'_, str> {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\"")).into()
-    } else {
-        field.into()
+/// The CSV writer both CLIs use, over the `csv` crate: RFC 4180 quoting where a field needs it (a
+/// comma, quote, CR or LF; quotes doubled), `\n` line ends (which every spreadsheet reads), no header
+/// handling of its own (callers write their header row). A field starting with `=`, `+`, `-` or `@` is
+/// left as is: the values are data, and the numbers (negative never occur) must stay numbers.
+pub struct CsvWriter<W: Write> {
+    inner: csv::Writer<W>,
+}
+
+/// A `csv` error as the `io::Error` it carries (the writer only fails writing), so a broken pipe stays
+/// a broken pipe.
+fn csv_io(error: csv::Error) -> io::Error {
+    if !error.is_io_error() {
+        return io::Error::other(error);
+    }
+    match error.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
     }
 }
 
-/// Writes one CSV row (CRLF-free: `\n` line ends, which every spreadsheet reads).
-pub fn csv_row<S: AsRef<str>>(out: &mut dyn Write, fields: &[S]) -> io::Result<()> {
-    let mut line = String::with_capacity(128);
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            line.push(',');
-        }
-        line.push_str(&csv_field(f.as_ref()));
+impl<W: Write> CsvWriter<W> {
+    /// A writer of rows to `out` (buffered: call [`finish`](Self::finish) at the end).
+    pub fn new(out: W) -> Self {
+        let inner = csv::WriterBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .quote_style(csv::QuoteStyle::Necessary)
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(out);
+        CsvWriter { inner }
     }
-    line.push('\n');
-    out.write_all(line.as_bytes())
+
+    /// Writes one row.
+    pub fn row<I, S>(&mut self, fields: I) -> io::Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<[u8]>,
+    {
+        self.inner.write_record(fields).map_err(csv_io)
+    }
+
+    /// Flushes the rows to the output.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A table with aligned columns.

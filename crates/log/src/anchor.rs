@@ -134,7 +134,10 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Anchor, AnchorError> {
     if bytes.len() != HEAD_LEN {
         return Err(damaged(format!("{} bytes, expected {HEAD_LEN}", bytes.len())));
     }
-    let slots = [decode_slot(&bytes[..SLOT_LEN]), decode_slot(&bytes[SLOT_LEN..])];
+    let Some((slot0, slot1)) = bytes.split_at_checked(SLOT_LEN) else {
+        return Err(damaged(format!("{} bytes, expected {HEAD_LEN}", bytes.len())));
+    };
+    let slots = [decode_slot(slot0), decode_slot(slot1)];
     let anchor = |generation, head, damaged_slot| Anchor { head, generation, damaged_slot, legacy: false };
     match slots {
         [Ok((g0, h0)), Ok((g1, h1))] => {

@@ -6,9 +6,9 @@
 //! can make it allocate more.
 
 use crate::model::{
-    Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FieldError, FlagReason, Issued,
-    MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, TerminalEvent, Text, MAX_DIRECTIVE_MODELS,
-    MAX_FLOW_FEN, MAX_ID_LEN, MAX_TEXT_LEN,
+    Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventFields, EventId, FieldError, FlagReason,
+    Issued, MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, TerminalEvent, Text, MAX_ID_LEN,
+    MAX_TEXT_LEN,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -404,7 +404,8 @@ pub fn decode_record_serde(body: &[u8]) -> Result<Record, CodecError> {
 // bodies and refuse the others with the same `CodecError` variant: while reading, what serde checks
 // (charsets and lengths of ids, text, region, timestamps in chrono's range, tags, UTF-8); then the
 // trailing-bytes check; then what `Event::validate` checks (contract order, flow limit, directive
-// models). A proptest below holds the two decoders to that.
+// models), which is the very same code: `model::EventFields::check_fields`, which both the owned
+// types and the views implement. A proptest below holds the two decoders to that.
 // ---------------------------------------------------------------------------------------------------
 
 /// The earliest timestamp, in microseconds since the epoch, that decodes (chrono's `DateTime::MIN_UTC`).
@@ -534,7 +535,7 @@ pub struct DirectiveView<'a> {
     pub id: &'a str,
     /// See [`Directive::at`], microseconds.
     pub at_us: i64,
-    /// See [`Directive::models`]: 1..=[`MAX_DIRECTIVE_MODELS`], distinct.
+    /// See [`Directive::models`]: 1..=[`MAX_DIRECTIVE_MODELS`](crate::model::MAX_DIRECTIVE_MODELS), distinct.
     pub models: Vec<&'a str>,
     /// See [`Directive::reason`].
     pub reason: &'a str,
@@ -682,11 +683,15 @@ const ID_BYTES: [bool; 256] = {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        #[expect(clippy::indexing_slicing, reason = "bound proven: b < 256, the table's length (the loop's bound)")]
+        {
+            table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        }
         b += 1;
     }
     table
 };
+const _: () = assert!(ID_BYTES.len() == u8::MAX as usize + 1, "every byte indexes ID_BYTES");
 
 /// The bincode reader: a position in the body, every read bounds-checked (no indexing that can panic).
 struct Reader<'a> {
@@ -808,7 +813,9 @@ impl<'a> Reader<'a> {
         if bytes.is_empty() || bytes.len() > MAX_ID_LEN {
             return Err(field_error(FieldError::Length { field, max: MAX_ID_LEN, len: bytes.len() }));
         }
-        if !bytes.iter().all(|b| ID_BYTES[usize::from(*b)]) {
+        #[expect(clippy::indexing_slicing, reason = "bound proven: a u8 is below ID_BYTES.len() = 256 (asserted)")]
+        let charset_ok = bytes.iter().all(|b| ID_BYTES[usize::from(*b)]);
+        if !charset_ok {
             // The owned decoder refuses invalid UTF-8 first, then the charset; both refuse.
             return Err(CodecError::Decode(format!("{field} may only hold the characters A-Z a-z 0-9 _ -")));
         }
@@ -924,37 +931,54 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The checks of [`Event::validate`], on a view.
-fn validate_view(event: &EventView<'_>) -> Result<(), CodecError> {
-    let contract = |c: &ContractView<'_>| {
-        if c.end_us <= c.start_us {
-            return Err(CodecError::Decode(format!("contract {} must end after it starts", c.id)));
+impl<'a> EventFields for TerminalEventView<'a> {
+    type Time = i64;
+    type Model = &'a str;
+    #[inline(always)]
+    fn contract_fields(&self) -> Option<(&str, &i64, &i64)> {
+        match self {
+            TerminalEventView::Issued(IssuedView { contract, .. })
+            | TerminalEventView::ContractRenewed { contract } => {
+                Some((contract.id, &contract.start_us, &contract.end_us))
+            }
+            _ => None,
         }
-        Ok(())
-    };
-    match event {
-        EventView::Terminal(e) => match &e.event {
-            TerminalEventView::Issued(issued) => contract(&issued.contract),
-            TerminalEventView::ContractRenewed { contract: c } => contract(c),
-            TerminalEventView::Flow { amount_fen, .. } if *amount_fen > MAX_FLOW_FEN => {
-                Err(field_error(FieldError::Range { field: "amount_fen", max: MAX_FLOW_FEN, value: *amount_fen }))
-            }
-            _ => Ok(()),
-        },
-        EventView::Directive(d) => {
-            if d.models.is_empty() || d.models.len() > MAX_DIRECTIVE_MODELS {
-                return Err(field_error(FieldError::Count {
-                    field: "models",
-                    max: MAX_DIRECTIVE_MODELS,
-                    len: d.models.len(),
-                }));
-            }
-            let mut sorted = d.models.clone();
-            sorted.sort_unstable();
-            if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
-                return Err(CodecError::Decode(format!("directive {} lists model {} twice", d.id, pair[0])));
-            }
-            Ok(())
+    }
+    #[inline(always)]
+    fn flow_fen(&self) -> Option<u64> {
+        match self {
+            TerminalEventView::Flow { amount_fen, .. } => Some(*amount_fen),
+            _ => None,
+        }
+    }
+    #[inline(always)]
+    fn directive_fields(&self) -> Option<(&str, &[&'a str])> {
+        None
+    }
+}
+
+impl<'a> EventFields for EventView<'a> {
+    type Time = i64;
+    type Model = &'a str;
+    #[inline(always)]
+    fn contract_fields(&self) -> Option<(&str, &i64, &i64)> {
+        match self {
+            EventView::Terminal(e) => e.event.contract_fields(),
+            EventView::Directive(_) => None,
+        }
+    }
+    #[inline(always)]
+    fn flow_fen(&self) -> Option<u64> {
+        match self {
+            EventView::Terminal(e) => e.event.flow_fen(),
+            EventView::Directive(_) => None,
+        }
+    }
+    #[inline(always)]
+    fn directive_fields(&self) -> Option<(&str, &[&'a str])> {
+        match self {
+            EventView::Terminal(_) => None,
+            EventView::Directive(d) => Some((d.id, &d.models)),
         }
     }
 }
@@ -976,7 +1000,8 @@ pub fn decode_view(body: &[u8]) -> Result<RecordView<'_>, CodecError> {
     if !reader.bytes.is_empty() {
         return Err(CodecError::Trailing(reader.bytes.len()));
     }
-    validate_view(&record.event)?;
+    // The same checks as `Event::validate`: one rule set, read through `EventFields`.
+    record.event.check_fields().map_err(field_error)?;
     Ok(record)
 }
 

@@ -15,6 +15,7 @@
 //!   allocates more than its limit.
 
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 #![warn(missing_docs)]
 
 pub mod anchor;
@@ -22,9 +23,11 @@ pub mod bundle;
 pub mod codec;
 pub mod error;
 pub mod hash;
+pub mod key;
 pub mod lifecycle;
 pub mod merkle;
 pub mod model;
+pub mod proof;
 pub mod segment;
 pub mod source;
 

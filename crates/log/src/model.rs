@@ -314,8 +314,61 @@ pub struct Contract {
 impl Contract {
     /// A contract must end after it starts.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.end <= self.start {
-            return Err(FieldError::Invalid(format!("contract {} must end after it starts", self.id)));
+        check_contract(self.id.as_str(), &self.start, &self.end)
+    }
+}
+
+/// The rule of [`Contract::validate`], on any time type (the owned `DateTime`s, the codec view's
+/// microseconds): written once for both.
+#[inline]
+fn check_contract<T: PartialOrd>(id: &str, start: &T, end: &T) -> Result<(), FieldError> {
+    if end <= start {
+        return Err(FieldError::Invalid(format!("contract {id} must end after it starts")));
+    }
+    Ok(())
+}
+
+/// The fields the state-independent checks of an event read, as the owned types ([`Event`],
+/// [`TerminalEvent`], [`Directive`]) and the codec's zero-copy views (`codec::EventView`, ...) both expose
+/// them. The checks themselves, [`EventFields::check_fields`], are written once, here: an impl only says
+/// where its fields are, so the owned and the borrowed decoders cannot drift apart.
+pub trait EventFields {
+    /// How the event holds a time (`DateTime<Utc>` owned, microseconds in a view).
+    type Time: PartialOrd;
+    /// How a directive holds a model code (`ModelCode` owned, `&str` in a view).
+    type Model: Ord + fmt::Display;
+    /// The contract an `issued` or `contract_renewed` carries: id, start, end.
+    fn contract_fields(&self) -> Option<(&str, &Self::Time, &Self::Time)>;
+    /// The amount of a `flow`, in fen.
+    fn flow_fen(&self) -> Option<u64>;
+    /// A directive's id and models.
+    fn directive_fields(&self) -> Option<(&str, &[Self::Model])>;
+
+    /// The field limits that do not depend on any state: a contract ends after it starts, a flow is at
+    /// most [`MAX_FLOW_FEN`], a directive names 1..=[`MAX_DIRECTIVE_MODELS`] distinct models. Allocates
+    /// only for a directive (to sort its models).
+    #[inline]
+    fn check_fields(&self) -> Result<(), FieldError> {
+        if let Some((id, start, end)) = self.contract_fields() {
+            check_contract(id, start, end)?;
+        }
+        if let Some(amount_fen) = self.flow_fen() {
+            if amount_fen > MAX_FLOW_FEN {
+                return Err(FieldError::Range { field: "amount_fen", max: MAX_FLOW_FEN, value: amount_fen });
+            }
+        }
+        if let Some((id, models)) = self.directive_fields() {
+            if models.is_empty() || models.len() > MAX_DIRECTIVE_MODELS {
+                return Err(FieldError::Count { field: "models", max: MAX_DIRECTIVE_MODELS, len: models.len() });
+            }
+            let mut sorted: Vec<&Self::Model> = models.iter().collect();
+            sorted.sort_unstable();
+            if let Some(twice) = sorted.windows(2).find_map(|pair| match pair {
+                [a, b] if a == b => Some(*a),
+                _ => None,
+            }) {
+                return Err(FieldError::Invalid(format!("directive {id} lists model {twice} twice")));
+            }
         }
         Ok(())
     }
@@ -467,16 +520,34 @@ impl TerminalEvent {
         }
     }
 
-    /// Checks the field limits that do not depend on any state.
+    /// Checks the field limits that do not depend on any state ([`EventFields::check_fields`]).
     pub fn validate(&self) -> Result<(), FieldError> {
+        self.check_fields()
+    }
+}
+
+impl EventFields for TerminalEvent {
+    type Time = DateTime<Utc>;
+    type Model = ModelCode;
+    #[inline]
+    fn contract_fields(&self) -> Option<(&str, &DateTime<Utc>, &DateTime<Utc>)> {
         match self {
-            TerminalEvent::Issued(issued) => issued.contract.validate(),
-            TerminalEvent::ContractRenewed { contract } => contract.validate(),
-            TerminalEvent::Flow { amount_fen, .. } if *amount_fen > MAX_FLOW_FEN => {
-                Err(FieldError::Range { field: "amount_fen", max: MAX_FLOW_FEN, value: *amount_fen })
-            }
-            _ => Ok(()),
+            TerminalEvent::Issued(issued) => Some(&issued.contract),
+            TerminalEvent::ContractRenewed { contract } => Some(contract),
+            _ => None,
         }
+        .map(|c| (c.id.as_str(), &c.start, &c.end))
+    }
+    #[inline]
+    fn flow_fen(&self) -> Option<u64> {
+        match self {
+            TerminalEvent::Flow { amount_fen, .. } => Some(*amount_fen),
+            _ => None,
+        }
+    }
+    #[inline]
+    fn directive_fields(&self) -> Option<(&str, &[ModelCode])> {
+        None
     }
 }
 
@@ -510,17 +581,26 @@ pub struct Directive {
 }
 
 impl Directive {
-    /// Checks the model list: 1..=10,000 distinct models.
+    /// Checks the model list: 1..=10,000 distinct models ([`EventFields::check_fields`]).
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.models.is_empty() || self.models.len() > MAX_DIRECTIVE_MODELS {
-            return Err(FieldError::Count { field: "models", max: MAX_DIRECTIVE_MODELS, len: self.models.len() });
-        }
-        let mut sorted: Vec<&ModelCode> = self.models.iter().collect();
-        sorted.sort();
-        if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
-            return Err(FieldError::Invalid(format!("directive {} lists model {} twice", self.id, pair[0])));
-        }
-        Ok(())
+        self.check_fields()
+    }
+}
+
+impl EventFields for Directive {
+    type Time = DateTime<Utc>;
+    type Model = ModelCode;
+    #[inline]
+    fn contract_fields(&self) -> Option<(&str, &DateTime<Utc>, &DateTime<Utc>)> {
+        None
+    }
+    #[inline]
+    fn flow_fen(&self) -> Option<u64> {
+        None
+    }
+    #[inline]
+    fn directive_fields(&self) -> Option<(&str, &[ModelCode])> {
+        Some((self.id.as_str(), &self.models))
     }
 }
 
@@ -555,11 +635,34 @@ impl Event {
             Event::Directive(_) => "directive",
         }
     }
-    /// Checks the field limits that do not depend on any state.
+    /// Checks the field limits that do not depend on any state ([`EventFields::check_fields`]).
     pub fn validate(&self) -> Result<(), FieldError> {
+        self.check_fields()
+    }
+}
+
+impl EventFields for Event {
+    type Time = DateTime<Utc>;
+    type Model = ModelCode;
+    #[inline]
+    fn contract_fields(&self) -> Option<(&str, &DateTime<Utc>, &DateTime<Utc>)> {
         match self {
-            Event::Terminal(e) => e.event.validate(),
-            Event::Directive(d) => d.validate(),
+            Event::Terminal(e) => e.event.contract_fields(),
+            Event::Directive(_) => None,
+        }
+    }
+    #[inline]
+    fn flow_fen(&self) -> Option<u64> {
+        match self {
+            Event::Terminal(e) => e.event.flow_fen(),
+            Event::Directive(_) => None,
+        }
+    }
+    #[inline]
+    fn directive_fields(&self) -> Option<(&str, &[ModelCode])> {
+        match self {
+            Event::Terminal(_) => None,
+            Event::Directive(d) => d.directive_fields(),
         }
     }
 }

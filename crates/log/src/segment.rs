@@ -33,6 +33,16 @@ pub const TRAILER_TAG: u32 = u32::MAX;
 pub const MAX_FRONTIER_NODES: usize = 64;
 /// Length of a trailer with an empty frontier: tag, count, size, root, n, crc, trailer_len.
 pub const TRAILER_FIXED_LEN: usize = 4 + 8 + 8 + HASH_LEN + 1 + 4 + 4;
+/// Offset of the frontier node count in a trailer (after tag, record_count, log_size, root).
+const TRAILER_NODE_COUNT_OFFSET: usize = 4 + 8 + 8 + HASH_LEN;
+/// Offset of the first frontier node in a trailer.
+const TRAILER_NODES_OFFSET: usize = TRAILER_NODE_COUNT_OFFSET + 1;
+const _: () =
+    assert!(TRAILER_NODE_COUNT_OFFSET == 52 && TRAILER_NODES_OFFSET == 53, "docs/FORMAT.md's trailer offsets");
+const _: () = assert!(TRAILER_FIXED_LEN == TRAILER_NODES_OFFSET + 8, "a trailer ends with its crc and trailer_len");
+const _: () = assert!(FRAME_PREFIX_LEN < TRAILER_NODES_OFFSET, "a trailer's first bytes are read as a frame prefix");
+const _: () = assert!(MAX_FRONTIER_NODES <= u8::MAX as usize, "the node count is one byte");
+const _: () = assert!(MAX_FRONTIER_NODES == u64::BITS as usize, "one node per bit of a 64-bit log size");
 
 /// What a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,12 +92,13 @@ pub enum FormatError {
         source: io::Error,
     },
     /// Not a posledger file, or a damaged header.
-    #[error("{path}: not a posledger segment or bundle ({what})")]
+    #[error("{path}: not a posledger segment or bundle ({error})")]
     BadHeader {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        what: String,
+        #[source]
+        error: HeaderError,
     },
     /// The file ends inside a frame: a torn write, or a truncated file.
     #[error("{path}: offset {offset}: file ends inside a record frame")]
@@ -118,14 +129,15 @@ pub enum FormatError {
         at_end: bool,
     },
     /// A damaged trailer.
-    #[error("{path}: offset {offset}: bad trailer ({what})")]
+    #[error("{path}: offset {offset}: bad trailer ({error})")]
     BadTrailer {
         /// The file.
         path: PathBuf,
         /// Where the trailer starts.
         offset: u64,
         /// What is wrong.
-        what: String,
+        #[source]
+        error: TrailerError,
     },
     /// Bytes after the trailer.
     #[error("{path}: offset {offset}: data after the trailer")]
@@ -135,6 +147,60 @@ pub enum FormatError {
         /// Where the extra data starts.
         offset: u64,
     },
+}
+
+/// Why a file header was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// The file cannot hold a header.
+    #[error("file is {len} bytes, shorter than a header")]
+    Short {
+        /// The file's length.
+        len: u64,
+    },
+    /// Not `POSLEDGR`.
+    #[error("bad magic")]
+    Magic,
+    /// The header's CRC32C does not match.
+    #[error("header checksum mismatch")]
+    Checksum,
+    /// A file format this build does not read.
+    #[error("unsupported file format version {0}")]
+    Version(u16),
+    /// Neither a segment nor a bundle.
+    #[error("unknown file kind {0}")]
+    Kind(u8),
+}
+
+/// Why a trailer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrailerError {
+    /// Shorter than a trailer's fixed part, or without the trailer tag.
+    #[error("truncated or missing trailer")]
+    Missing,
+    /// The file ends inside the trailer.
+    #[error("truncated")]
+    Truncated,
+    /// More frontier nodes than a 64-bit log size can have.
+    #[error("frontier longer than {MAX_FRONTIER_NODES} nodes")]
+    FrontierTooLong,
+    /// The bytes given are not the length the frontier count implies.
+    #[error("trailer length does not match its frontier")]
+    LengthMismatch,
+    /// The trailer's CRC32C does not match.
+    #[error("trailer checksum mismatch")]
+    Checksum,
+    /// The closing `trailer_len` field disagrees with the trailer's length.
+    #[error("trailer length field mismatch")]
+    LengthField,
+    /// The file cannot hold a header and a trailer.
+    #[error("file too short to be sealed")]
+    FileTooShort,
+    /// The last four bytes do not give a trailer length that fits the file.
+    #[error("no trailer at the end of the file")]
+    NotAtEnd,
 }
 
 impl Header {
@@ -156,22 +222,22 @@ impl Header {
     }
 
     /// Parses and checks 40 header bytes.
-    pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Header, String> {
+    pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Header, HeaderError> {
         if bytes[0..8] != MAGIC {
-            return Err("bad magic".into());
+            return Err(HeaderError::Magic);
         }
         let crc = u32::from_le_bytes([bytes[36], bytes[37], bytes[38], bytes[39]]);
         if crc != crc32c::crc32c(&bytes[0..36]) {
-            return Err("header checksum mismatch".into());
+            return Err(HeaderError::Checksum);
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
         if version != FILE_FORMAT_V1 {
-            return Err(format!("unsupported file format version {version}"));
+            return Err(HeaderError::Version(version));
         }
         let kind = match bytes[10] {
             0 => FileKind::Segment,
             1 => FileKind::Bundle,
-            other => return Err(format!("unknown file kind {other}")),
+            other => return Err(HeaderError::Kind(other)),
         };
         Ok(Header {
             kind,
@@ -182,11 +248,9 @@ impl Header {
     }
 }
 
-/// Copies a slice of known length into an array (the callers slice exact ranges).
+/// The first `N` bytes of a slice as an array (the callers slice exact ranges of a header).
 fn le<const N: usize>(bytes: &[u8]) -> [u8; N] {
-    let mut out = [0u8; N];
-    out.copy_from_slice(&bytes[..N]);
-    out
+    bytes.first_chunk::<N>().copied().unwrap_or([0; N])
 }
 
 impl Trailer {
@@ -207,7 +271,7 @@ impl Trailer {
         for node in &self.frontier {
             out.extend_from_slice(node);
         }
-        let crc = crc32c::crc32c(&out[start..]);
+        let crc = crc32c::crc32c(out.get(start..).unwrap_or_default());
         out.extend_from_slice(&crc.to_le_bytes());
         let len = (out.len() - start + 4) as u32;
         out.extend_from_slice(&len.to_le_bytes());
@@ -219,31 +283,41 @@ impl Trailer {
     }
 
     /// Parses a whole encoded trailer (from the tag to `trailer_len`).
-    pub fn decode(bytes: &[u8]) -> Result<Trailer, String> {
-        if bytes.len() < TRAILER_FIXED_LEN || bytes[0..4] != TRAILER_TAG.to_le_bytes() {
-            return Err("truncated or missing trailer".into());
+    pub fn decode(bytes: &[u8]) -> Result<Trailer, TrailerError> {
+        if bytes.len() < TRAILER_FIXED_LEN {
+            return Err(TrailerError::Missing);
         }
-        let n = usize::from(bytes[52]);
+        let (tag, rest) = bytes.split_first_chunk::<4>().ok_or(TrailerError::Missing)?;
+        if *tag != TRAILER_TAG.to_le_bytes() {
+            return Err(TrailerError::Missing);
+        }
+        let (record_count, rest) = rest.split_first_chunk::<8>().ok_or(TrailerError::Missing)?;
+        let (log_size, rest) = rest.split_first_chunk::<8>().ok_or(TrailerError::Missing)?;
+        let (root, rest) = rest.split_first_chunk::<HASH_LEN>().ok_or(TrailerError::Missing)?;
+        let (&n, rest) = rest.split_first().ok_or(TrailerError::Missing)?;
+        let n = usize::from(n);
         if n > MAX_FRONTIER_NODES {
-            return Err("frontier longer than 64 nodes".into());
+            return Err(TrailerError::FrontierTooLong);
         }
         if bytes.len() != Self::encoded_len(n) {
-            return Err("trailer length does not match its frontier".into());
+            return Err(TrailerError::LengthMismatch);
         }
-        let crc_at = 53 + n * HASH_LEN;
-        let crc = u32::from_le_bytes(le(&bytes[crc_at..crc_at + 4]));
-        if crc != crc32c::crc32c(&bytes[..crc_at]) {
-            return Err("trailer checksum mismatch".into());
+        let crc_at = TRAILER_NODES_OFFSET + n * HASH_LEN;
+        let (covered, tail) = bytes.split_at_checked(crc_at).ok_or(TrailerError::LengthMismatch)?;
+        let (crc, len) = tail.split_first_chunk::<4>().ok_or(TrailerError::LengthMismatch)?;
+        if u32::from_le_bytes(*crc) != crc32c::crc32c(covered) {
+            return Err(TrailerError::Checksum);
         }
-        let len = u32::from_le_bytes(le(&bytes[crc_at + 4..crc_at + 8]));
-        if len as usize != bytes.len() {
-            return Err("trailer length field mismatch".into());
+        let len = len.first_chunk::<4>().copied().ok_or(TrailerError::LengthMismatch)?;
+        if u32::from_le_bytes(len) as usize != bytes.len() {
+            return Err(TrailerError::LengthField);
         }
+        let (nodes, _) = rest.get(..n * HASH_LEN).ok_or(TrailerError::LengthMismatch)?.as_chunks::<HASH_LEN>();
         Ok(Trailer {
-            record_count: u64::from_le_bytes(le(&bytes[4..12])),
-            log_size: u64::from_le_bytes(le(&bytes[12..20])),
-            root: le(&bytes[20..52]),
-            frontier: bytes[53..crc_at].chunks_exact(HASH_LEN).map(le::<HASH_LEN>).collect(),
+            record_count: u64::from_le_bytes(*record_count),
+            log_size: u64::from_le_bytes(*log_size),
+            root: *root,
+            frontier: nodes.to_vec(),
         })
     }
 
@@ -317,10 +391,7 @@ impl FrameReader {
         let file_len = file.metadata().map_err(io)?.len();
         let mut bytes = [0u8; HEADER_LEN];
         if file_len < HEADER_LEN as u64 {
-            return Err(FormatError::BadHeader {
-                path: path.to_owned(),
-                what: format!("file is {file_len} bytes, shorter than a header"),
-            });
+            return Err(FormatError::BadHeader { path: path.to_owned(), error: HeaderError::Short { len: file_len } });
         }
         // The header is read from the file itself: through the buffer, the first refill would read a
         // whole buffer's worth of records that a reader about to seek elsewhere throws away.
@@ -328,7 +399,7 @@ impl FrameReader {
         let span = to.map_or(file_len, |to| to.min(file_len)).saturating_sub(from);
         let capacity = usize::try_from(span).unwrap_or(usize::MAX).clamp(MIN_READ_BUFFER_BYTES, MAX_READ_BUFFER_BYTES);
         let reader = BufReader::with_capacity(capacity, file);
-        let header = Header::decode(&bytes).map_err(|what| FormatError::BadHeader { path: path.to_owned(), what })?;
+        let header = Header::decode(&bytes).map_err(|error| FormatError::BadHeader { path: path.to_owned(), error })?;
         Ok(FrameReader {
             path: path.to_owned(),
             reader,
@@ -425,24 +496,25 @@ impl FrameReader {
 
     fn read_trailer(&mut self, offset: u64, prefix: [u8; 8]) -> Result<Item<'_>, FormatError> {
         let path = self.path.clone();
-        let bad = |what: String| FormatError::BadTrailer { path: path.clone(), offset, what };
+        let bad = |error: TrailerError| FormatError::BadTrailer { path: path.clone(), offset, error };
         let remaining = self.file_len - offset;
         if remaining < TRAILER_FIXED_LEN as u64 {
-            return Err(bad("truncated".into()));
+            return Err(bad(TrailerError::Truncated));
         }
-        let mut bytes = vec![0u8; TRAILER_FIXED_LEN];
-        bytes[..FRAME_PREFIX_LEN].copy_from_slice(&prefix);
-        self.read_exact(&mut bytes[FRAME_PREFIX_LEN..53])?;
-        let n = usize::from(bytes[52]);
+        let mut bytes = Vec::with_capacity(TRAILER_FIXED_LEN);
+        bytes.extend_from_slice(&prefix);
+        bytes.resize(TRAILER_NODES_OFFSET, 0);
+        self.read_exact(bytes.get_mut(FRAME_PREFIX_LEN..).unwrap_or_default())?;
+        let n = usize::from(bytes.get(TRAILER_NODE_COUNT_OFFSET).copied().unwrap_or_default());
         if n > MAX_FRONTIER_NODES {
-            return Err(bad("frontier longer than 64 nodes".into()));
+            return Err(bad(TrailerError::FrontierTooLong));
         }
         let total = Trailer::encoded_len(n);
         if remaining < total as u64 {
-            return Err(bad("truncated".into()));
+            return Err(bad(TrailerError::Truncated));
         }
         bytes.resize(total, 0);
-        self.read_exact(&mut bytes[53..])?;
+        self.read_exact(bytes.get_mut(TRAILER_NODES_OFFSET..).unwrap_or_default())?;
         let trailer = Trailer::decode(&bytes).map_err(bad)?;
         self.offset = offset + total as u64;
         self.ended = true;
@@ -456,22 +528,22 @@ pub fn read_trailer_at_end(path: &Path) -> Result<Trailer, FormatError> {
     let io = |source| FormatError::Io { path: path.to_owned(), source };
     let mut file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    let bad = |what: String| FormatError::BadTrailer { path: path.to_owned(), offset: len, what };
+    let bad = |error: TrailerError| FormatError::BadTrailer { path: path.to_owned(), offset: len, error };
     if len < (HEADER_LEN + TRAILER_FIXED_LEN) as u64 {
-        return Err(bad("file too short to be sealed".into()));
+        return Err(bad(TrailerError::FileTooShort));
     }
     let mut tail = [0u8; 4];
     file.seek(SeekFrom::Start(len - 4)).map_err(io)?;
     file.read_exact(&mut tail).map_err(io)?;
     let trailer_len = u64::from(u32::from_le_bytes(tail));
     if trailer_len < TRAILER_FIXED_LEN as u64 || trailer_len > (len - HEADER_LEN as u64) {
-        return Err(bad("no trailer at the end of the file".into()));
+        return Err(bad(TrailerError::NotAtEnd));
     }
     let offset = len - trailer_len;
     let mut bytes = vec![0u8; trailer_len as usize];
     file.seek(SeekFrom::Start(offset)).map_err(io)?;
     file.read_exact(&mut bytes).map_err(io)?;
-    Trailer::decode(&bytes).map_err(|what| FormatError::BadTrailer { path: path.to_owned(), offset, what })
+    Trailer::decode(&bytes).map_err(|error| FormatError::BadTrailer { path: path.to_owned(), offset, error })
 }
 
 #[cfg(test)]

@@ -18,6 +18,27 @@ use std::sync::Arc;
 
 /// A sparse offset is kept for every this many records of a file.
 pub const SPARSE_EVERY_RECORDS: u64 = 64;
+const _: () = assert!(SPARSE_EVERY_RECORDS.is_power_of_two(), "a sparse slot is a shift");
+
+/// Whether the `index`th record of a file (counted from its first) has a sparse offset: the one rule
+/// every builder of sparse offsets follows (`build_sparse`, the live scan, the writer).
+#[inline]
+pub fn is_sparse_record(index: u64) -> bool {
+    index.is_multiple_of(SPARSE_EVERY_RECORDS)
+}
+
+/// The sparse slot of a file starting at position `first` that holds `position` (at or before it: the
+/// offset to seek to for reading `position`).
+#[inline]
+pub fn sparse_slot(first: u64, position: u64) -> usize {
+    usize::try_from(position.saturating_sub(first) / SPARSE_EVERY_RECORDS).unwrap_or(usize::MAX)
+}
+
+/// The position whose offset sparse slot `slot` of a file starting at `first` holds.
+#[inline]
+pub fn sparse_slot_start(first: u64, slot: usize) -> u64 {
+    first + slot as u64 * SPARSE_EVERY_RECORDS
+}
 /// The folder, inside a ledger folder, that holds the segment files.
 pub const SEGMENTS_DIR: &str = "segments";
 pub use crate::anchor::HEAD_FILE;
@@ -140,7 +161,7 @@ fn rest_is_zero(path: &Path, offset: u64) -> Result<bool, ReadError> {
         if n == 0 {
             return Ok(true);
         }
-        if buf[..n].iter().any(|b| *b != 0) {
+        if buf.iter().take(n).any(|b| *b != 0) {
             return Ok(false);
         }
     }
@@ -163,7 +184,7 @@ fn is_torn_trailer(path: &Path, offset: u64) -> Result<bool, ReadError> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io)?;
     let written = bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1);
-    Ok(written > 0 && bytes[..written.min(4)].iter().all(|b| *b == 0xFF))
+    Ok(written > 0 && bytes.iter().take(written.min(4)).all(|b| *b == 0xFF))
 }
 
 /// The end of the frame that starts at `offset`, by its length prefix.
@@ -304,7 +325,7 @@ pub fn scan_active(path: &Path, start: Frontier, anchor: Option<u64>) -> Result<
                 break;
             }
         };
-        if seen.is_multiple_of(SPARSE_EVERY_RECORDS) {
+        if is_sparse_record(seen) {
             pending_sparse.push(offset);
         }
         seen += 1;
@@ -371,7 +392,7 @@ pub fn build_sparse(meta: &FileMeta) -> Result<Vec<u64>, ReadError> {
         if len == 0 || len as usize > MAX_RECORD_BYTES {
             return Err(corrupt(seen, format!("offset {next}: record length {len} is out of bounds")));
         }
-        if seen.is_multiple_of(SPARSE_EVERY_RECORDS) {
+        if is_sparse_record(seen) {
             sparse.push(next);
         }
         seen += 1;
@@ -705,21 +726,25 @@ impl FrameIter {
     /// The byte offsets of the current file that positions `next..end` span, as far as its sparse
     /// offsets tell (a bound: from the slot holding `next` to the slot after the one holding `end - 1`;
     /// `None` for the end of the file).
-    fn span(&self) -> (u64, Option<u64>) {
-        let meta = &self.files[self.file];
+    fn span(&self, meta: &FileMeta) -> (u64, Option<u64>) {
         let first = meta.first_position();
         let Some(sparse) = &meta.sparse else { return (HEADER_LEN as u64, None) };
-        let offset = |position: u64| sparse.get(((position - first) / SPARSE_EVERY_RECORDS) as usize).copied();
+        let offset = |position: u64| sparse.get(sparse_slot(first, position)).copied();
         let from = offset(self.next.max(first)).unwrap_or(HEADER_LEN as u64);
         let last = self.end.min(meta.end_position()).saturating_sub(1).max(first);
         (from, offset(last + SPARSE_EVERY_RECORDS))
     }
 
+    /// The file being read (`OutOfRange` past the last one: the files end before `end`).
+    fn current(&self) -> Result<&FileMeta, ReadError> {
+        self.files.get(self.file).ok_or(ReadError::OutOfRange { position: self.next, size: self.end })
+    }
+
     fn open_file(&mut self) -> Result<(), ReadError> {
         // A buffer no larger than the bytes to read: a reader of a few thousand records (a chunk of a
         // small parallel rebuild) would otherwise read and copy a whole megabyte per refill.
-        let (from, to) = self.span();
-        let meta = &self.files[self.file];
+        let meta = self.current()?;
+        let (from, to) = self.span(meta);
         let mut reader = FrameReader::open_span(&meta.path, from, to)?;
         reader.limit(meta.readable_len);
         let skip_from = if self.next > meta.first_position() {
@@ -727,13 +752,15 @@ impl FrameIter {
                 Some(sparse) => sparse.clone(),
                 None => {
                     let sparse = Arc::new(build_sparse(meta)?);
-                    self.files[self.file].sparse = Some(sparse.clone());
+                    if let Some(meta) = self.files.get_mut(self.file) {
+                        meta.sparse = Some(sparse.clone());
+                    }
                     sparse
                 }
             };
-            let meta = &self.files[self.file];
-            let slot = (self.next - meta.first_position()) / SPARSE_EVERY_RECORDS;
-            let Some(offset) = sparse.get(slot as usize) else {
+            let meta = self.current()?;
+            let slot = sparse_slot(meta.first_position(), self.next);
+            let Some(offset) = sparse.get(slot) else {
                 return Err(ReadError::Corrupt {
                     path: meta.path.clone(),
                     position: self.next,
@@ -741,7 +768,7 @@ impl FrameIter {
                 });
             };
             reader.seek_to(*offset)?;
-            meta.first_position() + slot * SPARSE_EVERY_RECORDS
+            sparse_slot_start(meta.first_position(), slot)
         } else {
             meta.first_position()
         };
@@ -765,10 +792,7 @@ impl FrameIter {
             return Ok(None);
         }
         loop {
-            if self.file >= self.files.len() {
-                return Err(ReadError::OutOfRange { position: self.next, size: self.end });
-            }
-            if self.next >= self.files[self.file].end_position() {
+            if self.next >= self.current()?.end_position() {
                 self.file += 1;
                 self.reader = None;
                 continue;
@@ -785,10 +809,11 @@ impl FrameIter {
         match reader.next_item().map_err(|source| ReadError::Frame { position, source })? {
             Some(Item::Record { body, .. }) => {
                 self.next += 1;
-                Ok(Some((position, body, &self.files[self.file].path)))
+                let path = self.files.get(self.file).map_or(Path::new(""), |meta| meta.path.as_path());
+                Ok(Some((position, body, path)))
             }
             _ => Err(ReadError::Corrupt {
-                path: self.files[self.file].path.clone(),
+                path: self.files.get(self.file).map(|meta| meta.path.clone()).unwrap_or_default(),
                 position,
                 what: "file ends before its committed records do".into(),
             }),

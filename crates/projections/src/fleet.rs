@@ -8,6 +8,7 @@
 
 use crate::audit::{AuditConfig, AuditTerm, Finding};
 use crate::intern::Names;
+use log::key::InlineSn;
 use log::lifecycle::{ContractState, DirectiveLookup, State, Status};
 use log::{DirectiveId, Sn};
 use serde::{Deserialize, Serialize};
@@ -70,11 +71,14 @@ pub struct Links {
 /// It is only ever built from a `&str`, so its bytes are always UTF-8.
 #[derive(Clone)]
 pub(crate) enum SnKey {
-    /// `len` bytes at the start of `bytes`; the rest is zero.
-    Inline { len: u8, bytes: [u8; SnKey::INLINE] },
+    /// A short SN, inline ([`log::key::InlineSn`], the one inline-SN key).
+    Inline(InlineSn<{ SnKey::INLINE }>),
     /// A longer SN.
     Heap(Box<str>),
 }
+
+// The enum stays 24 bytes: a length byte, 22 inline bytes and the tag (a `Box<str>` is 16).
+const _: () = assert!(std::mem::size_of::<SnKey>() == 24, "an SnKey is 24 bytes");
 
 impl SnKey {
     /// The longest SN held inline (the enum stays 24 bytes).
@@ -82,22 +86,16 @@ impl SnKey {
 
     /// The key of `sn` (inline when it fits, so the same SN always gets the same variant).
     pub fn new(sn: &str) -> SnKey {
-        match u8::try_from(sn.len()) {
-            Ok(len) if sn.len() <= SnKey::INLINE => {
-                let mut bytes = [0u8; SnKey::INLINE];
-                if let Some(head) = bytes.get_mut(..sn.len()) {
-                    head.copy_from_slice(sn.as_bytes());
-                }
-                SnKey::Inline { len, bytes }
-            }
-            _ => SnKey::Heap(sn.into()),
+        match InlineSn::new(sn) {
+            Some(inline) => SnKey::Inline(inline),
+            None => SnKey::Heap(sn.into()),
         }
     }
 
     /// The SN's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            SnKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            SnKey::Inline(inline) => inline.as_bytes(),
             SnKey::Heap(sn) => sn.as_bytes(),
         }
     }
@@ -121,7 +119,7 @@ impl SnKey {
     /// Heap bytes held (glibc chunk size), 0 when inline.
     pub fn heap_bytes(&self) -> usize {
         match self {
-            SnKey::Inline { .. } => 0,
+            SnKey::Inline(_) => 0,
             SnKey::Heap(sn) => malloc_size(sn.len()),
         }
     }
@@ -131,7 +129,7 @@ impl PartialEq for SnKey {
     #[inline]
     fn eq(&self, other: &SnKey) -> bool {
         match (self, other) {
-            (SnKey::Inline { len: a, bytes: x }, SnKey::Inline { len: b, bytes: y }) => a == b && x == y,
+            (SnKey::Inline(a), SnKey::Inline(b)) => a == b,
             (SnKey::Heap(a), SnKey::Heap(b)) => a == b,
             // `new` is canonical: equal SNs never take different variants.
             _ => false,
@@ -403,8 +401,8 @@ impl Fleet {
                 let mut acc = empty();
                 for t in &p.terminals {
                     acc.0.add(&t.state);
-                    for (k, id) in [t.model, t.provider, t.region].into_iter().enumerate() {
-                        if let Some(c) = acc.1[k].get_mut(id as usize) {
+                    for (counts, id) in acc.1.iter_mut().zip([t.model, t.provider, t.region]) {
+                        if let Some(c) = counts.get_mut(id as usize) {
                             c.add(&t.state);
                         }
                     }

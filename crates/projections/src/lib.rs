@@ -19,6 +19,7 @@
 //! - No code path that input can reach calls `unwrap`, `expect` or indexes without a bound.
 
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 #![warn(missing_docs)]
 
 pub mod audit;

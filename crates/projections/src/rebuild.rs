@@ -727,15 +727,7 @@ mod tests {
             ..ledger::Options::default()
         };
         let ledger = ledger::Ledger::open_with(dir.path(), options).unwrap();
-        crate::testing::simulate_into(
-            &mut |events, at| {
-                ledger.append_at(events.into_iter().map(log::AppendEvent::from).collect(), Some(at)).map(|a| a.written)
-            },
-            20_000,
-            300,
-            7,
-        )
-        .unwrap();
+        sim::run(&ledger, &sim::Config::about_events(20_000, 300, 7), &mut |_| {}).unwrap();
         assert_eq!(ledger.close().unwrap().index_warning, None);
         let source = Source::open(dir.path()).unwrap();
         assert!(source.files.len() > 3, "several sealed segments");

@@ -6,7 +6,6 @@
 
 use ledger::{Durability, Ledger, Sn, Source};
 use projections::checkpoint;
-use projections::testing::simulate_into;
 use projections::{history, rebuild, rebuild_sequential, AuditConfig, Cut, Options, Rule, Start};
 
 fn relaxed() -> ledger::Options {
@@ -17,30 +16,27 @@ fn relaxed() -> ledger::Options {
 fn simulated_fleet_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
-    let written = simulate_into(
-        &mut |events, at| {
-            ledger.append_at(events.into_iter().map(ledger::AppendEvent::from).collect(), Some(at)).map(|a| a.written)
-        },
-        120_000,
-        5_000,
-        42,
-    )
-    .unwrap();
+    let report = sim::run(&ledger, &sim::Config::about_events(120_000, 5_000, 42), &mut |_| {}).unwrap();
     ledger.flush().unwrap();
-    assert!(written >= 120_000);
+    let written = report.events;
+    assert!(written >= 100_000, "{report:?}");
     let live = ledger.source();
     let options = Options { audit: Some(AuditConfig::default()), ..Options::default() };
     let fleet = rebuild(&live, Cut::Head, &options).unwrap();
     assert_eq!(fleet.position(), written);
     assert_eq!(fleet.illegal_events(), 0, "the simulator writes a legal log through the ledger");
-    // Every terminal of the model the directive recalled is stopped (or replaced): no finding.
+    // No illegal transition; the directive is enforced on every terminal the simulator stopped with it
+    // (it plants misses on purpose: terminals of recalled models issued after it, never or late stopped).
     let findings = fleet.findings().unwrap();
     for f in
         findings.iter().filter(|f| f.rule == Rule::DirectiveNotEnforced || f.rule == Rule::IllegalTransition).take(5)
     {
         println!("{f:?}");
     }
-    assert!(findings.iter().all(|f| f.rule != Rule::DirectiveNotEnforced && f.rule != Rule::IllegalTransition));
+    assert!(findings.iter().all(|f| f.rule != Rule::IllegalTransition));
+    assert!(report.stopped_by_directive > 0, "{report:?}");
+    let not_enforced = findings.iter().filter(|f| f.rule == Rule::DirectiveNotEnforced).count() as u64;
+    assert!(not_enforced <= report.missed_directive, "{not_enforced} findings, {report:?}");
     assert_eq!(fleet, rebuild_sequential(&live, Cut::Head, options.audit).unwrap());
     assert_eq!(fleet, rebuild(&live, Cut::Head, &options.threads(1)).unwrap());
 
@@ -84,15 +80,9 @@ fn simulated_fleet_end_to_end() {
 fn bytes_per_terminal_are_at_most_200() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
-    simulate_into(
-        &mut |events, at| {
-            ledger.append_at(events.into_iter().map(ledger::AppendEvent::from).collect(), Some(at)).map(|a| a.written)
-        },
-        400_000,
-        10_000,
-        1,
-    )
-    .unwrap();
+    // At least 40,000 terminals (the simulator issues every one within the first two thirds of the run).
+    let config = sim::Config { devices: 40_000, months: 12, seed: 1, batch_events: 10_000 };
+    sim::run(&ledger, &config, &mut |_| {}).unwrap();
     ledger.flush().unwrap();
     let fleet = rebuild(&ledger.source(), Cut::Head, &Options::default()).unwrap();
     let memory = fleet.memory();
@@ -112,15 +102,7 @@ fn bytes_per_terminal_are_at_most_200() {
 fn thread_counts_out_of_range_are_refused_and_a_kept_pool_rebuilds_the_same_fleet() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
-    simulate_into(
-        &mut |events, at| {
-            ledger.append_at(events.into_iter().map(ledger::AppendEvent::from).collect(), Some(at)).map(|a| a.written)
-        },
-        20_000,
-        1_000,
-        7,
-    )
-    .unwrap();
+    sim::run(&ledger, &sim::Config::about_events(20_000, 1_000, 7), &mut |_| {}).unwrap();
     ledger.flush().unwrap();
     let live = ledger.source();
     for threads in [0, projections::MAX_THREADS + 1] {

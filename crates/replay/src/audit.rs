@@ -1,7 +1,7 @@
 //! `replay audit`: the audit rules' findings, as data.
 
 use crate::error::{output, Error};
-use crate::text::{count, csv_row, thousands, Table};
+use crate::text::{count, thousands, CsvWriter, Table};
 use log::Source;
 use projections::{AuditConfig, Cut, Options, Rule};
 use serde::Serialize;
@@ -53,12 +53,13 @@ pub fn audit(source: &Source, rules: &[Rule], config: AuditConfig) -> Result<Vec
 /// Writes findings as CSV with a header row.
 pub fn write_csv(findings: &[FindingView], out: &mut dyn Write) -> Result<(), Error> {
     let mut write = || -> std::io::Result<()> {
-        csv_row(out, &["position", "rule", "device", "detail"])?;
+        let mut csv = CsvWriter::new(&mut *out);
+        csv.row(["position", "rule", "device", "detail"])?;
         for f in findings {
             let position = f.position.to_string();
-            csv_row(out, &[position.as_str(), f.rule, f.device.as_deref().unwrap_or(""), f.detail.as_str()])?;
+            csv.row([position.as_str(), f.rule, f.device.as_deref().unwrap_or(""), f.detail.as_str()])?;
         }
-        Ok(())
+        csv.finish()
     };
     write().map_err(output("-"))
 }

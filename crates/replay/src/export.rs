@@ -6,7 +6,7 @@
 
 use crate::error::{output, Error};
 use crate::ndjson;
-use crate::text::csv_row;
+use crate::text::CsvWriter;
 use chrono::{DateTime, SecondsFormat, Utc};
 use log::{Event, Record, Source, TerminalEvent};
 use std::io::Write;
@@ -127,27 +127,40 @@ pub fn export(
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, Error> {
     let io = |e| output(out_path)(e);
-    if format == Format::Csv {
-        csv_row(out, &CSV_COLUMNS).map_err(io)?;
+    /// Where the rows go: through the CSV writer, or NDJSON lines straight to the output.
+    enum Sink<'a> {
+        Csv(Box<CsvWriter<&'a mut dyn Write>>),
+        Ndjson(&'a mut dyn Write),
     }
+    let mut sink = match format {
+        Format::Csv => {
+            let mut csv = CsvWriter::new(out);
+            csv.row(CSV_COLUMNS).map_err(io)?;
+            Sink::Csv(Box::new(csv))
+        }
+        Format::Ndjson => Sink::Ndjson(out),
+    };
     let mut written = 0u64;
     for record in source.records(0) {
         let record = record?;
-        match format {
-            Format::Ndjson => {
+        match &mut sink {
+            Sink::Ndjson(out) => {
                 let line = ndjson::render(&record)
                     .map_err(|e| Error::Usage(format!("position {}: cannot render: {e}", record.position)))?;
                 out.write_all(line.as_bytes()).map_err(io)?;
                 out.write_all(b"\n").map_err(io)?;
             }
-            Format::Csv => csv_row(out, &csv_fields(&record)).map_err(io)?,
+            Sink::Csv(csv) => csv.row(csv_fields(&record)).map_err(io)?,
         }
         written += 1;
         if written.is_multiple_of(65_536) {
             progress(written);
         }
     }
-    out.flush().map_err(io)?;
+    match sink {
+        Sink::Csv(csv) => csv.finish().map_err(io)?,
+        Sink::Ndjson(out) => out.flush().map_err(io)?,
+    }
     progress(written);
     Ok(written)
 }

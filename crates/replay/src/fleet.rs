@@ -1,7 +1,7 @@
 //! `replay fleet`: the fleet summary as of a position or a time, with its digest.
 
 use crate::error::{output, Error};
-use crate::text::{count, csv_row, thousands, Table};
+use crate::text::{count, thousands, CsvWriter, Table};
 use log::Source;
 use projections::{Counts, Cut, Options};
 use serde::Serialize;
@@ -94,11 +94,12 @@ impl FleetReport {
     /// model (`scope` = `model`).
     pub fn write_csv(&self, out: &mut dyn Write) -> Result<(), Error> {
         let mut write = || -> std::io::Result<()> {
-            csv_row(out, &CSV_HEADER)?;
+            let mut csv = CsvWriter::new(&mut *out);
+            csv.row(CSV_HEADER)?;
             for row in self.rows(|n| n.to_string()) {
-                csv_row(out, &row)?;
+                csv.row(&row)?;
             }
-            Ok(())
+            csv.finish()
         };
         write().map_err(output("-"))
     }

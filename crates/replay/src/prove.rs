@@ -1,23 +1,16 @@
 //! `replay prove` and `replay consistency`: RFC 6962 inclusion and consistency proofs computed from the
 //! record bytes as stored, in one streaming pass over the log and O(log n) memory.
 //!
-//! A proof needs the Merkle roots of O(log n) leaf ranges. They are found first (by running the proof
-//! algorithm of [`log::merkle`] with a callback that only records which ranges it asks for), then
-//! hashed together in a single pass over the frames, then the algorithm is run again with the roots.
-//! Every proof is checked with [`log::merkle::verify_inclusion`] / [`verify_consistency`] before it
+//! The proofs are streamed by [`log::proof`] (the subtree roots a proof needs, hashed in a single
+//! pass over the frames). Every proof is checked with [`log::merkle::verify_inclusion`] / [`verify_consistency`] before it
 //! is returned, and a root recomputed at a size the log states a root for (the head, a sealed
 //! segment's trailer, the published HEAD) must equal it.
 
 use crate::error::{Error, Failure};
 use crate::text::count;
-use log::merkle::{
-    consistency_proof_with, empty_root, inclusion_proof_with, leaf_hash, verify_consistency, verify_inclusion,
-    Frontier, Hash,
-};
+use log::merkle::{empty_root, verify_consistency, verify_inclusion, Hash};
 use log::source::hex;
 use log::Source;
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::PathBuf;
 
 /// An inclusion proof: record `position` is leaf `position` of the log of `size` records with `root`.
@@ -54,70 +47,6 @@ pub struct Consistency {
     pub proof: Vec<Hash>,
     /// Whether the log's first `old_size` records have `old_root` and the proof verifies.
     pub consistent: bool,
-}
-
-/// Roots of leaf ranges `[a, b)` of the log, computed in one pass over positions `min a .. max b`.
-pub fn range_roots(
-    source: &Source,
-    ranges: &[(u64, u64)],
-    progress: &mut dyn FnMut(u64),
-) -> Result<HashMap<(u64, u64), Hash>, Error> {
-    let mut wanted: Vec<(u64, u64)> = ranges.iter().copied().filter(|(a, b)| a < b).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let mut roots: HashMap<(u64, u64), Hash> =
-        ranges.iter().filter(|(a, b)| a >= b).map(|r| (*r, empty_root())).collect();
-    let Some(from) = wanted.first().map(|r| r.0) else { return Ok(roots) };
-    let to = wanted.iter().map(|r| r.1).max().unwrap_or(from);
-    if to > source.head.size {
-        return Err(Error::Usage(format!("position {to} is past the end of the log ({} records)", source.head.size)));
-    }
-    let mut pending = wanted.into_iter().peekable();
-    let mut active: Vec<((u64, u64), Frontier)> = Vec::new();
-    let mut frames = source.frames(from, to);
-    while let Some((position, body, _)) = frames.next_frame()? {
-        while let Some(range) = pending.next_if(|r| r.0 == position) {
-            active.push((range, Frontier::new()));
-        }
-        let leaf = leaf_hash(body);
-        for (_, frontier) in &mut active {
-            frontier.push_leaf_hash(leaf);
-        }
-        let end = position + 1;
-        active.retain(|(range, frontier)| {
-            if range.1 == end {
-                roots.insert(*range, frontier.root());
-                false
-            } else {
-                true
-            }
-        });
-        if position.is_multiple_of(65_536) {
-            progress(position);
-        }
-    }
-    progress(to);
-    if let Some((range, _)) = active.first() {
-        return Err(Error::Usage(format!(
-            "position {} is past the end of the log ({} records)",
-            range.1, source.head.size
-        )));
-    }
-    Ok(roots)
-}
-
-/// The ranges a proof algorithm asks for.
-fn ranges_of(run: impl FnOnce(&mut dyn FnMut(u64, u64) -> Result<Hash, Infallible>)) -> Vec<(u64, u64)> {
-    let mut ranges = Vec::new();
-    run(&mut |a, b| {
-        ranges.push((a, b));
-        Ok([0u8; 32])
-    });
-    ranges
-}
-
-fn lookup(roots: &HashMap<(u64, u64), Hash>) -> impl FnMut(u64, u64) -> Result<Hash, Error> + '_ {
-    |a, b| roots.get(&(a, b)).copied().ok_or_else(|| Error::Usage(format!("no root computed for range {a}..{b}")))
 }
 
 /// A root the log itself states for `size` records, and where: the head, a sealed segment's or a
@@ -182,15 +111,8 @@ pub fn prove(
         };
         return Err(Error::Usage(format!("position {position} is not in the log: {holds}")));
     }
-    let mut ranges = ranges_of(|f| {
-        let _ = inclusion_proof_with(position, size, f);
-    });
-    ranges.push((0, size));
-    ranges.push((position, position + 1));
-    let roots = range_roots(source, &ranges, progress)?;
-    let proof = inclusion_proof_with(position, size, &mut lookup(&roots))?;
-    let root = lookup(&roots)(0, size)?;
-    let leaf = lookup(&roots)(position, position + 1)?;
+    let log::proof::Inclusion { proof, leaf, root } =
+        log::proof::inclusion(position, size, |from, to| source.frames(from, to), progress)?;
     check_stated(source, size, &root)?;
     if !verify_inclusion(&leaf, position as usize, size as usize, &proof, &root) {
         return Err(Failure {
@@ -224,15 +146,8 @@ pub fn consistency(
             consistent: false,
         });
     }
-    let mut ranges = ranges_of(|f| {
-        let _ = consistency_proof_with(old_size, size, f);
-    });
-    ranges.push((0, size));
-    ranges.push((0, old_size));
-    let roots = range_roots(source, &ranges, progress)?;
-    let proof = consistency_proof_with(old_size, size, &mut lookup(&roots))?;
-    let root = lookup(&roots)(0, size)?;
-    let actual_old = lookup(&roots)(0, old_size)?;
+    let log::proof::ConsistencyProof { proof, old_root: actual_old, root } =
+        log::proof::consistency(old_size, size, |from, to| source.frames(from, to), progress)?;
     check_stated(source, size, &root)?;
     check_stated(source, old_size, &actual_old)?;
     let consistent = if old_size == 0 {
@@ -262,15 +177,9 @@ pub fn consistency_between(
     if old_size == 0 || old_size > new_size || new_size > source.head.size {
         return Ok(Vec::new());
     }
-    let mut ranges = ranges_of(|f| {
-        let _ = consistency_proof_with(old_size, new_size, f);
-    });
-    ranges.push((0, new_size));
-    ranges.push((0, old_size));
-    let roots = range_roots(source, &ranges, progress)?;
-    let proof = consistency_proof_with(old_size, new_size, &mut lookup(&roots))?;
-    let (old_root, new_root) = (lookup(&roots)(0, old_size)?, lookup(&roots)(0, new_size)?);
-    if !verify_consistency(old_size as usize, new_size as usize, &old_root, &new_root, &proof) {
+    let log::proof::ConsistencyProof { proof, old_root, root } =
+        log::proof::consistency(old_size, new_size, |from, to| source.frames(from, to), progress)?;
+    if !verify_consistency(old_size as usize, new_size as usize, &old_root, &root, &proof) {
         return Err(Failure {
             path: source.path.clone(),
             position: None,

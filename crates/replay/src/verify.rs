@@ -16,6 +16,7 @@
 
 use crate::error::{Error, Failure};
 use log::codec::{decode_view, CodecError, EventView};
+use log::key::InlineSn;
 use log::merkle::{leaf_hash, node_hash, Hash};
 use log::segment::{FileKind, FormatError, FrameReader, Item, Trailer};
 use log::source::{hex, FileMeta, TornTail};
@@ -66,8 +67,8 @@ struct Decoded {
     stream: StreamKey,
 }
 
-/// A stream, keyed cheaply: an SN of up to 15 bytes is packed, with its length, into a `u128` (exact,
-/// no heap, one cache line less per lookup); a longer SN keeps its string.
+/// A stream, keyed cheaply: an SN of up to 15 bytes is packed, with its length, into a `u128`
+/// ([`InlineSn::to_u128`]: exact, no heap, one cache line less per lookup); a longer SN keeps its string.
 enum StreamKey {
     Short(u128),
     Long(Box<str>),
@@ -76,26 +77,16 @@ enum StreamKey {
 
 impl StreamKey {
     fn of(sn: &str) -> StreamKey {
-        let bytes = sn.as_bytes();
-        match bytes.len() {
-            len @ 0..=15 => {
-                let mut packed = [0u8; 16];
-                if let Some(slot) = packed.get_mut(..len) {
-                    slot.copy_from_slice(bytes);
-                }
-                packed[15] = len as u8;
-                StreamKey::Short(u128::from_le_bytes(packed))
-            }
-            _ => StreamKey::Long(sn.into()),
+        match InlineSn::<15>::new(sn) {
+            Some(short) => StreamKey::Short(short.to_u128()),
+            None => StreamKey::Long(sn.into()),
         }
     }
 
     fn describe(&self) -> String {
         match self {
             StreamKey::Short(packed) => {
-                let bytes = packed.to_le_bytes();
-                let len = usize::from(bytes[15]).min(15);
-                format!("terminal {}", String::from_utf8_lossy(bytes.get(..len).unwrap_or_default()))
+                format!("terminal {}", InlineSn::<15>::from_u128(*packed).as_ref().map_or("?", InlineSn::as_str))
             }
             StreamKey::Long(sn) => format!("terminal {sn}"),
             StreamKey::Directives => "the directives stream".to_owned(),
@@ -181,7 +172,7 @@ fn tiles(mut lo: u64, hi: u64, out: &mut Vec<(u64, u32)>) {
 fn perfect_root(leaves: &[Hash]) -> Hash {
     let mut level: Vec<Hash> = leaves.to_vec();
     while level.len() > 1 {
-        let next: Vec<Hash> = level.chunks_exact(2).map(|p| node_hash(&p[0], &p[1])).collect();
+        let next: Vec<Hash> = level.as_chunks::<2>().0.iter().map(|[left, right]| node_hash(left, right)).collect();
         level = next;
     }
     level.first().copied().unwrap_or_else(log::merkle::empty_root)
@@ -273,13 +264,13 @@ impl Batch {
 /// Describes a format error without its path (the failure carries the path).
 fn describe(e: &FormatError) -> String {
     match e {
-        FormatError::BadHeader { what, .. } => format!("bad file header ({what})"),
+        FormatError::BadHeader { error, .. } => format!("bad file header ({error})"),
         FormatError::Incomplete { offset, .. } => {
             format!("offset {offset}: the file ends inside a record frame (truncated)")
         }
         FormatError::BadLength { offset, len, .. } => format!("offset {offset}: record length {len} is out of bounds"),
         FormatError::BadChecksum { offset, .. } => format!("offset {offset}: record checksum (CRC32C) mismatch"),
-        FormatError::BadTrailer { offset, what, .. } => format!("offset {offset}: bad trailer ({what})"),
+        FormatError::BadTrailer { offset, error, .. } => format!("offset {offset}: bad trailer ({error})"),
         FormatError::AfterTrailer { offset, .. } => format!("offset {offset}: data after the trailer"),
         other => other.to_string(),
     }

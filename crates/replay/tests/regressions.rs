@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use ledger::StopReason;
-use projections::testing::{contract_expired, flow, issued, stopped, write_bundle, FleetSim, LogBuilder};
+use projections::testing::{contract_expired, flow, issued, stopped, write_bundle, LogBuilder};
 use replay::ndjson::{parse_line, LineError};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -110,12 +110,15 @@ fn mkfifo(path: &Path) {
 
 /// A bundle of a simulated fleet of more than 1,000 records.
 fn big_bundle(path: &Path) -> u64 {
-    let mut sim = FleetSim::new(1_500, 3);
     let mut log = LogBuilder::new();
-    while log.records().len() < 1_200 {
-        let (at, events) = sim.next_batch(100);
-        log.append_at(at, events);
+    for batch in sim::Simulator::new(&sim::Config::about_events(1_500, 100, 3)).unwrap() {
+        let (at, events) = batch.unwrap().into_append();
+        log.append_at(at, events.into_iter().map(|e| e.event).collect());
+        if log.records().len() >= 1_200 {
+            break;
+        }
     }
+    assert!(log.records().len() > 1_000);
     write_bundle(path, log.records(), 7).unwrap().size
 }
 

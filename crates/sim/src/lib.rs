@@ -6,7 +6,7 @@
 //! `Config::seed`; every draw is integer arithmetic, so there is no float rounding to differ.
 //!
 //! The simulator keeps its own copy of every terminal's lifecycle [`State`] and checks each decision
-//! with [`ledger::lifecycle::apply`] (the one copy of the rules) before emitting it, so it emits only
+//! with [`log::lifecycle::apply`] (the one copy of the rules) before emitting it, so it emits only
 //! legal decisions; a planned decision that has become illegal (a flag clear after the terminal was
 //! replaced, say) is simply dropped.
 //!
@@ -52,12 +52,15 @@
 //! - **Violations for the audits.** Besides dormant terminals and flow on expired contracts, 3% of
 //!   stopped terminals keep reporting flow for 30–75 days (*flow after a stop*, or after replacement).
 
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 use chrono::{DateTime, Datelike, Months, TimeZone, Utc};
-use ledger::lifecycle::{self, ContractState, DirectiveLookup, State, Status};
-use ledger::model::FieldError;
-use ledger::{
-    AppendError, AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, FlagReason, Issued,
-    Ledger, MerchantId, ModelCode, ProviderId, RegionCode, Sn, StopReason, TerminalEvent, Text,
+use ledger::{AppendError, Ledger};
+use log::lifecycle::{self, ContractState, DirectiveLookup, State, Status};
+use log::model::FieldError;
+use log::{
+    AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, FlagReason, Issued, MerchantId,
+    ModelCode, ProviderId, RegionCode, Sn, StopReason, TerminalEvent, Text,
 };
 use std::collections::VecDeque;
 
@@ -71,6 +74,9 @@ pub const MAX_DEVICES: u64 = 10_000_000;
 pub const MAX_MONTHS: u32 = 240;
 /// The largest batch (one append).
 pub const MAX_BATCH_EVENTS: usize = 1_000_000;
+/// Records a terminal makes over 24 months, about (the demo: 1,963,643 records for 100,000 terminals);
+/// [`Config::about_events`] sizes a fleet by it.
+pub const EVENTS_PER_DEVICE_24_MONTHS: u64 = 19;
 
 const RECALL_STRIDE: usize = 12;
 const RECALL_OFFSET: usize = 5;
@@ -123,6 +129,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// A 24-month run of about `events` records (at least one terminal), in appends of about
+    /// `batch_events`: what tests and benches that need "a legal fleet of this size" ask for.
+    pub fn about_events(events: u64, batch_events: usize, seed: u64) -> Config {
+        let devices = (events / EVENTS_PER_DEVICE_24_MONTHS).clamp(1, MAX_DEVICES);
+        Config { devices, months: 24, seed, batch_events }
+    }
+
     /// Checks the limits.
     pub fn validate(&self) -> Result<(), SimError> {
         if self.devices == 0 || self.devices > MAX_DEVICES {
@@ -426,6 +439,15 @@ fn add_months(secs: i64, months: u32) -> i64 {
     time(secs).checked_add_months(Months::new(months)).map_or(secs + i64::from(months) * 30 * DAY, |t| t.timestamp())
 }
 
+// The simulator indexes only its own tables, by indices it made: terminals by the index it pushed them
+// at, models by a rank below `MODEL_COUNT` drawn from `model_cdf`, months below `month_starts.len()`
+// (`months + 1`), providers and cities by draws below their constant lengths. No input reaches an index
+// (a `Config` is validated first), and a checked rewrite of each site would risk its exact stream of
+// draws, which the demo's Merkle root depends on.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "bound proven: every index is one the simulator made below its table's length (see above)"
+)]
 impl Simulator {
     /// A simulator for `config`.
     pub fn new(config: &Config) -> Result<Simulator, SimError> {
@@ -733,7 +755,7 @@ impl Simulator {
         self.push(at, &sn, event, false);
         if next.status == Status::Issued
             && next.contract == ContractState::Current
-            && next.flow_fen >= ledger::model::ACTIVATION_FLOW_FEN
+            && next.flow_fen >= log::model::ACTIVATION_FLOW_FEN
             && !self.terms[i].activation_pending
         {
             self.terms[i].activation_pending = true;

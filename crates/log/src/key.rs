@@ -1,0 +1,103 @@
+//! Fixed-size keys built from identifiers: the one copy of "an SN held inline".
+//!
+//! The writer's view (`ledger::index::SnKey`, 64 bytes: every valid SN), the fleet's partition index
+//! (`projections::fleet::SnKey`, 22 bytes inline or boxed) and `replay verify`'s stream versions (15
+//! bytes packed into a `u128`) all key terminals by their SN without a heap pointer to chase: they build
+//! the key with [`InlineSn`].
+
+/// An identifier of at most `N` bytes, held inline: its length and its bytes, zero-padded to `N`.
+///
+/// The representation is canonical (the padding is always zero), so the derived equality is the
+/// identifiers' equality: two fixed-size compares, no `memcmp` call. It is built only from a `&str`,
+/// so its bytes are always UTF-8.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct InlineSn<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> InlineSn<N> {
+    /// The length is held in one byte.
+    const LEN_FITS_A_BYTE: () = assert!(N <= u8::MAX as usize, "an inline key's length is one byte");
+
+    /// The inline copy of `sn`, or `None` when it is longer than `N` bytes.
+    #[inline]
+    pub fn new(sn: &str) -> Option<Self> {
+        let () = Self::LEN_FITS_A_BYTE;
+        let len = u8::try_from(sn.len()).ok()?;
+        let mut bytes = [0u8; N];
+        bytes.get_mut(..sn.len())?.copy_from_slice(sn.as_bytes());
+        Some(InlineSn { len, bytes })
+    }
+
+    /// The identifier's bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+
+    /// The identifier as text.
+    pub fn as_str(&self) -> &str {
+        // `new` copies a whole `&str`, so the bytes are UTF-8.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// Its length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether it is empty (never, for a valid SN).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl InlineSn<15> {
+    /// Packed into a `u128` (little-endian: bytes 0..15 the padded identifier, byte 15 its length): a
+    /// key that hashes and compares as one integer.
+    #[inline]
+    pub fn to_u128(&self) -> u128 {
+        let mut packed = [0u8; 16];
+        let (text, len) = packed.split_at_mut(15);
+        text.copy_from_slice(&self.bytes);
+        len.fill(self.len);
+        u128::from_le_bytes(packed)
+    }
+
+    /// The key [`to_u128`](Self::to_u128) packed (`None` for a `u128` no key packs to).
+    pub fn from_u128(packed: u128) -> Option<Self> {
+        let bytes = packed.to_le_bytes();
+        let (text, len) = bytes.split_first_chunk::<15>()?;
+        let len = *len.first()?;
+        let sn = std::str::from_utf8(text.get(..usize::from(len))?).ok()?;
+        Self::new(sn)
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for InlineSn<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_keys_are_canonical_and_round_trip() {
+        let a = InlineSn::<22>::new("LKL0000001234").unwrap();
+        assert_eq!(a.as_str(), "LKL0000001234");
+        assert_eq!(a, InlineSn::<22>::new("LKL0000001234").unwrap());
+        assert_ne!(a, InlineSn::<22>::new("LKL000000123").unwrap());
+        assert!(InlineSn::<4>::new("12345").is_none());
+        assert_eq!(InlineSn::<4>::new("1234").unwrap().len(), 4);
+        let short = InlineSn::<15>::new("SN00000000001").unwrap();
+        assert_eq!(InlineSn::<15>::from_u128(short.to_u128()), Some(short));
+        assert_ne!(short.to_u128(), InlineSn::<15>::new("SN000000000001").unwrap().to_u128());
+    }
+}
