@@ -272,7 +272,10 @@ pub fn export_bundle(source: &Source, out: &Path, progress: &mut dyn FnMut(u64))
     if writer.records() != source.head.size || writer.root() != source.head.root {
         return Err(ExportError::RootMismatch { records: writer.records(), head: source.head.size });
     }
-    let (written, output) = writer.finish()?;
+    // Every signed checkpoint the ledger keeps travels with the bundle (docs/FORMAT.md, "Checkpoints
+    // in a bundle"), so a regulator holding an old one can check it against this very file.
+    let checkpoints: Vec<_> = source.checkpoints()?.into_iter().filter(|c| c.size <= source.head.size).collect();
+    let (written, output) = writer.finish_with_checkpoints(&checkpoints)?;
     output.commit()?;
     progress(written.records);
     Ok(Exported { records: written.records, root: written.root, bytes: written.bytes })
@@ -286,12 +289,13 @@ pub fn is_ledger(dir: &Path) -> bool {
 /// The file the demo leaves in a folder it created, so that it only ever recreates its own folders.
 pub const DEMO_MARKER: &str = ".posledger-demo";
 
-/// What the demo makes in its folder (besides [`DEMO_MARKER`]): the ledger's files and the bundle.
-/// The demo's log key (private, mode 0600) in its folder, and its verifier key.
+/// The demo's log key (private, mode 0600) in its folder.
 pub const DEMO_KEY: &str = "demo-log.key";
 /// The demo's verifier key file.
 pub const DEMO_VKEY: &str = "demo-log.key.vkey";
 
+/// What the demo makes in its folder (besides [`DEMO_MARKER`]): the ledger's files, its key and
+/// checkpoints, and the bundle.
 fn made_by_the_demo(name: &str) -> bool {
     matches!(
         name,

@@ -149,6 +149,12 @@ fn append_sign_with_and_checkpoint_with_a_witness_across_appends() {
     )
     .unwrap();
     assert_eq!(verified.checkpoint.size, lines.len() as u64);
+    // The export carries every checkpoint, the cosigned note where there is one.
+    let bundle = tmp.path().join("out.plb");
+    ok(posledger(&["export", "--dir", s(&dir), "--out", s(&bundle)]));
+    let carried = ledger::Source::open(&bundle).unwrap().checkpoints().unwrap();
+    assert_eq!(carried.len(), 3);
+    assert_eq!(carried.last().unwrap().note, last);
     // A witness that cannot be reached: exit 1, the signed checkpoint is kept.
     let o = posledger(&[
         "checkpoint",

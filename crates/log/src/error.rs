@@ -8,6 +8,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
+    /// The signed checkpoints a log carries cannot be read (a bundle's section, a folder's files).
+    #[error("{path}: checkpoints: {source}")]
+    Checkpoints {
+        /// The bundle or folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::bundle::CheckpointSectionError,
+    },
     /// The OS refused.
     #[error("{path}: {source}")]
     Io {

@@ -524,10 +524,17 @@ impl FrameReader {
 
 /// Reads the trailer at the end of a sealed file, without reading its records.
 pub fn read_trailer_at_end(path: &Path) -> Result<Trailer, FormatError> {
+    read_trailer_ending_at(path, None)
+}
+
+/// Reads the trailer that ends at byte `end` of a file (its end when `None`): a bundle that carries
+/// checkpoints has them after its trailer (docs/FORMAT.md, "Checkpoints in a bundle").
+pub fn read_trailer_ending_at(path: &Path, end: Option<u64>) -> Result<Trailer, FormatError> {
     use std::io::{Seek, SeekFrom};
     let io = |source| FormatError::Io { path: path.to_owned(), source };
     let mut file = File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
+    let file_len = file.metadata().map_err(io)?.len();
+    let len = end.map_or(file_len, |end| end.min(file_len));
     let bad = |error: TrailerError| FormatError::BadTrailer { path: path.to_owned(), offset: len, error };
     if len < (HEADER_LEN + TRAILER_FIXED_LEN) as u64 {
         return Err(bad(TrailerError::FileTooShort));

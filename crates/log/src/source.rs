@@ -505,9 +505,85 @@ pub struct Source {
     /// For a folder: a last segment file whose creation a crash cut short (its header never reached the
     /// disk, so nothing can be in it). Readers skip it; the writer creates it again.
     pub unwritten: Option<PathBuf>,
+    /// For a bundle: where the checkpoints it carries are (after its trailer), if it carries any. A
+    /// folder's checkpoints are in its `checkpoints/` folder ([`Source::checkpoints`] reads both).
+    pub checkpoints: Option<crate::bundle::CheckpointSection>,
 }
 
+/// The folder of signed checkpoints in a ledger folder (docs/CHECKPOINTS.md).
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+
 impl Source {
+    /// The signed checkpoints the log carries, smallest size first, as unverified note bytes: a
+    /// bundle's checkpoint section, or a folder's `checkpoints/<size>.cosigned` (else
+    /// `<size>.checkpoint`) files. At most [`crate::bundle::MAX_BUNDLE_CHECKPOINTS`], each at most
+    /// [`crate::bundle::MAX_CARRIED_NOTE_BYTES`].
+    pub fn checkpoints(&self) -> Result<Vec<crate::bundle::CarriedCheckpoint>, ReadError> {
+        use crate::bundle::{
+            decode_checkpoint_section, CarriedCheckpoint, MAX_BUNDLE_CHECKPOINTS, MAX_CARRIED_NOTE_BYTES,
+        };
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let at = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ReadError::Io { path, source }
+        };
+        if self.kind == FileKind::Bundle {
+            let Some(section) = self.checkpoints else { return Ok(Vec::new()) };
+            let mut file = std::fs::File::open(&self.path).map_err(at(&self.path))?;
+            file.seek(SeekFrom::Start(section.offset)).map_err(at(&self.path))?;
+            let mut bytes = Vec::new();
+            file.take(section.len).read_to_end(&mut bytes).map_err(at(&self.path))?;
+            return decode_checkpoint_section(&bytes, &section)
+                .map_err(|source| ReadError::Checkpoints { path: self.path.clone(), source });
+        }
+        let folder = self.path.join(CHECKPOINTS_DIR);
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ReadError::Io { path: folder, source: e }),
+        };
+        // Per size, the cosigned note (a superset of the signed one) when there is one.
+        let mut by_size: std::collections::BTreeMap<u64, (bool, PathBuf)> = std::collections::BTreeMap::new();
+        for entry in entries {
+            let entry = entry.map_err(at(&folder))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let (stem, cosigned) = match (name.strip_suffix(".cosigned"), name.strip_suffix(".checkpoint")) {
+                (Some(stem), _) => (stem, true),
+                (None, Some(stem)) => (stem, false),
+                _ => continue,
+            };
+            if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(size) = stem.parse::<u64>() else { continue };
+            if by_size.len() >= MAX_BUNDLE_CHECKPOINTS && !by_size.contains_key(&size) {
+                return Err(ReadError::Checkpoints {
+                    path: folder,
+                    source: crate::bundle::CheckpointSectionError::TooMany(by_size.len() + 1),
+                });
+            }
+            let slot = by_size.entry(size).or_insert((cosigned, entry.path()));
+            if cosigned && !slot.0 {
+                *slot = (true, entry.path());
+            }
+        }
+        let mut out = Vec::with_capacity(by_size.len());
+        for (size, (_, path)) in by_size {
+            let file = std::fs::File::open(&path).map_err(at(&path))?;
+            let mut note = Vec::new();
+            file.take(MAX_CARRIED_NOTE_BYTES as u64 + 1).read_to_end(&mut note).map_err(at(&path))?;
+            if note.is_empty() || note.len() > MAX_CARRIED_NOTE_BYTES {
+                return Err(ReadError::Checkpoints {
+                    path,
+                    source: crate::bundle::CheckpointSectionError::BadEntry { size },
+                });
+            }
+            out.push(CarriedCheckpoint { size, note });
+        }
+        Ok(out)
+    }
+
     /// Opens a ledger folder or a bundle file, read-only.
     pub fn open(path: &Path) -> Result<Source, ReadError> {
         let meta = std::fs::metadata(path).map_err(|source| ReadError::Io { path: path.to_owned(), source })?;
@@ -528,9 +604,17 @@ impl Source {
                 what: "not a bundle (a bundle starts at position 0 and has kind bundle)".into(),
             });
         }
-        let trailer = read_trailer_at_end(path)?;
         let file_len = reader.file_len();
-        let readable_len = file_len - crate::segment::Trailer::encoded_len(trailer.frontier.len()) as u64;
+        let checkpoints = {
+            let mut file =
+                std::fs::File::open(path).map_err(|source| ReadError::Io { path: path.to_owned(), source })?;
+            crate::bundle::read_checkpoint_footer(&mut file, file_len)
+                .map_err(|e| ReadError::Checkpoints { path: path.to_owned(), source: e })?
+        };
+        // The log's part of the file ends with its trailer; carried checkpoints follow it.
+        let log_len = checkpoints.map_or(file_len, |c| c.offset);
+        let trailer = crate::segment::read_trailer_ending_at(path, Some(log_len))?;
+        let readable_len = log_len - crate::segment::Trailer::encoded_len(trailer.frontier.len()) as u64;
         if trailer.record_count != trailer.log_size {
             return Err(ReadError::Corrupt {
                 path: path.to_owned(),
@@ -562,6 +646,7 @@ impl Source {
             torn: None,
             frontier: trailer_frontier,
             unwritten: None,
+            checkpoints,
         })
     }
 
@@ -678,6 +763,7 @@ impl Source {
             torn,
             frontier,
             unwritten,
+            checkpoints: None,
         })
     }
 

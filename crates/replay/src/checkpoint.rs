@@ -58,7 +58,7 @@ pub struct BadCheckpoint {
 }
 
 /// Verifies `note` (the bytes of file `name`) with the log's key and the witness quorum, then the
-/// source against it.
+/// source against it ([`check_all`] of one).
 pub fn check(
     source: &Source,
     name: &str,
@@ -68,16 +68,76 @@ pub fn check(
     min_witnesses: usize,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Checked, Error> {
-    let verified = checkpoint::verify(note, log_key, witnesses, min_witnesses)
-        .map_err(|source| Error::Checkpoint(BadCheckpoint { name: name.to_owned(), source }))?;
-    let cp = &verified.checkpoint;
-    let c = consistency(source, cp.size, cp.root, progress)?;
-    let standing = match c.actual_old_root {
-        _ if c.consistent => Standing::Extends,
-        None => Standing::Shorter { size: c.size },
-        Some(actual_root) => Standing::Differs { actual_root },
-    };
-    Ok(Checked { name: name.to_owned(), verified, standing })
+    let notes = [(name.to_owned(), note.to_vec())];
+    let mut checked = check_all(source, &notes, log_key, witnesses, min_witnesses, progress)?;
+    checked.pop().ok_or_else(|| Error::Usage("no checkpoint was checked".into()))
+}
+
+/// Verifies every note of `notes` (name, bytes) with the log's key and the witness quorum, then the
+/// source against all of them in **one** pass over its records (the roots at every signed size at
+/// once), so a bundle carrying thousands of checkpoints costs one read, not one per checkpoint.
+pub fn check_all(
+    source: &Source,
+    notes: &[(String, Vec<u8>)],
+    log_key: &VerifierKey,
+    witnesses: &[VerifierKey],
+    min_witnesses: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<Checked>, Error> {
+    let mut verified = Vec::with_capacity(notes.len());
+    for (name, note) in notes {
+        let v = checkpoint::verify(note, log_key, witnesses, min_witnesses)
+            .map_err(|source| Error::Checkpoint(BadCheckpoint { name: name.clone(), source }))?;
+        verified.push((name.clone(), v));
+    }
+    let sizes: Vec<u64> = verified.iter().map(|(_, v)| v.checkpoint.size).filter(|s| *s <= source.head.size).collect();
+    let roots = prefix_roots(source, &sizes, progress)?;
+    Ok(verified
+        .into_iter()
+        .map(|(name, verified)| {
+            let cp = &verified.checkpoint;
+            let standing = match roots.get(&cp.size) {
+                None => Standing::Shorter { size: source.head.size },
+                Some(root) if *root == cp.root => Standing::Extends,
+                Some(root) => Standing::Differs { actual_root: *root },
+            };
+            Checked { name, verified, standing }
+        })
+        .collect())
+}
+
+/// The roots of the source's first `size` records for every size in `sizes` (each at most the
+/// source's size), in one pass with one frontier.
+fn prefix_roots(
+    source: &Source,
+    sizes: &[u64],
+    progress: &mut dyn FnMut(u64),
+) -> Result<std::collections::HashMap<u64, Hash>, Error> {
+    let mut wanted: Vec<u64> = sizes.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut roots = std::collections::HashMap::with_capacity(wanted.len());
+    let mut frontier = log::merkle::Frontier::new();
+    let mut pending = wanted.iter().copied().peekable();
+    while let Some(size) = pending.next_if(|s| *s == 0) {
+        roots.insert(size, frontier.root());
+    }
+    let end = wanted.last().copied().unwrap_or(0);
+    let mut frames = source.frames(0, end);
+    while let Some((position, body, _)) = frames.next_frame()? {
+        frontier.push_leaf(body);
+        if (position + 1).is_multiple_of(log::proof::PROGRESS_EVERY_RECORDS) {
+            progress(position + 1);
+        }
+        while let Some(size) = pending.next_if(|s| *s == position + 1) {
+            roots.insert(size, frontier.root());
+        }
+    }
+    progress(frontier.size());
+    if let Some(missing) = pending.next() {
+        return Err(Error::Read(log::ReadError::OutOfRange { position: missing, size: frontier.size() }));
+    }
+    Ok(roots)
 }
 
 /// The bounds a set of checks puts on a rewrite: the largest signed size the source agrees with and

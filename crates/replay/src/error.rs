@@ -83,6 +83,7 @@ fn read_class(e: &ReadError) -> Class {
         ReadError::NotALedger(_) => Class::Usage,
         ReadError::OutOfRange { .. } => Class::Usage,
         ReadError::Index(_) => Class::Io,
+        ReadError::Checkpoints { source: log::bundle::CheckpointSectionError::Io(_), .. } => Class::Io,
         _ => Class::Data,
     }
 }

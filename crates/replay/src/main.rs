@@ -327,19 +327,29 @@ fn check_checkpoints(source_path: &Path, args: &SignedArgs, as_json: bool) -> Re
     use replay::checkpoint::{fork_bounds, Standing};
     let Some((log_key, witnesses, min)) = signed_keys(args)? else { return Ok(Verdict::Ok) };
     let source = open(source_path)?;
-    let mut checked = Vec::new();
+    let mut notes: Vec<(String, Vec<u8>)> = Vec::new();
     for path in &args.checkpoints {
-        let note = read_note(path)?;
-        let bar = bar(source.head.size, "checkpoint");
-        let name = path.display().to_string();
-        let c =
-            replay::checkpoint::check(&source, &name, &note, &log_key, &witnesses, min, &mut |n| bar.set_position(n));
-        bar.finish_and_clear();
-        checked.push(c?);
+        notes.push((path.display().to_string(), read_note(path)?));
     }
+    let given = notes.len();
+    // The checkpoints the source carries (a bundle's section, a folder's checkpoints/) must verify
+    // with the same key and be extended too: a source that disagrees with its own signed history is
+    // damaged or rewritten.
+    for carried in source.checkpoints()? {
+        notes.push((format!("carried checkpoint of size {}", carried.size), carried.note));
+    }
+    let bar = bar(source.head.size, "checkpoints");
+    let checked =
+        replay::checkpoint::check_all(&source, &notes, &log_key, &witnesses, min, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let checked = checked?;
+    let carried_ok = checked.iter().skip(given).filter(|c| c.standing == Standing::Extends).count();
     let mut out = stdout();
     let mut all = true;
-    for c in &checked {
+    for (i, c) in checked.iter().enumerate() {
+        if i >= given && c.standing == Standing::Extends && !as_json {
+            continue;
+        }
         let cp = &c.verified.checkpoint;
         let by = if c.verified.witnesses.is_empty() {
             String::new()
@@ -390,6 +400,14 @@ fn check_checkpoints(source_path: &Path, args: &SignedArgs, as_json: bool) -> Re
         } else {
             writeln!(out, "{line}").map_err(output("-"))?;
         }
+    }
+    if checked.len() > given && !as_json {
+        writeln!(
+            out,
+            "{} carried by the source: the source extends {carried_ok}",
+            count((checked.len() - given) as u64, "signed checkpoint", "signed checkpoints")
+        )
+        .map_err(output("-"))?;
     }
     finish(out)?;
     if all {

@@ -193,3 +193,69 @@ fn consistency_from_to_proves_one_checkpoint_extends_another_and_prints_a_witnes
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("inconsistent"), "{}", stderr(&o));
 }
+
+/// `bundle` with a checkpoint section carrying `notes` appended after its trailer.
+fn carry(bundle: &Path, notes: &[(u64, Vec<u8>)]) {
+    let carried: Vec<log::bundle::CarriedCheckpoint> =
+        notes.iter().map(|(size, note)| log::bundle::CarriedCheckpoint { size: *size, note: note.clone() }).collect();
+    let mut bytes = std::fs::read(bundle).unwrap();
+    bytes.extend_from_slice(&log::bundle::encode_checkpoint_section(&carried).unwrap());
+    std::fs::write(bundle, bytes).unwrap();
+}
+
+#[test]
+fn a_bundle_carries_its_checkpoints_and_every_reader_still_reads_it() {
+    let s = setup();
+    let n = s.bodies.len();
+    let bundle = s.bundle("carrying.plb", &s.bodies);
+    let notes: Vec<(u64, Vec<u8>)> =
+        [3usize, 9, n].iter().map(|&k| (k as u64, std::fs::read(s.checkpoint(k)).unwrap())).collect();
+    carry(&bundle, &notes);
+    // Every command reads the log part as before.
+    let o = replay(&["verify", p(&bundle)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for cmd in [
+        &["fleet"][..],
+        &["audit"],
+        &["prove", "--position", "2"],
+        &["export", "--format", "ndjson", "--out", "/dev/null"],
+    ] {
+        let mut args = vec![cmd[0], p(&bundle)];
+        args.extend_from_slice(&cmd[1..]);
+        let o = replay(&args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+    }
+    // With the key, the carried checkpoints are checked too.
+    let o = replay(&["verify", p(&bundle), "--key", p(&s.vkey)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("3 signed checkpoints carried by the source: the source extends 3"), "{}", stdout(&o));
+
+    // A bundle rewritten after its checkpoints were signed contradicts what it carries: exit 1.
+    let mut changed = s.bodies.clone();
+    changed[12] = more_flow(&changed[12]);
+    let rewritten = s.bundle("rewritten.plb", &changed);
+    carry(&rewritten, &notes);
+    let o = replay(&["verify", p(&rewritten), "--key", p(&s.vkey)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(stdout(&o).contains("carried checkpoint of size") && stdout(&o).contains("DIFFERS"), "{}", stdout(&o));
+
+    // A damaged section: exit 1 naming it, whatever the command.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 0x55;
+    let damaged = s.dir.join("damaged.plb");
+    std::fs::write(&damaged, bytes).unwrap();
+    for args in [&["verify", p(&damaged), "--key", p(&s.vkey)][..], &["verify", p(&damaged)]] {
+        let o = replay(args);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(stderr(&o).contains("checkpoints: the checkpoint section fails its checksum"), "{}", stderr(&o));
+    }
+    // A footer naming more bytes than the file has: refused on open.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let len_at = bytes.len() - 20;
+    bytes[len_at..len_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&damaged, bytes).unwrap();
+    let o = replay(&["verify", p(&damaged)]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("checkpoint footer"), "{}", stderr(&o));
+}

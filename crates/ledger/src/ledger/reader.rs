@@ -106,6 +106,7 @@ impl Ledger {
             torn: None,
             frontier,
             unwritten: None,
+            checkpoints: None,
         }
     }
 
