@@ -2,7 +2,7 @@
 
 use super::{Ledger, Published, Shared, Writer, INDEX_WAIT};
 use crate::error::ReadError;
-use crate::merkle::{self, Frontier, Hash};
+use crate::merkle::{Frontier, Hash};
 use crate::model::{ModelCode, Record, Sn, StreamId};
 use crate::segment::{FileKind, Header};
 use crate::source::{segment_file_name, FileMeta, FrameIter, RecordIter, SEGMENTS_DIR, SPARSE_EVERY_RECORDS};
@@ -147,7 +147,8 @@ impl Ledger {
         if index >= size || size > head.size {
             return Err(ReadError::OutOfRange { position: index.max(size), size: head.size });
         }
-        merkle::inclusion_proof_with(index, size, &mut |a, b| self.subtree(a, b))
+        // One pass over the records the proof covers (log::proof), not one per subtree.
+        Ok(log::proof::inclusion(index, size, |from, to| self.frames(from, to), &mut |_| {})?.proof)
     }
 
     /// Consistency proof between the log of `old_size` records and that of `new_size`.
@@ -156,7 +157,7 @@ impl Ledger {
         if old_size == 0 || old_size > new_size || new_size > head.size {
             return Err(ReadError::OutOfRange { position: old_size.max(new_size), size: head.size });
         }
-        merkle::consistency_proof_with(old_size, new_size, &mut |a, b| self.subtree(a, b))
+        Ok(log::proof::consistency(old_size, new_size, |from, to| self.frames(from, to), &mut |_| {})?.proof)
     }
 }
 

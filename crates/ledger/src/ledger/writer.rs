@@ -460,7 +460,7 @@ fn sparse_offsets(frames: &[u8], first: u64, segment_first: u64) -> Vec<(u64, u6
     let mut rest = frames;
     let mut position = first;
     while let Some((prefix, _)) = rest.split_first_chunk::<4>() {
-        if (position - segment_first).is_multiple_of(SPARSE_EVERY_RECORDS) {
+        if crate::source::is_sparse_record(position - segment_first) {
             sparse.push((position, offset));
         }
         let len = u32::from_le_bytes(*prefix) as usize + FRAME_PREFIX_LEN;
