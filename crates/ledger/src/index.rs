@@ -144,46 +144,18 @@ impl Positions {
 }
 
 /// An SN stored inline (no heap pointer to chase): the view's hash maps hold millions of terminals, and
-/// a look-up that had to follow a `String` to compare keys costs one more cache miss per event.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct SnKey {
-    len: u8,
-    bytes: [u8; MAX_ID_LEN],
-}
+/// a look-up that had to follow a `String` to compare keys costs one more cache miss per event. The
+/// one inline key of the workspace, `log::key::InlineSn`.
+pub type SnKey = log::key::InlineSn<MAX_ID_LEN>;
 
-impl SnKey {
-    /// The inline copy of `sn`.
-    pub fn new(sn: &Sn) -> SnKey {
-        let text = sn.as_str().as_bytes();
-        assert!(text.len() <= MAX_ID_LEN, "SN longer than the model allows");
-        let mut bytes = [0u8; MAX_ID_LEN];
-        for (to, from) in bytes.iter_mut().zip(text) {
-            *to = *from;
+/// The inline key of `sn`. Every SN fits: `Sn::parse` bounds it by `MAX_ID_LEN`, so `None` would be a
+/// broken invariant of the model, asserted here.
+fn sn_key(sn: &Sn) -> SnKey {
+    match SnKey::new(sn.as_str()) {
+        Some(key) => key,
+        None => {
+            panic!("invariant: an SN of {} bytes is longer than the model allows ({MAX_ID_LEN})", sn.as_str().len())
         }
-        SnKey { len: text.len() as u8, bytes }
-    }
-
-    /// The SN's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        // `len` is at most MAX_ID_LEN by construction.
-        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
-    }
-
-    /// The SN's text (always ASCII: the model admits only `[A-Za-z0-9_-]`).
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
-    }
-}
-
-impl std::hash::Hash for SnKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write(self.as_bytes());
-    }
-}
-
-impl std::fmt::Debug for SnKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -346,7 +318,7 @@ impl View {
         for &slot in &candidates {
             if let Some(entry) = self.entries.get(slot as usize) {
                 touched = touched
-                    .wrapping_add(u64::from(entry.key.len))
+                    .wrapping_add(entry.key.len() as u64)
                     .wrapping_add(entry.mem.version)
                     .wrapping_add(entry.mem.state.flow_fen);
             }
@@ -383,7 +355,7 @@ impl View {
         let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         assert!(slot < u32::MAX, "more than 4 billion terminals");
         let bucket = bucket_of(sn);
-        let key = SnKey::new(sn);
+        let key = sn_key(sn);
         let (entries, hasher) = (&self.entries, &self.hasher);
         let found = self.slots.entry(
             hasher.hash_one(key.as_bytes()),
