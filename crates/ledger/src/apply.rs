@@ -313,7 +313,8 @@ impl<'e> Changes<'e> {
 /// snapshot loaded into it was corrupt). The follower stops; the next open rebuilds or catches up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ApplyError {
+#[expect(missing_docs, reason = "each field is what its variant's message names")]
+pub enum ApplyError {
     /// The writer's steps do not number the written events.
     #[error("{events} fresh events but {steps} steps")]
     StepCount { events: usize, steps: usize },

@@ -56,7 +56,7 @@ const _: () = assert!(FOLLOWER_QUEUE_APPENDS > 0, "the follower's queue holds at
 /// never fails an append; the next open catches it up or rebuilds it from the log.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum IndexStop {
+pub enum IndexStop {
     /// The follower was handed an append that does not start where its view ends.
     #[error("the follower holds {held} records but was handed an append starting at {first}")]
     Gap {
@@ -89,6 +89,52 @@ pub(crate) enum IndexStop {
     /// One of the index's locks is poisoned.
     #[error(transparent)]
     LockPoisoned(#[from] LockPoisoned),
+}
+
+/// Why the writer's index cannot answer a read (carried by `ReadError::Index`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexUnavailable {
+    /// sled did not reach the log's end within the wait.
+    #[error("the index did not reach the log's {target} records in time")]
+    Timeout {
+        /// The records it had to cover.
+        target: u64,
+    },
+    /// The ledger failed, so the index stays behind the log.
+    #[error("the ledger failed; the index is behind the log")]
+    LedgerFailed,
+    /// The index stopped at its last good snapshot.
+    #[error("the index stopped at its last good snapshot: {0}")]
+    Stopped(#[source] IndexStop),
+    /// The stream index (the follower) stopped.
+    #[error("the stream index stopped: {0}")]
+    StreamStopped(#[source] IndexStop),
+    /// The follower's thread has ended.
+    #[error("the stream index stopped: its thread has ended")]
+    ThreadEnded,
+    /// The stream index points a stream version at a position that holds another record.
+    #[error("index points {stream} version {version} at position {position}, which holds another record")]
+    Misplaced {
+        /// The stream.
+        stream: String,
+        /// The version.
+        version: u64,
+        /// The position.
+        position: u64,
+    },
+    /// A stream's positions could not be decoded.
+    #[error(transparent)]
+    Positions(#[from] crate::index::PositionsError),
+    /// The sled store failed.
+    #[error(transparent)]
+    Store(#[from] crate::index::StoreError),
+}
+
+impl From<IndexUnavailable> for ReadError {
+    fn from(e: IndexUnavailable) -> ReadError {
+        ReadError::Index(Box::new(e))
+    }
 }
 
 /// The end of the log as the index threads see it: the writer publishes here after each group commit.
@@ -194,13 +240,13 @@ impl IndexShared {
         let mut indexed = self.indexed.lock()?;
         while *indexed < target {
             if Instant::now() >= deadline {
-                return Err(ReadError::Index(format!("the index did not reach the log's {target} records in time")));
+                return Err(IndexUnavailable::Timeout { target }.into());
             }
             if self.publication.lock()?.failed {
-                return Err(ReadError::Index("the ledger failed; the index is behind the log".into()));
+                return Err(IndexUnavailable::LedgerFailed.into());
             }
             if let Some(why) = self.stop.lock()?.clone() {
-                return Err(ReadError::Index(format!("the index stopped at its last good snapshot: {why}")));
+                return Err(IndexUnavailable::Stopped(why).into());
             }
             indexed = self.indexed.wait_timeout(&self.indexed_cv, indexed, Duration::from_millis(WAKE_MS))?;
         }
@@ -214,13 +260,13 @@ impl IndexShared {
         loop {
             // A failed follower may have applied part of the append it refused: never read from it.
             if let Some(why) = &follower.failed {
-                return Err(ReadError::Index(format!("the stream index stopped: {why}")));
+                return Err(IndexUnavailable::StreamStopped(why.clone()).into());
             }
             if follower.applied >= size {
                 return Ok(follower);
             }
             if follower.stopped {
-                return Err(ReadError::Index("the stream index stopped: its thread has ended".into()));
+                return Err(IndexUnavailable::ThreadEnded.into());
             }
             follower = self.follower.wait_timeout(&self.follower_cv, follower, Duration::from_millis(WAKE_MS))?;
         }

@@ -55,10 +55,12 @@ pub mod testing;
 pub use log::{anchor, bundle, codec, lifecycle, merkle, model, segment, source};
 
 pub use anchor_writer::{reanchor, ReanchorError};
+pub use apply::ApplyError;
 pub use bundle_writer::BundleWriter;
 pub use error::{AppendError, CloseError, LockPoisoned, OpenError, ReadError, WriterFailure};
 pub use import::{Import, ImportError, Imported, IMPORT_CHUNK_EVENTS, IMPORT_MAX_CHUNK_EVENTS};
 pub use index::{PositionsError, SnapshotError, StoreError};
+pub use indexer::{IndexStop, IndexUnavailable};
 pub use ledger::{
     Appended, Closed, Durability, Ledger, Options, StopModelsOutcome, Subscription, DEFAULT_SEGMENT_BYTES, INDEX_WAIT,
     MAX_APPEND_EVENTS, SHUTDOWN_WAIT,

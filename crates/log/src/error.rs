@@ -94,9 +94,10 @@ pub enum ReadError {
         /// The log size.
         size: u64,
     },
-    /// The sled index failed.
+    /// The writer's index (sled, the stream index) cannot answer; the source is the writer's own typed
+    /// error (`ledger::IndexUnavailable`), which this read-side crate does not know.
     #[error("index: {0}")]
-    Index(String),
+    Index(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A thread panicked while holding one of the ledger's locks: the state it guards cannot be trusted;
     /// reopen the ledger.
     #[error("a thread panicked while holding the ledger's {lock} lock; reopen the ledger")]

@@ -27,7 +27,7 @@ impl Ledger {
                 StreamId::Directives => Some(follower.view.directives_stream.to_vec()),
             }
         };
-        let positions = positions.unwrap_or(Ok(Vec::new())).map_err(|e| ReadError::Index(e.to_string()))?;
+        let positions = positions.unwrap_or(Ok(Vec::new())).map_err(crate::indexer::IndexUnavailable::from)?;
         let mut records = Vec::with_capacity(positions.len());
         for (version, position) in positions.into_iter().enumerate() {
             if position >= size {
@@ -35,9 +35,12 @@ impl Ledger {
             }
             let record = self.read_at(position)?;
             if record.stream() != *stream || record.version != version as u64 {
-                return Err(ReadError::Index(format!(
-                    "index points {stream} version {version} at position {position}, which holds another record"
-                )));
+                return Err(crate::indexer::IndexUnavailable::Misplaced {
+                    stream: stream.to_string(),
+                    version: version as u64,
+                    position,
+                }
+                .into());
             }
             records.push(record);
         }
@@ -54,7 +57,7 @@ impl Ledger {
     pub fn persisted_terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, ReadError> {
         self.sync_index()?;
         let store = self.shared.index.store()?.ok_or(ReadError::Closed)?;
-        store.terminals_of_model(model).map_err(|e| ReadError::Index(e.to_string()))
+        Ok(store.terminals_of_model(model).map_err(crate::indexer::IndexUnavailable::from)?)
     }
 
     /// The record at `position`.
