@@ -823,7 +823,7 @@ impl FrameIter {
 
     /// The file being read (`OutOfRange` past the last one: the files end before `end`).
     fn current(&self) -> Result<&FileMeta, ReadError> {
-        self.files.get(self.file).ok_or(ReadError::OutOfRange { position: self.next, size: self.end })
+        self.files.get(self.file).ok_or_else(|| ReadError::OutOfRange { position: self.next, size: self.end })
     }
 
     fn open_file(&mut self) -> Result<(), ReadError> {
