@@ -113,7 +113,9 @@ pub fn frontier_file_name(size: u64) -> String {
 /// The frontier kept beside `checkpoint_path`, if it is there and hashes to the signed root.
 fn read_frontier(checkpoint_path: &Path, signed: &Checkpoint) -> Option<ledger::merkle::Frontier> {
     let path = checkpoint_path.with_file_name(frontier_file_name(signed.size));
-    let bytes = std::fs::read(path).ok()?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(std::fs::File::open(path).ok()?, 64 * 32 + 1), &mut bytes)
+        .ok()?;
     if bytes.len() > 64 * 32 || bytes.len() % 32 != 0 {
         return None;
     }
@@ -160,14 +162,7 @@ fn read_stored(path: &Path, key: &VerifierKey) -> Result<Checkpoint, CheckpointS
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, CheckpointStoreError> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut bytes = Vec::new();
-    file.take(tlog::note::MAX_NOTE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io(path))?;
-    if bytes.len() > tlog::note::MAX_NOTE_BYTES {
-        return Err(CheckpointStoreError::Stored { path: path.to_owned(), reason: "larger than any note".into() });
-    }
-    Ok(bytes)
+    tlog::note::read_note_file(path).map_err(io(path))
 }
 
 /// The latest signed checkpoint of the ledger folder, verified with `key`, or `None`.
@@ -256,7 +251,7 @@ fn check_extends(ledger: &Ledger, head: &Head, last: &Checkpoint, path: &Path) -
 /// Writes `bytes` to `path` unless it holds them already: a temporary file, fsync, a hard link into
 /// place (which never replaces a file), fsync of the folder. `Ok(false)` when it was there already.
 fn write_once(folder: &Path, path: &Path, bytes: &[u8]) -> Result<bool, CheckpointStoreError> {
-    if let Ok(existing) = std::fs::read(path) {
+    if let Ok(existing) = tlog::note::read_note_file(path) {
         if existing == bytes {
             return Ok(false);
         }
@@ -266,11 +261,7 @@ fn write_once(folder: &Path, path: &Path, bytes: &[u8]) -> Result<bool, Checkpoi
         });
     }
     create_dir_durably(folder)?;
-    let tmp = folder.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-    ));
+    let tmp = temporary_beside(folder, path);
     write_synced(&tmp, bytes)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
@@ -279,14 +270,16 @@ fn write_once(folder: &Path, path: &Path, bytes: &[u8]) -> Result<bool, Checkpoi
     Ok(true)
 }
 
+/// The temporary file a write of `path` goes through, in `folder` (this process's own name).
+fn temporary_beside(folder: &Path, path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    folder.join(format!(".tmp-{}-{name}", std::process::id()))
+}
+
 /// Replaces `path` by `bytes` atomically (temp, fsync, rename, fsync the folder).
 fn replace(folder: &Path, path: &Path, bytes: &[u8]) -> Result<(), CheckpointStoreError> {
     create_dir_durably(folder)?;
-    let tmp = folder.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-    ));
+    let tmp = temporary_beside(folder, path);
     write_synced(&tmp, bytes)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
@@ -333,7 +326,7 @@ pub fn store_cosigned(
 ) -> Result<PathBuf, CheckpointStoreError> {
     let folder = dir.join(CHECKPOINTS_DIR);
     let path = folder.join(cosigned_file_name(signed.checkpoint.size));
-    let mut note = match std::fs::read(&path) {
+    let mut note = match tlog::note::read_note_file(&path) {
         Ok(bytes) => {
             let stored = Note::parse(&bytes)
                 .map_err(|e| CheckpointStoreError::Stored { path: path.clone(), reason: e.to_string() })?;

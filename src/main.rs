@@ -584,7 +584,7 @@ fn last_cosigned_size(dir: &Path, witness: &posledger::tlog::VerifierKey) -> Opt
         .collect();
     sizes.sort();
     sizes.into_iter().rev().find_map(|(size, path)| {
-        let bytes = std::fs::read(path).ok()?;
+        let bytes = posledger::tlog::note::read_note_file(&path).ok()?;
         let note = posledger::tlog::Note::parse(&bytes).ok()?;
         note.open(&[witness]).ok().map(|_| size)
     })

@@ -313,12 +313,7 @@ fn signed_keys(args: &SignedArgs) -> Result<Option<(tlog::VerifierKey, Vec<tlog:
 
 /// Reads a checkpoint file, bounded by the largest note.
 fn read_note(path: &Path) -> Result<Vec<u8>, Error> {
-    use std::io::Read as _;
-    let io = |e: io::Error| Error::Usage(format!("{}: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::new();
-    file.take(tlog::note::MAX_NOTE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
-    Ok(bytes)
+    tlog::note::read_note_file(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
 }
 
 /// `replay verify --checkpoint`: the source against each signed checkpoint. Exit 1 unless it extends

@@ -310,3 +310,13 @@ pub fn parse_signature_lines(block: &[u8]) -> Result<Vec<Signature>, NoteError> 
     }
     Ok(out)
 }
+
+/// Reads a note file: at most [`MAX_NOTE_BYTES`] + 1 bytes, so that a larger file is refused by
+/// [`Note::parse`] as [`NoteError::TooLarge`] instead of being read whole. The one bounded reader of
+/// checkpoint files (the ledger's, the witness's state, `replay`'s `--checkpoint`).
+pub fn read_note_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(MAX_NOTE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}

@@ -9,7 +9,7 @@
 //! forgotten, since forgetting a state is exactly the rollback a witness exists to prevent.
 
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -157,10 +157,7 @@ fn verify_state(path: &Path, bytes: &[u8], policy: &LogPolicy, own: &VerifierKey
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, StateError> {
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut bytes = Vec::new();
-    file.take(tlog::note::MAX_NOTE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io(path))?;
-    Ok(bytes)
+    tlog::note::read_note_file(path).map_err(io(path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StateError> {
