@@ -514,6 +514,29 @@ pub struct Source {
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 
 impl Source {
+    /// The Merkle frontier of the first `size` records: from the last sealed file's trailer at or
+    /// before `size` (checked against its root), then the leaves after it, so its cost is the records
+    /// after the last trailer, not the log.
+    pub fn frontier_at(&self, size: u64) -> Result<Frontier, ReadError> {
+        if size > self.head.size {
+            return Err(ReadError::OutOfRange { position: size, size: self.head.size });
+        }
+        let mut frontier = self
+            .files
+            .iter()
+            .filter_map(|f| f.trailer.as_ref())
+            .filter(|t| t.log_size <= size)
+            .filter_map(|t| t.checked_frontier())
+            .max_by_key(Frontier::size)
+            .unwrap_or_default();
+        let mut frames = self.frames(frontier.size(), size);
+        while let Some((_, body, _)) = frames.next_frame()? {
+            frontier.push_leaf(body);
+        }
+        assert_eq!(frontier.size(), size, "the frontier covers exactly the records asked for");
+        Ok(frontier)
+    }
+
     /// The signed checkpoints the log carries, smallest size first, as unverified note bytes: a
     /// bundle's checkpoint section, or a folder's `checkpoints/<size>.cosigned` (else
     /// `<size>.checkpoint`) files. At most [`crate::bundle::MAX_BUNDLE_CHECKPOINTS`], each at most

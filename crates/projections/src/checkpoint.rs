@@ -163,20 +163,7 @@ pub fn frontier_at(source: &Source, size: u64) -> Result<Frontier, CheckpointErr
     if size > source.head.size {
         return Err(CheckpointError::PastEnd { position: size, size: source.head.size });
     }
-    let mut frontier = source
-        .files
-        .iter()
-        .filter_map(|f| f.trailer.as_ref())
-        .filter(|t| t.log_size <= size)
-        .filter_map(|t| t.checked_frontier())
-        .max_by_key(Frontier::size)
-        .unwrap_or_default();
-    let mut frames = source.frames(frontier.size(), size);
-    while let Some((_, body, _)) = frames.next_frame()? {
-        frontier.push_leaf(body);
-    }
-    assert_eq!(frontier.size(), size, "the frontier covers exactly the records asked for");
-    Ok(frontier)
+    Ok(source.frontier_at(size)?)
 }
 
 /// Saves `fleet`, which must have been folded from `source`, to `path`.
