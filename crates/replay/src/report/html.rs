@@ -258,6 +258,7 @@ fn flow_section(page: &mut Page, d: &ReportData) {
         y_format: axis_count,
     };
     page.push(&chart.render());
+    page.push("</section>");
     page.section(
         "dormant",
         "Dormant terminals",
