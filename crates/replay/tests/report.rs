@@ -58,8 +58,11 @@ fn the_report_is_well_formed_self_contained_and_its_numbers_are_replays() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("wrote the report"), "{}", stderr(&o));
     let html = std::fs::read_to_string(&out).unwrap();
-    let doc = roxmltree::Document::parse_with_options(&html, roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() })
-        .expect("the report is well-formed XHTML");
+    let doc = roxmltree::Document::parse_with_options(
+        &html,
+        roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() },
+    )
+    .expect("the report is well-formed XHTML");
 
     // Self-contained: no script, no external reference of any kind.
     for node in doc.descendants().filter(|n| n.is_element()) {
@@ -103,7 +106,11 @@ fn the_report_is_well_formed_self_contained_and_its_numbers_are_replays() {
         assert_eq!(num(row, "data-position"), fleet["position"].as_u64().unwrap(), "{as_of}");
         assert_eq!(num(row, "data-devices"), fleet["devices"].as_u64().unwrap(), "{as_of}");
         for status in ["issued", "active", "stopped", "replaced"] {
-            assert_eq!(num(row, &format!("data-{status}")), fleet["status"][status].as_u64().unwrap(), "{as_of} {status}");
+            assert_eq!(
+                num(row, &format!("data-{status}")),
+                fleet["status"][status].as_u64().unwrap(),
+                "{as_of} {status}"
+            );
         }
         assert_eq!(num(row, "data-flagged"), fleet["flagged"].as_u64().unwrap(), "{as_of}");
         assert_eq!(num(row, "data-contract-expired"), fleet["contract_expired"].as_u64().unwrap(), "{as_of}");
@@ -127,7 +134,8 @@ fn the_report_is_well_formed_self_contained_and_its_numbers_are_replays() {
         let rule = attr(row, "data-rule");
         let expected = findings.iter().filter(|f| f["rule"] == rule.as_str()).count() as u64;
         assert_eq!(num(row, "data-count"), expected, "{rule}");
-        let cells: u64 = row.children().filter(|c| c.attribute("data-provider").is_some()).map(|c| num(c, "data-count")).sum();
+        let cells: u64 =
+            row.children().filter(|c| c.attribute("data-provider").is_some()).map(|c| num(c, "data-count")).sum();
         assert_eq!(cells, expected, "{rule}: the providers' cells add up");
     }
     assert!(findings.iter().any(|f| f["rule"] == "dormant"), "the sim plants dormant terminals");
@@ -179,7 +187,11 @@ fn a_report_as_of_a_time_reports_that_cut() {
     let o = report(&source, &out, &["--as-of", as_of]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let html = std::fs::read_to_string(&out).unwrap();
-    let doc = roxmltree::Document::parse_with_options(&html, roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() }).unwrap();
+    let doc = roxmltree::Document::parse_with_options(
+        &html,
+        roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() },
+    )
+    .unwrap();
     let months = rows(&doc, "data-months", "data-as-of");
     let last = months.last().unwrap();
     assert_eq!(attr(*last, "data-as-of"), as_of);

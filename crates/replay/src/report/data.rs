@@ -272,9 +272,8 @@ fn directives(fleet: &Fleet, findings: &[projections::Finding]) -> Vec<Directive
     let mut out = Vec::new();
     for d in fleet.directives().list() {
         let Some(at) = time(d.at) else { continue };
-        let lists = |model: u32| {
-            names.models.get(model).is_some_and(|m| d.models.binary_search_by(|x| (**x).cmp(m)).is_ok())
-        };
+        let lists =
+            |model: u32| names.models.get(model).is_some_and(|m| d.models.binary_search_by(|x| (**x).cmp(m)).is_ok());
         // (issued_at, stopped_at, sn, terminal) of the terminals of its models.
         let mut members: Vec<(i64, Option<i64>, &str, &projections::Terminal)> = fleet
             .iter()
@@ -283,8 +282,10 @@ fn directives(fleet: &Fleet, findings: &[projections::Finding]) -> Vec<Directive
             .collect();
         members.sort_by(|a, b| a.2.cmp(b.2));
         let running_at = |instant: i64| {
-            members.iter().filter(|(issued, stopped, ..)| *issued <= instant && stopped.is_none_or(|s| s > instant)).count()
-                as u64
+            members
+                .iter()
+                .filter(|(issued, stopped, ..)| *issued <= instant && stopped.is_none_or(|s| s > instant))
+                .count() as u64
         };
         let check_at = d.deadline.map_or(end_us, |dl| dl.min(end_us));
         let first_day = at.date_naive();
@@ -347,11 +348,7 @@ fn days_text(us: i64) -> String {
 }
 
 /// Folds `source` once up to the cut and gathers the report.
-pub fn gather(
-    source: &Source,
-    options: &ReportOptions,
-    progress: &mut dyn FnMut(u64),
-) -> Result<ReportData, Error> {
+pub fn gather(source: &Source, options: &ReportOptions, progress: &mut dyn FnMut(u64)) -> Result<ReportData, Error> {
     if source.head.size == 0 {
         return Err(ReportError::Empty.into());
     }

@@ -71,8 +71,14 @@ footer { margin-top: 40px; font-size: 12px; color: #555; }
 "#;
 
 /// Heat-map backgrounds, light to dark (Okabe–Ito blue), and the text colour on each.
-const HEAT: [(&str, &str); 6] =
-    [("#ffffff", "#1a1a1a"), ("#e3eef7", "#1a1a1a"), ("#bcd7ec", "#1a1a1a"), ("#7fb3da", "#1a1a1a"), ("#3d8cc4", "#ffffff"), ("#0072B2", "#ffffff")];
+const HEAT: [(&str, &str); 6] = [
+    ("#ffffff", "#1a1a1a"),
+    ("#e3eef7", "#1a1a1a"),
+    ("#bcd7ec", "#1a1a1a"),
+    ("#7fb3da", "#1a1a1a"),
+    ("#3d8cc4", "#ffffff"),
+    ("#0072B2", "#ffffff"),
+];
 
 fn heat(count: u64, max: u64) -> (&'static str, &'static str) {
     if count == 0 || max == 0 {
@@ -144,14 +150,17 @@ fn header(page: &mut Page, d: &ReportData) {
     row("fleet digest", &d.digest);
     row("terminals", &thousands(d.total.total));
     row("events rejected by the rules", &thousands(d.illegal));
-    let made = if d.generated_given { "(--generated-at)" } else { "(the last record folded: the report is a function of the log)" };
+    let made = if d.generated_given {
+        "(--generated-at)"
+    } else {
+        "(the last record folded: the report is a function of the log)"
+    };
     row("made", &format!("{} {made}", rfc3339(&d.generated_at)));
     page.push("</dl></header>");
 }
 
 fn labels(months: &[Month]) -> Vec<String> {
-    let n = months.len();
-    months.iter().enumerate().map(|(i, m)| if i + 1 == n { format!("{} (cut)", m.label) } else { m.label.clone() }).collect()
+    months.iter().map(|m| m.label.clone()).collect()
 }
 
 fn fleet_section(page: &mut Page, d: &ReportData) {
@@ -160,7 +169,7 @@ fn fleet_section(page: &mut Page, d: &ReportData) {
     page.section(
         "fleet",
         "Fleet over time",
-        "Terminals by lifecycle status at the end of each month (the last point is the cut), with those whose contract is expired and those with an open flag, whatever their status. Each point is replay fleet --as-of the time in the table.",
+        "Terminals by lifecycle status at the end of each month (the last point is the cut, in its month), with those whose contract is expired and those with an open flag, whatever their status. Each point is replay fleet --as-of the time in the table.",
     );
     let chart = Chart {
         id: "chart-fleet",
@@ -175,7 +184,8 @@ fn fleet_section(page: &mut Page, d: &ReportData) {
             Series::counts("replaced", colour::PURPLE, ms.iter().map(|m| m.counts.replaced)),
         ],
         lines: vec![
-            Series::counts("contract expired", colour::BLACK, ms.iter().map(|m| m.counts.contract_expired)).dashed(Dash::Dashed),
+            Series::counts("contract expired", colour::BLACK, ms.iter().map(|m| m.counts.contract_expired))
+                .dashed(Dash::Dashed),
             Series::counts("flagged", colour::ORANGE, ms.iter().map(|m| m.counts.flagged)).dashed(Dash::Dotted),
         ],
         marker: None,
@@ -185,7 +195,23 @@ fn fleet_section(page: &mut Page, d: &ReportData) {
     page.push("<details><summary>The numbers, per month</summary>");
     page.table_head(
         "data-months",
-        &["month", "as of (replay fleet --as-of)", "records", "terminals", "issued", "active", "stopped", "replaced", "contract expired", "flagged", "dormant", "newly issued", "activations", "flow (yuan)", "stops"],
+        &[
+            "month",
+            "as of (replay fleet --as-of)",
+            "records",
+            "terminals",
+            "issued",
+            "active",
+            "stopped",
+            "replaced",
+            "contract expired",
+            "flagged",
+            "dormant",
+            "newly issued",
+            "activations",
+            "flow (yuan)",
+            "stops",
+        ],
     );
     for m in ms {
         let c = &m.counts;
@@ -212,7 +238,22 @@ fn fleet_section(page: &mut Page, d: &ReportData) {
                 .collect::<String>()
         );
         let mut values = vec![rfc3339(&m.cut)];
-        values.extend([m.position, c.total, c.issued, c.active, c.stopped, c.replaced, c.contract_expired, c.flagged, m.dormant, m.issued, m.activations].map(thousands));
+        values.extend(
+            [
+                m.position,
+                c.total,
+                c.issued,
+                c.active,
+                c.stopped,
+                c.replaced,
+                c.contract_expired,
+                c.flagged,
+                m.dormant,
+                m.issued,
+                m.activations,
+            ]
+            .map(thousands),
+        );
         values.push(yuan(m.flow_fen));
         values.push(thousands(m.stops.iter().sum()));
         page.cells(&m.label, &values);
@@ -425,8 +466,12 @@ fn findings_section(page: &mut Page, d: &ReportData, options: &ReportOptions) {
         "Audit findings by rule and provider",
         "The findings of replay audit --as-of the cut, counted by rule and by the provider of the terminal they name (\"-\": a finding about the directives stream). Darker cells hold more findings.",
     );
-    let providers: std::collections::BTreeSet<&str> =
-        d.findings.values().flat_map(|m| m.keys().map(String::as_str)).chain(d.by_provider.iter().map(|(p, _)| p.as_str())).collect();
+    let providers: std::collections::BTreeSet<&str> = d
+        .findings
+        .values()
+        .flat_map(|m| m.keys().map(String::as_str))
+        .chain(d.by_provider.iter().map(|(p, _)| p.as_str()))
+        .collect();
     let max = d.findings.values().flat_map(|m| m.values().copied()).max().unwrap_or(0);
     let _ = write!(page.s, r#"<table id="findings-heatmap"><thead><tr><th class="name">rule</th>"#);
     for p in &providers {
@@ -436,7 +481,12 @@ fn findings_section(page: &mut Page, d: &ReportData, options: &ReportOptions) {
     for rule in Rule::ALL {
         let by = d.findings.get(&rule);
         let total: u64 = by.map(|m| m.values().sum()).unwrap_or(0);
-        let _ = write!(page.s, r#"<tr data-rule="{}" data-count="{total}"><td class="name">{}</td>"#, rule.as_str(), rule.as_str());
+        let _ = write!(
+            page.s,
+            r#"<tr data-rule="{}" data-count="{total}"><td class="name">{}</td>"#,
+            rule.as_str(),
+            rule.as_str()
+        );
         for p in &providers {
             let n = by.and_then(|m| m.get(*p)).copied().unwrap_or(0);
             let (bg, fg) = heat(n, max);
@@ -459,8 +509,12 @@ fn findings_section(page: &mut Page, d: &ReportData, options: &ReportOptions) {
 }
 
 fn counts_table(page: &mut Page, id: &str, first: &str, rows: &Rows) {
-    page.table_head(id, &[first, "terminals", "issued", "active", "stopped", "replaced", "flagged", "contract expired"]);
-    let values = |c: &Counts| [c.total, c.issued, c.active, c.stopped, c.replaced, c.flagged, c.contract_expired].map(thousands);
+    page.table_head(
+        id,
+        &[first, "terminals", "issued", "active", "stopped", "replaced", "flagged", "contract expired"],
+    );
+    let values =
+        |c: &Counts| [c.total, c.issued, c.active, c.stopped, c.replaced, c.flagged, c.contract_expired].map(thousands);
     for (name, c) in rows {
         let _ = write!(page.s, r#"<tr data-name="{}" data-devices="{}">"#, esc(name), c.total);
         page.cells(name, &values(c));
@@ -470,10 +524,19 @@ fn counts_table(page: &mut Page, id: &str, first: &str, rows: &Rows) {
 }
 
 fn tables_section(page: &mut Page, d: &ReportData, options: &ReportOptions) {
-    page.section("tables", "The fleet at the cut", "Terminals by provider, by model and by region at the cut (replay fleet --as-of the cut).");
+    page.section(
+        "tables",
+        "The fleet at the cut",
+        "Terminals by provider, by model and by region at the cut (replay fleet --as-of the cut).",
+    );
     page.push("<h3>By provider</h3>");
     counts_table(page, "table-providers", "provider", &d.by_provider);
-    let _ = write!(page.s, "<h3>By model: the {} largest of {}</h3>", options.top_models.min(d.models), thousands(d.models as u64));
+    let _ = write!(
+        page.s,
+        "<h3>By model: the {} largest of {}</h3>",
+        options.top_models.min(d.models),
+        thousands(d.models as u64)
+    );
     counts_table(page, "table-models", "model", &d.by_model);
     page.push("<h3>By region</h3>");
     counts_table(page, "table-regions", "region", &d.by_region);
@@ -483,9 +546,12 @@ fn tables_section(page: &mut Page, d: &ReportData, options: &ReportOptions) {
 /// The whole page.
 pub fn render(d: &ReportData, options: &ReportOptions) -> String {
     let mut page = Page { s: String::with_capacity(1 << 18) };
-    page.push("<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\"><head><meta charset=\"utf-8\"/>");
+    page.push(
+        "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\"><head><meta charset=\"utf-8\"/>",
+    );
     page.push(r#"<meta name="viewport" content="width=device-width, initial-scale=1"/>"#);
-    let _ = write!(page.s, "<title>Audit report: ledger {}</title><style>{STYLE}</style></head><body>", esc(&d.ledger_id));
+    let _ =
+        write!(page.s, "<title>Audit report: ledger {}</title><style>{STYLE}</style></head><body>", esc(&d.ledger_id));
     header(&mut page, d);
     fleet_section(&mut page, d);
     flow_section(&mut page, d);

@@ -51,7 +51,12 @@ pub struct Series {
 impl Series {
     /// A series of counts.
     pub fn counts(name: &str, colour: &'static str, values: impl IntoIterator<Item = u64>) -> Series {
-        Series { name: name.to_owned(), colour, values: values.into_iter().map(|v| v as f64).collect(), dash: Dash::Solid }
+        Series {
+            name: name.to_owned(),
+            colour,
+            values: values.into_iter().map(|v| v as f64).collect(),
+            dash: Dash::Solid,
+        }
     }
 
     /// The same, drawn as a line with `dash`.
@@ -109,12 +114,22 @@ fn nice_ceiling(v: f64) -> f64 {
         .unwrap_or(step * 10.0)
 }
 
-/// A count with thousands separators (axis labels).
+/// A count for an axis: with thousands separators below a million, then in millions or billions.
 pub fn axis_count(v: f64) -> String {
     if v.fract() != 0.0 && v < 10.0 {
         return format!("{v:.1}");
     }
-    crate::text::thousands(v.round().max(0.0) as u64)
+    let trim = |x: f64| {
+        let t = format!("{x:.1}");
+        t.strip_suffix(".0").map(str::to_owned).unwrap_or(t)
+    };
+    if v >= 1e9 {
+        format!("{} bn", trim(v / 1e9))
+    } else if v >= 1e6 {
+        format!("{} M", trim(v / 1e6))
+    } else {
+        crate::text::thousands(v.round().max(0.0) as u64)
+    }
 }
 
 /// A percentage (axis labels).
@@ -225,13 +240,10 @@ impl Chart<'_> {
             TOP + plot_h,
             TOP + plot_h
         );
-        // x labels: at most one per 64 px.
+        // x labels: at most one per 64 px, counted back from the last (the cut), which is always shown.
         let every = ((64.0 / slot).ceil() as usize).max(1);
         for (i, label) in self.x_labels.iter().enumerate() {
-            if i % every == 0 || i + 1 == n {
-                if i + 1 == n && i % every != 0 && i % every < every.div_ceil(2) {
-                    continue;
-                }
+            if (n - 1 - i).is_multiple_of(every) {
                 let _ = write!(
                     s,
                     r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="tick">{}</text>"#,
@@ -271,7 +283,8 @@ impl Chart<'_> {
                     series.colour
                 );
             } else {
-                let _ = write!(s, r#"<rect x="{:.1}" y="13" width="14" height="14" fill="{}"/>"#, lx + 4.0, series.colour);
+                let _ =
+                    write!(s, r#"<rect x="{:.1}" y="13" width="14" height="14" fill="{}"/>"#, lx + 4.0, series.colour);
             }
             let _ = write!(s, r#"<text x="{:.1}" y="25" class="legend">{}</text>"#, lx + 28.0, esc(&series.name));
             lx += 40.0 + 7.5 * series.name.chars().count() as f64;
@@ -292,6 +305,9 @@ mod tests {
         assert_eq!(nice_ceiling(10.0), 10.0);
         assert_eq!(nice_ceiling(11.0), 12.0);
         assert_eq!(nice_ceiling(105_980.0), 120_000.0);
+        assert_eq!(axis_count(1_200_000_000.0), "1.2 bn");
+        assert_eq!(axis_count(40_000_000.0), "40 M");
+        assert_eq!(axis_count(96_000.0), "96,000");
         assert!((nice_ceiling(0.33) - 0.4).abs() < 1e-9);
     }
 }
