@@ -558,9 +558,9 @@ pub fn render(d: &ReportData, options: &ReportOptions) -> String {
     directive_section(&mut page, d, options);
     findings_section(&mut page, d, options);
     tables_section(&mut page, d, options);
-    let _ = write!(
+    let _ = writeln!(
         page.s,
-        "<footer>Made by replay {} (posledger). Self-contained: no script, nothing fetched; the same log and options give the same bytes. docs/REPORT.md says what each chart shows.</footer></body></html>\n",
+        "<footer>Made by replay {} (posledger). Self-contained: no script, nothing fetched; the same log and options give the same bytes. docs/REPORT.md says what each chart shows.</footer></body></html>",
         env!("CARGO_PKG_VERSION")
     );
     page.s
