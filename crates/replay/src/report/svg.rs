@@ -104,7 +104,7 @@ fn nice_ceiling(v: f64) -> f64 {
     while step * 10.0 <= v {
         step *= 10.0;
     }
-    while step > v * 10.0 {
+    while step > v {
         step /= 10.0;
     }
     [10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0]
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn nice_ceilings() {
         assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(7.0), 10.0);
+        assert_eq!(nice_ceiling(7.0), 8.0);
         assert_eq!(nice_ceiling(10.0), 10.0);
         assert_eq!(nice_ceiling(11.0), 12.0);
         assert_eq!(nice_ceiling(105_980.0), 120_000.0);
