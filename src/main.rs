@@ -807,6 +807,25 @@ fn demo(args: DemoArgs) -> Outcome {
         thousands(report.flags_cleared)
     ))?;
     out.line("")?;
+    let report_started = Instant::now();
+    let report_path = args.dir.join(ops::DEMO_REPORT);
+    let report_progress = bar(bundle_source.head.size, "{spinner} writing the report [{bar:30}] {pos}/{len}");
+    let options = replay::report::ReportOptions {
+        source_arg: bundle.display().to_string(),
+        ..replay::report::ReportOptions::default()
+    };
+    let html = replay::report::report(&bundle_source, &options, &mut |n| report_progress.set_position(n))
+        .map_err(|e| Failure::Data(e.to_string()))?;
+    report_progress.finish_and_clear();
+    let mut file = replay::output::Output::create(&report_path).map_err(|e| Failure::Usage(e.to_string()))?;
+    std::io::Write::write_all(&mut file, html.as_bytes()).map_err(|e| Failure::Usage(e.to_string()))?;
+    file.commit().map_err(|e| Failure::Usage(e.to_string()))?;
+    out.line(format!(
+        "audit report (charts, one self-contained HTML file; replay report writes it): {} ({:.1} s)",
+        report_path.display(),
+        report_started.elapsed().as_secs_f64()
+    ))?;
+    out.line("")?;
     let b = bundle.display();
     out.line("dig further with replay, the regulators' read-only tool")?;
     out.line("(run it as `cargo run --release -p posledger-replay -- <command>` or target/release/replay):")?;
@@ -818,6 +837,7 @@ fn demo(args: DemoArgs) -> Outcome {
     ))?;
     out.line(format!("  replay fleet {b}"))?;
     out.line(format!("  replay audit {b}"))?;
+    out.line(format!("  replay report {b} --out report.html"))?;
     let samples = [
         (&report.samples.recalled_and_replaced, "stopped by the directive, then replaced"),
         (&report.samples.missed_directive, "a recalled model issued after the directive"),

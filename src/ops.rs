@@ -291,16 +291,28 @@ pub const DEMO_MARKER: &str = ".posledger-demo";
 
 /// The demo's log key (private, mode 0600) in its folder.
 pub const DEMO_KEY: &str = "demo-log.key";
+/// The demo's audit report (`replay report` of its bundle), in the demo folder.
+pub const DEMO_REPORT: &str = "report.html";
 /// The demo's verifier key file.
 pub const DEMO_VKEY: &str = "demo-log.key.vkey";
 
 /// What the demo makes in its folder (besides [`DEMO_MARKER`]): the ledger's files, its key and
-/// checkpoints, and the bundle.
+/// checkpoints, the bundle and its audit report.
 fn made_by_the_demo(name: &str) -> bool {
     matches!(
         name,
-        "segments" | "index" | "HEAD" | "HEAD.tmp" | "LOCK" | "bundle.plb" | "checkpoints" | DEMO_KEY | DEMO_VKEY
-    ) || (name.starts_with(".bundle.plb.tmp-"))
+        "segments"
+            | "index"
+            | "HEAD"
+            | "HEAD.tmp"
+            | "LOCK"
+            | "bundle.plb"
+            | "checkpoints"
+            | DEMO_KEY
+            | DEMO_VKEY
+            | DEMO_REPORT
+    ) || name.starts_with(".bundle.plb.tmp-")
+        || name.starts_with(".report.html.tmp-")
 }
 
 /// Makes `dir` a fresh folder for the demo and returns it locked (the ledger lock, which the demo's

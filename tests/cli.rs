@@ -368,6 +368,10 @@ fn demo_runs_twice_and_refuses_a_foreign_folder() {
         }
         let bundle = demo.join("bundle.plb");
         assert_eq!(Source::open(&bundle).unwrap().head, Source::open(&demo).unwrap().head);
+        // The audit report, written into the demo folder, and its path printed.
+        let report = demo.join("report.html");
+        assert!(out.contains(&report.display().to_string()), "demo output lacks the report's path:\n{out}");
+        assert!(std::fs::read_to_string(&report).unwrap().contains(r#"id="chart-fleet""#));
     }
     let foreign = dir.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();

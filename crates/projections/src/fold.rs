@@ -243,6 +243,17 @@ impl<'a> Sequential<'a> {
         Sequential { fleet, group: Vec::new(), filter }
     }
 
+    /// The fleet as folded so far: the state after every record pushed when [`Sequential::at_commit`]
+    /// holds; otherwise the records of the open append are pushed but not yet folded.
+    pub fn fleet(&self) -> &Fleet {
+        self.fleet
+    }
+
+    /// Whether every record pushed has been folded (the last one carried the commit marker).
+    pub fn at_commit(&self) -> bool {
+        self.group.is_empty()
+    }
+
     /// Takes the next record (which must be at the fleet's position).
     pub fn push(&mut self, record: Record, hook: Option<Hook<'_>>) {
         assert_eq!(record.position, self.fleet.position, "records are folded densely, in position order");

@@ -2,7 +2,8 @@
 //!
 //! Folds records, in position order, into the fleet read model ([`Fleet`]: one compact state per
 //! terminal, directives, summary), rebuilt in parallel ([`rebuild()`]), as of a position or a time
-//! ([`Cut`]), saved as checkpoints and caught up from them ([`checkpoint`]), compared with one line
+//! ([`Cut`]), streamed past chosen times in one pass ([`stream`]), saved as checkpoints and caught up
+//! from them ([`checkpoint`]), compared with one line
 //! ([`digest`]), and audited ([`audit`]); plus one terminal's history ([`history()`]).
 //!
 //! ## Invariants, written as absences
@@ -30,6 +31,7 @@ mod fold;
 pub mod history;
 pub mod intern;
 pub mod rebuild;
+pub mod stream;
 pub mod testing;
 
 pub use audit::{AuditConfig, Finding, Rule};

@@ -35,9 +35,9 @@ pub fn parse_rules(names: &[String]) -> Result<Vec<Rule>, Error> {
         .collect()
 }
 
-/// Every finding of the whole log, sorted by position; only those of `rules` when it is not empty.
-pub fn audit(source: &Source, rules: &[Rule], config: AuditConfig) -> Result<Vec<FindingView>, Error> {
-    let findings = projections::audit(source, Cut::Head, config, &Options::default())?;
+/// Every finding of the log up to `cut`, sorted by position; only those of `rules` when it is not empty.
+pub fn audit(source: &Source, cut: Cut, rules: &[Rule], config: AuditConfig) -> Result<Vec<FindingView>, Error> {
+    let findings = projections::audit(source, cut, config, &Options::default())?;
     Ok(findings
         .into_iter()
         .filter(|f| rules.is_empty() || rules.contains(&f.rule))

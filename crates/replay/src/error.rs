@@ -58,6 +58,9 @@ pub enum Error {
     /// A signed checkpoint that does not verify (exit 1).
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::BadCheckpoint),
+    /// A report could not be made.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     /// Writing the output failed.
     #[error("{}: {source}", path.display())]
     Output {
@@ -99,7 +102,7 @@ impl Error {
             Error::Rebuild(RebuildError::Read(e)) => read_class(e),
             Error::Rebuild(RebuildError::PastEnd { .. }) => Class::Usage,
             Error::Rebuild(_) => Class::Io,
-            Error::Usage(_) | Error::NotASource(_) => Class::Usage,
+            Error::Usage(_) | Error::NotASource(_) | Error::Report(_) => Class::Usage,
             Error::Output { .. } => Class::Io,
             Error::Out(e) if e.is_refusal() => Class::Usage,
             Error::Out(_) => Class::Io,

@@ -2,9 +2,10 @@
 //!
 //! The library behind the `replay` binary: [`verify`] (every CRC, decode, dense positions and stream
 //! versions, commit markers, header chain, Merkle roots), [`fleet`], [`device`] and [`audit`] (read
-//! models folded by `projections`), [`export`] (NDJSON in the docs/NDJSON.md schema, or CSV), and
-//! [`prove`] (inclusion and consistency proofs). SOURCE is a ledger folder or a bundle file, opened
-//! with [`log::Source::open`].
+//! models folded by `projections`), [`export`] (NDJSON in the docs/NDJSON.md schema, or CSV),
+//! [`prove`] (inclusion and consistency proofs) and [`report`] (the audit report: one self-contained
+//! HTML file with charts). SOURCE is a ledger folder or a bundle file, opened with
+//! [`log::Source::open`].
 //!
 //! ## Invariants, written as absences
 //! - replay has no write path: it never opens a file of the source for writing, never creates, renames
@@ -28,6 +29,7 @@ pub mod error;
 pub mod export;
 pub mod fleet;
 pub mod prove;
+pub mod report;
 pub mod verify;
 
 // The interchange formats live below both CLIs; re-exported so `replay::ndjson` keeps its path.

@@ -129,7 +129,7 @@ Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the
         #[arg(long, value_enum, default_value = "table")]
         format: DeviceFormat,
     },
-    /// Audit findings: the regulations' rules applied to the whole log.
+    /// Audit findings: the regulations' rules applied to the whole log, or to the log as of a time.
     ///
     /// Flow after stop or replacement or on an expired contract, activation without 100 yuan of flow,
     /// directives not enforced, flags open too long, replacement mismatches, dormant terminals, illegal
@@ -159,6 +159,49 @@ event_before_issue, repeated_expiry."
         /// dormant: issued more than this many days before the end of the log and never activated.
         #[arg(long, value_name = "DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36_500))]
         dormant_days: u32,
+        /// Audit the log as of this time (every record recorded at or before it; RFC 3339).
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        as_of: Option<DateTime<Utc>>,
+    },
+    /// The audit report: one self-contained HTML file with charts (no script, nothing fetched).
+    ///
+    /// The fleet by status at each month's end, activations, flow, dormant share, stops by reason, each
+    /// directive's effect day by day, findings by rule and provider, tables by provider, model and
+    /// region. Every number is one that `replay fleet --as-of` or `replay audit --as-of` gives for the
+    /// same cut. The same log and options give the same bytes: the time it says it was made is the
+    /// last record's recorded_at unless --generated-at is given.
+    #[command(
+        after_help = "Examples:\n  replay report fleet.bundle --out report.html\n  replay report ledger-dir --as-of 2026-07-01T00:00:00Z --out report-h1.html\n  replay report fleet.bundle --out report.html --checkpoint head.checkpoint --key log.key.vkey\n\n\
+--out is written atomically (never inside SOURCE). docs/REPORT.md says what each chart shows."
+    )]
+    Report {
+        /// Ledger folder or bundle file.
+        source: PathBuf,
+        /// The HTML file to write (`-` for standard output). Replaced atomically; a path inside SOURCE,
+        /// SOURCE itself or a symbolic link is refused.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Report the log as of this time (every record recorded at or before it; RFC 3339).
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        as_of: Option<DateTime<Utc>>,
+        /// The time the report says it was made (default: the last recorded_at folded, so that the
+        /// report depends on the log only).
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        generated_at: Option<DateTime<Utc>>,
+        /// Models listed by name in the table by model (the rest are summed in one row).
+        #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        top_models: u16,
+        /// Example terminals listed per audit rule, each with its `replay device` command.
+        #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(0..=1000))]
+        examples: u16,
+        /// flag_open_too_long: a flag open longer than this many days is a finding.
+        #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        flag_open_days: u32,
+        /// dormant: issued more than this many days before the cut and never activated.
+        #[arg(long, value_name = "DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        dormant_days: u32,
+        #[command(flatten)]
+        signed: SignedArgs,
     },
     /// Every record, one line each in position order: NDJSON in the append schema, or CSV.
     #[command(
@@ -532,11 +575,13 @@ fn audit(
     rules: &[String],
     fail_on_findings: bool,
     config: AuditConfig,
+    as_of: Option<DateTime<Utc>>,
 ) -> Result<Verdict, Error> {
     let rules = replay::audit::parse_rules(rules)?;
     let source = open(source)?;
     let spin = spinner("auditing");
-    let findings = replay::audit::audit(&source, &rules, config);
+    let cut = as_of.map_or(Cut::Head, Cut::Time);
+    let findings = replay::audit::audit(&source, cut, &rules, config);
     spin.finish_and_clear();
     let findings = findings?;
     let mut out = stdout();
@@ -550,6 +595,83 @@ fn audit(
         eprintln!("replay: {} (--fail-on-findings)", count(findings.len() as u64, "finding", "findings"));
         return Ok(Verdict::DataFailed);
     }
+    Ok(Verdict::Ok)
+}
+
+fn audit_config(flag_open_days: u32, dormant_days: u32) -> AuditConfig {
+    AuditConfig {
+        flag_open_limit: Duration::from_secs(u64::from(flag_open_days) * 86_400),
+        dormant_after: Duration::from_secs(u64::from(dormant_days) * 86_400),
+    }
+}
+
+/// The header lines of the signed checkpoints the report's source extends; a checkpoint it does not
+/// extend fails the command (exit 1), as `replay verify --checkpoint` does.
+fn report_checkpoints(source: &Source, args: &SignedArgs) -> Result<Result<Vec<String>, String>, Error> {
+    use replay::checkpoint::Standing;
+    let Some((log_key, witnesses, min)) = signed_keys(args)? else { return Ok(Ok(Vec::new())) };
+    let mut notes: Vec<(String, Vec<u8>)> = Vec::new();
+    for path in &args.checkpoints {
+        notes.push((path.display().to_string(), read_note(path)?));
+    }
+    let bar = bar(source.head.size, "checkpoints");
+    let checked =
+        replay::checkpoint::check_all(source, &notes, &log_key, &witnesses, min, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let mut lines = Vec::new();
+    for c in checked? {
+        let cp = &c.verified.checkpoint;
+        if c.standing != Standing::Extends {
+            return Ok(Err(format!(
+                "checkpoint {} ({}): the source does not extend it (replay verify --checkpoint says how); no report written",
+                c.name,
+                count(cp.size, "record", "records")
+            )));
+        }
+        let by: Vec<String> = c.verified.witnesses.iter().map(|(n, t)| format!("{n} at {t}")).collect();
+        lines.push(format!(
+            "{}: origin {}, {}, root {}{}; the source extends it",
+            c.name,
+            cp.origin,
+            count(cp.size, "record", "records"),
+            hex(&cp.root),
+            if by.is_empty() { String::new() } else { format!(", cosigned by {}", by.join(", ")) }
+        ));
+    }
+    Ok(Ok(lines))
+}
+
+fn report(
+    source_path: &Path,
+    out_path: &Path,
+    mut options: replay::report::ReportOptions,
+    signed: &SignedArgs,
+) -> Result<Verdict, Error> {
+    let to_stdout = out_path == Path::new("-");
+    if !to_stdout {
+        output::check_source(source_path, out_path)?;
+    }
+    let source = open(source_path)?;
+    options.checkpoints = match report_checkpoints(&source, signed)? {
+        Ok(lines) => lines,
+        Err(why) => {
+            eprintln!("replay: {why}");
+            return Ok(Verdict::DataFailed);
+        }
+    };
+    let bar = bar(source.head.size, "report");
+    let html = replay::report::report(&source, &options, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let html = html?;
+    if to_stdout {
+        let mut out = stdout();
+        out.write_all(html.as_bytes()).map_err(output("-"))?;
+        return finish(out).map(|()| Verdict::Ok);
+    }
+    let mut out = output::Output::create(out_path)?;
+    out.write_all(html.as_bytes()).map_err(output(out_path))?;
+    out.commit()?;
+    eprintln!("replay: wrote the report ({} bytes) to {}", thousands(html.len() as u64), out_path.display());
     Ok(Verdict::Ok)
 }
 
@@ -749,12 +871,30 @@ fn main() -> ExitCode {
         Command::Verify { source, json, signed } => verify(&source, json, &signed),
         Command::Fleet { source, as_of, position, format } => fleet(&source, as_of, position, format),
         Command::Device { source, sn, format } => device(&source, &sn, format),
-        Command::Audit { source, format, rules, fail_on_findings, flag_open_days, dormant_days } => {
-            let config = AuditConfig {
-                flag_open_limit: std::time::Duration::from_secs(u64::from(flag_open_days) * 86_400),
-                dormant_after: std::time::Duration::from_secs(u64::from(dormant_days) * 86_400),
+        Command::Audit { source, format, rules, fail_on_findings, flag_open_days, dormant_days, as_of } => {
+            audit(&source, format, &rules, fail_on_findings, audit_config(flag_open_days, dormant_days), as_of)
+        }
+        Command::Report {
+            source,
+            out,
+            as_of,
+            generated_at,
+            top_models,
+            examples,
+            flag_open_days,
+            dormant_days,
+            signed,
+        } => {
+            let options = replay::report::ReportOptions {
+                as_of,
+                generated_at,
+                audit: audit_config(flag_open_days, dormant_days),
+                top_models: usize::from(top_models),
+                examples: usize::from(examples),
+                checkpoints: Vec::new(),
+                source_arg: source.display().to_string(),
             };
-            audit(&source, format, &rules, fail_on_findings, config)
+            report(&source, &out, options, &signed)
         }
         Command::Export { source, format, out } => export(&source, format, &out),
         Command::Prove { source, position, size } => prove(&source, position, size),
