@@ -6,6 +6,7 @@
 //! - [`ledger`]: the append-only, tamper-evident log (append, read, prove).
 //! - [`projections`]: read models folded from the log (fleet state, audit findings).
 //! - [`replay`]: the regulators' read-only tool.
+//! - [`tiles`]: the log published as C2SP tlog-tiles (crate `posledger-tiles`).
 //! - [`sim`]: the deterministic fleet simulator (crate `posledger-sim`: the demo's data, benches, tests).
 //! - [`fleet`]: the operator CLI's interim fleet summary.
 //! - [`ops`]: the operator CLI's operations (NDJSON input, bundle export, demo folder).
@@ -25,4 +26,5 @@ pub use ledger;
 pub use projections;
 pub use replay;
 pub use sim;
+pub use tiles;
 pub use tlog;

@@ -77,6 +77,15 @@ enum Command {
         after_help = "Example:\n  posledger checkpoint --dir ledger --key log.key\n  posledger checkpoint --dir ledger --key log.key --witness http://127.0.0.1:7380 --witness-key w1.vkey\n\nThe head must extend the last checkpoint this ledger signed (same origin, the same root at its\nsize, a consistency proof from there): a cut or rewritten log is refused (exit 1) and nothing is signed.\nEach --witness URL is paired, in order, with a --witness-key; cosignatures that verify are kept in\nDIR/checkpoints/<size>.cosigned. A witness that refuses or cannot be reached: exit 1 (the signed\ncheckpoint is kept)."
     )]
     Checkpoint(CheckpointArgs),
+    /// Publish the log as C2SP tlog-tiles in a folder any static web server can serve.
+    #[command(
+        after_help = "Example:\n  posledger checkpoint --dir ledger --key log.key\n  posledger publish --dir ledger --out /srv/www/posledger\n  (cd /srv/www/posledger && python3 -m http.server 8080)\n  replay verify-tiles http://127.0.0.1:8080 --key log.key.vkey\n\n\
+Publishes up to the ledger's latest signed checkpoint (its .cosigned file when witnesses cosigned it),\n\
+or --checkpoint FILE. Incremental: writes only the tiles and entry bundles that are new, never rewrites\n\
+one, and replaces OUT/checkpoint last, after every tile is durable. OUT must be empty, missing, or an\n\
+earlier publication of the same log (docs/TILES.md)."
+    )]
+    Publish(PublishArgs),
 }
 
 #[derive(Subcommand)]
@@ -116,6 +125,19 @@ struct CheckpointArgs {
     /// A witness's verifier key, a file or the vkey text (repeatable).
     #[arg(long = "witness-key")]
     witness_keys: Vec<String>,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// Ledger folder (read only).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The publication folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// The signed checkpoint to publish (default: the ledger's latest).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -509,6 +531,56 @@ fn key_generate(args: KeyGenerateArgs) -> Outcome {
     out.flush()
 }
 
+fn publish(args: PublishArgs) -> Outcome {
+    use posledger::tiles::PublishError;
+    check_dir(&args.dir)?;
+    let source = posledger::ledger::Source::open(&args.dir).map_err(|e| Failure::Data(e.to_string()))?;
+    let note = match &args.checkpoint {
+        Some(path) => posledger::tlog::note::read_note_file(path).map_err(|e| usage(format!("{}: {e}", path.display())))?,
+        None => match source.checkpoints().map_err(|e| Failure::Data(e.to_string()))?.pop() {
+            Some(carried) => carried.note,
+            None => {
+                return Err(Failure::Usage(format!(
+                    "{}: the ledger has no signed checkpoint to publish: sign one with `posledger checkpoint --dir {} --key KEY`",
+                    args.dir.display(),
+                    args.dir.display()
+                )))
+            }
+        },
+    };
+    let started = std::time::Instant::now();
+    let bar = bar(source.head.size, "{spinner} publishing [{bar:30}] {pos}/{len} records");
+    let result = posledger::tiles::publish(&source, &note, &args.out, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let done = result.map_err(|e| match e {
+        PublishError::Io { .. }
+        | PublishError::NotALayout { .. }
+        | PublishError::Ahead { .. }
+        | PublishError::PastEnd { .. } => usage(e),
+        other => Failure::Data(other.to_string()),
+    })?;
+    let mut out = Out::new();
+    if done.old_size == done.size {
+        out.line(format!("{}: already publishes {} records; nothing to do", args.out.display(), thousands(done.size)))?;
+    } else {
+        out.line(format!(
+            "published {} records ({} new) to {}: {} files, {} bytes{} ({:.1} s)",
+            thousands(done.size),
+            thousands(done.size - done.old_size),
+            args.out.display(),
+            thousands(done.files),
+            thousands(done.bytes),
+            if done.kept > 0 {
+                format!(", {} kept from an interrupted run", thousands(done.kept))
+            } else {
+                String::new()
+            },
+            started.elapsed().as_secs_f64()
+        ))?;
+    }
+    out.flush()
+}
+
 fn checkpoint(args: CheckpointArgs) -> Outcome {
     use posledger::checkpoints::{self, CheckpointStoreError};
     use posledger::tlog::keyfile;
@@ -868,6 +940,7 @@ fn main() -> ExitCode {
         Command::Reanchor(args) => reanchor(args),
         Command::Key(KeyCommand::Generate(args)) => key_generate(args),
         Command::Checkpoint(args) => checkpoint(args),
+        Command::Publish(args) => publish(args),
     };
     match result {
         Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,

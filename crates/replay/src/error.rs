@@ -61,6 +61,9 @@ pub enum Error {
     /// A report could not be made.
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
+    /// A published log (tlog-tiles) failed to verify, or could not be read.
+    #[error(transparent)]
+    Tiles(#[from] tiles::VerifyError),
     /// Writing the output failed.
     #[error("{}: {source}", path.display())]
     Output {
@@ -91,6 +94,18 @@ fn read_class(e: &ReadError) -> Class {
     }
 }
 
+fn tiles_class(e: &tiles::VerifyError) -> Class {
+    use tiles::{FetchError, TileError, VerifyError};
+    match e {
+        VerifyError::Fetch(FetchError::Io { .. } | FetchError::Status { .. })
+        | VerifyError::Tile(TileError::Fetch(FetchError::Io { .. } | FetchError::Status { .. }))
+        | VerifyError::Threads { .. }
+        | VerifyError::Consumer(_) => Class::Io,
+        VerifyError::Checkpoint { source: tlog::CheckpointError::KeyType(_), .. } => Class::Usage,
+        _ => Class::Data,
+    }
+}
+
 impl Error {
     /// The class of failure, for the exit code.
     pub fn class(&self) -> Class {
@@ -104,6 +119,7 @@ impl Error {
             Error::Rebuild(_) => Class::Io,
             Error::Usage(_) | Error::NotASource(_) | Error::Report(_) => Class::Usage,
             Error::Output { .. } => Class::Io,
+            Error::Tiles(e) => tiles_class(e),
             Error::Out(e) if e.is_refusal() => Class::Usage,
             Error::Out(_) => Class::Io,
         }

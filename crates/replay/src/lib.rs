@@ -29,6 +29,7 @@ pub mod error;
 pub mod export;
 pub mod fleet;
 pub mod prove;
+pub mod published;
 pub mod report;
 pub mod verify;
 

@@ -14,6 +14,7 @@ use projections::{AuditConfig, Cut};
 use replay::error::{output, Class, Error};
 use replay::export::Format;
 use replay::output;
+use replay::published::Keys;
 use replay::text::{count, thousands};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -68,7 +69,15 @@ struct SignedArgs {
     /// A signed checkpoint the source must extend (repeatable: the verdict then bounds a rewrite).
     #[arg(long = "checkpoint", value_name = "FILE", requires = "key")]
     checkpoints: Vec<PathBuf>,
-    /// The log's verifier key (a file, or the vkey text `name+id+base64`).
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+/// The keys a signed checkpoint must verify with (a published log's, or --checkpoint files').
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// The log's verifier key (a file, or the vkey text `name+id+base64`); required for a published
+    /// log (an http(s):// URL or a publication folder, docs/TILES.md).
     #[arg(long, value_name = "VKEY")]
     key: Option<String>,
     /// A witness's verifier key whose cosignature counts (repeatable).
@@ -104,8 +113,10 @@ Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the
         after_help = "Examples:\n  replay fleet fleet.bundle\n  replay fleet fleet.bundle --as-of 2026-07-01T00:00:00Z --format json | jq .status\n  replay fleet ledger-dir --position 1000 --format csv > fleet.csv"
     )]
     Fleet {
-        /// Ledger folder or bundle file.
+        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key).
         source: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
         /// Fold every record recorded at or before this time (RFC 3339).
         #[arg(long, value_name = "RFC3339", value_parser = parse_time, conflicts_with = "position")]
         as_of: Option<DateTime<Utc>>,
@@ -121,8 +132,10 @@ Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the
         after_help = "Examples:\n  replay device fleet.bundle SN00000042\n  replay device ledger-dir SN00000042 --format json | jq '.events[].state.status'"
     )]
     Device {
-        /// Ledger folder or bundle file.
+        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key).
         source: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
         /// The terminal's serial number.
         sn: String,
         /// Output format.
@@ -142,8 +155,10 @@ directive_not_enforced, flag_open_too_long, replacement_mismatch, dormant, illeg
 event_before_issue, repeated_expiry."
     )]
     Audit {
-        /// Ledger folder or bundle file.
+        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key).
         source: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
@@ -209,8 +224,10 @@ event_before_issue, repeated_expiry."
 The NDJSON export appended into an empty ledger (`posledger append`) rebuilds a fleet with the same digest."
     )]
     Export {
-        /// Ledger folder or bundle file.
+        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key).
         source: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
         /// Output format.
         #[arg(long, value_enum)]
         format: ExportFormat,
@@ -224,14 +241,37 @@ The NDJSON export appended into an empty ledger (`posledger append`) rebuilds a 
         after_help = "Examples:\n  replay prove fleet.bundle --position 42\n  replay prove ledger-dir --position 42 --size 1000 | jq -r .root"
     )]
     Prove {
-        /// Ledger folder or bundle file.
+        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key).
         source: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
         /// The record's position.
         #[arg(long, value_name = "N")]
         position: u64,
         /// The size of the log to prove inclusion in (default: the whole log).
         #[arg(long, value_name = "M")]
         size: Option<u64>,
+    },
+    /// Verify a published log (C2SP tlog-tiles, from a folder or an http(s):// URL) against its key.
+    ///
+    /// Checks the checkpoint's signature (and cosignatures), every entry against its level-0 hash and
+    /// that it is the record of its position, every tile against the tiles and entries below it, and
+    /// the root. With --since, only what is new after an older checkpoint, and that the log extends it.
+    #[command(
+        after_help = "Examples:\n  replay verify-tiles https://log.example/posledger --key log.vkey\n  replay verify-tiles ./published --key log.vkey --since yesterday.checkpoint\n\n\
+Exits 0 when everything verifies, 1 naming the tile, bundle or entry that does not, 2 on usage or network errors."
+    )]
+    VerifyTiles {
+        /// The published log: an http(s):// prefix or a folder.
+        source: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// An older checkpoint of the same log, already verified: check only what is new.
+        #[arg(long, value_name = "FILE")]
+        since: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Check that the log extends an earlier head (size and root), and print the consistency proof.
     #[command(
@@ -307,8 +347,90 @@ fn spinner(what: &str) -> ProgressBar {
     bar
 }
 
-fn open(path: &Path) -> Result<Source, Error> {
-    replay::open(path)
+/// A source opened for reading: a ledger folder or bundle, or a published log copied and verified into
+/// a temporary bundle (removed when this is dropped).
+struct Opened {
+    source: Source,
+    _mirror: Option<replay::published::Mirror>,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = Source;
+    fn deref(&self) -> &Source {
+        &self.source
+    }
+}
+
+fn open(path: &Path) -> Result<Opened, Error> {
+    if !replay::published::is_published(path) {
+        return Ok(Opened { source: replay::open(path)?, _mirror: None });
+    }
+    let Some(keys) = PUBLISHED_KEYS.get().and_then(Option::as_ref) else {
+        return Err(Error::Usage(format!(
+            "{} is a published log: give --key VKEY (the log's verifier key) to verify it",
+            path.display()
+        )));
+    };
+    let bar = bar(0, "fetching and verifying the published log");
+    let mirror = replay::published::mirror(path, keys, &mut |n, size| {
+        bar.set_length(size);
+        bar.set_position(n);
+    });
+    bar.finish_and_clear();
+    let mirror = mirror?;
+    Ok(Opened { source: mirror.source.clone(), _mirror: Some(mirror) })
+}
+
+/// `replay verify-tiles`.
+fn verify_tiles(source: &Path, since: Option<&Path>, as_json: bool) -> Result<Verdict, Error> {
+    let Some(keys) = PUBLISHED_KEYS.get().and_then(Option::as_ref) else {
+        return Err(Error::Usage("verify-tiles needs --key VKEY (the log's verifier key)".into()));
+    };
+    let since = match since {
+        Some(path) => Some((path, read_note(path)?)),
+        None => None,
+    };
+    let bar = bar(0, "verify-tiles");
+    let result = replay::published::verify(source, keys, since, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let (head, walked) = result?;
+    let mut out = stdout();
+    let cp = &head.checkpoint;
+    if as_json {
+        let value = serde_json::json!({
+            "ok": true,
+            "origin": cp.origin,
+            "size": cp.size,
+            "root": hex(&cp.root),
+            "checked_records": walked.records,
+            "tiles": walked.tiles,
+            "bundles": walked.bundles,
+            "bytes": walked.bytes,
+            "witnesses": head.witnesses.iter().map(|(n, t)| serde_json::json!({"name": n, "timestamp": t})).collect::<Vec<_>>(),
+        });
+        json_line(&mut out, &value, false)?;
+    } else {
+        let by = if head.witnesses.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = head.witnesses.iter().map(|(n, t)| format!("{n} at {t}")).collect();
+            format!(", cosigned by {}", names.join(", "))
+        };
+        writeln!(
+            out,
+            "verified published log {} ({}, root {}{by}): {} checked, {} hash tiles, {} entry bundles, {} fetched",
+            cp.origin,
+            count(cp.size, "record", "records"),
+            hex(&cp.root),
+            count(walked.records, "record", "records"),
+            thousands(walked.tiles),
+            thousands(walked.bundles),
+            count(walked.bytes, "byte", "bytes"),
+        )
+        .map_err(output("-"))?;
+    }
+    finish(out)?;
+    Ok(Verdict::Ok)
 }
 
 type Out = BufWriter<io::StdoutLock<'static>>;
@@ -342,6 +464,11 @@ enum Verdict {
 
 /// The log key, witness keys and quorum of `--key`, `--witness`, `--min-witnesses`.
 fn signed_keys(args: &SignedArgs) -> Result<Option<(tlog::VerifierKey, Vec<tlog::VerifierKey>, usize)>, Error> {
+    Ok(load_keys(&args.keys)?.map(|k| (k.key, k.witnesses, k.min_witnesses)))
+}
+
+/// The keys of `--key`, `--witness`, `--min-witnesses`.
+fn load_keys(args: &KeyArgs) -> Result<Option<Keys>, Error> {
     let Some(key) = &args.key else { return Ok(None) };
     let load =
         |k: &str, what: &str| tlog::keyfile::load_verifier_key(k).map_err(|e| Error::Usage(format!("{what}: {e}")));
@@ -351,7 +478,24 @@ fn signed_keys(args: &SignedArgs) -> Result<Option<(tlog::VerifierKey, Vec<tlog:
     if min > witnesses.len() {
         return Err(Error::Usage(format!("--min-witnesses {min} but only {} --witness keys", witnesses.len())));
     }
-    Ok(Some((log_key, witnesses, min)))
+    Ok(Some(Keys { key: log_key, witnesses, min_witnesses: min }))
+}
+
+/// The keys a published SOURCE is verified with (set once, from the command's arguments).
+static PUBLISHED_KEYS: std::sync::OnceLock<Option<Keys>> = std::sync::OnceLock::new();
+
+/// Remembers the command's keys for a published SOURCE; refuses --key with a local source when the
+/// command has no other use for it.
+fn published_keys(source: &Path, args: &KeyArgs, key_has_other_use: bool) -> Result<(), Error> {
+    let keys = load_keys(args)?;
+    if keys.is_some() && !key_has_other_use && !replay::published::is_published(source) {
+        return Err(Error::Usage(format!(
+            "--key is for a published log (an http(s):// URL or a publication folder); {} is neither",
+            source.display()
+        )));
+    }
+    let _ = PUBLISHED_KEYS.set(keys);
+    Ok(())
 }
 
 /// Reads a checkpoint file, bounded by the largest note.
@@ -744,11 +888,18 @@ fn hexes(hashes: &[Hash]) -> Vec<String> {
 }
 
 fn prove(source: &Path, position: u64, size: Option<u64>) -> Result<Verdict, Error> {
-    let source = open(source)?;
-    let bar = bar(size.unwrap_or(source.head.size), "prove");
-    let proof = replay::prove::prove(&source, position, size, &mut |n| bar.set_position(n));
-    bar.finish_and_clear();
-    let proof = proof?;
+    let proof = match PUBLISHED_KEYS.get().and_then(Option::as_ref) {
+        Some(keys) if replay::published::is_published(source) => {
+            replay::published::prove(source, keys, position, size)?
+        }
+        _ => {
+            let source = open(source)?;
+            let bar = bar(size.unwrap_or(source.head.size), "prove");
+            let proof = replay::prove::prove(&source, position, size, &mut |n| bar.set_position(n));
+            bar.finish_and_clear();
+            proof?
+        }
+    };
     let mut out = stdout();
     let report = ProofJson {
         position: proof.position,
@@ -868,11 +1019,22 @@ fn consistency(source: &Path, old_size: u64, old_root: Hash, as_json: bool) -> R
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Verify { source, json, signed } => verify(&source, json, &signed),
-        Command::Fleet { source, as_of, position, format } => fleet(&source, as_of, position, format),
-        Command::Device { source, sn, format } => device(&source, &sn, format),
-        Command::Audit { source, format, rules, fail_on_findings, flag_open_days, dormant_days, as_of } => {
-            audit(&source, format, &rules, fail_on_findings, audit_config(flag_open_days, dormant_days), as_of)
+        Command::Verify { source, json, signed } => {
+            published_keys(&source, &signed.keys, true).and_then(|()| verify(&source, json, &signed))
+        }
+        Command::VerifyTiles { source, keys, since, json } => {
+            published_keys(&source, &keys, true).and_then(|()| verify_tiles(&source, since.as_deref(), json))
+        }
+        Command::Fleet { source, keys, as_of, position, format } => {
+            published_keys(&source, &keys, false).and_then(|()| fleet(&source, as_of, position, format))
+        }
+        Command::Device { source, keys, sn, format } => {
+            published_keys(&source, &keys, false).and_then(|()| device(&source, &sn, format))
+        }
+        Command::Audit { source, keys, format, rules, fail_on_findings, flag_open_days, dormant_days, as_of } => {
+            published_keys(&source, &keys, false).and_then(|()| {
+                audit(&source, format, &rules, fail_on_findings, audit_config(flag_open_days, dormant_days), as_of)
+            })
         }
         Command::Report {
             source,
@@ -894,10 +1056,14 @@ fn main() -> ExitCode {
                 checkpoints: Vec::new(),
                 source_arg: source.display().to_string(),
             };
-            report(&source, &out, options, &signed)
+            published_keys(&source, &signed.keys, true).and_then(|()| report(&source, &out, options, &signed))
         }
-        Command::Export { source, format, out } => export(&source, format, &out),
-        Command::Prove { source, position, size } => prove(&source, position, size),
+        Command::Export { source, keys, format, out } => {
+            published_keys(&source, &keys, false).and_then(|()| export(&source, format, &out))
+        }
+        Command::Prove { source, keys, position, size } => {
+            published_keys(&source, &keys, false).and_then(|()| prove(&source, position, size))
+        }
         Command::Consistency { source, old_size, old_root, from, to, key, format, json } => match (from, to, key) {
             (Some(from), Some(to), Some(key)) => extension(&source, &from, &to, &key, format),
             _ => match (old_size, old_root) {

@@ -29,6 +29,12 @@ pub struct InclusionProof {
     pub proof: Vec<Hash>,
 }
 
+impl InclusionProof {
+    pub(crate) fn new(position: u64, size: u64, leaf_hash: Hash, root: Hash, proof: Vec<Hash>) -> InclusionProof {
+        InclusionProof { position, size, leaf_hash, root, proof }
+    }
+}
+
 /// The outcome of a consistency check between a stated old head and this log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
