@@ -427,7 +427,10 @@ fn restore(args: RestoreArgs) -> Outcome {
     })?;
     progress.finish_and_clear();
     if let Some(why) = &report.restored.index_warning {
-        eprintln!("warning: {}: the index snapshot could not be written ({why}); the next open rebuilds it", args.dir.display());
+        eprintln!(
+            "warning: {}: the index snapshot could not be written ({why}); the next open rebuilds it",
+            args.dir.display()
+        );
     }
     let mut out = Out::new();
     out.line(format!(

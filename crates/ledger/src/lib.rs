@@ -67,12 +67,12 @@ pub use ledger::{
     MAX_APPEND_EVENTS, SHUTDOWN_WAIT,
 };
 pub use lock::{DirLock, LOCK_WAIT};
-pub use restore::{
-    Restore, RestoreError, Restored, RESTORE_CHUNK_BYTES, RESTORE_MAX_CHUNK_BYTES, RESTORE_STAGING_SUFFIX,
-};
 pub use log::bundle::{BundleError, BundleStream, Written};
 pub use model::{
     AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued,
     MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, StreamId, TerminalEvent, Text,
+};
+pub use restore::{
+    Restore, RestoreError, Restored, RESTORE_CHUNK_BYTES, RESTORE_MAX_CHUNK_BYTES, RESTORE_STAGING_SUFFIX,
 };
 pub use source::{Head, RecordIter, Source};
