@@ -370,3 +370,53 @@ pub fn verify_cosignatures(
     }
     Ok(out)
 }
+
+/// Keeps in the ledger folder `dir` the signed checkpoints a source carried (a bundle's section, a
+/// folder's `checkpoints/`), after checking each against the log in `dir`: its note parses as a
+/// checkpoint of the size it is carried as, at most `size` (the log's), whose root is the log's root at
+/// that size (`root_at`). The log's own signature lines (those named as the checkpoint's origin, which
+/// is the log key's name) make `<size>.checkpoint`; a note that also holds other (witnesses')
+/// signatures is kept whole as `<size>.cosigned`. Signatures are not verified here (no key is known):
+/// `posledger checkpoint` verifies the latest with the log's key before it signs again. Returns how
+/// many were kept.
+pub fn store_carried(
+    dir: &Path,
+    size: u64,
+    carried: &[ledger::bundle::CarriedCheckpoint],
+    root_at: &mut dyn FnMut(u64) -> Result<ledger::merkle::Hash, String>,
+) -> Result<usize, CheckpointStoreError> {
+    let folder = dir.join(CHECKPOINTS_DIR);
+    for c in carried {
+        let path = folder.join(checkpoint_file_name(c.size));
+        let bad = |reason: String| CheckpointStoreError::Stored { path: path.clone(), reason };
+        let note = Note::parse(&c.note).map_err(|e| bad(format!("carried checkpoint of size {}: {e}", c.size)))?;
+        let checkpoint = Checkpoint::parse(note.text())?;
+        if checkpoint.size != c.size || checkpoint.size > size {
+            return Err(bad(format!(
+                "carried as size {} but the note is of size {} (the log holds {size})",
+                c.size, checkpoint.size
+            )));
+        }
+        let root = root_at(c.size).map_err(bad)?;
+        if root != checkpoint.root {
+            return Err(bad(format!("the log's root at size {} is not the one this checkpoint signs", c.size)));
+        }
+        let mut own = Note::unsigned(note.text()).map_err(|e| bad(e.to_string()))?;
+        let mut others = 0usize;
+        for signature in note.signatures() {
+            if signature.name() == checkpoint.origin {
+                own.add(signature.clone());
+            } else {
+                others += 1;
+            }
+        }
+        if own.signatures().is_empty() {
+            return Err(bad(format!("carried checkpoint of size {} holds no signature of its log", c.size)));
+        }
+        write_once(&folder, &path, &own.to_bytes())?;
+        if others > 0 {
+            replace(&folder, &folder.join(cosigned_file_name(c.size)), &c.note)?;
+        }
+    }
+    Ok(carried.len())
+}

@@ -59,6 +59,11 @@ enum Command {
     /// Export the whole log as one bundle file (segment format plus a trailer with count and root).
     #[command(after_help = "Example:\n  posledger export --dir ledger --out fleet.plb\n  replay verify fleet.plb")]
     Export(ExportArgs),
+    /// Rebuild a ledger in a new folder from a bundle or a ledger folder, record by record, checked.
+    #[command(
+        after_help = "Example:\n  posledger restore --from fleet.plb --dir restored\n  posledger restore --from /mnt/backup/ledger --dir restored\n\nEvery record is checked as the writer checks a new append (positions, versions, recorded-at,\ncommit markers, the lifecycle rules), the restored root must equal the source's head, and the\nsigned checkpoints the source carries are kept in DIR/checkpoints. DIR must not exist or be empty;\nit appears only once the whole ledger is durable. A damaged or refused record: exit 1, naming its\nposition, and DIR is left as it was."
+    )]
+    Restore(RestoreArgs),
     /// Print the ledger's head: record count and Merkle root.
     #[command(
         after_help = "Example:\n  posledger head --dir ledger --json     # {\"size\": 42, \"root\": \"<64 hex>\"}"
@@ -223,6 +228,16 @@ struct ExportArgs {
     /// written directly; a symbolic link or a path inside DIR is refused.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// What to restore from: a bundle file or a ledger folder (read-only).
+    #[arg(long)]
+    from: String,
+    /// The new ledger folder (must not exist, or be empty).
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -396,6 +411,60 @@ fn export(args: ExportArgs) -> Outcome {
     let mut out = Out::new();
     out.line(format!("exported {} to {}", count(exported.records, "record", "records"), args.out.display()))?;
     out.line(format!("root {}", ledger::source::hex(&exported.root)))?;
+    out.flush()
+}
+
+/// Opens what `restore --from` names as a stream of record bodies.
+fn restore_origin(from: &str) -> Result<Box<dyn ops::RecordBodies>, Failure> {
+    if from.starts_with("http://") || from.starts_with("https://") {
+        return Err(Failure::Usage(format!("{from}: restoring from published tiles is not supported yet")));
+    }
+    let path = Path::new(from);
+    let source = Source::open(path).map_err(|e| match e {
+        posledger::ledger::ReadError::NotALedger(_) | posledger::ledger::ReadError::Io { .. } => usage(e),
+        other => Failure::Data(format!("{from}: {other}")),
+    })?;
+    Ok(Box::new(ops::SourceBodies::new(source)))
+}
+
+fn restore(args: RestoreArgs) -> Outcome {
+    let started = Instant::now();
+    let mut origin = restore_origin(&args.from)?;
+    let progress = bar(origin.expected().size, "{spinner} restoring [{bar:30}] {pos}/{len} records");
+    let report = ops::restore(origin.as_mut(), &args.dir, &mut |n| progress.set_position(n)).map_err(|e| {
+        let data = match &e {
+            ops::RestoreFailure::Read { error, .. } => !matches!(error, posledger::ledger::ReadError::Io { .. }),
+            ops::RestoreFailure::Restore(error) => error.is_refusal(),
+            ops::RestoreFailure::Checkpoints(error) => {
+                !matches!(error, posledger::checkpoints::CheckpointStoreError::Io { .. })
+            }
+            _ => false,
+        };
+        let message = format!("restore: {e}");
+        if data {
+            Failure::Data(message)
+        } else {
+            Failure::Usage(message)
+        }
+    })?;
+    progress.finish_and_clear();
+    if let Some(why) = &report.restored.index_warning {
+        eprintln!(
+            "warning: {}: the index snapshot could not be written ({why}); the next open rebuilds it",
+            args.dir.display()
+        );
+    }
+    let mut out = Out::new();
+    out.line(format!(
+        "restored {} from {} into {} in {:.1} s",
+        count(report.restored.head.size, "record", "records"),
+        args.from,
+        report.restored.dir.display(),
+        started.elapsed().as_secs_f64()
+    ))?;
+    out.line(format!("root {}", report.restored.head.root_hex()))?;
+    out.line(format!("ledger id {:016x}", report.restored.ledger_id))?;
+    out.line(format!("checkpoints: {} kept", thousands(report.checkpoints as u64)))?;
     out.flush()
 }
 
@@ -936,6 +1005,7 @@ fn main() -> ExitCode {
         Command::Append(args) => append(args),
         Command::StopModels(args) => stop_models(args),
         Command::Export(args) => export(args),
+        Command::Restore(args) => restore(args),
         Command::Head(args) => head(args),
         Command::Reanchor(args) => reanchor(args),
         Command::Key(KeyCommand::Generate(args)) => key_generate(args),

@@ -364,3 +364,115 @@ pub fn prepare_demo_dir(dir: &Path) -> Result<ledger::DirLock, String> {
     }
     Ok(lock)
 }
+
+/// Where `posledger restore` reads a log from: the record bodies in position order, as stored
+/// (format byte included), with what the restored log must match. A ledger folder or a bundle
+/// ([`Source`]) is one; a reader of published tiles plugs in here too.
+pub trait RecordBodies {
+    /// What the origin is, for messages (a path, a URL).
+    fn name(&self) -> String;
+    /// The head the restored log must have: the source's head, or its signed checkpoint's size and root.
+    fn expected(&self) -> ledger::Head;
+    /// The ledger id the log's files carry, if they say.
+    fn ledger_id(&self) -> Option<u64>;
+    /// The signed checkpoints the origin carries (unverified note bytes).
+    fn checkpoints(&self) -> Result<Vec<ledger::bundle::CarriedCheckpoint>, ReadError>;
+    /// The next body and its position; `None` after the last. Each is checked as it is read (frame
+    /// CRCs for a bundle or folder); an error names the position and the file.
+    fn next_body(&mut self) -> Result<Option<(u64, &[u8])>, ReadError>;
+}
+
+/// A bundle or ledger folder as [`RecordBodies`].
+pub struct SourceBodies {
+    source: Source,
+    frames: ledger::source::FrameIter,
+}
+
+impl SourceBodies {
+    /// Reads every committed record of `source`.
+    pub fn new(source: Source) -> SourceBodies {
+        let frames = source.frames(0, source.head.size);
+        SourceBodies { source, frames }
+    }
+}
+
+impl RecordBodies for SourceBodies {
+    fn name(&self) -> String {
+        self.source.path.display().to_string()
+    }
+    fn expected(&self) -> ledger::Head {
+        self.source.head
+    }
+    fn ledger_id(&self) -> Option<u64> {
+        self.source.ledger_id()
+    }
+    fn checkpoints(&self) -> Result<Vec<ledger::bundle::CarriedCheckpoint>, ReadError> {
+        self.source.checkpoints()
+    }
+    fn next_body(&mut self) -> Result<Option<(u64, &[u8])>, ReadError> {
+        Ok(self.frames.next_frame()?.map(|(position, body, _)| (position, body)))
+    }
+}
+
+/// What [`restore`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// The new ledger.
+    pub restored: ledger::Restored,
+    /// Signed checkpoints kept in its `checkpoints/` folder.
+    pub checkpoints: usize,
+}
+
+/// Why [`restore`] failed. The target folder is as it was (the staging folder is removed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreFailure {
+    /// The origin could not be read, or a record in it is damaged (named by position and file).
+    #[error("{name}: {error}")]
+    Read {
+        /// The origin.
+        name: String,
+        /// What failed.
+        #[source]
+        error: ReadError,
+    },
+    /// The ledger refused or failed the restore.
+    #[error("{0}")]
+    Restore(#[from] ledger::RestoreError),
+    /// A carried checkpoint could not be kept, or does not match the log.
+    #[error(transparent)]
+    Checkpoints(#[from] crate::checkpoints::CheckpointStoreError),
+}
+
+/// Rebuilds a ledger in the new folder `dir` from `bodies`: every record goes through the writer's
+/// checks ([`ledger::Restore`]), the restored head must be `bodies.expected()`, and the signed
+/// checkpoints the origin carries are checked against the restored log and kept in
+/// `dir/checkpoints/`. The folder appears only once all of it is durable. `progress` gets the
+/// records restored.
+pub fn restore(
+    bodies: &mut dyn RecordBodies,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<RestoreReport, RestoreFailure> {
+    let name = bodies.name();
+    let read = |error: ReadError| RestoreFailure::Read { name: name.clone(), error };
+    // Read before anything is created: a bundle whose checkpoint section is damaged is refused early.
+    let carried = bodies.checkpoints().map_err(read)?;
+    let expected = bodies.expected();
+    let mut restore = ledger::Restore::create(dir, bodies.ledger_id(), ledger::Options::default())?;
+    while let Some((position, body)) = bodies.next_body().map_err(read)? {
+        assert_eq!(position, restore.pushed(), "bodies come in position order");
+        restore.push(body)?;
+        if restore.pushed().is_multiple_of(65_536) {
+            progress(restore.pushed());
+        }
+    }
+    let carried: Vec<_> = carried.into_iter().filter(|c| c.size <= restore.pushed()).collect();
+    let staging = restore.staging_dir().to_owned();
+    let kept = crate::checkpoints::store_carried(&staging, restore.pushed(), &carried, &mut |size| {
+        restore.root_at(size).map_err(|e| e.to_string())
+    })?;
+    let restored = restore.finish(expected)?;
+    progress(restored.head.size);
+    Ok(RestoreReport { restored, checkpoints: kept })
+}

@@ -137,6 +137,21 @@ pub enum AppendError {
         /// What failed.
         error: CodecError,
     },
+    /// A restore's given record holds another value of a field the writer assigns than the writer
+    /// would write there (its position, stream version, recorded-at time or commit marker).
+    #[error("event {index} (position {position}): the record's {field} is {given}, the writer would write {writer}")]
+    GivenRecordDiffers {
+        /// Index in the request.
+        index: usize,
+        /// The position the writer assigns it.
+        position: u64,
+        /// The field that differs.
+        field: &'static str,
+        /// The record's value.
+        given: String,
+        /// The writer's value.
+        writer: String,
+    },
     /// Reading an earlier record (to check an event id) failed.
     #[error(transparent)]
     Read(#[from] ReadError),

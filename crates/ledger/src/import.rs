@@ -67,6 +67,45 @@ struct Chunk {
     offset: u64,
 }
 
+/// The halves of replacements (an `issued` that replaces, and its `replaced`) seen in a chunk without
+/// their other half: a chunk is only cut where none is open, since the lifecycle rules check the two
+/// halves within one append (used by imports and restores).
+#[derive(Default)]
+pub(crate) struct Halves {
+    /// (old SN, new SN) of each open half.
+    issued: HashSet<(Sn, Sn)>,
+    replaced: HashSet<(Sn, Sn)>,
+}
+
+impl Halves {
+    /// Notes `event` if it is one half of a replacement.
+    pub(crate) fn track(&mut self, event: &AppendEvent) {
+        let Event::Terminal(d) = &event.event else { return };
+        let (half, mine, theirs) = match &d.event {
+            TerminalEvent::Issued(issued) => match &issued.replaces {
+                Some(old) => ((old.clone(), d.device.clone()), &mut self.issued, &mut self.replaced),
+                None => return,
+            },
+            TerminalEvent::Replaced { by } => ((d.device.clone(), by.clone()), &mut self.replaced, &mut self.issued),
+            _ => return,
+        };
+        if !theirs.remove(&half) {
+            mine.insert(half);
+        }
+    }
+
+    /// No half is open: a chunk may end here.
+    pub(crate) fn balanced(&self) -> bool {
+        self.issued.is_empty() && self.replaced.is_empty()
+    }
+
+    /// Forgets every open half (a new chunk starts).
+    pub(crate) fn clear(&mut self) {
+        self.issued.clear();
+        self.replaced.clear();
+    }
+}
+
 /// The writer's state before the import, to restore on abort.
 struct Before {
     size: u64,
@@ -85,9 +124,7 @@ pub struct Import<'a> {
     before: Before,
     ready: Option<Chunk>,
     current: Chunk,
-    /// Replacement halves seen in `current` without their other half: (old SN, new SN).
-    issued_halves: HashSet<(Sn, Sn)>,
-    replaced_halves: HashSet<(Sn, Sn)>,
+    halves: Halves,
     written: u64,
     retried: u64,
     /// A chunk was checked into the writer's view (an abort must then poison the writer).
@@ -126,8 +163,7 @@ impl Ledger {
             before,
             ready: None,
             current: Chunk { events: Vec::new(), tags: Vec::new(), offset: 0 },
-            issued_halves: HashSet::new(),
-            replaced_halves: HashSet::new(),
+            halves: Halves::default(),
             written: 0,
             retried: 0,
             view_changed: false,
@@ -156,16 +192,14 @@ impl Import<'_> {
     /// Adds one event. It is checked when its chunk is written (a chunk after it is started, or at the
     /// commit), so an error may name an event pushed earlier: [`ImportError::tag`] says which.
     pub fn push(&mut self, event: AppendEvent, tag: u64) -> Result<(), ImportError> {
-        self.track_halves(&event);
+        self.halves.track(&event);
         self.current.events.push(event);
         self.current.tags.push(tag);
         let len = self.current.events.len();
-        let balanced = self.issued_halves.is_empty() && self.replaced_halves.is_empty();
-        if (len >= IMPORT_CHUNK_EVENTS && balanced) || len >= IMPORT_MAX_CHUNK_EVENTS {
+        if (len >= IMPORT_CHUNK_EVENTS && self.halves.balanced()) || len >= IMPORT_MAX_CHUNK_EVENTS {
             let offset = self.current.offset + len as u64;
             let full = std::mem::replace(&mut self.current, Chunk { events: Vec::new(), tags: Vec::new(), offset });
-            self.issued_halves.clear();
-            self.replaced_halves.clear();
+            self.halves.clear();
             if let Some(ready) = self.ready.replace(full) {
                 self.write(ready, false)?;
             }
@@ -208,23 +242,6 @@ impl Import<'_> {
         Ok(Imported { written, retried, head })
     }
 
-    fn track_halves(&mut self, event: &AppendEvent) {
-        let Event::Terminal(d) = &event.event else { return };
-        let (half, mine, theirs) = match &d.event {
-            TerminalEvent::Issued(issued) => match &issued.replaces {
-                Some(old) => ((old.clone(), d.device.clone()), &mut self.issued_halves, &mut self.replaced_halves),
-                None => return,
-            },
-            TerminalEvent::Replaced { by } => {
-                ((d.device.clone(), by.clone()), &mut self.replaced_halves, &mut self.issued_halves)
-            }
-            _ => return,
-        };
-        if !theirs.remove(&half) {
-            mine.insert(half);
-        }
-    }
-
     /// Checks and writes one chunk; on any error, aborts the import.
     fn write(&mut self, chunk: Chunk, commit_last: bool) -> Result<(), ImportError> {
         let Chunk { events, tags, offset } = chunk;
@@ -235,7 +252,7 @@ impl Import<'_> {
             self.abort();
             return Err(ImportError { tag, error: global(error) });
         }
-        let mode = WriteMode { commit_last, may_seal: false, import_from: Some(self.before.size) };
+        let mode = WriteMode { commit_last, may_seal: false, import_from: Some(self.before.size), given: None };
         let result = self.ledger.append_locked(&mut self.writer, &events, Some(self.recorded_at), mode);
         match result {
             Ok((end, appended, written)) => {
@@ -298,13 +315,14 @@ impl Drop for Import<'_> {
 }
 
 /// The index of the event an append error names, if it names one.
-fn index_of(error: &AppendError) -> Option<usize> {
+pub(crate) fn index_of(error: &AppendError) -> Option<usize> {
     match error {
         AppendError::Field { index, .. }
         | AppendError::Rule { index, .. }
         | AppendError::WrongExpectedVersion { index, .. }
         | AppendError::IdempotencyConflict { index, .. }
         | AppendError::DuplicateEventId { index, .. }
+        | AppendError::GivenRecordDiffers { index, .. }
         | AppendError::Codec { index, .. } => Some(*index),
         _ => None,
     }
@@ -319,6 +337,7 @@ fn reindex(mut error: AppendError, offset: u64) -> AppendError {
         | AppendError::WrongExpectedVersion { index, .. }
         | AppendError::IdempotencyConflict { index, .. }
         | AppendError::DuplicateEventId { index, .. }
+        | AppendError::GivenRecordDiffers { index, .. }
         | AppendError::Codec { index, .. } => *index = index.saturating_add(shift),
         _ => {}
     }

@@ -19,9 +19,9 @@
 //! have their own shared state ([`IndexShared`]), which the writer tells what it published.
 
 mod close;
-mod disk;
+pub(crate) mod disk;
 mod reader;
-mod recovery;
+pub(crate) mod recovery;
 mod segment_writer;
 mod writer;
 
@@ -39,7 +39,7 @@ pub use close::{Closed, INDEX_WAIT, SHUTDOWN_WAIT};
 pub use reader::Subscription;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar};
-pub(crate) use writer::{WriteMode, Writer};
+pub(crate) use writer::{Given, GivenRecord, WriteMode, Writer};
 
 /// The most events one append may hold.
 pub const MAX_APPEND_EVENTS: usize = 2_000_000;
@@ -162,7 +162,7 @@ impl Ledger {
 
     /// Opens (or creates) the ledger in the folder `lock` holds (see [`Ledger::open_with`]).
     pub fn open_locked(dir_lock: DirLock, options: Options) -> Result<Ledger, OpenError> {
-        recovery::open_locked(dir_lock, options)
+        recovery::open_locked(dir_lock, options, None)
     }
 
     /// The folder of the ledger.

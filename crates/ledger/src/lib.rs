@@ -10,7 +10,7 @@
 //! Every module is private; what an embedder uses is re-exported here: the [`Ledger`] and its
 //! [`Options`], appends ([`AppendEvent`] and the model), imports ([`Import`], [`Imported`]), reads
 //! ([`Subscription`], [`Source`], [`RecordIter`]), the folder lock ([`DirLock`]), bundles
-//! ([`BundleWriter`]), the operator's [`reanchor`], and the errors, one enum per operation family. The
+//! ([`BundleWriter`]), restores from record bodies ([`Restore`]), the operator's [`reanchor`], and the errors, one enum per operation family. The
 //! read side's modules (`codec`, `lifecycle`, `merkle`, `model`, `segment`, `source`, `anchor`,
 //! `bundle`) are `log`'s, re-exported, so `ledger::model::Sn` and `log::model::Sn` are one type.
 //!
@@ -48,6 +48,7 @@ mod index;
 mod indexer;
 mod ledger;
 mod lock;
+mod restore;
 #[doc(hidden)]
 pub mod testing;
 
@@ -70,5 +71,8 @@ pub use log::bundle::{BundleError, BundleStream, Written};
 pub use model::{
     AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued,
     MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, StreamId, TerminalEvent, Text,
+};
+pub use restore::{
+    Restore, RestoreError, Restored, RESTORE_CHUNK_BYTES, RESTORE_MAX_CHUNK_BYTES, RESTORE_STAGING_SUFFIX,
 };
 pub use source::{Head, RecordIter, Source};

@@ -54,7 +54,7 @@ pub(super) fn io_err(path: &Path) -> impl Fn(io::Error) -> OpenError + '_ {
     move |source| OpenError::Io { path: path.to_owned(), source }
 }
 
-pub(super) fn sync_dir(dir: &Path, faults: &SeamFaults<'_>) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path, faults: &SeamFaults<'_>) -> io::Result<()> {
     faults.before_sync(dir)?;
     File::open(dir)?.sync_all()?;
     faults.observe(&DiskOp::SyncDir { path: dir });

@@ -28,13 +28,14 @@ use std::time::Duration;
 /// How often the open looks whether sled's lock has been released by a ledger being closed.
 const SLED_LOCK_POLL_MS: u64 = 20;
 
-/// Opens (or creates) the ledger in the folder `dir_lock` holds.
-pub(super) fn open_locked(dir_lock: DirLock, options: Options) -> Result<Ledger, OpenError> {
+/// Opens (or creates) the ledger in the folder `dir_lock` holds. A ledger created here gets `ledger_id`
+/// when one is given (a restore keeps its source's), else a new random one.
+pub(crate) fn open_locked(dir_lock: DirLock, options: Options, ledger_id: Option<u64>) -> Result<Ledger, OpenError> {
     let dir_buf = dir_lock.dir().to_owned();
     let dir = dir_buf.as_path();
     let seg_dir = dir.join(SEGMENTS_DIR);
     let faults = SeamFaults(&options.faults);
-    create_if_unborn(dir, &faults)?;
+    create_if_unborn(dir, ledger_id, &faults)?;
     let recovered = recover(dir, &seg_dir, &faults)?;
     let head = Head { size: recovered.frontier.size(), root: recovered.frontier.root() };
     // The recovered log is durable now (recovery synced the live segment): record its end. A format-1
@@ -113,7 +114,7 @@ pub(super) fn open_locked(dir_lock: DirLock, options: Options) -> Result<Ledger,
 
 /// Creates the ledger if `dir` holds none yet: no `segments/`, or a crash during the first open left
 /// it empty. HEAD first, then the segments: a folder with segments always has a HEAD.
-fn create_if_unborn(dir: &Path, faults: &SeamFaults<'_>) -> Result<(), OpenError> {
+fn create_if_unborn(dir: &Path, ledger_id: Option<u64>, faults: &SeamFaults<'_>) -> Result<(), OpenError> {
     let seg_dir = dir.join(SEGMENTS_DIR);
     let anchor = log::anchor::read(dir).map_err(|e| OpenError::Read(e.into()))?;
     let unborn = !seg_dir.exists() || std::fs::read_dir(&seg_dir).map_err(io_err(&seg_dir))?.next().is_none();
@@ -140,7 +141,7 @@ fn create_if_unborn(dir: &Path, faults: &SeamFaults<'_>) -> Result<(), OpenError
         faults.observe(&DiskOp::CreateDir { path: &seg_dir });
         sync_dir(dir, faults).map_err(io_err(dir))?;
     }
-    create_segment(&seg_dir, 0, 0, new_ledger_id(), faults).map_err(io_err(&seg_dir))?;
+    create_segment(&seg_dir, 0, 0, ledger_id.unwrap_or_else(new_ledger_id), faults).map_err(io_err(&seg_dir))?;
     Ok(())
 }
 

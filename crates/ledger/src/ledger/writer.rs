@@ -23,7 +23,7 @@ const _: () = assert!(MAX_RECORD_BYTES <= u32::MAX as usize, "a frame's length p
 
 /// How [`Ledger::append_locked`] writes a batch of records.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct WriteMode {
+pub(crate) struct WriteMode<'g> {
     /// Mark the last record as the append's commit (false for all but the last chunk of an import).
     pub(crate) commit_last: bool,
     /// Seal the live segment first if the batch would carry it past its size limit (never inside an
@@ -32,11 +32,83 @@ pub(crate) struct WriteMode {
     /// For a chunk of an import: the position the import started at (an event id used since is a
     /// duplicate within the append).
     pub(crate) import_from: Option<u64>,
+    /// For a restore: the bodies to write, given rather than encoded (one per event, in order). Each
+    /// is written as it is, after its decoded fields were found to be what the writer would write.
+    pub(crate) given: Option<&'g Given>,
 }
 
-impl WriteMode {
+impl WriteMode<'static> {
     /// A whole append.
-    pub(crate) const APPEND: WriteMode = WriteMode { commit_last: true, may_seal: true, import_from: None };
+    pub(crate) const APPEND: WriteMode<'static> =
+        WriteMode { commit_last: true, may_seal: true, import_from: None, given: None };
+}
+
+/// The bodies of a batch of records, given as they are stored (a restore): one flat buffer, and per
+/// record the fields the writer assigns, as decoded from its body.
+#[derive(Debug, Default)]
+pub(crate) struct Given {
+    pub(crate) bodies: Vec<u8>,
+    pub(crate) records: Vec<GivenRecord>,
+}
+
+/// One given record: what its body says the writer assigned, and where the body ends in
+/// [`Given::bodies`].
+#[derive(Debug)]
+pub(crate) struct GivenRecord {
+    pub(crate) position: u64,
+    pub(crate) version: u64,
+    pub(crate) recorded_at: DateTime<Utc>,
+    pub(crate) commit: bool,
+    pub(crate) end: usize,
+}
+
+impl Given {
+    pub(crate) fn clear(&mut self) {
+        self.bodies.clear();
+        self.records.clear();
+    }
+
+    /// The body of the `i`-th record and its fields.
+    fn get(&self, i: usize) -> Option<(&[u8], &GivenRecord)> {
+        let record = self.records.get(i)?;
+        let start = match i.checked_sub(1) {
+            Some(before) => self.records.get(before)?.end,
+            None => 0,
+        };
+        Some((self.bodies.get(start..record.end)?, record))
+    }
+
+    /// The given body of the event `index`, after checking that its fields are those of `writes` (what
+    /// the writer assigns it).
+    fn body_for(&self, index: usize, writes: &RecordRef<'_>) -> Result<&[u8], AppendError> {
+        let differs = |field: &'static str, given: String, writer: String| AppendError::GivenRecordDiffers {
+            index,
+            position: writes.position,
+            field,
+            given,
+            writer,
+        };
+        let Some((body, given)) = self.get(index) else {
+            return Err(differs("body", "none".into(), "a record".into()));
+        };
+        if given.position != writes.position {
+            return Err(differs("position", given.position.to_string(), writes.position.to_string()));
+        }
+        if given.version != writes.version {
+            return Err(differs("version", given.version.to_string(), writes.version.to_string()));
+        }
+        if given.recorded_at != writes.recorded_at {
+            return Err(differs("recorded_at", given.recorded_at.to_rfc3339(), writes.recorded_at.to_rfc3339()));
+        }
+        if given.commit != writes.commit {
+            return Err(differs("commit", given.commit.to_string(), writes.commit.to_string()));
+        }
+        if body.len() > MAX_RECORD_BYTES {
+            let error = crate::codec::CodecError::TooLarge { len: body.len(), max: MAX_RECORD_BYTES };
+            return Err(AppendError::Codec { index, error });
+        }
+        Ok(body)
+    }
 }
 
 pub(crate) struct Writer {
@@ -173,7 +245,7 @@ impl Ledger {
         writer: &mut Writer,
         events: &[AppendEvent],
         recorded_at: Option<DateTime<Utc>>,
-        mode: WriteMode,
+        mode: WriteMode<'_>,
     ) -> Result<(u64, Appended, Option<(Vec<usize>, Steps)>), AppendError> {
         let recorded_at = writer.writable_at(recorded_at)?;
         // Idempotent retries: events whose id is already in the log are not appended again.
@@ -226,11 +298,19 @@ impl Ledger {
                     commit: mode.commit_last && i + 1 == fresh.len(),
                     event: &events[index].event,
                 };
-                body.clear();
-                encode_record_ref(&record, &mut body).map_err(|error| AppendError::Codec { index, error })?;
-                assert!(body.len() <= MAX_RECORD_BYTES);
-                push_frame(&mut buf, &body);
-                last_leaf = leaf_hash(&body);
+                // The event id and the event of a given record are its own (decoded from its body);
+                // the fields the writer assigns are checked against what the body says.
+                let written: &[u8] = match mode.given {
+                    Some(given) => given.body_for(index, &record)?,
+                    None => {
+                        body.clear();
+                        encode_record_ref(&record, &mut body).map_err(|error| AppendError::Codec { index, error })?;
+                        &body
+                    }
+                };
+                assert!(written.len() <= MAX_RECORD_BYTES);
+                push_frame(&mut buf, written);
+                last_leaf = leaf_hash(written);
                 frontier.push_leaf_hash(last_leaf);
                 positions[index] = position;
             }
