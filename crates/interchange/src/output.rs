@@ -63,6 +63,18 @@ pub enum OutputError {
         /// The output path.
         path: PathBuf,
     },
+    /// A folder output (a Parquet export) names something that is not a folder.
+    #[error("{}: exists and is not a folder; the output must be a new or empty folder", path.display())]
+    NotAFolder {
+        /// The output path.
+        path: PathBuf,
+    },
+    /// A folder output names a folder that is not empty.
+    #[error("{}: is a folder that is not empty; refusing to mix an export with what is there (name a new or empty folder)", path.display())]
+    NotEmpty {
+        /// The output path.
+        path: PathBuf,
+    },
     /// The OS refused.
     #[error("{}: {source}", path.display())]
     Io {

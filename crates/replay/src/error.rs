@@ -58,6 +58,14 @@ pub enum Error {
     /// A signed checkpoint that does not verify (exit 1).
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::BadCheckpoint),
+    /// Writing a Parquet file failed.
+    #[error("{}: {source}", path.display())]
+    Parquet {
+        /// The file (or table folder).
+        path: PathBuf,
+        /// The error.
+        source: parquet::errors::ParquetError,
+    },
     /// Writing the output failed.
     #[error("{}: {source}", path.display())]
     Output {
@@ -100,7 +108,7 @@ impl Error {
             Error::Rebuild(RebuildError::PastEnd { .. }) => Class::Usage,
             Error::Rebuild(_) => Class::Io,
             Error::Usage(_) | Error::NotASource(_) => Class::Usage,
-            Error::Output { .. } => Class::Io,
+            Error::Output { .. } | Error::Parquet { .. } => Class::Io,
             Error::Out(e) if e.is_refusal() => Class::Usage,
             Error::Out(_) => Class::Io,
         }
