@@ -338,14 +338,21 @@ fn schema(name: &str, columns: &[Column]) -> Result<TypePtr, parquet::errors::Pa
             Kind::Bool => (Physical::BOOLEAN, None),
         };
         let repetition = if c.required { Repetition::REQUIRED } else { Repetition::OPTIONAL };
-        let field =
-            Type::primitive_type_builder(c.name, physical).with_repetition(repetition).with_logical_type(logical).build()?;
+        let field = Type::primitive_type_builder(c.name, physical)
+            .with_repetition(repetition)
+            .with_logical_type(logical)
+            .build()?;
         fields.push(Arc::new(field));
     }
     Ok(Arc::new(Type::group_type_builder(name).with_fields(fields).build()?))
 }
 
-fn properties(table: &str, columns: &[Column], provenance: &Provenance, options: &ParquetOptions) -> WriterPropertiesPtr {
+fn properties(
+    table: &str,
+    columns: &[Column],
+    provenance: &Provenance,
+    options: &ParquetOptions,
+) -> WriterPropertiesPtr {
     let mut metadata = vec![
         KeyValue::new("posledger.table".to_owned(), table.to_owned()),
         KeyValue::new("posledger.format_version".to_owned(), FORMAT_VERSION.to_owned()),
@@ -625,9 +632,10 @@ pub fn export(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ParquetSummary, Error> {
     check_out(source_path, out)?;
-    let name = out.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-        Error::Out(crate::output::OutputError::NotAFileName { path: out.to_owned() })
-    })?;
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Out(crate::output::OutputError::NotAFileName { path: out.to_owned() }))?;
     let tmp = out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     fs::create_dir(&tmp).map_err(output(&tmp))?;
     let mut guard = TempDir { path: Some(tmp.clone()) };
