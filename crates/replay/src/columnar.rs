@@ -32,6 +32,7 @@
 //! no partial table is ever found under the output's name.
 
 use crate::error::{output, Error, Failure};
+use crate::output::OutputDir;
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use log::{Event, Record, Source, TerminalEvent};
 use parquet::basic::{Compression, Encoding, LogicalType, Repetition, TimeUnit, Type as Physical};
@@ -409,7 +410,7 @@ impl Table {
     }
 
     /// Buffers one row (cells in column order) in partition `key` (a relative folder, `""` for none).
-    fn push(&mut self, key: &str, row: &[Cell<'_>]) -> Result<(), Error> {
+    fn push(&mut self, out: &OutputDir, key: &str, row: &[Cell<'_>]) -> Result<(), Error> {
         if row.len() != self.columns.len() {
             return Err(self.internal(format!("a row of {} cells for {} columns", row.len(), self.columns.len())));
         }
@@ -441,13 +442,13 @@ impl Table {
         self.buffered = self.buffered + partition.bytes - before;
         self.rows += 1;
         if partition.rows >= self.options.row_group_rows {
-            self.flush(key)?;
+            self.flush(out, key)?;
         }
         while self.buffered > self.options.buffer_bytes {
             let Some(largest) = self.partitions.iter().max_by_key(|(_, p)| p.bytes).map(|(k, _)| k.clone()) else {
                 break;
             };
-            self.flush(&largest)?;
+            self.flush(out, &largest)?;
         }
         Ok(())
     }
@@ -457,7 +458,7 @@ impl Table {
     }
 
     /// Writes partition `key`'s buffered rows as one row group.
-    fn flush(&mut self, key: &str) -> Result<(), Error> {
+    fn flush(&mut self, out: &OutputDir, key: &str) -> Result<(), Error> {
         let has_writer = match self.partitions.get(key) {
             Some(p) if p.rows > 0 => p.writer.is_some(),
             _ => return Ok(()),
@@ -469,11 +470,11 @@ impl Table {
             let (schema, properties) = (self.schema.clone(), self.properties.clone());
             let Some(p) = self.partitions.get_mut(key) else { return Ok(()) };
             if p.files == 0 {
-                fs::create_dir_all(&p.dir).map_err(output(&p.dir))?;
+                out.create_dir(&p.dir)?;
                 self.dirs.push(p.dir.clone());
             }
             let path = p.dir.join(format!("part-{}.parquet", p.files));
-            let file = File::create_new(&path).map_err(output(&path))?;
+            let file = out.create_file(&path)?;
             let writer = SerializedFileWriter::new(BufWriter::with_capacity(1 << 20, file), schema, properties)
                 .map_err(parquet_error(&path))?;
             p.files += 1;
@@ -509,10 +510,10 @@ impl Table {
     }
 
     /// Writes every buffer and closes every file; returns the files written.
-    fn finish(mut self) -> Result<Vec<PathBuf>, Error> {
+    fn finish(mut self, out: &OutputDir) -> Result<Vec<PathBuf>, Error> {
         let keys: Vec<String> = self.partitions.keys().cloned().collect();
         for key in &keys {
-            self.flush(key)?;
+            self.flush(out, key)?;
         }
         for p in self.partitions.values_mut() {
             if let Some((path, writer)) = p.writer.take() {
@@ -522,10 +523,10 @@ impl Table {
         }
         if self.files.is_empty() {
             // An empty table is still a table: one file with the schema and no row group.
-            fs::create_dir_all(&self.root).map_err(output(&self.root))?;
+            out.create_dir(&self.root)?;
             self.dirs.push(self.root.clone());
             let path = self.root.join("part-0.parquet");
-            let file = File::create_new(&path).map_err(output(&path))?;
+            let file = out.create_file(&path)?;
             let writer = SerializedFileWriter::new(BufWriter::new(file), self.schema.clone(), self.properties.clone())
                 .map_err(parquet_error(&path))?;
             close_file(&path, writer)?;
@@ -588,19 +589,6 @@ pub fn ledger_hex(id: u64) -> String {
     format!("{id:016x}")
 }
 
-/// The temporary folder an export fills; removed on drop unless renamed into place.
-struct TempDir {
-    path: Option<PathBuf>,
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let _ = fs::remove_dir_all(path);
-        }
-    }
-}
-
 /// Refuses an `--out` folder that a Parquet export must not write: inside the source (the rule of
 /// [`crate::output::check_source`]), a symbolic link, something other than a folder, or a folder that
 /// is not empty. Nothing is created.
@@ -632,29 +620,16 @@ pub fn export(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ParquetSummary, Error> {
     check_out(source_path, out)?;
-    let name = out
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Out(crate::output::OutputError::NotAFileName { path: out.to_owned() }))?;
-    let tmp = out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    fs::create_dir(&tmp).map_err(output(&tmp))?;
-    let mut guard = TempDir { path: Some(tmp.clone()) };
-    let summary = write_tables(source, &tmp, options, progress)?;
-    sync_dir(&tmp)?;
-    fs::rename(&tmp, out).map_err(output(out))?;
-    guard.path = None;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    sync_dir(&parent)?;
+    let dir = OutputDir::create(out)?;
+    let summary = write_tables(source, &dir, options, progress)?;
+    dir.commit()?;
     Ok(summary)
 }
 
 /// Writes the four tables into the empty folder `root`.
 fn write_tables(
     source: &Source,
-    root: &Path,
+    out: &OutputDir,
     options: ParquetOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ParquetSummary, Error> {
@@ -662,6 +637,7 @@ fn write_tables(
         Provenance { ledger_id: source.ledger_id(), log_size: source.head.size, root_hex: source.head.root_hex() };
     let ledger = ledger_hex(source.ledger_id().unwrap_or(0));
     let fleet = projections::rebuild(source, Cut::Head, &Options::default())?;
+    let root = out.root();
     let mut events = Table::new("events", root, &EVENT_COLUMNS, &provenance, options)?;
     let mut directives = Table::new("directives", root, &DIRECTIVE_COLUMNS, &provenance, options)?;
     let mut directive_models = Table::new("directive_models", root, &DIRECTIVE_MODEL_COLUMNS, &provenance, options)?;
@@ -671,7 +647,7 @@ fn write_tables(
         match &record.event {
             Event::Terminal(_) => {
                 let (key, row) = event_row(&record, &fleet, &ledger)?;
-                events.push(&key, &row)?;
+                events.push(out, &key, &row)?;
             }
             Event::Directive(d) => {
                 let deadline = d.deadline.as_ref().map_or(Cell::Null, micros);
@@ -687,7 +663,7 @@ fn write_tables(
                     text(d.reason.as_str()),
                     int(d.models.len() as u64),
                 ];
-                directives.push("", &row)?;
+                directives.push(out, "", &row)?;
                 for model in &d.models {
                     let row = [
                         text(d.id.as_str()),
@@ -696,7 +672,7 @@ fn write_tables(
                         micros(&d.at),
                         deadline.clone(),
                     ];
-                    directive_models.push("", &row)?;
+                    directive_models.push(out, "", &row)?;
                 }
             }
         }
@@ -728,7 +704,7 @@ fn write_tables(
             opt_text(links.and_then(|l| l.replaced_by.as_ref()).map(|(s, _)| s.as_str())),
             text(&ledger),
         ];
-        terminals.push("", &row)?;
+        terminals.push(out, "", &row)?;
     }
     let mut summary = ParquetSummary {
         events: events.rows,
@@ -738,7 +714,7 @@ fn write_tables(
         ..ParquetSummary::default()
     };
     for table in [events, directives, directive_models, terminals] {
-        for file in table.finish()? {
+        for file in table.finish(out)? {
             summary.files += 1;
             summary.bytes += fs::metadata(&file).map_err(output(&file))?.len();
         }
