@@ -63,6 +63,18 @@ pub enum OutputError {
         /// The output path.
         path: PathBuf,
     },
+    /// A folder output (a Parquet export) names something that is not a folder.
+    #[error("{}: exists and is not a folder; the output must be a new or empty folder", path.display())]
+    NotAFolder {
+        /// The output path.
+        path: PathBuf,
+    },
+    /// A folder output names a folder that is not empty.
+    #[error("{}: is a folder that is not empty; refusing to mix an export with what is there (name a new or empty folder)", path.display())]
+    NotEmpty {
+        /// The output path.
+        path: PathBuf,
+    },
     /// The OS refused.
     #[error("{}: {source}", path.display())]
     Io {
@@ -268,6 +280,72 @@ impl Drop for Output {
         // An output that was not committed leaves nothing behind under any name.
         if let Target::Replace { tmp: Some(tmp) } = &self.target {
             let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A folder output (`replay export --format parquet`): filled as a temporary sibling folder
+/// `.NAME.tmp-PID`, then fsynced and renamed to NAME by [`OutputDir::commit`] (an existing empty folder
+/// NAME is replaced). Dropped without a commit, it removes the temporary folder and everything in it,
+/// so no partial export is ever found under NAME. The caller checks NAME first
+/// ([`check_source`], and that it is new or an empty folder).
+pub struct OutputDir {
+    path: PathBuf,
+    tmp: Option<PathBuf>,
+}
+
+impl OutputDir {
+    /// Creates the temporary folder for the output folder `path`.
+    pub fn create(path: &Path) -> Result<OutputDir, OutputError> {
+        let name = match path.file_name().and_then(|n| n.to_str()) {
+            Some(name) => name.to_owned(),
+            None => return Err(OutputError::NotAFileName { path: path.to_owned() }),
+        };
+        let tmp = path.with_file_name(temp_name(&name, std::process::id()));
+        fs::create_dir(&tmp).map_err(io_at(&tmp))?;
+        Ok(OutputDir { path: path.to_owned(), tmp: Some(tmp) })
+    }
+
+    /// The temporary folder being filled.
+    pub fn root(&self) -> &Path {
+        self.tmp.as_deref().unwrap_or(&self.path)
+    }
+
+    /// Creates a folder (and its parents) inside the output; `dir` must be under [`OutputDir::root`].
+    pub fn create_dir(&self, dir: &Path) -> Result<(), OutputError> {
+        self.inside(dir)?;
+        fs::create_dir_all(dir).map_err(io_at(dir))
+    }
+
+    /// Creates a new file inside the output (never one that exists).
+    pub fn create_file(&self, file: &Path) -> Result<File, OutputError> {
+        self.inside(file)?;
+        File::create_new(file).map_err(io_at(file))
+    }
+
+    fn inside(&self, path: &Path) -> Result<(), OutputError> {
+        if path.starts_with(self.root()) && !path.components().any(|c| c == std::path::Component::ParentDir) {
+            return Ok(());
+        }
+        Err(OutputError::Unsupported { path: path.to_owned(), kind: "path outside the output folder" })
+    }
+
+    /// fsyncs the temporary folder, renames it to the output's name and fsyncs the parent folder. The
+    /// caller has fsynced every file and sub-folder inside.
+    pub fn commit(mut self) -> Result<(), OutputError> {
+        let Some(tmp) = self.tmp.clone() else { return Ok(()) };
+        File::open(&tmp).and_then(|d| d.sync_all()).map_err(io_at(&tmp))?;
+        fs::rename(&tmp, &self.path).map_err(io_at(&self.path))?;
+        self.tmp = None;
+        let folder = parent_of(&self.path);
+        File::open(&folder).and_then(|dir| dir.sync_all()).map_err(io_at(&folder))
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_dir_all(tmp);
         }
     }
 }

@@ -64,6 +64,14 @@ pub enum Error {
     /// A published log (tlog-tiles) failed to verify, or could not be read.
     #[error(transparent)]
     Tiles(#[from] tiles::VerifyError),
+    /// Writing a Parquet file failed.
+    #[error("{}: {source}", path.display())]
+    Parquet {
+        /// The file (or table folder).
+        path: PathBuf,
+        /// The error.
+        source: parquet::errors::ParquetError,
+    },
     /// Writing the output failed.
     #[error("{}: {source}", path.display())]
     Output {
@@ -118,7 +126,7 @@ impl Error {
             Error::Rebuild(RebuildError::PastEnd { .. }) => Class::Usage,
             Error::Rebuild(_) => Class::Io,
             Error::Usage(_) | Error::NotASource(_) | Error::Report(_) => Class::Usage,
-            Error::Output { .. } => Class::Io,
+            Error::Output { .. } | Error::Parquet { .. } => Class::Io,
             Error::Tiles(e) => tiles_class(e),
             Error::Out(e) if e.is_refusal() => Class::Usage,
             Error::Out(_) => Class::Io,

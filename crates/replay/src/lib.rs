@@ -24,6 +24,7 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod columnar;
 pub mod device;
 pub mod error;
 pub mod export;

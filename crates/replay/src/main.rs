@@ -61,6 +61,7 @@ enum ConsistencyFormat {
 enum ExportFormat {
     Ndjson,
     Csv,
+    Parquet,
 }
 
 /// Signed checkpoints to hold a source to (docs/CHECKPOINTS.md).
@@ -218,10 +219,13 @@ event_before_issue, repeated_expiry."
         #[command(flatten)]
         signed: SignedArgs,
     },
-    /// Every record, one line each in position order: NDJSON in the append schema, or CSV.
+    /// Every record in position order: NDJSON in the append schema, CSV, or Parquet tables.
     #[command(
-        after_help = "Examples:\n  replay export fleet.bundle --format ndjson --out fleet.ndjson\n  replay export ledger-dir --format csv --out - | head\n\n\
-The NDJSON export appended into an empty ledger (`posledger append`) rebuilds a fleet with the same digest."
+        after_help = "Examples:\n  replay export fleet.bundle --format ndjson --out fleet.ndjson\n  replay export ledger-dir --format csv --out - | head\n  replay export fleet.bundle --format parquet --out fleet-parquet\n\n\
+The NDJSON export appended into an empty ledger (`posledger append`) rebuilds a fleet with the same digest.\n\
+Parquet (docs/PARQUET.md): --out is a new or empty folder; it gets events/provider=P/month=YYYY-MM/ (month in\n\
+China Standard Time, UTC+8), directives/, directive_models/ and terminals/, written into a temporary folder and\n\
+renamed into place at the end."
     )]
     Export {
         /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key).
@@ -233,7 +237,8 @@ The NDJSON export appended into an empty ledger (`posledger append`) rebuilds a 
         format: ExportFormat,
         /// Output file (`-` for standard output). A regular file is replaced atomically; a device or
         /// FIFO is written in place; a symbolic link, a path inside SOURCE or SOURCE itself is refused.
-        #[arg(long, value_name = "FILE")]
+        /// For parquet: a folder that does not exist or is empty.
+        #[arg(long, value_name = "FILE|DIR")]
         out: PathBuf,
     },
     /// Inclusion proof of one record: JSON {position, size, leaf_hash, root, proof}.
@@ -823,6 +828,7 @@ fn export(source_path: &Path, format: ExportFormat, out_path: &Path) -> Result<V
     let format = match format {
         ExportFormat::Ndjson => Format::Ndjson,
         ExportFormat::Csv => Format::Csv,
+        ExportFormat::Parquet => return export_parquet(source_path, out_path),
     };
     let source = open(source_path)?;
     if out_path == Path::new("-") {
@@ -844,6 +850,32 @@ fn export(source_path: &Path, format: ExportFormat, out_path: &Path) -> Result<V
     let n = result?;
     out.commit()?;
     eprintln!("replay: exported {} to {}", count(n, "record", "records"), out_path.display());
+    Ok(Verdict::Ok)
+}
+
+fn export_parquet(source_path: &Path, out_path: &Path) -> Result<Verdict, Error> {
+    if out_path == Path::new("-") {
+        return Err(Error::Usage("--format parquet writes a folder of tables: give --out DIR, not -".into()));
+    }
+    // Refused before the (long) read: an --out inside the source, a link, a file, a non-empty folder.
+    replay::columnar::check_out(source_path, out_path)?;
+    let source = open(source_path)?;
+    let bar = bar(source.head.size, "export");
+    let options = replay::columnar::ParquetOptions::default();
+    let result = replay::columnar::export(&source, source_path, out_path, options, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let s = result?;
+    eprintln!(
+        "replay: exported {} to {}: {} events, {} directives, {} directive models, {} terminals in {} ({} bytes)",
+        count(source.head.size, "record", "records"),
+        out_path.display(),
+        thousands(s.events),
+        thousands(s.directives),
+        thousands(s.directive_models),
+        thousands(s.terminals),
+        count(s.files, "file", "files"),
+        thousands(s.bytes)
+    );
     Ok(Verdict::Ok)
 }
 

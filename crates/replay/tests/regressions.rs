@@ -110,16 +110,9 @@ fn mkfifo(path: &Path) {
 
 /// A bundle of a simulated fleet of more than 1,000 records.
 fn big_bundle(path: &Path) -> u64 {
-    let mut log = LogBuilder::new();
-    for batch in sim::Simulator::new(&sim::Config::about_events(1_500, 100, 3)).unwrap() {
-        let (at, events) = batch.unwrap().into_append();
-        log.append_at(at, events.into_iter().map(|e| e.event).collect());
-        if log.records().len() >= 1_200 {
-            break;
-        }
-    }
-    assert!(log.records().len() > 1_000);
-    write_bundle(path, log.records(), 7).unwrap().size
+    let size = sim_bundle(path, 1_500, 3, Some(1_200)).size;
+    assert!(size > 1_000);
+    size
 }
 
 #[test]

@@ -122,6 +122,21 @@ pub fn make_bundle(path: &Path) -> Head {
     write_raw_bundle(path, &bodies(dir.path()))
 }
 
+/// A bundle of a simulated fleet (seven providers, 24 months, flows, flags, contract expiries,
+/// directives and their stops) of about `events` records, cut at `max_records` when given. Returns its
+/// head.
+pub fn sim_bundle(path: &Path, events: u64, seed: u64, max_records: Option<usize>) -> Head {
+    let mut log = projections::testing::LogBuilder::new();
+    for batch in sim::Simulator::new(&sim::Config::about_events(events, 100, seed)).unwrap() {
+        let (at, events) = batch.unwrap().into_append();
+        log.append_at(at, events.into_iter().map(|e| e.event).collect());
+        if max_records.is_some_and(|max| log.records().len() >= max) {
+            break;
+        }
+    }
+    projections::testing::write_bundle(path, log.records(), 7).unwrap()
+}
+
 /// Every file under `root` with its bytes and modification time.
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
     let mut out = BTreeMap::new();
