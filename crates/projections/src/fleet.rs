@@ -551,7 +551,8 @@ impl Counts {
         self.contract_expired += u64::from(state.contract == ContractState::Expired);
     }
 
-    fn merge(&mut self, other: &Counts) {
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Counts) {
         self.total += other.total;
         self.issued += other.issued;
         self.active += other.active;

@@ -220,7 +220,7 @@ pub fn walk(
             }
         }
         walked.tiles += compare_tiles(fetch, &pool, &emitted)?;
-        walked.bytes += emitted.len() as u64 * FULL_TILE_BYTES as u64;
+        walked.bytes += emitted.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
         progress(window_end.saturating_mul(TILE_WIDTH).min(size));
         next = window_end;
     }
@@ -231,6 +231,7 @@ pub fn walk(
         .map(|(t, h)| (t, tile_bytes(h)))
         .collect();
     walked.tiles += compare_tiles(fetch, &pool, &partials)?;
+    walked.bytes += partials.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
     let computed = builder.root();
     if computed != head.checkpoint.root {
         return Err(VerifyError::Root {

@@ -236,16 +236,6 @@ fn rows(map: &BTreeMap<String, Counts>) -> Rows {
     map.iter().map(|(k, c)| (k.clone(), *c)).collect()
 }
 
-fn add(a: &mut Counts, b: &Counts) {
-    a.total += b.total;
-    a.issued += b.issued;
-    a.active += b.active;
-    a.stopped += b.stopped;
-    a.replaced += b.replaced;
-    a.flagged += b.flagged;
-    a.contract_expired += b.contract_expired;
-}
-
 fn top_models(map: &BTreeMap<String, Counts>, top: usize) -> Rows {
     let mut all = rows(map);
     all.sort_by(|a, b| b.1.total.cmp(&a.1.total).then_with(|| a.0.cmp(&b.0)));
@@ -255,7 +245,7 @@ fn top_models(map: &BTreeMap<String, Counts>, top: usize) -> Rows {
     let rest = all.split_off(top);
     let mut sum = Counts::default();
     for (_, c) in &rest {
-        add(&mut sum, c);
+        sum.merge(c);
     }
     all.push((format!("(the other {} models)", rest.len()), sum));
     all
