@@ -305,7 +305,8 @@ fn index_of(error: &AppendError) -> Option<usize> {
         | AppendError::WrongExpectedVersion { index, .. }
         | AppendError::IdempotencyConflict { index, .. }
         | AppendError::DuplicateEventId { index, .. }
-        | AppendError::Codec { index, .. } => Some(*index),
+        | AppendError::Codec { index, .. }
+        | AppendError::EntryTooLarge { index, .. } => Some(*index),
         _ => None,
     }
 }
@@ -319,7 +320,8 @@ fn reindex(mut error: AppendError, offset: u64) -> AppendError {
         | AppendError::WrongExpectedVersion { index, .. }
         | AppendError::IdempotencyConflict { index, .. }
         | AppendError::DuplicateEventId { index, .. }
-        | AppendError::Codec { index, .. } => *index = index.saturating_add(shift),
+        | AppendError::Codec { index, .. }
+        | AppendError::EntryTooLarge { index, .. } => *index = index.saturating_add(shift),
         _ => {}
     }
     error

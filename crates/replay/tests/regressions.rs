@@ -112,7 +112,7 @@ fn mkfifo(path: &Path) {
 fn big_bundle(path: &Path) -> u64 {
     let mut log = LogBuilder::new();
     for batch in sim::Simulator::new(&sim::Config::about_events(1_500, 100, 3)).unwrap() {
-        let (at, events) = batch.unwrap().into_append();
+        let (at, events) = batch.unwrap().into_append().unwrap();
         log.append_at(at, events.into_iter().map(|e| e.event).collect());
         if log.records().len() >= 1_200 {
             break;
