@@ -829,6 +829,7 @@ fn stop_models(args: StopModelsArgs) -> Outcome {
     let outcome = ledger.stop_models(directive, None).map_err(|e| match e {
         AppendError::Rule { violation, .. } => Failure::Data(format!("{}: {violation}", args.dir.display())),
         AppendError::Field { error, .. } => Failure::Data(format!("{}: {error}", args.models.display())),
+        e @ AppendError::PartIdTooLong { .. } => Failure::Data(format!("--directive: {e}")),
         other => Failure::Usage(format!("{}: {other}", args.dir.display())),
     })?;
     let head = outcome.appended.head;
@@ -839,6 +840,15 @@ fn stop_models(args: StopModelsArgs) -> Outcome {
         count(outcome.stopped.len() as u64, "terminal", "terminals"),
         count(models_len as u64, "model", "models")
     ))?;
+    if outcome.directives.len() > 1 {
+        let ids: Vec<&str> = outcome.directives.iter().map(DirectiveId::as_str).collect();
+        out.line(format!(
+            "  the model list was split into {} directive records to fit the entry limit of {} bytes: {}",
+            outcome.directives.len(),
+            thousands(ledger::codec::MAX_ENTRY_BYTES as u64),
+            ids.join(", ")
+        ))?;
+    }
     out.line(format!("head: size {} root {}", thousands(head.size), head.root_hex()))?;
     out.flush()
 }

@@ -206,6 +206,13 @@ pub fn refusal_at(name: &str, line_of: &dyn Fn(usize) -> Option<usize>, err: &Ap
             AppendRefusal::Data(format!("{}: event_id {event_id} appears twice in the input", at(*index)))
         }
         AppendError::Codec { index, error } => AppendRefusal::Data(format!("{}: {error}", at(*index))),
+        AppendError::EntryTooLarge { index, len, max } => AppendRefusal::Data(format!(
+            "{}: the record of this line would take {} bytes, over the limit of {} bytes for one log entry \
+             (list fewer models per directive, or use stop-models, which splits a long list)",
+            at(*index),
+            thousands(*len as u64),
+            thousands(*max as u64)
+        )),
         AppendError::ImportEndsWithRetries => AppendRefusal::Data(format!("{name}: {err}")),
         AppendError::TooMany { len, max } => AppendRefusal::Data(format!(
             "{name}: {} exceed the limit of {} for one append",

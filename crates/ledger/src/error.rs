@@ -4,7 +4,7 @@ pub use crate::guard::LockPoisoned;
 use crate::index::StoreError;
 use log::codec::CodecError;
 use log::lifecycle::Violation;
-use log::model::{EventId, FieldError, StreamId};
+use log::model::{DirectiveId, EventId, FieldError, StreamId};
 use log::segment::FormatError;
 pub use log::ReadError;
 use std::path::PathBuf;
@@ -151,6 +151,36 @@ pub enum AppendError {
         given: String,
         /// The writer's value.
         writer: String,
+    },
+    /// A record body over the write limit ([`log::codec::MAX_ENTRY_BYTES`], what a C2SP tlog-tiles
+    /// entry holds). Nothing is written.
+    #[error(
+        "event {index}: its record of {len} bytes exceeds the limit of {max} bytes for one log entry \
+         (a long directive: list fewer models, or record it with stop-models, which splits it)"
+    )]
+    EntryTooLarge {
+        /// Index in the request.
+        index: usize,
+        /// The encoded record body's length.
+        len: usize,
+        /// The limit ([`log::codec::MAX_ENTRY_BYTES`]).
+        max: usize,
+    },
+    /// `stop_models` had to split a directive whose record would exceed the entry limit, and a part's
+    /// id (`<id>-p<N>`) would be longer than the limit of an identifier. Nothing is written.
+    #[error(
+        "directive {directive} needs {parts} records to fit the entry limit, and the id of part {part} \
+         ({directive}-p{part}) would be longer than {max} bytes; use a shorter directive id"
+    )]
+    PartIdTooLong {
+        /// The directive given.
+        directive: DirectiveId,
+        /// The part whose id does not fit (2 or more).
+        part: usize,
+        /// How many parts the directive needs.
+        parts: usize,
+        /// The identifier limit ([`log::model::MAX_ID_LEN`]).
+        max: usize,
     },
     /// Reading an earlier record (to check an event id) failed.
     #[error(transparent)]

@@ -323,6 +323,7 @@ pub(crate) fn index_of(error: &AppendError) -> Option<usize> {
         | AppendError::IdempotencyConflict { index, .. }
         | AppendError::DuplicateEventId { index, .. }
         | AppendError::GivenRecordDiffers { index, .. }
+        | AppendError::EntryTooLarge { index, .. }
         | AppendError::Codec { index, .. } => Some(*index),
         _ => None,
     }
@@ -338,6 +339,7 @@ fn reindex(mut error: AppendError, offset: u64) -> AppendError {
         | AppendError::IdempotencyConflict { index, .. }
         | AppendError::DuplicateEventId { index, .. }
         | AppendError::GivenRecordDiffers { index, .. }
+        | AppendError::EntryTooLarge { index, .. }
         | AppendError::Codec { index, .. } => *index = index.saturating_add(shift),
         _ => {}
     }

@@ -33,7 +33,7 @@ use crate::indexer::IndexShared;
 use crate::lifecycle::State;
 use crate::lock::DirLock;
 use crate::merkle::Frontier;
-use crate::model::{ModelCode, Sn};
+use crate::model::{DirectiveId, ModelCode, Sn};
 use crate::source::{FileMeta, Head};
 pub use close::{Closed, INDEX_WAIT, SHUTDOWN_WAIT};
 pub use reader::Subscription;
@@ -91,6 +91,9 @@ pub struct Appended {
 pub struct StopModelsOutcome {
     /// Terminals stopped under the directive.
     pub stopped: Vec<Sn>,
+    /// The directive records written: the given id, then `<id>-p2`, `<id>-p3`, … when the model list
+    /// was split to fit the entry limit.
+    pub directives: Vec<DirectiveId>,
     /// The append (the directive first, then the stops).
     pub appended: Appended,
 }

@@ -48,6 +48,7 @@ mod index;
 mod indexer;
 mod ledger;
 mod lock;
+pub mod recall;
 mod restore;
 #[doc(hidden)]
 pub mod testing;

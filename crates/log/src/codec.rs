@@ -34,8 +34,15 @@ pub struct RecordRef<'a> {
 
 /// The record format written by this version of posledger.
 pub const RECORD_FORMAT_V1: u8 = 1;
-/// The largest record body, in bytes (a directive naming 10,000 models of 64 bytes fits).
+/// The largest record body a reader accepts, in bytes: the READ limit (a directive naming 10,000 models
+/// of 64 bytes fits). Ledgers written before [`MAX_ENTRY_BYTES`] may hold records up to this size, and
+/// they still open, verify and fold.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// The largest record body the writer writes, in bytes: the WRITE limit. A C2SP tlog-tiles entry bundle
+/// prefixes each entry (one record body, the Merkle leaf data) with a big-endian uint16 length, so an
+/// entry holds at most 65,535 bytes. Readers still accept up to [`MAX_RECORD_BYTES`].
+pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
+const _: () = assert!(MAX_ENTRY_BYTES == 65_535 && MAX_ENTRY_BYTES <= MAX_RECORD_BYTES);
 
 /// bincode's configuration for format v1, for the serde oracle (the `oracle` feature and tests).
 #[cfg(any(test, feature = "oracle"))]

@@ -229,8 +229,9 @@ pub enum Batch {
     Directive {
         /// The directive.
         directive: Directive,
-        /// The terminals the simulator expects it to stop, sorted by SN (as `stop_models` sorts them).
-        stops: Vec<Sn>,
+        /// The terminals the simulator expects it to stop, with their models, sorted by SN (as
+        /// `stop_models` sorts them).
+        stops: Vec<(Sn, ModelCode)>,
     },
 }
 
@@ -247,24 +248,15 @@ impl Batch {
         self.len() == 0
     }
     /// The recorded-at time and the events exactly as the ledger records them (for a directive: the
-    /// directive, then one `stopped` per terminal, as [`Ledger::stop_models`] writes them). Lets benches
+    /// directive, split to fit the entry limit, then one `stopped` per terminal, as
+    /// [`Ledger::stop_models`] writes them, through the same [`ledger::recall::recall`]). Lets benches
     /// and tests feed a plain [`Ledger::append_at`].
-    pub fn into_append(self) -> (DateTime<Utc>, Vec<AppendEvent>) {
+    pub fn into_append(self) -> Result<(DateTime<Utc>, Vec<AppendEvent>), AppendError> {
         match self {
-            Batch::Events { recorded_at, events } => (recorded_at, events),
+            Batch::Events { recorded_at, events } => Ok((recorded_at, events)),
             Batch::Directive { directive, stops } => {
                 let at = directive.at;
-                let id = directive.id.clone();
-                let mut events = Vec::with_capacity(stops.len() + 1);
-                events.push(AppendEvent::from(Event::Directive(directive)));
-                events.extend(stops.into_iter().map(|device| {
-                    AppendEvent::from(Event::Terminal(DeviceEvent {
-                        device,
-                        at,
-                        event: TerminalEvent::Stopped { reason: StopReason::ModelRecall, directive: Some(id.clone()) },
-                    }))
-                }));
-                (at, events)
+                Ok((at, ledger::recall::recall(directive, stops)?.events))
             }
         }
     }
@@ -968,7 +960,9 @@ impl Simulator {
         self.report.directive = Some(directive.id.clone());
         self.report.events += stopped.len() as u64 + 1;
         self.report.appends += 1;
-        self.queue.push_back(Batch::Directive { directive, stops: stopped.into_iter().map(|(sn, _)| sn).collect() });
+        let stops =
+            stopped.into_iter().map(|(sn, i)| (sn, self.models[usize::from(self.terms[i].model)].clone())).collect();
+        self.queue.push_back(Batch::Directive { directive, stops });
     }
 
     /// Generates month `m` into the queue.
@@ -1103,7 +1097,7 @@ pub fn run(ledger: &Ledger, config: &Config, progress: &mut dyn FnMut(Progress))
             Batch::Directive { directive, stops } => {
                 let at = directive.at;
                 let outcome = ledger.stop_models(directive, Some(at))?;
-                if outcome.stopped != stops {
+                if outcome.stopped.iter().ne(stops.iter().map(|(sn, _)| sn)) {
                     return Err(SimError::Diverged { expected: stops.len(), actual: outcome.stopped.len() });
                 }
                 events += outcome.appended.written;
@@ -1117,7 +1111,7 @@ pub fn run(ledger: &Ledger, config: &Config, progress: &mut dyn FnMut(Progress))
 /// Every batch of `config` without a ledger (for benches): the recorded-at time and the events of each
 /// append, exactly as [`run`] would append them.
 pub fn generate(config: &Config) -> Result<Vec<(DateTime<Utc>, Vec<AppendEvent>)>, SimError> {
-    Simulator::new(config)?.map(|batch| batch.map(Batch::into_append)).collect()
+    Simulator::new(config)?.map(|batch| Ok(batch?.into_append()?)).collect()
 }
 
 #[cfg(test)]

@@ -3,13 +3,14 @@
 use super::segment_writer::{create_segment, Active};
 use super::{Appended, Durability, Ledger, Published, StopModelsOutcome, MAX_APPEND_EVENTS};
 use crate::apply::{precheck, Pending, Steps, Written};
-use crate::codec::{encode_record_ref, RecordRef, MAX_RECORD_BYTES};
+use crate::codec::{encode_record_ref, RecordRef, MAX_ENTRY_BYTES, MAX_RECORD_BYTES};
 use crate::error::{AppendError, WriterFailure};
 use crate::index::View;
 use crate::indexer::{Applied, Backlog, FollowerMsg};
 use crate::lifecycle::Status;
 use crate::merkle::{leaf_hash, Frontier, Hash};
-use crate::model::{AppendEvent, Directive, Event, StopReason, TerminalEvent};
+use crate::model::{AppendEvent, Directive};
+use crate::recall::recall;
 use crate::segment::{push_frame, FileKind, Header, Trailer, FRAME_PREFIX_LEN, HEADER_LEN};
 use crate::source::{FileMeta, Head, SEGMENTS_DIR, SPARSE_EVERY_RECORDS};
 use chrono::{DateTime, Utc};
@@ -196,45 +197,43 @@ impl Ledger {
 
     /// Records `directive` and stops every not-yet-stopped terminal (status issued or active) of its
     /// models, in one atomic append. Uses the model index; stops are timed at the directive's `at`.
+    ///
+    /// A directive whose record would exceed [`MAX_ENTRY_BYTES`] is split into several directive
+    /// records in the same append ([`crate::recall::split_directive`]: the given id, then `<id>-p2`,
+    /// `<id>-p3`, …), and each stop names the part that lists its terminal's model.
     pub fn stop_models(
         &self,
         directive: Directive,
         recorded_at: Option<DateTime<Utc>>,
     ) -> Result<StopModelsOutcome, AppendError> {
         directive.validate().map_err(|error| AppendError::Field { index: 0, error })?;
-        let (end, appended, stopped) = {
+        let (end, appended, recall) = {
             let mut writer = self.shared.writer.lock()?;
-            let mut stopped = Vec::new();
+            let mut running = Vec::new();
             for model in &directive.models {
                 for sn in writer.view.models.get(model).map(Vec::as_slice).unwrap_or_default() {
                     if let Some(mem) = writer.view.terminal(sn) {
                         if matches!(mem.state.status, Status::Issued | Status::Active) {
-                            stopped.push(sn.clone());
+                            running.push((sn.clone(), model.clone()));
                         }
                     }
                 }
             }
-            stopped.sort();
-            let id = directive.id.clone();
-            let at = directive.at;
-            let mut events = Vec::with_capacity(stopped.len() + 1);
-            events.push(AppendEvent::from(Event::Directive(directive)));
-            for sn in &stopped {
-                events.push(AppendEvent::from(Event::Terminal(crate::model::DeviceEvent {
-                    device: sn.clone(),
-                    at,
-                    event: TerminalEvent::Stopped { reason: StopReason::ModelRecall, directive: Some(id.clone()) },
-                })));
-            }
+            let mut recall = recall(directive, running)?;
+            let events = std::mem::take(&mut recall.events);
             if events.len() > MAX_APPEND_EVENTS {
                 return Err(AppendError::TooMany { len: events.len(), max: MAX_APPEND_EVENTS });
             }
             let (end, appended, written) = self.append_locked(&mut writer, &events, recorded_at, WriteMode::APPEND)?;
             writer.follow(&self.shared.index.backlog, events, written);
-            (end, appended, stopped)
+            (end, appended, recall)
         };
         let head = self.wait_published(end)?;
-        Ok(StopModelsOutcome { stopped, appended: Appended { head, ..appended } })
+        Ok(StopModelsOutcome {
+            stopped: recall.stopped,
+            directives: recall.directives,
+            appended: Appended { head, ..appended },
+        })
     }
 
     /// Validates against current state, encodes, writes. Returns the log size after the append, the
@@ -305,6 +304,11 @@ impl Ledger {
                     None => {
                         body.clear();
                         encode_record_ref(&record, &mut body).map_err(|error| AppendError::Codec { index, error })?;
+                        // The write limit: a new record must fit one tlog-tiles entry. A restore copies
+                        // the records of an existing log as they are (readers accept larger ones).
+                        if body.len() > MAX_ENTRY_BYTES {
+                            return Err(AppendError::EntryTooLarge { index, len: body.len(), max: MAX_ENTRY_BYTES });
+                        }
                         &body
                     }
                 };

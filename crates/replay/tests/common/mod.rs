@@ -128,7 +128,7 @@ pub fn make_bundle(path: &Path) -> Head {
 pub fn sim_bundle(path: &Path, events: u64, seed: u64, max_records: Option<usize>) -> Head {
     let mut log = projections::testing::LogBuilder::new();
     for batch in sim::Simulator::new(&sim::Config::about_events(events, 100, seed)).unwrap() {
-        let (at, events) = batch.unwrap().into_append();
+        let (at, events) = batch.unwrap().into_append().unwrap();
         log.append_at(at, events.into_iter().map(|e| e.event).collect());
         if max_records.is_some_and(|max| log.records().len() >= max) {
             break;
