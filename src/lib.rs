@@ -19,6 +19,7 @@
 pub mod checkpoints;
 pub mod fleet;
 pub mod ops;
+pub mod restore;
 pub mod witness_client;
 
 pub use interchange;

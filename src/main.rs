@@ -16,7 +16,10 @@ use posledger::ledger::{
     self, AppendError, Directive, DirectiveId, Durability, Ledger, ModelCode, OpenError, Options, Source, Text,
 };
 use posledger::ops::{self, AppendRefusal, ReadInputError};
+use posledger::restore;
 use posledger::sim::{self, Config, Report};
+use posledger::tiles;
+use posledger::tlog::keyfile as vkeyfile;
 use std::collections::HashSet;
 use std::fmt::Display;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
@@ -59,9 +62,9 @@ enum Command {
     /// Export the whole log as one bundle file (segment format plus a trailer with count and root).
     #[command(after_help = "Example:\n  posledger export --dir ledger --out fleet.plb\n  replay verify fleet.plb")]
     Export(ExportArgs),
-    /// Rebuild a ledger in a new folder from a bundle or a ledger folder, record by record, checked.
+    /// Rebuild a ledger in a new folder from a bundle, a ledger folder or a published log, checked.
     #[command(
-        after_help = "Example:\n  posledger restore --from fleet.plb --dir restored\n  posledger restore --from /mnt/backup/ledger --dir restored\n\nEvery record is checked as the writer checks a new append (positions, versions, recorded-at,\ncommit markers, the lifecycle rules), the restored root must equal the source's head, and the\nsigned checkpoints the source carries are kept in DIR/checkpoints. DIR must not exist or be empty;\nit appears only once the whole ledger is durable. A damaged or refused record: exit 1, naming its\nposition, and DIR is left as it was."
+        after_help = "Example:\n  posledger restore --from fleet.plb --dir restored\n  posledger restore --from /mnt/backup/ledger --dir restored\n  posledger restore --from https://tiles.example/log --key log.vkey --dir restored\n\nA published log (docs/TILES.md: an http(s):// prefix or a publication folder) needs --key: its\ncheckpoint must verify, and every entry and tile is checked against it before the restore ends.\nEvery record is checked as the writer checks a new append (positions, versions, recorded-at,\ncommit markers, the lifecycle rules), the restored root must equal the source's head, and the\nsigned checkpoints the source carries are kept in DIR/checkpoints. DIR must not exist or be empty;\nit appears only once the whole ledger is durable. A damaged or refused record: exit 1, naming its\nposition, and DIR is left as it was."
     )]
     Restore(RestoreArgs),
     /// Print the ledger's head: record count and Merkle root.
@@ -232,9 +235,20 @@ struct ExportArgs {
 
 #[derive(Args)]
 struct RestoreArgs {
-    /// What to restore from: a bundle file or a ledger folder (read-only).
+    /// What to restore from: a bundle file, a ledger folder (read-only), or a published log (an
+    /// http(s):// prefix or a publication folder, docs/TILES.md).
     #[arg(long)]
     from: String,
+    /// The published log's verifier key (a file, or the vkey text); required for a published log,
+    /// refused otherwise.
+    #[arg(long, value_name = "VKEY")]
+    key: Option<String>,
+    /// A witness's verifier key whose cosignature the published checkpoint must carry (repeatable).
+    #[arg(long = "witness", value_name = "VKEY", requires = "key")]
+    witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned (default: all of them).
+    #[arg(long, value_name = "K", requires = "key")]
+    min_witnesses: Option<usize>,
     /// The new ledger folder (must not exist, or be empty).
     #[arg(long)]
     dir: PathBuf,
@@ -415,38 +429,71 @@ fn export(args: ExportArgs) -> Outcome {
 }
 
 /// Opens what `restore --from` names as a stream of record bodies.
-fn restore_origin(from: &str) -> Result<Box<dyn ops::RecordBodies>, Failure> {
-    if from.starts_with("http://") || from.starts_with("https://") {
-        return Err(Failure::Usage(format!("{from}: restoring from published tiles is not supported yet")));
+fn restore_origin(args: &RestoreArgs) -> Result<Box<dyn restore::RecordBodies>, Failure> {
+    let from = &args.from;
+    if replay::published::is_published(Path::new(from)) {
+        return published_origin(args);
+    }
+    if args.key.is_some() {
+        return Err(Failure::Usage(format!(
+            "{from}: --key is for a published log (an http(s):// prefix or a publication folder, docs/TILES.md)"
+        )));
     }
     let path = Path::new(from);
     let source = Source::open(path).map_err(|e| match e {
         posledger::ledger::ReadError::NotALedger(_) | posledger::ledger::ReadError::Io { .. } => usage(e),
         other => Failure::Data(format!("{from}: {other}")),
     })?;
-    Ok(Box::new(ops::SourceBodies::new(source)))
+    Ok(Box::new(restore::SourceBodies::new(source)))
+}
+
+/// Exit 1 for refused data, 2 for the rest (docs/CLI.md).
+fn data_or_usage(data: bool, message: String) -> Failure {
+    if data {
+        Failure::Data(message)
+    } else {
+        Failure::Usage(message)
+    }
+}
+
+/// A published log as the origin of a restore: its checkpoint verified with --key (and witnesses).
+fn published_origin(args: &RestoreArgs) -> Result<Box<dyn restore::RecordBodies>, Failure> {
+    let from = &args.from;
+    let Some(key) = &args.key else {
+        return Err(Failure::Usage(format!(
+            "{from} is a published log: give its verifier key with --key (docs/TILES.md)"
+        )));
+    };
+    let load = |k: &str, what: &str| vkeyfile::load_verifier_key(k).map_err(|e| Failure::Usage(format!("{what}: {e}")));
+    let log_key = load(key, "--key")?;
+    let witnesses = args.witnesses.iter().map(|w| load(w, "--witness")).collect::<Result<Vec<_>, _>>()?;
+    let min_witnesses = args.min_witnesses.unwrap_or(witnesses.len());
+    if min_witnesses > witnesses.len() {
+        return Err(Failure::Usage(format!(
+            "--min-witnesses {min_witnesses} but only {} --witness keys",
+            witnesses.len()
+        )));
+    }
+    let fetch: Box<dyn tiles::Fetch + Send> = if tiles::fetch::is_url(from) {
+        Box::new(tiles::HttpFetch::new(from))
+    } else {
+        Box::new(tiles::DirFetch::new(from))
+    };
+    let policy = tiles::Policy { key: &log_key, witnesses: &witnesses, min_witnesses };
+    let failure = |e: restore::OriginError| data_or_usage(e.is_data(), format!("restore: {from}: {e}"));
+    let head = tiles::read_checkpoint(fetch.as_ref(), tiles::layout::CHECKPOINT_PATH, &policy)
+        .map_err(|e| failure(e.into()))?;
+    let bodies = restore::TileBodies::start(from.clone(), fetch, head).map_err(failure)?;
+    Ok(Box::new(bodies))
 }
 
 fn restore(args: RestoreArgs) -> Outcome {
     let started = Instant::now();
-    let mut origin = restore_origin(&args.from)?;
+    let mut origin = restore_origin(&args)?;
+    let id_given = origin.ledger_id().is_some();
     let progress = bar(origin.expected().size, "{spinner} restoring [{bar:30}] {pos}/{len} records");
-    let report = ops::restore(origin.as_mut(), &args.dir, &mut |n| progress.set_position(n)).map_err(|e| {
-        let data = match &e {
-            ops::RestoreFailure::Read { error, .. } => !matches!(error, posledger::ledger::ReadError::Io { .. }),
-            ops::RestoreFailure::Restore(error) => error.is_refusal(),
-            ops::RestoreFailure::Checkpoints(error) => {
-                !matches!(error, posledger::checkpoints::CheckpointStoreError::Io { .. })
-            }
-            _ => false,
-        };
-        let message = format!("restore: {e}");
-        if data {
-            Failure::Data(message)
-        } else {
-            Failure::Usage(message)
-        }
-    })?;
+    let report = restore::restore(origin.as_mut(), &args.dir, &mut |n| progress.set_position(n))
+        .map_err(|e| data_or_usage(e.is_data(), format!("restore: {e}")))?;
     progress.finish_and_clear();
     if let Some(why) = &report.restored.index_warning {
         eprintln!(
@@ -463,7 +510,11 @@ fn restore(args: RestoreArgs) -> Outcome {
         started.elapsed().as_secs_f64()
     ))?;
     out.line(format!("root {}", report.restored.head.root_hex()))?;
-    out.line(format!("ledger id {:016x}", report.restored.ledger_id))?;
+    out.line(format!(
+        "ledger id {:016x}{}",
+        report.restored.ledger_id,
+        if id_given { "" } else { " (new: the origin does not name its ledger id)" }
+    ))?;
     out.line(format!("checkpoints: {} kept", thousands(report.checkpoints as u64)))?;
     out.flush()
 }

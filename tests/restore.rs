@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::bodies;
 use common::cli::{ok, posledger, s, stderr};
 use common::{activated, flow, issued, issued_with, replaced, stopped, t};
 use ledger::codec::{decode_record, encode_record};
@@ -36,15 +37,6 @@ fn build(dir: &Path, segment_max_bytes: u64) -> Head {
     let head = ledger.head();
     ledger.close().unwrap();
     head
-}
-
-fn bodies(source: &Source) -> Vec<Vec<u8>> {
-    let mut frames = source.frames(0, source.head.size);
-    let mut out = Vec::new();
-    while let Some((_, body, _)) = frames.next_frame().unwrap() {
-        out.push(body.to_vec());
-    }
-    out
 }
 
 fn digest(dir: &Path) -> String {

@@ -96,3 +96,13 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
 }
+
+/// Every committed record body of `source`, in position order.
+pub fn bodies(source: &ledger::Source) -> Vec<Vec<u8>> {
+    let mut frames = source.frames(0, source.head.size);
+    let mut out = Vec::new();
+    while let Some((_, body, _)) = frames.next_frame().unwrap() {
+        out.push(body.to_vec());
+    }
+    out
+}

@@ -103,14 +103,10 @@ fn read_class(e: &ReadError) -> Class {
 }
 
 fn tiles_class(e: &tiles::VerifyError) -> Class {
-    use tiles::{FetchError, TileError, VerifyError};
     match e {
-        VerifyError::Fetch(FetchError::Io { .. } | FetchError::Status { .. })
-        | VerifyError::Tile(TileError::Fetch(FetchError::Io { .. } | FetchError::Status { .. }))
-        | VerifyError::Threads { .. }
-        | VerifyError::Consumer(_) => Class::Io,
-        VerifyError::Checkpoint { source: tlog::CheckpointError::KeyType(_), .. } => Class::Usage,
-        _ => Class::Data,
+        tiles::VerifyError::Checkpoint { source: tlog::CheckpointError::KeyType(_), .. } => Class::Usage,
+        e if e.is_data() => Class::Data,
+        _ => Class::Io,
     }
 }
 

@@ -145,7 +145,7 @@ pub fn prove(source: &Path, keys: &Keys, position: u64, size: Option<u64>) -> Re
         .ok_or(tiles::VerifyError::Bundle { location: location.clone(), width: bundle.width })?;
     let entry = entries.get((position % TILE_WIDTH) as usize).copied().unwrap_or_default();
     if leaf_hash(entry) != leaf {
-        return Err(tiles::VerifyError::Entry { location, position }.into());
+        return Err(tiles::VerifyError::Entry { location, position, tile: fetch.location(&level0.path()) }.into());
     }
     let proof = reader.inclusion(position).map_err(tiles::VerifyError::from)?;
     if !verify_inclusion(&leaf, position as usize, tree as usize, &proof, &head.checkpoint.root) {

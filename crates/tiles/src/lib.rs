@@ -24,10 +24,12 @@ pub mod fetch;
 pub mod layout;
 pub mod publish;
 pub mod reader;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod verify;
 
 pub use fetch::{DirFetch, Fetch, FetchError, HttpFetch};
 pub use layout::{Kind, Tile};
-pub use publish::{publish, PublishError, Published};
+pub use publish::{publish, read_marker, Marker, PublishError, Published};
 pub use reader::{TileError, TileHashes};
 pub use verify::{read_checkpoint, walk, Policy, SignedHead, VerifyError, Walked};

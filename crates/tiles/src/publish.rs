@@ -155,7 +155,7 @@ pub fn publish(
             ledger: log::source::hex(&ledger_root),
         });
     }
-    let published = open_out(out, &checkpoint.origin)?;
+    let published = open_out(out, &checkpoint.origin, source.ledger_id())?;
     let old_size = published.as_ref().map_or(0, |c| c.size);
     if let Some(old) = &published {
         if old.size > size {
@@ -246,10 +246,73 @@ fn io_at(path: &Path) -> impl Fn(io::Error) -> PublishError + '_ {
     move |source| PublishError::Io { path: path.to_owned(), source }
 }
 
-/// Opens (or creates) the publication folder; the checkpoint it publishes, if any.
-fn open_out(out: &Path, origin: &str) -> Result<Option<Checkpoint>, PublishError> {
+/// What the marker file says: the origin the folder publishes and, since it was added, the ledger id
+/// (docs/TILES.md). Unsigned: it names the log; the signed checkpoint and the root prove it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// The checkpoint origin (the log key's name).
+    pub origin: String,
+    /// The id of the ledger the records come from (`docs/FORMAT.md`), when the marker says.
+    pub ledger_id: Option<u64>,
+}
+
+/// The marker's first line.
+const MARKER_HEADER: &str = "posledger tlog-tiles publication";
+/// The longest marker read.
+pub const MAX_MARKER_BYTES: u64 = 4096;
+
+impl Marker {
+    /// The marker's bytes.
+    pub fn encode(&self) -> String {
+        let mut text = format!("{MARKER_HEADER}\norigin {}\n", self.origin);
+        if let Some(id) = self.ledger_id {
+            text.push_str(&format!("ledger {id:016x}\n"));
+        }
+        text
+    }
+
+    /// Parses a marker; `None` if it is not one.
+    pub fn parse(bytes: &[u8]) -> Option<Marker> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let body = text.strip_suffix('\n')?;
+        let mut lines = body.split('\n');
+        if lines.next()? != MARKER_HEADER {
+            return None;
+        }
+        let origin = lines.next()?.strip_prefix("origin ")?.to_owned();
+        let ledger_id = match lines.next() {
+            None => None,
+            Some(line) => {
+                let hex = line.strip_prefix("ledger ")?;
+                if hex.len() != 16 {
+                    return None;
+                }
+                Some(u64::from_str_radix(hex, 16).ok()?)
+            }
+        };
+        if lines.next().is_some() {
+            return None;
+        }
+        let marker = Marker { origin, ledger_id };
+        (marker.encode().as_bytes() == bytes).then_some(marker)
+    }
+}
+
+/// The marker a publication serves, if it serves one that parses (a publication copied without its
+/// dot-files, or one an older posledger wrote elsewhere, may have none).
+pub fn read_marker(fetch: &dyn crate::Fetch) -> Result<Option<Marker>, crate::FetchError> {
+    match fetch.fetch(MARKER_PATH, MAX_MARKER_BYTES) {
+        Ok(bytes) => Ok(Marker::parse(&bytes)),
+        Err(crate::FetchError::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens (or creates) the publication folder; the checkpoint it publishes, if any. A folder whose
+/// marker names the origin but no ledger id (written before the marker said it) is accepted as it is.
+fn open_out(out: &Path, origin: &str, ledger_id: Option<u64>) -> Result<Option<Checkpoint>, PublishError> {
     let marker = out.join(MARKER_PATH);
-    let marker_text = format!("posledger tlog-tiles publication\norigin {origin}\n");
+    let marker_text = Marker { origin: origin.to_owned(), ledger_id }.encode();
     match fs::symlink_metadata(out) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(out).map_err(io_at(out))?;
@@ -264,11 +327,26 @@ fn open_out(out: &Path, origin: &str) -> Result<Option<Checkpoint>, PublishError
         Ok(meta) if !meta.is_dir() => return Err(PublishError::NotALayout { path: out.to_owned() }),
         Ok(_) => {}
     }
-    match read_small(&marker, 4096)? {
-        Some(text) if text == marker_text.as_bytes() => {}
-        Some(_) => {
-            return Err(PublishError::Foreign { path: marker, reason: format!("publishes another log, not {origin}") })
-        }
+    match read_small(&marker, MAX_MARKER_BYTES)? {
+        Some(text) => match Marker::parse(&text) {
+            Some(found) if found.origin == origin && (found.ledger_id.is_none() || found.ledger_id == ledger_id) => {}
+            Some(found) if found.origin == origin => {
+                return Err(PublishError::Foreign {
+                    path: marker,
+                    reason: format!(
+                        "publishes the ledger {:016x} of origin {origin}, not this ledger ({})",
+                        found.ledger_id.unwrap_or_default(),
+                        ledger_id.map_or_else(|| "without an id".to_owned(), |id| format!("{id:016x}"))
+                    ),
+                })
+            }
+            _ => {
+                return Err(PublishError::Foreign {
+                    path: marker,
+                    reason: format!("publishes another log, not {origin}"),
+                })
+            }
+        },
         None => {
             let empty = fs::read_dir(out).map_err(io_at(out))?.next().is_none();
             if !empty {

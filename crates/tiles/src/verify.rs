@@ -78,13 +78,15 @@ pub enum VerifyError {
         /// Entries it should hold.
         width: u16,
     },
-    /// An entry does not hash to its level-0 hash.
-    #[error("{location}: entry {position} does not match its hash in the level-0 tile")]
+    /// An entry does not hash to its level-0 hash: the entry or the hash was changed.
+    #[error("{location}: entry {position} does not match its hash in the level-0 tile {tile}")]
     Entry {
         /// The bundle's file or URL.
         location: String,
         /// The entry's position.
         position: u64,
+        /// The level-0 tile's file or URL.
+        tile: String,
     },
     /// An entry is not a record of this position.
     #[error("{location}: entry {position} is not a posledger record of that position: {reason}")]
@@ -135,6 +137,23 @@ pub enum VerifyError {
     /// The caller's consumer of the entries failed.
     #[error(transparent)]
     Consumer(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl VerifyError {
+    /// Whether the publication itself is at fault (a tile, bundle, entry or checkpoint that is missing,
+    /// malformed or does not verify), as opposed to the network, the OS, the caller's key or the
+    /// consumer of the entries. Commands exit 1 for the first, 2 for the rest (docs/CLI.md).
+    pub fn is_data(&self) -> bool {
+        use crate::{FetchError, TileError};
+        !matches!(
+            self,
+            VerifyError::Fetch(FetchError::Io { .. } | FetchError::Status { .. })
+                | VerifyError::Tile(TileError::Fetch(FetchError::Io { .. } | FetchError::Status { .. }))
+                | VerifyError::Threads { .. }
+                | VerifyError::Consumer(_)
+                | VerifyError::Checkpoint { source: tlog::CheckpointError::KeyType(_), .. }
+        )
+    }
 }
 
 /// Reads and verifies the checkpoint at `path` (usually [`CHECKPOINT_PATH`]).
@@ -310,7 +329,7 @@ fn check_bundle(fetch: &dyn Fetch, size: u64, n: u64) -> Result<Checked, VerifyE
     for (i, (body, leaf)) in entries.iter().zip(&leaves).enumerate() {
         let position = first + i as u64;
         if leaf_hash(body) != *leaf {
-            return Err(VerifyError::Entry { location: location(), position });
+            return Err(VerifyError::Entry { location: location(), position, tile: fetch.location(&tile_path) });
         }
         match log::codec::decode_record(body) {
             Ok(record) if record.position == position => {}

@@ -208,7 +208,7 @@ fn a_changed_hash_a_changed_entry_and_a_missing_tile_are_refused_naming_the_tile
     std::fs::write(&bundle, &bytes).unwrap();
     let e = verify(&out, None).unwrap_err();
     assert!(
-        matches!(&e, VerifyError::Entry { location, position: 511 } if location.ends_with("tile/entries/001")),
+        matches!(&e, VerifyError::Entry { location, position: 511, .. } if location.ends_with("tile/entries/001")),
         "{e}"
     );
     bytes[last] ^= 1;
