@@ -516,10 +516,14 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 impl Source {
     /// The Merkle frontier of the first `size` records: from the last sealed file's trailer at or
     /// before `size` (checked against its root), then the leaves after it, so its cost is the records
-    /// after the last trailer, not the log.
+    /// after the last trailer, not the log. At the head it is the frontier [`Source::open`] computed.
     pub fn frontier_at(&self, size: u64) -> Result<Frontier, ReadError> {
         if size > self.head.size {
             return Err(ReadError::OutOfRange { position: size, size: self.head.size });
+        }
+        if size == self.head.size {
+            assert_eq!((self.frontier.size(), self.frontier.root()), (self.head.size, self.head.root));
+            return Ok(self.frontier.clone());
         }
         let mut frontier = self
             .files

@@ -161,13 +161,10 @@ pub fn publish(
         if old.size > size {
             return Err(PublishError::Ahead { path: out.to_owned(), published: old.size, size });
         }
-        if source.frontier_at(old.size)?.root() != old.root {
-            return Err(PublishError::Foreign {
-                path: out.join(CHECKPOINT_PATH),
-                reason: format!("publishes another log: its root at {} records is not this ledger's", old.size),
-            });
-        }
         if old.size == size {
+            if old.root != ledger_root {
+                return Err(foreign_log(out, old.size));
+            }
             return Ok(Published { old_size, size, ..Published::default() });
         }
     }
@@ -187,6 +184,17 @@ pub fn publish(
                         old.size
                     ),
                 });
+            }
+            // The published tree extended by this ledger's new records must be the ledger's tree (the
+            // checkpoint's): then, trees of one size with one root, the published records are the
+            // ledger's. A pass over the new records only, before anything is written.
+            let mut probe = builder.clone();
+            let mut frames = source.frames(old.size, size);
+            while let Some((_, body, _)) = frames.next_frame()? {
+                probe.push(leaf_hash(body), &mut |_, _| {});
+            }
+            if probe.root() != ledger_root {
+                return Err(foreign_log(out, old.size));
             }
             builder
         }
@@ -229,6 +237,13 @@ pub fn publish(
     writer.replace_checkpoint(note)?;
     progress(size);
     Ok(writer.done)
+}
+
+fn foreign_log(out: &Path, old_size: u64) -> PublishError {
+    PublishError::Foreign {
+        path: out.join(CHECKPOINT_PATH),
+        reason: format!("publishes another log: its first {old_size} records are not this ledger's"),
+    }
 }
 
 fn keep_first(slot: &mut Option<PublishError>, result: Result<(), PublishError>) {

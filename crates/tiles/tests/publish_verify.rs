@@ -304,4 +304,30 @@ fn publish_never_writes_into_a_folder_it_does_not_own_nor_rewrites_a_tile() {
     assert!(matches!(e, PublishError::NotThisLedger { .. }), "{e}");
     let fetch = DirFetch::new(&out);
     assert!(fetch.fetch("checkpoint", 1 << 20).is_ok());
+
+    // Another log of the same origin, correctly signed, whose first records differ from the published
+    // ones (record 5): refused before anything is written.
+    let forked_path = tmp.path().join("forked.plb");
+    let file = std::fs::File::create(&forked_path).unwrap();
+    let mut stream = log::bundle::BundleStream::new(std::io::BufWriter::new(file), &forked_path, 7).unwrap();
+    for p in 0..700 {
+        let mut b = body(p);
+        if p == 5 {
+            let mut record = log::codec::decode_record(&b).unwrap();
+            let Event::Terminal(DeviceEvent { event: TerminalEvent::Flow { amount_fen, .. }, .. }) = &mut record.event
+            else {
+                unreachable!()
+            };
+            *amount_fen += 1;
+            b.clear();
+            log::codec::encode_record(&record, &mut b).unwrap();
+        }
+        stream.push(&b).unwrap();
+    }
+    stream.finish().unwrap();
+    let forked = Source::open(&forked_path).unwrap();
+    let before = files(&out);
+    let e = publish(&forked, &sign(&forked, 700), &out, &mut |_| {}).unwrap_err();
+    assert!(matches!(&e, PublishError::Foreign { .. }), "{e}");
+    assert_eq!(files(&out), before, "nothing written");
 }
