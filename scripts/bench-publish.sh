@@ -43,6 +43,7 @@ with open(path, "w") as f:
                 '"end":"2032-01-01T00:00:00Z"}}\n' % (i, i))
 PY
 "$BIN/posledger" append --dir "$WORK/ledger" "$WORK/more.ndjson" --sign-with "$WORK/log.key" >/dev/null
+timed "posledger head (opening the ledger)" "$BIN/posledger" head --dir "$WORK/ledger"
 timed "publish (1% more, incremental)" "$BIN/posledger" publish --dir "$WORK/ledger" --out "$WORK/pub"
 after=$(du -sb "$WORK/pub" | cut -f1)
 python3 -c "print(f'  {$after - $bytes} bytes added for {$more} records')"
