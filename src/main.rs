@@ -94,6 +94,34 @@ one, and replaces OUT/checkpoint last, after every tile is durable. OUT must be 
 earlier publication of the same log (docs/TILES.md)."
     )]
     Publish(PublishArgs),
+    /// Write one terminal's evidence: its records with an inclusion proof each against a signed checkpoint.
+    #[command(
+        after_help = "Example:\n  posledger checkpoint --dir ledger --key log.key\n  posledger evidence --dir ledger --device SN00000042 --out SN00000042.evidence\n  replay evidence check SN00000042.evidence --key log.key.vkey\n\n\
+A self-contained file (docs/FORMAT.md, \"Evidence for one terminal\") that verifies without the log:\n\
+the signed checkpoint verbatim (the ledger's latest, its .cosigned file when witnesses cosigned it, or\n\
+--checkpoint FILE), every record of the terminal's stream up to the checkpoint's size, the directive\n\
+records its stops name and the other half of each replacement it takes part in, each with an RFC 6962\n\
+inclusion proof; nothing else of other terminals. Reads the ledger without the lock (two passes over\n\
+the checkpoint's records). A terminal not in the checkpoint's records, or a checkpoint of another log:\n\
+exit 1. At most 100,000 records and 256 MiB a file: exit 2 beyond (docs/CLI.md)."
+    )]
+    Evidence(EvidenceArgs),
+}
+
+#[derive(Args)]
+struct EvidenceArgs {
+    /// Ledger folder (read only).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The terminal's serial number.
+    #[arg(long)]
+    device: String,
+    /// The evidence file to write (replaced atomically; a path inside DIR or a symbolic link is refused).
+    #[arg(long)]
+    out: PathBuf,
+    /// The signed checkpoint to prove against (default: the ledger's latest).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -651,23 +679,75 @@ fn key_generate(args: KeyGenerateArgs) -> Outcome {
     out.flush()
 }
 
-fn publish(args: PublishArgs) -> Outcome {
-    use posledger::tiles::PublishError;
-    check_dir(&args.dir)?;
-    let source = posledger::ledger::Source::open(&args.dir).map_err(|e| Failure::Data(e.to_string()))?;
-    let note = match &args.checkpoint {
+/// The signed checkpoint a command works against: `--checkpoint FILE`, or the ledger's latest (its
+/// cosigned note when there is one), as `publish` and `evidence` pick it.
+fn chosen_checkpoint(source: &Source, dir: &Path, checkpoint: Option<&Path>, what: &str) -> Result<Vec<u8>, Failure> {
+    Ok(match checkpoint {
         Some(path) => posledger::tlog::note::read_note_file(path).map_err(|e| usage(format!("{}: {e}", path.display())))?,
         None => match source.checkpoints().map_err(|e| Failure::Data(e.to_string()))?.pop() {
             Some(carried) => carried.note,
             None => {
                 return Err(Failure::Usage(format!(
-                    "{}: the ledger has no signed checkpoint to publish: sign one with `posledger checkpoint --dir {} --key KEY`",
-                    args.dir.display(),
-                    args.dir.display()
+                    "{}: the ledger has no signed checkpoint to {what}: sign one with `posledger checkpoint --dir {} --key KEY`",
+                    dir.display(),
+                    dir.display()
                 )))
             }
         },
+    })
+}
+
+fn evidence(args: EvidenceArgs) -> Outcome {
+    let sn = ledger::model::Sn::parse(&args.device)
+        .map_err(|e| Failure::Usage(format!("--device {:?}: {e}", args.device)))?;
+    let source = open_source(&args.dir)?;
+    posledger::interchange::output::check_source(&args.dir, &args.out).map_err(usage)?;
+    let note = chosen_checkpoint(&source, &args.dir, args.checkpoint.as_deref(), "prove evidence against")?;
+    let bar = bar(source.head.size.saturating_mul(2), "{spinner} collecting evidence [{bar:30}] {pos}/{len} records");
+    let built = replay::evidence::build(&source, &sn, &note, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let built = built.map_err(|e| match e.class() {
+        replay::error::Class::Data => Failure::Data(e.to_string()),
+        _ => usage(e),
+    })?;
+    let bytes = built.evidence.to_bytes();
+    let mut file = replay::output::Output::create(&args.out).map_err(usage)?;
+    file.write_all(&bytes).map_err(|e| Failure::Usage(format!("{}: {e}", args.out.display())))?;
+    file.commit().map_err(usage)?;
+    let mut out = Out::new();
+    let extra = {
+        let mut parts = Vec::new();
+        if !built.directives.is_empty() {
+            let ids: Vec<String> = built.directives.iter().map(|(id, p)| format!("{id} at position {p}")).collect();
+            parts.push(format!("directive {}", ids.join(", ")));
+        }
+        if !built.partners.is_empty() {
+            let sns: Vec<String> = built.partners.iter().map(|(sn, p)| format!("{sn} at position {p}")).collect();
+            parts.push(format!("replacement record of {}", sns.join(", ")));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(", with {}", parts.join("; "))
+        }
     };
+    out.line(format!(
+        "wrote evidence for terminal {sn} to {}: {}{extra}, proven against the checkpoint of {} (origin {}, root {}), {} bytes",
+        args.out.display(),
+        count(built.records, "record", "records"),
+        count(built.checkpoint.size, "record", "records"),
+        built.checkpoint.origin,
+        ledger::source::hex(&built.checkpoint.root),
+        thousands(bytes.len() as u64)
+    ))?;
+    out.flush()
+}
+
+fn publish(args: PublishArgs) -> Outcome {
+    use posledger::tiles::PublishError;
+    check_dir(&args.dir)?;
+    let source = posledger::ledger::Source::open(&args.dir).map_err(|e| Failure::Data(e.to_string()))?;
+    let note = chosen_checkpoint(&source, &args.dir, args.checkpoint.as_deref(), "publish")?;
     let started = std::time::Instant::now();
     let bar = bar(source.head.size, "{spinner} publishing [{bar:30}] {pos}/{len} records");
     let result = posledger::tiles::publish(&source, &note, &args.out, &mut |n| bar.set_position(n));
@@ -1072,6 +1152,7 @@ fn main() -> ExitCode {
         Command::Key(KeyCommand::Generate(args)) => key_generate(args),
         Command::Checkpoint(args) => checkpoint(args),
         Command::Publish(args) => publish(args),
+        Command::Evidence(args) => evidence(args),
     };
     match result {
         Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,

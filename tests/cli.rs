@@ -66,7 +66,7 @@ fn base_ledger(dir: &Path) -> PathBuf {
 
 #[test]
 fn every_subcommand_has_help_with_an_example() {
-    for sub in ["demo", "simulate", "append", "stop-models", "export", "head"] {
+    for sub in ["demo", "simulate", "append", "stop-models", "export", "head", "evidence"] {
         let out = ok(posledger(&[sub, "--help"]));
         assert!(out.contains("Example"), "{sub} --help lacks an example:\n{out}");
     }

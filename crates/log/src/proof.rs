@@ -137,6 +137,50 @@ pub fn inclusion(
     Ok(Inclusion { proof, leaf, root })
 }
 
+/// Streamed inclusion proofs of several leaves of one tree, with their leaves and the root (not yet
+/// verified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inclusions {
+    /// The audit path of each index, in the order the indices were given.
+    pub proofs: Vec<Vec<Hash>>,
+    /// The leaf hash of each index, in the same order.
+    pub leaves: Vec<Hash>,
+    /// The root of the log of `size` records.
+    pub root: Hash,
+}
+
+/// The inclusion proofs of every leaf of `indices` in the first `size` records, in **one** pass over
+/// the frames `frames(from, to)` yields: the subtree roots all the proofs ask for are hashed together
+/// ([`range_roots`]), so proving a terminal's whole stream costs one read of the log, not one per
+/// record. Requires every index `< size`, else [`ReadError::OutOfRange`].
+pub fn inclusions(
+    indices: &[u64],
+    size: u64,
+    frames: impl FnOnce(u64, u64) -> FrameIter,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Inclusions, ReadError> {
+    if let Some(index) = indices.iter().find(|i| **i >= size) {
+        return Err(ReadError::OutOfRange { position: *index, size });
+    }
+    let mut ranges = vec![(0, size)];
+    for index in indices {
+        ranges.push((*index, index + 1));
+        inclusion_proof_with(*index, size, &mut |a, b| {
+            ranges.push((a, b));
+            Ok::<Hash, ReadError>([0u8; 32])
+        })?;
+    }
+    let roots = range_roots(size, &ranges, frames, progress)?;
+    let mut root_of = lookup(&roots, size);
+    let mut proofs = Vec::with_capacity(indices.len());
+    let mut leaves = Vec::with_capacity(indices.len());
+    for index in indices {
+        proofs.push(inclusion_proof_with(*index, size, &mut root_of)?);
+        leaves.push(root_of(*index, index + 1)?);
+    }
+    Ok(Inclusions { proofs, leaves, root: root_of(0, size)? })
+}
+
 /// A streamed consistency proof, with the two roots it links (not yet verified).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsistencyProof {

@@ -254,6 +254,13 @@ impl<'a> Sequential<'a> {
         self.group.is_empty()
     }
 
+    /// Moves the fold's position forward to `position` without records (for a fold over a subset of a
+    /// log, [`crate::history::history_of`]); the records of the open append stay open.
+    pub fn skip_to(&mut self, position: u64) {
+        assert!(position >= self.fleet.position, "a fold never moves back");
+        self.fleet.position = position;
+    }
+
     /// Takes the next record (which must be at the fleet's position).
     pub fn push(&mut self, record: Record, hook: Option<Hook<'_>>) {
         assert_eq!(record.position, self.fleet.position, "records are folded densely, in position order");

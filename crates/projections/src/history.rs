@@ -35,3 +35,31 @@ pub fn history(source: &Source, sn: &Sn, cut: Cut) -> Result<Vec<HistoryEntry>, 
     fold.finish(Some(&mut hook));
     Ok(entries)
 }
+
+/// The history of `sn` folded from `records` alone, each with the state after it: the same fold as
+/// [`history`] (the same [`Sequential`] fold and [`log::lifecycle`] rules), over a subset of a log
+/// rather than the whole of it. `records` must be in strictly increasing position order (they need not
+/// be dense): the records of `sn`'s stream and whatever its events depend on (the directives they
+/// name, the other half of a replacement). `replay evidence check` folds a terminal's evidence with it.
+/// Records of one append are folded together at the first record carrying a commit marker (or at the
+/// end), as in [`history`].
+///
+/// # Panics
+/// If the positions are not strictly increasing (the caller checks that first).
+pub fn history_of(records: impl IntoIterator<Item = Record>, sn: &Sn) -> Vec<HistoryEntry> {
+    let mut fleet = Fleet::new(None);
+    let mut entries = Vec::new();
+    let mut hook = |record: &Record, violation: Option<&Violation>, state: Option<State>| {
+        entries.push(HistoryEntry { record: record.clone(), violation: violation.cloned(), state });
+    };
+    let mut next = 0u64;
+    let mut fold = Sequential::new(&mut fleet, Some(sn.clone()));
+    for record in records {
+        assert!(record.position >= next, "records are folded in strictly increasing position order");
+        next = record.position + 1;
+        fold.skip_to(record.position);
+        fold.push(record, Some(&mut hook));
+    }
+    fold.finish(Some(&mut hook));
+    entries
+}

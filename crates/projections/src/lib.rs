@@ -37,7 +37,7 @@ pub mod testing;
 pub use audit::{AuditConfig, Finding, Rule};
 pub use checkpoint::{rebuild_from_checkpoint, Checkpoint, CheckpointError, Start};
 pub use fleet::{Counts, Fleet, Memory, Summary, Terminal, TerminalView};
-pub use history::{history, HistoryEntry};
+pub use history::{history, history_of, HistoryEntry};
 pub use rebuild::{rebuild, rebuild_sequential, Cut, Options, RebuildError, MAX_THREADS};
 
 impl Fleet {

@@ -85,6 +85,12 @@ pub fn device(source: &Source, sn: &Sn) -> Result<DeviceReport, Error> {
         }
         .into());
     }
+    report_of(sn, entries)
+}
+
+/// The report of `sn`'s history from its folded entries ([`projections::history`] over a log, or
+/// [`projections::history_of`] over a terminal's evidence): one printer for both.
+pub fn report_of(sn: &Sn, entries: Vec<projections::HistoryEntry>) -> Result<DeviceReport, Error> {
     let mut events = Vec::with_capacity(entries.len());
     for entry in entries {
         let line = ndjson::render(&entry.record).map_err(|e| Error::Usage(format!("cannot render an event: {e}")))?;

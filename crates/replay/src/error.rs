@@ -64,6 +64,9 @@ pub enum Error {
     /// A published log (tlog-tiles) failed to verify, or could not be read.
     #[error(transparent)]
     Tiles(#[from] tiles::VerifyError),
+    /// Evidence for one terminal that does not verify (exit 1) or could not be read (exit 2).
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::EvidenceError),
     /// Writing a Parquet file failed.
     #[error("{}: {source}", path.display())]
     Parquet {
@@ -124,6 +127,9 @@ impl Error {
             Error::Usage(_) | Error::NotASource(_) | Error::Report(_) => Class::Usage,
             Error::Output { .. } | Error::Parquet { .. } => Class::Io,
             Error::Tiles(e) => tiles_class(e),
+            Error::Evidence(e) if e.is_data() => Class::Data,
+            Error::Evidence(crate::evidence::EvidenceError::Io { .. }) => Class::Io,
+            Error::Evidence(_) => Class::Usage,
             Error::Out(e) if e.is_refusal() => Class::Usage,
             Error::Out(_) => Class::Io,
         }
@@ -151,6 +157,7 @@ impl Error {
         };
         match self {
             Error::Failed(f) => f.position,
+            Error::Evidence(e) => e.position(),
             Error::Read(e) | Error::Rebuild(RebuildError::Read(e)) => read(e),
             _ => None,
         }

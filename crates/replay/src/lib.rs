@@ -3,7 +3,8 @@
 //! The library behind the `replay` binary: [`verify`] (every CRC, decode, dense positions and stream
 //! versions, commit markers, header chain, Merkle roots), [`fleet`], [`device`] and [`audit`] (read
 //! models folded by `projections`), [`export`] (NDJSON in the docs/NDJSON.md schema, or CSV),
-//! [`prove`] (inclusion and consistency proofs) and [`report`] (the audit report: one self-contained
+//! [`prove`] (inclusion and consistency proofs), [`evidence`] (one terminal's records with their proofs
+//! against a signed checkpoint, checked offline) and [`report`] (the audit report: one self-contained
 //! HTML file with charts). SOURCE is a ledger folder or a bundle file, opened with
 //! [`log::Source::open`].
 //!
@@ -27,6 +28,7 @@ pub mod checkpoint;
 pub mod columnar;
 pub mod device;
 pub mod error;
+pub mod evidence;
 pub mod export;
 pub mod fleet;
 pub mod prove;

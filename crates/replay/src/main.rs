@@ -278,6 +278,9 @@ Exits 0 when everything verifies, 1 naming the tile, bundle or entry that does n
         #[arg(long)]
         json: bool,
     },
+    /// Evidence for one terminal (`posledger evidence`): `replay evidence check FILE --key VKEY`.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
     /// Check that the log extends an earlier head (size and root), and print the consistency proof.
     #[command(
         after_help = "Examples:\n  replay consistency fleet.bundle --old-size 1000 --old-root 3f5a...e1\n  replay consistency ledger-dir --old-size 1000 --old-root \"$ROOT\" --json\n\n\
@@ -313,6 +316,33 @@ Exits 0 when the log's first M records have that root and the log extends them, 
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// Verify one terminal's evidence offline and print its history with the state after each event.
+    ///
+    /// Checks the signed checkpoint the evidence carries (with the log's key, and --witness keys),
+    /// every record's inclusion proof against its root, that every record decodes and is at its
+    /// position, positions strictly increasing, the terminal's stream versions dense from 0, and that
+    /// the directive and replacement records it holds are the ones the terminal's events name. Then
+    /// prints the history as `replay device` does. Evidence proves what the log held up to the
+    /// checkpoint's size, not what came after it (docs/FORMAT.md, "Evidence for one terminal").
+    #[command(
+        after_help = "Examples:\n  posledger evidence --dir ledger --device SN00000042 --out SN00000042.evidence\n  replay evidence check SN00000042.evidence --key log.key.vkey\n  replay evidence check SN00000042.evidence --key log.key.vkey --witness w1.vkey --format json\n\n\
+Exits 0 when the evidence verifies, 1 naming the byte or the position of the record that does not\n\
+(a cut file, records out of order, an altered or missing record, another log's checkpoint), 2 on usage\n\
+or I/O errors. The format is in docs/FORMAT.md; the contract in docs/CLI.md."
+    )]
+    Check {
+        /// The evidence file.
+        file: PathBuf,
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: DeviceFormat,
     },
 }
 
@@ -718,6 +748,111 @@ fn device(source: &Path, sn: &str, format: DeviceFormat) -> Result<Verdict, Erro
     Ok(Verdict::Ok)
 }
 
+/// `replay evidence check --format json` output.
+#[derive(serde::Serialize)]
+struct EvidenceJson<'a> {
+    ok: bool,
+    checkpoint: serde_json::Value,
+    device: &'a str,
+    events: &'a [replay::device::DeviceEntry],
+    directives: Vec<serde_json::Value>,
+    replacements: Vec<serde_json::Value>,
+}
+
+/// `replay evidence check`.
+fn evidence_check(file: &Path, keys: &KeyArgs, format: DeviceFormat) -> Result<Verdict, Error> {
+    let Some(keys) = load_keys(keys)? else {
+        return Err(Error::Usage("evidence check needs --key VKEY (the log's verifier key)".into()));
+    };
+    let checked = replay::evidence::read(file)
+        .and_then(|bytes| replay::evidence::check(&bytes, &keys.key, &keys.witnesses, keys.min_witnesses));
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(e @ replay::evidence::EvidenceError::Io { .. }) => return Err(e.into()),
+        Err(e) if e.is_data() => {
+            eprintln!("replay: {}: evidence does not verify: {e}", file.display());
+            return Ok(Verdict::DataFailed);
+        }
+        Err(e) => return Err(Error::Usage(format!("{}: {e}", file.display()))),
+    };
+    let cp = &checked.verified.checkpoint;
+    let by: Vec<String> = checked.verified.witnesses.iter().map(|(n, t)| format!("{n} at {t}")).collect();
+    let mut out = stdout();
+    match format {
+        DeviceFormat::Json => {
+            let directives = checked
+                .directives
+                .iter()
+                .map(|d| {
+                    let line = replay::ndjson::render(&d.record).unwrap_or_default();
+                    let event: serde_json::Value = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
+                    serde_json::json!({"position": d.position, "event": event})
+                })
+                .collect();
+            let replacements =
+                checked.partners.iter().map(|(sn, p)| serde_json::json!({"device": sn, "position": p})).collect();
+            let report = EvidenceJson {
+                ok: true,
+                checkpoint: serde_json::json!({
+                    "origin": cp.origin, "size": cp.size, "root": hex(&cp.root),
+                    "witnesses": checked.verified.witnesses.iter().map(|(n, t)| serde_json::json!({"name": n, "timestamp": t})).collect::<Vec<_>>(),
+                }),
+                device: &checked.report.device,
+                events: &checked.report.events,
+                directives,
+                replacements,
+            };
+            json_line(&mut out, &report, true)?;
+        }
+        DeviceFormat::Table => {
+            let mut write = || -> io::Result<()> {
+                writeln!(
+                    out,
+                    "evidence verified: {} of terminal {} in the log {} of {} (root {}{})",
+                    count(checked.report.events.len() as u64, "record", "records"),
+                    checked.report.device,
+                    cp.origin,
+                    count(cp.size, "record", "records"),
+                    hex(&cp.root),
+                    if by.is_empty() { String::new() } else { format!(", cosigned by {}", by.join(", ")) }
+                )?;
+                for d in &checked.directives {
+                    if let log::Event::Directive(directive) = &d.record.event {
+                        writeln!(
+                            out,
+                            "  directive {} at position {}: at {}, {}, reason {:?}{}",
+                            directive.id,
+                            d.position,
+                            directive.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                            count(directive.models.len() as u64, "model", "models"),
+                            directive.reason.as_str(),
+                            directive
+                                .deadline
+                                .map(|t| format!(
+                                    ", deadline {}",
+                                    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                                ))
+                                .unwrap_or_default()
+                        )?;
+                    }
+                }
+                for (sn, position) in &checked.partners {
+                    writeln!(out, "  replacement record of terminal {sn} at position {position}")?;
+                }
+                writeln!(
+                    out,
+                    "  (evidence covers the log up to its checkpoint's size; it says nothing of later records)"
+                )?;
+                writeln!(out)
+            };
+            write().map_err(output("-"))?;
+            checked.report.write_table(&mut out)?;
+        }
+    }
+    finish(out)?;
+    Ok(Verdict::Ok)
+}
+
 fn audit(
     source: &Path,
     format: ReportFormat,
@@ -1096,6 +1231,7 @@ fn main() -> ExitCode {
         Command::Prove { source, keys, position, size } => {
             published_keys(&source, &keys, false).and_then(|()| prove(&source, position, size))
         }
+        Command::Evidence(EvidenceCommand::Check { file, keys, format }) => evidence_check(&file, &keys, format),
         Command::Consistency { source, old_size, old_root, from, to, key, format, json } => match (from, to, key) {
             (Some(from), Some(to), Some(key)) => extension(&source, &from, &to, &key, format),
             _ => match (old_size, old_root) {

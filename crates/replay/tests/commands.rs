@@ -308,6 +308,13 @@ fn every_subcommand_has_help_with_an_example() {
         assert_eq!(code(&out), 0);
         assert!(stdout(&out).contains(&format!("replay {cmd} ")), "{cmd}: {}", stdout(&out));
     }
+    let out = replay(&["evidence", "check", "--help"]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        stdout(&out).contains("replay evidence check ") && stdout(&out).contains("docs/FORMAT.md"),
+        "{}",
+        stdout(&out)
+    );
     let out = replay(&["--help"]);
     assert_eq!(code(&out), 0);
     assert_eq!(code(&replay(&["frobnicate"])), 2);
