@@ -2,7 +2,8 @@
 //!
 //! The library behind the `replay` binary: [`verify`] (every CRC, decode, dense positions and stream
 //! versions, commit markers, header chain, Merkle roots), [`fleet`], [`device`] and [`audit`] (read
-//! models folded by `projections`), [`export`] (NDJSON in the docs/NDJSON.md schema, or CSV),
+//! models folded by `projections`), [`export`] (NDJSON in the docs/NDJSON.md schema, or CSV), [`columnar`] (Parquet), [`many`] (several
+//! sources at once, and the audit rule across them),
 //! [`prove`] (inclusion and consistency proofs) and [`report`] (the audit report: one self-contained
 //! HTML file with charts). SOURCE is a ledger folder or a bundle file, opened with
 //! [`log::Source::open`].
@@ -29,6 +30,7 @@ pub mod device;
 pub mod error;
 pub mod export;
 pub mod fleet;
+pub mod many;
 pub mod prove;
 pub mod published;
 pub mod report;
