@@ -23,10 +23,14 @@ def duckdb_engine(export):
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # The files carry provider and month as columns too, so the Hive folders need not be parsed; a
+    # many-source export (`replay export A B ...`) adds a first level source=<ledger id>, read as the
+    # column `source` (text: a ledger id of digits only must not become a number).
+    many = any(name.startswith("source=") for name in os.listdir(os.path.join(export, "terminals")))
+    hive = "hive_partitioning = true, hive_types_autocast = false" if many else "hive_partitioning = false"
     for table in TABLES:
-        # The files carry provider and month as columns too, so the Hive folders need not be parsed.
         glob = os.path.join(export, table, "**", "*.parquet").replace("'", "''")
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}', hive_partitioning = false)")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}', {hive})")
 
     def run(sql):
         cursor = con.execute(sql)

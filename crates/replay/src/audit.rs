@@ -18,6 +18,15 @@ pub struct FindingView {
     pub position: u64,
     /// The evidence, in words.
     pub detail: String,
+    /// The ledger the finding is in (many-source audits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_id: Option<String>,
+    /// The other ledger of a finding across sources (`one_sn_one_binding`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_ledger_id: Option<String>,
+    /// The position of the evidence in the other ledger (`one_sn_one_binding`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_position: Option<u64>,
 }
 
 /// Parses rule names; an unknown name is a usage error listing the known ones.
@@ -46,6 +55,9 @@ pub fn audit(source: &Source, cut: Cut, rules: &[Rule], config: AuditConfig) -> 
             device: f.device.map(|d| d.to_string()),
             position: f.position,
             detail: f.detail,
+            ledger_id: None,
+            other_ledger_id: None,
+            other_position: None,
         })
         .collect())
 }

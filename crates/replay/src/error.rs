@@ -75,6 +75,20 @@ pub enum Error {
         /// The error.
         source: parquet::errors::ParquetError,
     },
+    /// One of several sources failed (the error names it: its place, path and ledger id).
+    #[error("source {index} of {of} ({}{}): {error}", source_path.display(), ledger_id.as_ref().map(|l| format!(", ledger {l}")).unwrap_or_default())]
+    InSource {
+        /// The source's path, as given.
+        source_path: PathBuf,
+        /// Its place on the command line, from 1.
+        index: usize,
+        /// How many sources were given.
+        of: usize,
+        /// Its ledger id, when it was read.
+        ledger_id: Option<String>,
+        /// What failed.
+        error: Box<Error>,
+    },
     /// Writing the output failed.
     #[error("{}: {source}", path.display())]
     Output {
@@ -132,6 +146,7 @@ impl Error {
             Error::Evidence(_) => Class::Usage,
             Error::Out(e) if e.is_refusal() => Class::Usage,
             Error::Out(_) => Class::Io,
+            Error::InSource { error, .. } => error.class(),
         }
     }
 
@@ -141,6 +156,7 @@ impl Error {
         match self {
             Error::Output { source, .. } => source.kind() == std::io::ErrorKind::BrokenPipe,
             Error::Out(e) => e.is_broken_pipe(),
+            Error::InSource { error, .. } => error.is_broken_pipe(),
             _ => false,
         }
     }
@@ -159,6 +175,7 @@ impl Error {
             Error::Failed(f) => f.position,
             Error::Evidence(e) => e.position(),
             Error::Read(e) | Error::Rebuild(RebuildError::Read(e)) => read(e),
+            Error::InSource { error, .. } => error.position(),
             _ => None,
         }
     }

@@ -164,3 +164,37 @@ pub fn export(
     progress(written);
     Ok(written)
 }
+
+/// Writes every record of several sources (each named by its ledger id) to `out` as one CSV: a
+/// leading `source` column (the ledger id) before [`CSV_COLUMNS`], the sources one after the other in
+/// the order given, each in position order. Returns the records written. (NDJSON is one ledger's
+/// append stream, so several sources export as CSV or Parquet only.)
+pub fn export_many_csv(
+    sources: &[crate::many::Named<'_>],
+    out: &mut dyn Write,
+    out_path: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, Error> {
+    let io = |e| output(out_path)(e);
+    let mut csv = CsvWriter::new(out);
+    let mut header = vec!["source"];
+    header.extend(CSV_COLUMNS);
+    csv.row(&header).map_err(io)?;
+    let mut written = 0u64;
+    let n = sources.len();
+    for (i, s) in sources.iter().enumerate() {
+        for record in s.source.records(0) {
+            let record = record.map_err(|e| crate::many::in_source(i, n, s, e.into()))?;
+            let fields = csv_fields(&record);
+            let row = std::iter::once(s.ledger_id).chain(fields.iter().map(String::as_str));
+            csv.row(row).map_err(io)?;
+            written += 1;
+            if written.is_multiple_of(65_536) {
+                progress(written);
+            }
+        }
+    }
+    csv.finish().map_err(io)?;
+    progress(written);
+    Ok(written)
+}

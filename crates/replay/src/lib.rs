@@ -3,6 +3,7 @@
 //! The library behind the `replay` binary: [`verify`] (every CRC, decode, dense positions and stream
 //! versions, commit markers, header chain, Merkle roots), [`fleet`], [`device`] and [`audit`] (read
 //! models folded by `projections`), [`export`] (NDJSON in the docs/NDJSON.md schema, or CSV),
+//! [`columnar`] (Parquet), [`many`] (several sources at once, and the audit rule across them),
 //! [`prove`] (inclusion and consistency proofs), [`evidence`] (one terminal's records with their proofs
 //! against a signed checkpoint, checked offline) and [`report`] (the audit report: one self-contained
 //! HTML file with charts). SOURCE is a ledger folder or a bundle file, opened with
@@ -31,6 +32,7 @@ pub mod error;
 pub mod evidence;
 pub mod export;
 pub mod fleet;
+pub mod many;
 pub mod prove;
 pub mod published;
 pub mod report;

@@ -114,8 +114,10 @@ Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the
         after_help = "Examples:\n  replay fleet fleet.bundle\n  replay fleet fleet.bundle --as-of 2026-07-01T00:00:00Z --format json | jq .status\n  replay fleet ledger-dir --position 1000 --format csv > fleet.csv"
     )]
     Fleet {
-        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key).
-        source: PathBuf,
+        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key); several
+        /// sources (different ledgers) give totals and one part per source.
+        #[arg(value_name = "SOURCE", required = true)]
+        sources: Vec<PathBuf>,
         #[command(flatten)]
         keys: KeyArgs,
         /// Fold every record recorded at or before this time (RFC 3339).
@@ -153,11 +155,13 @@ Prints `verified N records, root <hex>`; on failure exits 1 naming the file, the
         after_help = "Examples:\n  replay audit fleet.bundle\n  replay audit fleet.bundle --rule flow_after_stop --rule dormant --format csv > findings.csv\n  replay audit ledger-dir --fail-on-findings --format json | jq length\n\n\
 Rules: flow_after_stop, flow_after_replacement, flow_while_contract_expired, activation_without_flow,\n\
 directive_not_enforced, flag_open_too_long, replacement_mismatch, dormant, illegal_transition,\n\
-event_before_issue, repeated_expiry."
+event_before_issue, repeated_expiry; across several sources: one_sn_one_binding (docs/CLI.md)."
     )]
     Audit {
-        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key).
-        source: PathBuf,
+        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key); several
+        /// sources (different ledgers) are audited each on its own, plus one_sn_one_binding across them.
+        #[arg(value_name = "SOURCE", required = true)]
+        sources: Vec<PathBuf>,
         #[command(flatten)]
         keys: KeyArgs,
         /// Output format.
@@ -228,8 +232,10 @@ China Standard Time, UTC+8), directives/, directive_models/ and terminals/, writ
 renamed into place at the end."
     )]
     Export {
-        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key).
-        source: PathBuf,
+        /// Ledger folder, bundle file, or published log (http(s):// URL or folder, with --key); several
+        /// sources (different ledgers) export as parquet (a source=<ledger id> level) or csv (a source column).
+        #[arg(value_name = "SOURCE", required = true)]
+        sources: Vec<PathBuf>,
         #[command(flatten)]
         keys: KeyArgs,
         /// Output format.
@@ -522,11 +528,17 @@ static PUBLISHED_KEYS: std::sync::OnceLock<Option<Keys>> = std::sync::OnceLock::
 /// Remembers the command's keys for a published SOURCE; refuses --key with a local source when the
 /// command has no other use for it.
 fn published_keys(source: &Path, args: &KeyArgs, key_has_other_use: bool) -> Result<(), Error> {
+    published_keys_of(std::slice::from_ref(&source.to_owned()), args, key_has_other_use)
+}
+
+/// [`published_keys`] for several sources: --key verifies every published one among them.
+fn published_keys_of(sources: &[PathBuf], args: &KeyArgs, key_has_other_use: bool) -> Result<(), Error> {
     let keys = load_keys(args)?;
-    if keys.is_some() && !key_has_other_use && !replay::published::is_published(source) {
+    if keys.is_some() && !key_has_other_use && !sources.iter().any(|s| replay::published::is_published(s)) {
+        let names: Vec<String> = sources.iter().map(|s| s.display().to_string()).collect();
         return Err(Error::Usage(format!(
             "--key is for a published log (an http(s):// URL or a publication folder); {} is neither",
-            source.display()
+            names.join(", ")
         )));
     }
     let _ = PUBLISHED_KEYS.set(keys);
@@ -732,6 +744,158 @@ fn fleet(
     Ok(Verdict::Ok)
 }
 
+/// Opens every source (a failure names its source) and names each by its ledger id, refusing the same
+/// ledger twice.
+fn open_many(paths: &[PathBuf]) -> Result<(Vec<Opened>, Vec<String>), Error> {
+    let n = paths.len();
+    let mut opened = Vec::with_capacity(n);
+    for (i, path) in paths.iter().enumerate() {
+        let source = open(path).map_err(|e| Error::InSource {
+            source_path: path.clone(),
+            index: i + 1,
+            of: n,
+            ledger_id: None,
+            error: Box::new(e),
+        })?;
+        opened.push(source);
+    }
+    let pairs: Vec<(&Path, &Source)> =
+        paths.iter().map(PathBuf::as_path).zip(opened.iter().map(|o| &o.source)).collect();
+    let ids = replay::many::ledger_ids(&pairs)?;
+    Ok((opened, ids))
+}
+
+fn named<'a>(paths: &'a [PathBuf], opened: &'a [Opened], ids: &'a [String]) -> Vec<replay::many::Named<'a>> {
+    paths
+        .iter()
+        .zip(opened)
+        .zip(ids)
+        .map(|((path, o), id)| replay::many::Named { path, ledger_id: id, source: &o.source })
+        .collect()
+}
+
+fn fleet_many(
+    paths: &[PathBuf],
+    as_of: Option<DateTime<Utc>>,
+    position: Option<u64>,
+    format: ReportFormat,
+) -> Result<Verdict, Error> {
+    if position.is_some() {
+        return Err(Error::Usage(
+            "--position counts one ledger's records: with several sources give --as-of (a time common to all)".into(),
+        ));
+    }
+    let (opened, ids) = open_many(paths)?;
+    let sources = named(paths, &opened, &ids);
+    let cut = as_of.map_or(Cut::Head, Cut::Time);
+    let spin = spinner("folding the fleets");
+    let report = replay::many::fleet(&sources, cut);
+    spin.finish_and_clear();
+    let report = report?;
+    let mut out = stdout();
+    match format {
+        ReportFormat::Json => json_line(&mut out, &report, true)?,
+        ReportFormat::Csv => report.write_csv(&mut out)?,
+        ReportFormat::Table => report.write_table(&mut out)?,
+    }
+    finish(out)?;
+    Ok(Verdict::Ok)
+}
+
+fn audit_many(
+    paths: &[PathBuf],
+    format: ReportFormat,
+    rules: &[String],
+    fail_on_findings: bool,
+    config: AuditConfig,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Verdict, Error> {
+    let selection = replay::many::Selection::parse(rules)?;
+    let (opened, ids) = open_many(paths)?;
+    let sources = named(paths, &opened, &ids);
+    let spin = spinner("auditing");
+    let findings = replay::many::audit(&sources, as_of.map_or(Cut::Head, Cut::Time), &selection, config);
+    spin.finish_and_clear();
+    let findings = findings?;
+    let mut out = stdout();
+    match format {
+        ReportFormat::Json => json_line(&mut out, &findings, true)?,
+        ReportFormat::Csv => replay::many::write_csv(&findings, &mut out)?,
+        ReportFormat::Table => replay::many::write_table(&findings, &sources, &mut out)?,
+    }
+    finish(out)?;
+    if fail_on_findings && !findings.is_empty() {
+        eprintln!("replay: {} (--fail-on-findings)", count(findings.len() as u64, "finding", "findings"));
+        return Ok(Verdict::DataFailed);
+    }
+    Ok(Verdict::Ok)
+}
+
+fn export_many(paths: &[PathBuf], format: ExportFormat, out_path: &Path) -> Result<Verdict, Error> {
+    if matches!(format, ExportFormat::Ndjson) {
+        return Err(Error::Usage(
+            "NDJSON is one ledger's append stream: export several sources as --format parquet or csv, or one at a time"
+                .into(),
+        ));
+    }
+    let to_stdout = out_path == Path::new("-");
+    if matches!(format, ExportFormat::Parquet) {
+        if to_stdout {
+            return Err(Error::Usage("--format parquet writes a folder of tables: give --out DIR, not -".into()));
+        }
+        for path in paths {
+            replay::columnar::check_out(path, out_path)?;
+        }
+    } else if !to_stdout {
+        for path in paths {
+            output::check_source(path, out_path)?;
+        }
+    }
+    let (opened, ids) = open_many(paths)?;
+    let sources = named(paths, &opened, &ids);
+    let records: u64 = sources.iter().map(|s| s.source.head.size).sum();
+    let bar = bar(records, "export");
+    if matches!(format, ExportFormat::Parquet) {
+        let options = replay::columnar::ParquetOptions::default();
+        let result = replay::columnar::export_many(&sources, out_path, options, &mut |n| bar.set_position(n));
+        bar.finish_and_clear();
+        let s = result?;
+        eprintln!(
+            "replay: exported {} of {} to {}: {} events, {} directives, {} directive models, {} terminals in {} ({} bytes)",
+            count(records, "record", "records"),
+            count(sources.len() as u64, "source", "sources"),
+            out_path.display(),
+            thousands(s.events),
+            thousands(s.directives),
+            thousands(s.directive_models),
+            thousands(s.terminals),
+            count(s.files, "file", "files"),
+            thousands(s.bytes)
+        );
+        return Ok(Verdict::Ok);
+    }
+    if to_stdout {
+        let mut out = stdout();
+        let result = replay::export::export_many_csv(&sources, &mut out, out_path, &mut |n| bar.set_position(n));
+        bar.finish_and_clear();
+        result?;
+        finish(out)?;
+        return Ok(Verdict::Ok);
+    }
+    let mut out = output::Output::create(out_path)?;
+    let result = replay::export::export_many_csv(&sources, &mut out, out_path, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let n = result?;
+    out.commit()?;
+    eprintln!(
+        "replay: exported {} of {} to {}",
+        count(n, "record", "records"),
+        count(sources.len() as u64, "source", "sources"),
+        out_path.display()
+    );
+    Ok(Verdict::Ok)
+}
+
 fn device(source: &Path, sn: &str, format: DeviceFormat) -> Result<Verdict, Error> {
     let sn = Sn::parse(sn).map_err(|e| Error::Usage(format!("SN {sn:?}: {e}")))?;
     let source = open(source)?;
@@ -861,11 +1025,17 @@ fn audit(
     config: AuditConfig,
     as_of: Option<DateTime<Utc>>,
 ) -> Result<Verdict, Error> {
-    let rules = replay::audit::parse_rules(rules)?;
+    // one_sn_one_binding is a rule across sources: with one source it has nothing to compare.
+    let selection = replay::many::Selection::parse(rules)?;
+    let rules = selection.per_source.clone().unwrap_or_default();
     let source = open(source)?;
     let spin = spinner("auditing");
     let cut = as_of.map_or(Cut::Head, Cut::Time);
-    let findings = replay::audit::audit(&source, cut, &rules, config);
+    let findings = if selection.per_source.as_ref().is_some_and(Vec::is_empty) {
+        Ok(Vec::new())
+    } else {
+        replay::audit::audit(&source, cut, &rules, config)
+    };
     spin.finish_and_clear();
     let findings = findings?;
     let mut out = stdout();
@@ -1192,15 +1362,19 @@ fn main() -> ExitCode {
         Command::VerifyTiles { source, keys, since, json } => {
             published_keys(&source, &keys, true).and_then(|()| verify_tiles(&source, since.as_deref(), json))
         }
-        Command::Fleet { source, keys, as_of, position, format } => {
-            published_keys(&source, &keys, false).and_then(|()| fleet(&source, as_of, position, format))
-        }
+        Command::Fleet { sources, keys, as_of, position, format } => published_keys_of(&sources, &keys, false)
+            .and_then(|()| match sources.as_slice() {
+                [source] => fleet(source, as_of, position, format),
+                _ => fleet_many(&sources, as_of, position, format),
+            }),
         Command::Device { source, keys, sn, format } => {
             published_keys(&source, &keys, false).and_then(|()| device(&source, &sn, format))
         }
-        Command::Audit { source, keys, format, rules, fail_on_findings, flag_open_days, dormant_days, as_of } => {
-            published_keys(&source, &keys, false).and_then(|()| {
-                audit(&source, format, &rules, fail_on_findings, audit_config(flag_open_days, dormant_days), as_of)
+        Command::Audit { sources, keys, format, rules, fail_on_findings, flag_open_days, dormant_days, as_of } => {
+            let config = audit_config(flag_open_days, dormant_days);
+            published_keys_of(&sources, &keys, false).and_then(|()| match sources.as_slice() {
+                [source] => audit(source, format, &rules, fail_on_findings, config, as_of),
+                _ => audit_many(&sources, format, &rules, fail_on_findings, config, as_of),
             })
         }
         Command::Report {
@@ -1225,8 +1399,11 @@ fn main() -> ExitCode {
             };
             published_keys(&source, &signed.keys, true).and_then(|()| report(&source, &out, options, &signed))
         }
-        Command::Export { source, keys, format, out } => {
-            published_keys(&source, &keys, false).and_then(|()| export(&source, format, &out))
+        Command::Export { sources, keys, format, out } => {
+            published_keys_of(&sources, &keys, false).and_then(|()| match sources.as_slice() {
+                [source] => export(source, format, &out),
+                _ => export_many(&sources, format, &out),
+            })
         }
         Command::Prove { source, keys, position, size } => {
             published_keys(&source, &keys, false).and_then(|()| prove(&source, position, size))

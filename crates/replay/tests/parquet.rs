@@ -469,3 +469,129 @@ fn the_documented_sql_gives_in_duckdb_the_answers_of_replay_fleet_and_audit() {
         audit.len()
     );
 }
+
+/// A simulated fleet with a recall nobody enforced: after the simulated months, a directive lists the
+/// three models issued most, with a deadline a week later, and no terminal is stopped for
+/// it; flows a month after the deadline carry the log's end past it.
+fn unenforced_recall(path: &Path) -> log::Head {
+    use projections::testing::{day, directive, flow};
+    let mut log = sim_log(6_000, 11, None);
+    // The three models issued most.
+    let mut issued: BTreeMap<String, usize> = BTreeMap::new();
+    for r in log.records() {
+        if let Event::Terminal(d) = &r.event {
+            if let TerminalEvent::Issued(i) = &d.event {
+                *issued.entry(i.model.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let mut models: Vec<(usize, String)> = issued.into_iter().map(|(m, n)| (n, m)).collect();
+    models.sort_by(|x, y| y.cmp(x));
+    let models: Vec<&str> = models.iter().take(3).map(|(_, m)| m.as_str()).collect();
+    let device = log
+        .records()
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::Terminal(d) => Some(d.device.to_string()),
+            _ => None,
+        })
+        .unwrap();
+    let last = log.records().last().unwrap().recorded_at;
+    let n = (last - day(0)).num_days() + 2;
+    log.append(vec![directive("D-TEST-UNENFORCED", n, &models, Some(n + 7))]);
+    log.append(vec![flow(&device, n + 40, 1_000)]);
+    projections::testing::write_bundle(path, log.records(), 9).unwrap()
+}
+
+#[test]
+fn directive_enforcement_in_duckdb_finds_the_terminals_of_replay_audit_when_there_are_some() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("recall.plb");
+    unenforced_recall(&bundle);
+    let out = dir.path().join("recall-parquet");
+    let o = replay_on("export", &bundle, &["--format", "parquet", "--out", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = replay_on("audit", &bundle, &["--rule", "directive_not_enforced", "--format", "json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let findings: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let mut audit: Vec<String> = findings.iter().map(|f| f["device"].as_str().unwrap().to_owned()).collect();
+    audit.sort();
+    let planted = findings.iter().filter(|f| f["detail"].as_str().unwrap().contains("D-TEST-UNENFORCED")).count();
+    assert!(planted >= 5, "the unenforced recall has findings: {findings:?}");
+    let Some(answers) = duckdb(&out) else { return };
+    let rows = &answers["directive_enforcement"];
+    let mut sql: Vec<String> = rows.iter().map(|r| r[3].as_str().unwrap().to_owned()).collect();
+    sql.sort();
+    assert_eq!(sql, audit, "the same terminals, one row per finding");
+    let of_planted = rows.iter().filter(|r| r[0] == "D-TEST-UNENFORCED").count();
+    assert_eq!(of_planted, planted);
+    println!(
+        "directive_not_enforced: {} findings ({planted} of the planted recall), in SQL and in replay audit",
+        audit.len()
+    );
+}
+
+#[test]
+fn a_many_source_export_has_a_source_level_and_each_file_its_own_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.plb"), dir.path().join("b.plb"));
+    let heads = [sim_bundle_id(&a, 3_000, 11, None, 0xa1), sim_bundle_id(&b, 2_000, 12, None, 0xb2)];
+    let out = dir.path().join("both");
+    let o = replay(&[
+        "export",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--format",
+        "parquet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for (ledger, head, path) in [("00000000000000a1", &heads[0], &a), ("00000000000000b2", &heads[1], &b)] {
+        let single = dir.path().join(format!("single-{ledger}"));
+        let o = replay_on("export", path, &["--format", "parquet", "--out", single.to_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        for table in ["events", "directives", "directive_models", "terminals"] {
+            let part = out.join(table).join(format!("source={ledger}"));
+            // The source's part is its single-source table, file for file.
+            let mine: Vec<PathBuf> = files(&part).iter().map(|f| f.strip_prefix(&part).unwrap().to_owned()).collect();
+            let its: Vec<PathBuf> = files(&single.join(table))
+                .iter()
+                .map(|f| f.strip_prefix(single.join(table)).unwrap().to_owned())
+                .collect();
+            assert_eq!(mine, its, "{table}");
+            assert_eq!(rows(&part).len(), rows(&single.join(table)).len(), "{table}");
+            for file in files(&part) {
+                let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+                let kv: BTreeMap<String, String> = reader
+                    .metadata()
+                    .file_metadata()
+                    .key_value_metadata()
+                    .unwrap()
+                    .iter()
+                    .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+                    .collect();
+                assert_eq!(kv["posledger.ledger_id"], ledger);
+                assert_eq!(kv["posledger.log_size"], head.size.to_string());
+                assert_eq!(kv["posledger.merkle_root"], head.root_hex());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_same_log_gives_the_same_files_byte_for_byte() {
+    // 7 providers x 24 months: more partitions than the 64 files open at once, so the end of the export
+    // closes and splits files; which ones must not depend on a hash map's order.
+    let e = export();
+    let again = e.out.with_file_name("again");
+    let o = replay_on("export", &e.bundle, &["--format", "parquet", "--out", again.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let (first, second) = (files(&e.out), files(&again));
+    assert_eq!(first.len(), second.len());
+    assert!(first.len() > 64, "{} files", first.len());
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a.strip_prefix(&e.out).unwrap(), b.strip_prefix(&again).unwrap());
+        assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "{} differs", a.display());
+    }
+}

@@ -126,6 +126,17 @@ pub fn make_bundle(path: &Path) -> Head {
 /// directives and their stops) of about `events` records, cut at `max_records` when given. Returns its
 /// head.
 pub fn sim_bundle(path: &Path, events: u64, seed: u64, max_records: Option<usize>) -> Head {
+    sim_bundle_id(path, events, seed, max_records, 7)
+}
+
+/// [`sim_bundle`] with its own ledger id (a many-source command refuses two sources of one ledger id).
+pub fn sim_bundle_id(path: &Path, events: u64, seed: u64, max_records: Option<usize>, ledger_id: u64) -> Head {
+    let log = sim_log(events, seed, max_records);
+    projections::testing::write_bundle(path, log.records(), ledger_id).unwrap()
+}
+
+/// The records of a simulated fleet, to extend before writing.
+pub fn sim_log(events: u64, seed: u64, max_records: Option<usize>) -> projections::testing::LogBuilder {
     let mut log = projections::testing::LogBuilder::new();
     for batch in sim::Simulator::new(&sim::Config::about_events(events, 100, seed)).unwrap() {
         let (at, events) = batch.unwrap().into_append().unwrap();
@@ -134,7 +145,7 @@ pub fn sim_bundle(path: &Path, events: u64, seed: u64, max_records: Option<usize
             break;
         }
     }
-    projections::testing::write_bundle(path, log.records(), 7).unwrap()
+    log
 }
 
 /// Every file under `root` with its bytes and modification time.
