@@ -52,6 +52,8 @@ struct Args {
     dir: PathBuf,
     /// Set in a child process: which half of one size it measures (see `main`).
     child: Option<Phase>,
+    /// `--shape issue-heavy`: simulate the issue-heavy fleet (`sim::Shape::IssueHeavy`).
+    shape: sim::Shape,
 }
 
 /// The two halves of one size, each measured in a process of its own.
@@ -70,6 +72,7 @@ fn parse_args() -> Args {
     let mut json = None;
     let mut dir = std::env::temp_dir().join("posledger-throughput");
     let mut child = None;
+    let mut shape = sim::Shape::Standard;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -77,6 +80,13 @@ fn parse_args() -> Args {
             "--large" => large = true,
             "--json" => json = Some(PathBuf::from(args.next().expect("--json PATH"))),
             "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
+            "--shape" => {
+                shape = match args.next().as_deref() {
+                    Some("standard") => sim::Shape::Standard,
+                    Some("issue-heavy") => sim::Shape::IssueHeavy,
+                    other => panic!("--shape standard|issue-heavy, not {other:?}"),
+                }
+            }
             "--child" => {
                 child = match args.next().as_deref() {
                     Some("write") => Some(Phase::Write),
@@ -94,7 +104,7 @@ fn parse_args() -> Args {
             sizes.push(10_000_000);
         }
     }
-    Args { sizes, json, dir, child }
+    Args { sizes, json, dir, child, shape }
 }
 
 /// Measures each size in two child processes of its own (this executable with `--child write|read
@@ -110,7 +120,12 @@ fn run_children(args: &Args) -> Vec<serde_json::Value> {
             let json = args.dir.join(format!("rows-{size}-{phase}.json"));
             std::fs::create_dir_all(&args.dir).expect("harness dir");
             let status = std::process::Command::new(&exe)
-                .args(["--child", phase, "--events", &size.to_string(), "--json"])
+                .args(["--child", phase, "--events", &size.to_string(), "--shape"])
+                .arg(match args.shape {
+                    sim::Shape::IssueHeavy => "issue-heavy",
+                    _ => "standard",
+                })
+                .arg("--json")
                 .arg(&json)
                 .arg("--dir")
                 .arg(&args.dir)
@@ -127,11 +142,11 @@ fn run_children(args: &Args) -> Vec<serde_json::Value> {
 }
 
 /// The simulated events, in order, each with the recorded-at time of the batch it came in.
-fn simulate(events: u64) -> Vec<(DateTime<Utc>, AppendEvent)> {
-    // About 30 events per terminal over 24 months; simulate a little more, then keep a prefix of whole
-    // simulated batches (a prefix of a legal log is legal).
-    let devices = (events / 18).max(50);
-    let config = sim::Config { devices, months: 24, seed: 42, batch_events: 10_000 };
+fn simulate(events: u64, shape: sim::Shape) -> Vec<(DateTime<Utc>, AppendEvent)> {
+    // About 19 (issue-heavy: 6) events per terminal over 24 months; simulate a little more, then keep a
+    // prefix of whole simulated batches (a prefix of a legal log is legal).
+    let devices = (events / (shape.events_per_device() - 1)).max(50);
+    let config = sim::Config { devices, months: 24, seed: 42, batch_events: 10_000, shape };
     let mut out = Vec::with_capacity(events as usize + 10_000);
     for (at, batch) in sim::generate(&config).expect("simulate") {
         if out.len() as u64 >= events {
@@ -457,7 +472,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(&base);
             continue;
         }
-        let events = simulate(size);
+        let events = simulate(size, args.shape);
         let n = events.len() as u64;
         println!("\n== {n} simulated events ==");
         // Baseline first: raw file append with one fsync per 10,000-record batch of the same bytes.
