@@ -180,6 +180,41 @@ fn chunks(events: &[(DateTime<Utc>, AppendEvent)], size: usize) -> Vec<(DateTime
     out
 }
 
+/// The events as NDJSON lines, as `replay export --format ndjson` writes them.
+fn render_ndjson(events: &[(DateTime<Utc>, AppendEvent)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(events.len() * 160);
+    for (_, e) in events {
+        out.extend_from_slice(posledger::interchange::ndjson::render_event(&e.event, None).expect("render").as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// `posledger append`'s two halves on the same events, against the library's durable append of them:
+/// the NDJSON parse alone (one thread, `ndjson::parse_line` of every line), and the whole import path
+/// of the CLI (`ops::import_ndjson`: read, parse, check, write, one commit) into a fresh durable ledger.
+fn ndjson_rows(base: &Path, n: u64, ndjson: &[u8], rows: &mut Vec<Row>, push: &Push) {
+    let start = Instant::now();
+    let mut parsed = 0u64;
+    for line in ndjson.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let line = std::str::from_utf8(line).expect("utf-8");
+        std::hint::black_box(posledger::interchange::ndjson::parse_line(line).expect("parse"));
+        parsed += 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let note = format!("{:.0} MB/s", ndjson.len() as f64 / seconds / 1e6);
+    push(rows, "NDJSON parse alone (1 thread)", parsed, seconds, Some("durable append (batch 10000)"), note);
+    let dir = fresh(&base.join("import"));
+    let ledger = Ledger::open(&dir).expect("open");
+    let start = Instant::now();
+    let imported = posledger::ops::import_ndjson(&ledger, &mut &ndjson[..], "bench", &mut |_| {}).expect("import");
+    let seconds = start.elapsed().as_secs_f64();
+    assert_eq!(imported.written, n);
+    push(rows, "NDJSON import (posledger append)", n, seconds, Some("durable append (batch 10000)"), String::new());
+    drop(ledger);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn fresh(dir: &Path) -> PathBuf {
     let _ = std::fs::remove_dir_all(dir);
     dir.to_owned()
@@ -487,6 +522,8 @@ fn main() {
             .expect("an issued event")
             .clone();
         let big = chunks(&events, 10_000);
+        // The same events as `posledger append` reads them (untimed): one NDJSON line each.
+        let ndjson = render_ndjson(&events);
         drop(events);
         let (seconds, ledger) = durable_append(&base.join("append-10000"), big);
         let raw = raw_file_append(&base.join("raw"), &ledger, 10_000);
@@ -515,6 +552,8 @@ fn main() {
         let disk = dir_bytes(&base.join("append-10000").join("segments"));
         println!("{:<34} {:>10.1} bytes/event on disk (segments)", "", disk as f64 / n as f64);
         drop(ledger);
+        ndjson_rows(&base, n, &ndjson, &mut rows, &push);
+        drop(ndjson);
 
         let count: u64 = hundred.iter().map(|(_, e)| e.len() as u64).sum();
         let (seconds, _) = durable_append(&base.join("append-100"), hundred);

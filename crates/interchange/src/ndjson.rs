@@ -332,14 +332,6 @@ fn parse_time(name: &'static str, text: &str) -> Result<DateTime<Utc>, LineError
     Ok(at)
 }
 
-fn parse_contract(dto: ContractDto) -> Result<Contract, LineError> {
-    Ok(Contract {
-        id: field("contract.id", ContractId::parse(&dto.id))?,
-        start: parse_time("contract.start", &dto.start)?,
-        end: parse_time("contract.end", &dto.end)?,
-    })
-}
-
 fn parse_flag_reason(text: &str) -> Result<FlagReason, LineError> {
     FlagReason::parse(text).ok_or_else(|| LineError::UnknownName {
         field: "reason",
@@ -356,29 +348,15 @@ fn parse_stop_reason(text: &str) -> Result<StopReason, LineError> {
     })
 }
 
-fn typed<T: for<'de> Deserialize<'de>>(map: Map<String, Value>) -> Result<T, LineError> {
-    serde_json::from_value(Value::Object(map)).map_err(|e| LineError::Schema(e.to_string()))
-}
-
-fn terminal(
-    device: &str,
-    at: &str,
-    event_id: Option<String>,
-    expected_version: Option<u64>,
-    event: TerminalEvent,
-) -> Result<AppendEvent, LineError> {
-    Ok(AppendEvent {
-        event: Event::Terminal(DeviceEvent {
-            device: field("device", Sn::parse(device))?,
-            at: parse_time("at", at)?,
-            event,
-        }),
-        event_id: event_id.map(|id| field("event_id", EventId::parse(&id))).transpose()?,
-        expected_version,
-    })
-}
-
 /// Parses one NDJSON line (without its newline) into an event to append.
+///
+/// A line is first read in one pass, without building a JSON tree, into [`fast::Fields`] (borrowed
+/// strings, every field of every type; serde refuses a repeated or unknown key, a wrong-typed or
+/// out-of-range value). If that pass succeeds and the line holds exactly the fields its type allows,
+/// with the required ones, the line passed every check of the second, slower path below; the event is
+/// then built by [`build`], the one copy of the construction and the field checks, which that path
+/// ends in too. Any other line takes the slower path, whose checks name the problem; so both give the
+/// same event or the same error for every line.
 pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(LineError::TooLong { len: line.len(), max: MAX_LINE_BYTES });
@@ -386,6 +364,15 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
     if line.starts_with('\u{feff}') {
         return Err(LineError::ByteOrderMark);
     }
+    if let Some((kind, fields)) = fast::parse(line) {
+        return build(kind, fields);
+    }
+    parse_checked(line)
+}
+
+/// The slower path of [`parse_line`]: a JSON tree, then the checks in the order that names the first
+/// problem of a line (see the module documentation), then [`build`].
+fn parse_checked(line: &str) -> Result<AppendEvent, LineError> {
     let value = strict::parse(line)?;
     let mut map = match value {
         Value::Object(map) => map,
@@ -399,83 +386,328 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
         Some(Value::String(kind)) => kind,
         _ => return Err(LineError::MissingType),
     };
-    if !TYPES.contains(&kind.as_str()) {
+    let Some(kind) = fast::Kind::parse(&kind) else {
         return Err(LineError::UnknownType(kind.chars().take(64).collect()));
+    };
+    check_kinds(kind.name(), &map)?;
+    let value = Value::Object(map);
+    // The schema of the type: missing and unknown fields, named by serde.
+    match kind {
+        fast::Kind::Issued => schema::<IssuedLine>(&value)?,
+        fast::Kind::Flow => schema::<FlowLine>(&value)?,
+        fast::Kind::Activated | fast::Kind::ContractExpired => schema::<PlainLine>(&value)?,
+        fast::Kind::ContractRenewed => schema::<RenewedLine>(&value)?,
+        fast::Kind::Flagged | fast::Kind::FlagCleared => schema::<FlagLine>(&value)?,
+        fast::Kind::Stopped => schema::<StoppedLine>(&value)?,
+        fast::Kind::Replaced => schema::<ReplacedLine>(&value)?,
+        fast::Kind::Directive => schema::<DirectiveLine>(&value)?,
     }
-    check_kinds(&kind, &map)?;
-    let event = match kind.as_str() {
-        "issued" => {
-            let l: IssuedLine = typed(map)?;
-            let issued = Issued {
-                model: field("model", ModelCode::parse(&l.model))?,
-                merchant: field("merchant", MerchantId::parse(&l.merchant))?,
-                provider: field("provider", ProviderId::parse(&l.provider))?,
-                region: field("region", RegionCode::parse(&l.region))?,
-                contract: parse_contract(l.contract)?,
-                replaces: l.replaces.map(|sn| field("replaces", Sn::parse(&sn))).transpose()?,
-            };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, TerminalEvent::Issued(Box::new(issued)))?
-        }
-        "flow" => {
-            let l: FlowLine = typed(map)?;
-            let event = TerminalEvent::Flow { amount_fen: l.amount_fen, transactions: l.transactions };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "activated" | "contract_expired" => {
-            let l: PlainLine = typed(map)?;
-            let event = if kind == "activated" { TerminalEvent::Activated } else { TerminalEvent::ContractExpired };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "contract_renewed" => {
-            let l: RenewedLine = typed(map)?;
-            let event = TerminalEvent::ContractRenewed { contract: parse_contract(l.contract)? };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "flagged" | "flag_cleared" => {
-            let l: FlagLine = typed(map)?;
-            let reason = parse_flag_reason(&l.reason)?;
-            let note = field("note", Text::parse(&l.note))?;
-            let event = if kind == "flagged" {
-                TerminalEvent::Flagged { reason, note }
-            } else {
-                TerminalEvent::FlagCleared { reason, note }
-            };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "stopped" => {
-            let l: StoppedLine = typed(map)?;
-            let event = TerminalEvent::Stopped {
-                reason: parse_stop_reason(&l.reason)?,
-                directive: l.directive.map(|d| field("directive", DirectiveId::parse(&d))).transpose()?,
-            };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "replaced" => {
-            let l: ReplacedLine = typed(map)?;
-            let event = TerminalEvent::Replaced { by: field("by", Sn::parse(&l.by))? };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        _ => {
-            let l: DirectiveLine = typed(map)?;
-            if l.models.is_empty() || l.models.len() > MAX_DIRECTIVE_MODELS {
-                return Err(LineError::ModelCount { max: MAX_DIRECTIVE_MODELS, got: l.models.len() });
+    let fields = fast::Fields::deserialize(&value).map_err(|e| LineError::Schema(e.to_string()))?;
+    build(kind, fields)
+}
+
+fn schema<T: for<'de> Deserialize<'de>>(value: &Value) -> Result<(), LineError> {
+    T::deserialize(value).map(drop).map_err(|e| LineError::Schema(e.to_string()))
+}
+
+/// A field [`fast::Kind::fields`] requires for the type (so never missing here).
+fn need<T>(name: &'static str, value: Option<T>) -> Result<T, LineError> {
+    value.ok_or_else(|| LineError::Schema(format!("missing field `{name}`")))
+}
+
+fn text<'s>(value: &'s Option<fast::Str<'_>>) -> Option<&'s str> {
+    value.as_ref().map(|s| s.0.as_ref())
+}
+
+fn parse_contract(c: &fast::ContractFields<'_>) -> Result<Contract, LineError> {
+    Ok(Contract {
+        id: field("contract.id", ContractId::parse(&c.id.0))?,
+        start: parse_time("contract.start", &c.start.0)?,
+        end: parse_time("contract.end", &c.end.0)?,
+    })
+}
+
+/// The event of a line that has the fields of its type: the one copy of the construction and of the
+/// field checks (identifiers by the model's newtypes, times, then the event's own limits).
+fn build(kind: fast::Kind, f: fast::Fields<'_>) -> Result<AppendEvent, LineError> {
+    use fast::Kind as K;
+    let event = match kind {
+        K::Directive => {
+            let models = need("models", f.models)?;
+            if models.is_empty() || models.len() > MAX_DIRECTIVE_MODELS {
+                return Err(LineError::ModelCount { max: MAX_DIRECTIVE_MODELS, got: models.len() });
             }
             let directive = Directive {
-                id: field("id", DirectiveId::parse(&l.id))?,
-                at: parse_time("at", &l.at)?,
-                models: l.models.iter().map(|m| field("models", ModelCode::parse(m))).collect::<Result<_, _>>()?,
-                reason: field("reason", Text::parse(&l.reason))?,
-                deadline: l.deadline.map(|d| parse_time("deadline", &d)).transpose()?,
+                id: field("id", DirectiveId::parse(need("id", text(&f.id))?))?,
+                at: parse_time("at", need("at", text(&f.at))?)?,
+                models: models.iter().map(|m| field("models", ModelCode::parse(&m.0))).collect::<Result<_, _>>()?,
+                reason: field("reason", Text::parse(need("reason", text(&f.reason))?))?,
+                deadline: text(&f.deadline).map(|d| parse_time("deadline", d)).transpose()?,
             };
             AppendEvent {
                 event: Event::Directive(directive),
-                event_id: l.event_id.map(|id| field("event_id", EventId::parse(&id))).transpose()?,
-                expected_version: l.expected_version,
+                event_id: text(&f.event_id).map(|id| field("event_id", EventId::parse(id))).transpose()?,
+                expected_version: f.expected_version,
+            }
+        }
+        _ => {
+            let event = match kind {
+                K::Issued => TerminalEvent::Issued(Box::new(Issued {
+                    model: field("model", ModelCode::parse(need("model", text(&f.model))?))?,
+                    merchant: field("merchant", MerchantId::parse(need("merchant", text(&f.merchant))?))?,
+                    provider: field("provider", ProviderId::parse(need("provider", text(&f.provider))?))?,
+                    region: field("region", RegionCode::parse(need("region", text(&f.region))?))?,
+                    contract: parse_contract(need("contract", f.contract.as_ref())?)?,
+                    replaces: text(&f.replaces).map(|sn| field("replaces", Sn::parse(sn))).transpose()?,
+                })),
+                K::Flow => TerminalEvent::Flow {
+                    amount_fen: need("amount_fen", f.amount_fen)?,
+                    transactions: need("transactions", f.transactions)?,
+                },
+                K::Activated => TerminalEvent::Activated,
+                K::ContractExpired => TerminalEvent::ContractExpired,
+                K::ContractRenewed => {
+                    TerminalEvent::ContractRenewed { contract: parse_contract(need("contract", f.contract.as_ref())?)? }
+                }
+                K::Flagged | K::FlagCleared => {
+                    let reason = parse_flag_reason(need("reason", text(&f.reason))?)?;
+                    let note = field("note", Text::parse(text(&f.note).unwrap_or("")))?;
+                    if kind == K::Flagged {
+                        TerminalEvent::Flagged { reason, note }
+                    } else {
+                        TerminalEvent::FlagCleared { reason, note }
+                    }
+                }
+                K::Stopped => TerminalEvent::Stopped {
+                    reason: parse_stop_reason(need("reason", text(&f.reason))?)?,
+                    directive: text(&f.directive).map(|d| field("directive", DirectiveId::parse(d))).transpose()?,
+                },
+                K::Replaced => TerminalEvent::Replaced { by: field("by", Sn::parse(need("by", text(&f.by))?))? },
+                K::Directive => return Err(LineError::MissingType),
+            };
+            AppendEvent {
+                event: Event::Terminal(DeviceEvent {
+                    device: field("device", Sn::parse(need("device", text(&f.device))?))?,
+                    at: parse_time("at", need("at", text(&f.at))?)?,
+                    event,
+                }),
+                event_id: text(&f.event_id).map(|id| field("event_id", EventId::parse(id))).transpose()?,
+                expected_version: f.expected_version,
             }
         }
     };
     event.event.validate().map_err(LineError::Invalid)?;
     Ok(event)
+}
+
+/// The one-pass reading of [`parse_line`]: every field any type has, borrowed from the line.
+mod fast {
+    use serde::de::{Deserializer, Visitor};
+    use serde::Deserialize;
+    use std::borrow::Cow;
+    use std::fmt;
+
+    /// A JSON string, borrowed from the line unless it holds an escape.
+    pub(super) struct Str<'a>(pub(super) Cow<'a, str>);
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Str<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Owned(v.to_owned())))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Owned(v)))
+                }
+            }
+            deserializer.deserialize_str(V)
+        }
+    }
+
+    /// A present field: `null` is refused (as the slower path refuses it), never read as absent.
+    fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+        T::deserialize(deserializer).map(Some)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, bound(deserialize = "'de: 'a"))]
+    pub(super) struct ContractFields<'a> {
+        pub(super) id: Str<'a>,
+        pub(super) start: Str<'a>,
+        pub(super) end: Str<'a>,
+    }
+
+    /// Every field of every type (`type` too), each optional; [`Kind::fields`] says which a type has.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, bound(deserialize = "'de: 'a"))]
+    pub(super) struct Fields<'a> {
+        #[serde(default, rename = "type", deserialize_with = "some")]
+        pub(super) kind: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) device: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) at: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) model: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) merchant: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) provider: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) region: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) contract: Option<ContractFields<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) replaces: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) amount_fen: Option<u64>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) transactions: Option<u32>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) reason: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) note: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) directive: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) by: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) id: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) models: Option<Vec<Str<'a>>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) deadline: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) event_id: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "some")]
+        pub(super) expected_version: Option<u64>,
+    }
+
+    // One bit per field of `Fields` (`type` aside), in its order.
+    const DEVICE: u32 = 1;
+    const AT: u32 = 1 << 1;
+    const MODEL: u32 = 1 << 2;
+    const MERCHANT: u32 = 1 << 3;
+    const PROVIDER: u32 = 1 << 4;
+    const REGION: u32 = 1 << 5;
+    const CONTRACT: u32 = 1 << 6;
+    const REPLACES: u32 = 1 << 7;
+    const AMOUNT_FEN: u32 = 1 << 8;
+    const TRANSACTIONS: u32 = 1 << 9;
+    const REASON: u32 = 1 << 10;
+    const NOTE: u32 = 1 << 11;
+    const DIRECTIVE: u32 = 1 << 12;
+    const BY: u32 = 1 << 13;
+    const ID: u32 = 1 << 14;
+    const MODELS: u32 = 1 << 15;
+    const DEADLINE: u32 = 1 << 16;
+    const EVENT_ID: u32 = 1 << 17;
+    const EXPECTED_VERSION: u32 = 1 << 18;
+
+    impl Fields<'_> {
+        /// The fields present, as bits.
+        fn present(&self) -> u32 {
+            let bits = [
+                (self.device.is_some(), DEVICE),
+                (self.at.is_some(), AT),
+                (self.model.is_some(), MODEL),
+                (self.merchant.is_some(), MERCHANT),
+                (self.provider.is_some(), PROVIDER),
+                (self.region.is_some(), REGION),
+                (self.contract.is_some(), CONTRACT),
+                (self.replaces.is_some(), REPLACES),
+                (self.amount_fen.is_some(), AMOUNT_FEN),
+                (self.transactions.is_some(), TRANSACTIONS),
+                (self.reason.is_some(), REASON),
+                (self.note.is_some(), NOTE),
+                (self.directive.is_some(), DIRECTIVE),
+                (self.by.is_some(), BY),
+                (self.id.is_some(), ID),
+                (self.models.is_some(), MODELS),
+                (self.deadline.is_some(), DEADLINE),
+                (self.event_id.is_some(), EVENT_ID),
+                (self.expected_version.is_some(), EXPECTED_VERSION),
+            ];
+            bits.iter().filter(|(set, _)| *set).fold(0, |acc, (_, bit)| acc | bit)
+        }
+    }
+
+    /// The `type` of a line.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Kind {
+        Issued,
+        Flow,
+        Activated,
+        ContractRenewed,
+        ContractExpired,
+        Flagged,
+        FlagCleared,
+        Stopped,
+        Replaced,
+        Directive,
+    }
+
+    impl Kind {
+        const ALL: [Kind; 10] = [
+            Kind::Issued,
+            Kind::Flow,
+            Kind::Activated,
+            Kind::ContractRenewed,
+            Kind::ContractExpired,
+            Kind::Flagged,
+            Kind::FlagCleared,
+            Kind::Stopped,
+            Kind::Replaced,
+            Kind::Directive,
+        ];
+
+        /// Its name in [`super::TYPES`].
+        pub(super) fn name(self) -> &'static str {
+            super::TYPES.get(self as usize).copied().unwrap_or("directive")
+        }
+
+        pub(super) fn parse(name: &str) -> Option<Kind> {
+            Kind::ALL.into_iter().find(|k| k.name() == name)
+        }
+
+        /// (required, allowed) fields of the type, as bits: the schema of its DTO above.
+        fn fields(self) -> (u32, u32) {
+            let terminal = |required: u32, optional: u32| {
+                (DEVICE | AT | required, DEVICE | AT | required | optional | EVENT_ID | EXPECTED_VERSION)
+            };
+            match self {
+                Kind::Issued => terminal(MODEL | MERCHANT | PROVIDER | REGION | CONTRACT, REPLACES),
+                Kind::Flow => terminal(AMOUNT_FEN | TRANSACTIONS, 0),
+                Kind::Activated | Kind::ContractExpired => terminal(0, 0),
+                Kind::ContractRenewed => terminal(CONTRACT, 0),
+                Kind::Flagged | Kind::FlagCleared => terminal(REASON, NOTE),
+                Kind::Stopped => terminal(REASON, DIRECTIVE),
+                Kind::Replaced => terminal(BY, 0),
+                Kind::Directive => {
+                    let required = ID | AT | MODELS | REASON;
+                    (required, required | DEADLINE | EVENT_ID | EXPECTED_VERSION)
+                }
+            }
+        }
+    }
+
+    /// The line's type and fields if it reads in one pass and has exactly the fields of its type;
+    /// `None` sends it to the slower path.
+    pub(super) fn parse(line: &str) -> Option<(Kind, Fields<'_>)> {
+        let fields: Fields<'_> = serde_json::from_str(line).ok()?;
+        let kind = Kind::parse(&fields.kind.as_ref()?.0)?;
+        let (required, allowed) = kind.fields();
+        let present = fields.present();
+        (present & required == required && present & !allowed == 0).then_some((kind, fields))
+    }
 }
 
 /// One pass from text to a [`Value`] that refuses a repeated key in any object.
@@ -758,5 +990,51 @@ mod tests {
             .contains("unknown reason"));
         let long = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_LINE_BYTES));
         assert!(err(&long).contains("over the limit"));
+    }
+
+    /// The one-pass reading and the slower path agree on every line: the same event or the same error.
+    #[test]
+    fn fast_path_and_checked_path_agree() {
+        let mut lines: Vec<String> = LINES.iter().map(|l| (*l).to_owned()).collect();
+        let tricky = [
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5000,"transactions":3,"amount_fen":1}"#,
+            r#"{"device":"SN1","type":"flow","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5000,"transactions":3}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5000,"transactions":3,"note":"x"}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5000,"transactions":4294967296}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":18446744073709551616,"transactions":1}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5.0,"transactions":1}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":-5,"transactions":1}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":0,"transactions":1}"#,
+            r#"{"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z","event_id":null}"#,
+            r#"{"device":null,"type":"activated","at":"2026-01-07T08:00:00Z"}"#,
+            r#"{"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z"}"#,
+            r#"{"device":"SN1","device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z"}"#,
+            r#"{"device":"SN1","type":"flagged","at":"2028-01-02T00:00:00Z","reason":"cash_out","note":"café "quoted""}"#,
+            r#"{"device":"SN1","type":"flagged","at":"2028-01-02T00:00:00Z","reason":"cash_out"}"#,
+            r#"{"device":"SN1","type":"flagged","at":"2028-01-02T00:00:00Z","reason":"bored","note":"x"}"#,
+            r#"{"device":"SN1","type":"stopped","at":"2028-01-04T00:00:00Z","reason":"model_recall","directive":"D-2026-07","by":"SN2"}"#,
+            r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000","contract":{"id":"C1","start":"2026-01-01T00:00:00Z","end":"2027-01-01T00:00:00Z","id":"C2"}}"#,
+            r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000","contract":{"id":"C1","start":"2026-01-01T00:00:00Z","end":"2027-01-01T00:00:00Z","x":1}}"#,
+            r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000","contract":{"id":"C1","start":"2027-01-01T00:00:00Z","end":"2026-01-01T00:00:00Z"}}"#,
+            r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000"}"#,
+            r#"{"device":"SN1","type":"contract_renewed","at":"2026-12-20T00:00:00Z","contract":{"id":"C2","start":"2027-01-01T00:00:00Z"}}"#,
+            r#"{"device":"SN1","type":"replaced","at":"2028-01-05T00:00:00.0000001Z","by":"SN2"}"#,
+            r#"{"device":"SN1","type":"replaced","at":"2028-01-05T00:00:00+08:00","by":"SN2"}"#,
+            r#"{"type":"directive","id":"D-2026-07","at":"2026-07-01T00:00:00Z","models":[],"reason":"r"}"#,
+            r#"{"type":"directive","id":"D-2026-07","at":"2026-07-01T00:00:00Z","models":["A-1","A-1"],"reason":"r"}"#,
+            r#"{"type":"directive","id":"D-2026-07","at":"2026-07-01T00:00:00Z","models":["A-1",2],"reason":"r"}"#,
+            r#"{"type":"directive","device":"SN1","id":"D-2026-07","at":"2026-07-01T00:00:00Z","models":["A-1"],"reason":"r"}"#,
+            r#"{"type":"Flow","device":"SN1","at":"2026-07-01T00:00:00Z"}"#,
+            r#"{"type":7,"device":"SN1","at":"2026-07-01T00:00:00Z"}"#,
+            r#"{"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z"} x"#,
+            r#"  {"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z"}  "#,
+            r#"["device"]"#,
+            r#"{"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z","expected_version":1,"expected_version":2}"#,
+        ];
+        lines.extend(tricky.iter().map(|l| (*l).to_owned()));
+        for line in &lines {
+            assert_eq!(parse_line(line), parse_checked(line), "{line}");
+        }
+        assert!(fast::parse(LINES[1]).is_some(), "an export's line takes the fast path");
     }
 }
