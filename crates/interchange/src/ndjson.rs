@@ -21,6 +21,7 @@ use log::{
     AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued,
     MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, TerminalEvent, Text,
 };
+use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -364,8 +365,9 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
     if line.starts_with('\u{feff}') {
         return Err(LineError::ByteOrderMark);
     }
-    if let Some((kind, fields)) = fast::parse(line) {
-        return build(kind, fields);
+    let mut fields = fast::Fields::default();
+    if let Some(kind) = fast::parse(line, &mut fields) {
+        return build(kind, &fields);
     }
     parse_checked(line)
 }
@@ -402,8 +404,9 @@ fn parse_checked(line: &str) -> Result<AppendEvent, LineError> {
         fast::Kind::Replaced => schema::<ReplacedLine>(&value)?,
         fast::Kind::Directive => schema::<DirectiveLine>(&value)?,
     }
-    let fields = fast::Fields::deserialize(&value).map_err(|e| LineError::Schema(e.to_string()))?;
-    build(kind, fields)
+    let mut fields = fast::Fields::default();
+    fast::Fill(&mut fields).deserialize(&value).map_err(|e| LineError::Schema(e.to_string()))?;
+    build(kind, &fields)
 }
 
 fn schema<T: for<'de> Deserialize<'de>>(value: &Value) -> Result<(), LineError> {
@@ -429,11 +432,11 @@ fn parse_contract(c: &fast::ContractFields<'_>) -> Result<Contract, LineError> {
 
 /// The event of a line that has the fields of its type: the one copy of the construction and of the
 /// field checks (identifiers by the model's newtypes, times, then the event's own limits).
-fn build(kind: fast::Kind, f: fast::Fields<'_>) -> Result<AppendEvent, LineError> {
+fn build(kind: fast::Kind, f: &fast::Fields<'_>) -> Result<AppendEvent, LineError> {
     use fast::Kind as K;
     let event = match kind {
         K::Directive => {
-            let models = need("models", f.models)?;
+            let models = need("models", f.models.as_ref())?;
             if models.is_empty() || models.len() > MAX_DIRECTIVE_MODELS {
                 return Err(LineError::ModelCount { max: MAX_DIRECTIVE_MODELS, got: models.len() });
             }
@@ -500,9 +503,10 @@ fn build(kind: fast::Kind, f: fast::Fields<'_>) -> Result<AppendEvent, LineError
     Ok(event)
 }
 
-/// The one-pass reading of [`parse_line`]: every field any type has, borrowed from the line.
+/// The one-pass reading of [`parse_line`]: every field any type has, borrowed from the line, read
+/// into a [`Fields`] the caller holds (so the fields are written once, never moved).
 mod fast {
-    use serde::de::{Deserializer, Visitor};
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
     use serde::Deserialize;
     use std::borrow::Cow;
     use std::fmt;
@@ -532,11 +536,6 @@ mod fast {
         }
     }
 
-    /// A present field: `null` is refused (as the slower path refuses it), never read as absent.
-    fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
-        T::deserialize(deserializer).map(Some)
-    }
-
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields, bound(deserialize = "'de: 'a"))]
     pub(super) struct ContractFields<'a> {
@@ -545,98 +544,124 @@ mod fast {
         pub(super) end: Str<'a>,
     }
 
+    /// Every key any line may have; serde refuses any other ("unknown field").
+    #[derive(Clone, Copy, Deserialize)]
+    #[serde(field_identifier, rename_all = "snake_case")]
+    enum Key {
+        #[serde(rename = "type")]
+        Type,
+        Device,
+        At,
+        Model,
+        Merchant,
+        Provider,
+        Region,
+        Contract,
+        Replaces,
+        AmountFen,
+        Transactions,
+        Reason,
+        Note,
+        Directive,
+        By,
+        Id,
+        Models,
+        Deadline,
+        EventId,
+        ExpectedVersion,
+    }
+
+    impl Key {
+        const fn bit(self) -> u32 {
+            1 << self as u32
+        }
+    }
+
     /// Every field of every type (`type` too), each optional; [`Kind::fields`] says which a type has.
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields, bound(deserialize = "'de: 'a"))]
+    #[derive(Default)]
     pub(super) struct Fields<'a> {
-        #[serde(default, rename = "type", deserialize_with = "some")]
+        /// The keys present, one [`Key::bit`] each.
+        present: u32,
         pub(super) kind: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) device: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) at: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) model: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) merchant: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) provider: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) region: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) contract: Option<ContractFields<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) replaces: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) amount_fen: Option<u64>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) transactions: Option<u32>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) reason: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) note: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) directive: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) by: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) id: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) models: Option<Vec<Str<'a>>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) deadline: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) event_id: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "some")]
         pub(super) expected_version: Option<u64>,
     }
 
-    // One bit per field of `Fields` (`type` aside), in its order.
-    const DEVICE: u32 = 1;
-    const AT: u32 = 1 << 1;
-    const MODEL: u32 = 1 << 2;
-    const MERCHANT: u32 = 1 << 3;
-    const PROVIDER: u32 = 1 << 4;
-    const REGION: u32 = 1 << 5;
-    const CONTRACT: u32 = 1 << 6;
-    const REPLACES: u32 = 1 << 7;
-    const AMOUNT_FEN: u32 = 1 << 8;
-    const TRANSACTIONS: u32 = 1 << 9;
-    const REASON: u32 = 1 << 10;
-    const NOTE: u32 = 1 << 11;
-    const DIRECTIVE: u32 = 1 << 12;
-    const BY: u32 = 1 << 13;
-    const ID: u32 = 1 << 14;
-    const MODELS: u32 = 1 << 15;
-    const DEADLINE: u32 = 1 << 16;
-    const EVENT_ID: u32 = 1 << 17;
-    const EXPECTED_VERSION: u32 = 1 << 18;
+    /// Reads one JSON object into the [`Fields`] it points to.
+    pub(super) struct Fill<'f, 'a>(pub(super) &'f mut Fields<'a>);
 
-    impl Fields<'_> {
-        /// The fields present, as bits.
-        fn present(&self) -> u32 {
-            let bits = [
-                (self.device.is_some(), DEVICE),
-                (self.at.is_some(), AT),
-                (self.model.is_some(), MODEL),
-                (self.merchant.is_some(), MERCHANT),
-                (self.provider.is_some(), PROVIDER),
-                (self.region.is_some(), REGION),
-                (self.contract.is_some(), CONTRACT),
-                (self.replaces.is_some(), REPLACES),
-                (self.amount_fen.is_some(), AMOUNT_FEN),
-                (self.transactions.is_some(), TRANSACTIONS),
-                (self.reason.is_some(), REASON),
-                (self.note.is_some(), NOTE),
-                (self.directive.is_some(), DIRECTIVE),
-                (self.by.is_some(), BY),
-                (self.id.is_some(), ID),
-                (self.models.is_some(), MODELS),
-                (self.deadline.is_some(), DEADLINE),
-                (self.event_id.is_some(), EVENT_ID),
-                (self.expected_version.is_some(), EXPECTED_VERSION),
-            ];
-            bits.iter().filter(|(set, _)| *set).fold(0, |acc, (_, bit)| acc | bit)
+    impl<'de: 'a, 'a> DeserializeSeed<'de> for Fill<'_, 'a> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_map(self)
+        }
+    }
+
+    /// Reads the next value into `slot`; a key given twice is refused (serde's "duplicate field").
+    /// `null` is refused too (as the checked path refuses it), never read as absent.
+    fn put<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+        slot: &mut Option<T>,
+        map: &mut A,
+        name: &'static str,
+    ) -> Result<(), A::Error> {
+        if slot.is_some() {
+            return Err(A::Error::duplicate_field(name));
+        }
+        *slot = Some(map.next_value()?);
+        Ok(())
+    }
+
+    impl<'de: 'a, 'a> Visitor<'de> for Fill<'_, 'a> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let f = self.0;
+            while let Some(key) = map.next_key::<Key>()? {
+                f.present |= key.bit();
+                let m = &mut map;
+                match key {
+                    Key::Type => put(&mut f.kind, m, "type")?,
+                    Key::Device => put(&mut f.device, m, "device")?,
+                    Key::At => put(&mut f.at, m, "at")?,
+                    Key::Model => put(&mut f.model, m, "model")?,
+                    Key::Merchant => put(&mut f.merchant, m, "merchant")?,
+                    Key::Provider => put(&mut f.provider, m, "provider")?,
+                    Key::Region => put(&mut f.region, m, "region")?,
+                    Key::Contract => put(&mut f.contract, m, "contract")?,
+                    Key::Replaces => put(&mut f.replaces, m, "replaces")?,
+                    Key::AmountFen => put(&mut f.amount_fen, m, "amount_fen")?,
+                    Key::Transactions => put(&mut f.transactions, m, "transactions")?,
+                    Key::Reason => put(&mut f.reason, m, "reason")?,
+                    Key::Note => put(&mut f.note, m, "note")?,
+                    Key::Directive => put(&mut f.directive, m, "directive")?,
+                    Key::By => put(&mut f.by, m, "by")?,
+                    Key::Id => put(&mut f.id, m, "id")?,
+                    Key::Models => put(&mut f.models, m, "models")?,
+                    Key::Deadline => put(&mut f.deadline, m, "deadline")?,
+                    Key::EventId => put(&mut f.event_id, m, "event_id")?,
+                    Key::ExpectedVersion => put(&mut f.expected_version, m, "expected_version")?,
+                }
+            }
+            Ok(())
         }
     }
 
@@ -656,57 +681,63 @@ mod fast {
     }
 
     impl Kind {
-        const ALL: [Kind; 10] = [
-            Kind::Issued,
-            Kind::Flow,
-            Kind::Activated,
-            Kind::ContractRenewed,
-            Kind::ContractExpired,
-            Kind::Flagged,
-            Kind::FlagCleared,
-            Kind::Stopped,
-            Kind::Replaced,
-            Kind::Directive,
-        ];
-
         /// Its name in [`super::TYPES`].
         pub(super) fn name(self) -> &'static str {
             super::TYPES.get(self as usize).copied().unwrap_or("directive")
         }
 
         pub(super) fn parse(name: &str) -> Option<Kind> {
-            Kind::ALL.into_iter().find(|k| k.name() == name)
+            Some(match name {
+                "issued" => Kind::Issued,
+                "flow" => Kind::Flow,
+                "activated" => Kind::Activated,
+                "contract_renewed" => Kind::ContractRenewed,
+                "contract_expired" => Kind::ContractExpired,
+                "flagged" => Kind::Flagged,
+                "flag_cleared" => Kind::FlagCleared,
+                "stopped" => Kind::Stopped,
+                "replaced" => Kind::Replaced,
+                "directive" => Kind::Directive,
+                _ => return None,
+            })
         }
 
-        /// (required, allowed) fields of the type, as bits: the schema of its DTO above.
+        /// (required, allowed) keys of the type, as bits (`type` aside): the schema of its DTO above.
         fn fields(self) -> (u32, u32) {
+            use Key as K;
             let terminal = |required: u32, optional: u32| {
-                (DEVICE | AT | required, DEVICE | AT | required | optional | EVENT_ID | EXPECTED_VERSION)
+                let required = K::Device.bit() | K::At.bit() | required;
+                (required, required | optional | K::EventId.bit() | K::ExpectedVersion.bit())
             };
             match self {
-                Kind::Issued => terminal(MODEL | MERCHANT | PROVIDER | REGION | CONTRACT, REPLACES),
-                Kind::Flow => terminal(AMOUNT_FEN | TRANSACTIONS, 0),
+                Kind::Issued => terminal(
+                    K::Model.bit() | K::Merchant.bit() | K::Provider.bit() | K::Region.bit() | K::Contract.bit(),
+                    K::Replaces.bit(),
+                ),
+                Kind::Flow => terminal(K::AmountFen.bit() | K::Transactions.bit(), 0),
                 Kind::Activated | Kind::ContractExpired => terminal(0, 0),
-                Kind::ContractRenewed => terminal(CONTRACT, 0),
-                Kind::Flagged | Kind::FlagCleared => terminal(REASON, NOTE),
-                Kind::Stopped => terminal(REASON, DIRECTIVE),
-                Kind::Replaced => terminal(BY, 0),
+                Kind::ContractRenewed => terminal(K::Contract.bit(), 0),
+                Kind::Flagged | Kind::FlagCleared => terminal(K::Reason.bit(), K::Note.bit()),
+                Kind::Stopped => terminal(K::Reason.bit(), K::Directive.bit()),
+                Kind::Replaced => terminal(K::By.bit(), 0),
                 Kind::Directive => {
-                    let required = ID | AT | MODELS | REASON;
-                    (required, required | DEADLINE | EVENT_ID | EXPECTED_VERSION)
+                    let required = K::Id.bit() | K::At.bit() | K::Models.bit() | K::Reason.bit();
+                    (required, required | K::Deadline.bit() | K::EventId.bit() | K::ExpectedVersion.bit())
                 }
             }
         }
     }
 
-    /// The line's type and fields if it reads in one pass and has exactly the fields of its type;
-    /// `None` sends it to the slower path.
-    pub(super) fn parse(line: &str) -> Option<(Kind, Fields<'_>)> {
-        let fields: Fields<'_> = serde_json::from_str(line).ok()?;
+    /// Reads `line` into `fields` in one pass; its type if the line is one JSON object with exactly the
+    /// fields of its type. `None` sends it to the checked path.
+    pub(super) fn parse<'a>(line: &'a str, fields: &mut Fields<'a>) -> Option<Kind> {
+        let mut de = serde_json::Deserializer::from_str(line);
+        Fill(fields).deserialize(&mut de).ok()?;
+        de.end().ok()?;
         let kind = Kind::parse(&fields.kind.as_ref()?.0)?;
         let (required, allowed) = kind.fields();
-        let present = fields.present();
-        (present & required == required && present & !allowed == 0).then_some((kind, fields))
+        let present = fields.present & !Key::Type.bit();
+        (present & required == required && present & !allowed == 0).then_some(kind)
     }
 }
 
@@ -1035,6 +1066,6 @@ mod tests {
         for line in &lines {
             assert_eq!(parse_line(line), parse_checked(line), "{line}");
         }
-        assert!(fast::parse(LINES[1]).is_some(), "an export's line takes the fast path");
+        assert!(fast::parse(LINES[1], &mut fast::Fields::default()).is_some(), "an export's line takes the fast path");
     }
 }
