@@ -1,8 +1,11 @@
 //! The throughput harness: "how fast, compared with what", in one run on the same data.
 //!
 //! ```text
-//! cargo bench --bench throughput -- [--events N]... [--large] [--json PATH] [--dir DIR]
+//! cargo bench --bench throughput -- [--events N]... [--large] [--json PATH] [--dir DIR] [--shape standard|issue-heavy]
 //! ```
+//!
+//! `--shape issue-heavy` simulates `sim::Shape::IssueHeavy` (many terminals with few events, flags and
+//! clears with notes of their own) instead of the standard fleet.
 //!
 //! For each size (10^4, 10^5, 10^6 by default; `--large` adds 10^7; `--events N` replaces the list) it
 //! simulates a fleet with `posledger::sim` (not timed), then measures on those exact events:
@@ -16,6 +19,8 @@
 //! - baselines on the same records: raw file append with one fsync per batch, raw sequential read and
 //!   decode of the same bytes (the physical limit of a scan), and raw sled `apply_batch` with one key
 //!   per event (what a plain sled-backed event store does);
+//! - `posledger append`'s path on the same events as NDJSON: the parse alone and the whole import
+//!   (`ops::import_ndjson`), against the library's durable append;
 //! - peak memory (VmHWM) and bytes on disk per event.
 //!
 //! Reads (scan, verify, rebuilds, catch-up, the raw read baseline) run at least three times (more, up
