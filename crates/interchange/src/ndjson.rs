@@ -9,7 +9,11 @@
 //! already hold. Unknown fields are refused, so a typo never silently drops data. `docs/NDJSON.md` has
 //! an example line per type.
 //!
-//! Parsing is two-staged for clear errors: the line is first read as a JSON object, in one pass that
+//! Most lines (every line an export writes) are read in one pass into borrowed typed fields, with no JSON
+//! tree; a line that pass does not accept as it is takes the checked path below, which names its
+//! problem ([`parse_line`] says why both give the same answer for every line).
+//!
+//! The checked path is two-staged for clear errors: the line is first read as a JSON object, in one pass that
 //! refuses a key repeated in any object (malformed JSON names its column), then `type` is dispatched
 //! by hand (an unknown type names the known ones), a table of field kinds names the field of a
 //! wrong-typed or out-of-range value, and the typed DTO (`deny_unknown_fields`) names missing and

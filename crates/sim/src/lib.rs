@@ -12,6 +12,8 @@
 //!
 //! # The fleet and its distributions
 //!
+//! (of [`Shape::Standard`]; [`Shape::IssueHeavy`] changes the flow and flag rates and the notes, as it says)
+//!
 //! - **Time.** The clock starts at 2025-01-01T00:00:00Z and runs `months` calendar months. A terminal
 //!   event happens at a uniformly random second of its month (never in the first two hours, which belong
 //!   to directives). Events are sorted by time within each month and appended in batches of about
