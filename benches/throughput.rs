@@ -1,8 +1,11 @@
 //! The throughput harness: "how fast, compared with what", in one run on the same data.
 //!
 //! ```text
-//! cargo bench --bench throughput -- [--events N]... [--large] [--json PATH] [--dir DIR]
+//! cargo bench --bench throughput -- [--events N]... [--large] [--json PATH] [--dir DIR] [--shape standard|issue-heavy]
 //! ```
+//!
+//! `--shape issue-heavy` simulates `sim::Shape::IssueHeavy` (many terminals with few events, flags and
+//! clears with notes of their own) instead of the standard fleet.
 //!
 //! For each size (10^4, 10^5, 10^6 by default; `--large` adds 10^7; `--events N` replaces the list) it
 //! simulates a fleet with `posledger::sim` (not timed), then measures on those exact events:
@@ -16,6 +19,8 @@
 //! - baselines on the same records: raw file append with one fsync per batch, raw sequential read and
 //!   decode of the same bytes (the physical limit of a scan), and raw sled `apply_batch` with one key
 //!   per event (what a plain sled-backed event store does);
+//! - `posledger append`'s path on the same events as NDJSON: the parse alone and the whole import
+//!   (`ops::import_ndjson`), against the library's durable append;
 //! - peak memory (VmHWM) and bytes on disk per event.
 //!
 //! Reads (scan, verify, rebuilds, catch-up, the raw read baseline) run at least three times (more, up
@@ -52,6 +57,8 @@ struct Args {
     dir: PathBuf,
     /// Set in a child process: which half of one size it measures (see `main`).
     child: Option<Phase>,
+    /// `--shape issue-heavy`: simulate the issue-heavy fleet (`sim::Shape::IssueHeavy`).
+    shape: sim::Shape,
 }
 
 /// The two halves of one size, each measured in a process of its own.
@@ -70,6 +77,7 @@ fn parse_args() -> Args {
     let mut json = None;
     let mut dir = std::env::temp_dir().join("posledger-throughput");
     let mut child = None;
+    let mut shape = sim::Shape::Standard;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -77,6 +85,13 @@ fn parse_args() -> Args {
             "--large" => large = true,
             "--json" => json = Some(PathBuf::from(args.next().expect("--json PATH"))),
             "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
+            "--shape" => {
+                shape = match args.next().as_deref() {
+                    Some("standard") => sim::Shape::Standard,
+                    Some("issue-heavy") => sim::Shape::IssueHeavy,
+                    other => panic!("--shape standard|issue-heavy, not {other:?}"),
+                }
+            }
             "--child" => {
                 child = match args.next().as_deref() {
                     Some("write") => Some(Phase::Write),
@@ -94,7 +109,7 @@ fn parse_args() -> Args {
             sizes.push(10_000_000);
         }
     }
-    Args { sizes, json, dir, child }
+    Args { sizes, json, dir, child, shape }
 }
 
 /// Measures each size in two child processes of its own (this executable with `--child write|read
@@ -110,7 +125,12 @@ fn run_children(args: &Args) -> Vec<serde_json::Value> {
             let json = args.dir.join(format!("rows-{size}-{phase}.json"));
             std::fs::create_dir_all(&args.dir).expect("harness dir");
             let status = std::process::Command::new(&exe)
-                .args(["--child", phase, "--events", &size.to_string(), "--json"])
+                .args(["--child", phase, "--events", &size.to_string(), "--shape"])
+                .arg(match args.shape {
+                    sim::Shape::IssueHeavy => "issue-heavy",
+                    _ => "standard",
+                })
+                .arg("--json")
                 .arg(&json)
                 .arg("--dir")
                 .arg(&args.dir)
@@ -127,11 +147,11 @@ fn run_children(args: &Args) -> Vec<serde_json::Value> {
 }
 
 /// The simulated events, in order, each with the recorded-at time of the batch it came in.
-fn simulate(events: u64) -> Vec<(DateTime<Utc>, AppendEvent)> {
-    // About 30 events per terminal over 24 months; simulate a little more, then keep a prefix of whole
-    // simulated batches (a prefix of a legal log is legal).
-    let devices = (events / 18).max(50);
-    let config = sim::Config { devices, months: 24, seed: 42, batch_events: 10_000 };
+fn simulate(events: u64, shape: sim::Shape) -> Vec<(DateTime<Utc>, AppendEvent)> {
+    // About 19 (issue-heavy: 6) events per terminal over 24 months; simulate a little more, then keep a
+    // prefix of whole simulated batches (a prefix of a legal log is legal).
+    let devices = (events / (shape.events_per_device() - 1)).max(50);
+    let config = sim::Config { devices, months: 24, seed: 42, batch_events: 10_000, shape };
     let mut out = Vec::with_capacity(events as usize + 10_000);
     for (at, batch) in sim::generate(&config).expect("simulate") {
         if out.len() as u64 >= events {
@@ -163,6 +183,41 @@ fn chunks(events: &[(DateTime<Utc>, AppendEvent)], size: usize) -> Vec<(DateTime
         out.push((at.unwrap_or_default(), current));
     }
     out
+}
+
+/// The events as NDJSON lines, as `replay export --format ndjson` writes them.
+fn render_ndjson(events: &[(DateTime<Utc>, AppendEvent)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(events.len() * 160);
+    for (_, e) in events {
+        out.extend_from_slice(posledger::interchange::ndjson::render_event(&e.event, None).expect("render").as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// `posledger append`'s two halves on the same events, against the library's durable append of them:
+/// the NDJSON parse alone (one thread, `ndjson::parse_line` of every line), and the whole import path
+/// of the CLI (`ops::import_ndjson`: read, parse, check, write, one commit) into a fresh durable ledger.
+fn ndjson_rows(base: &Path, n: u64, ndjson: &[u8], rows: &mut Vec<Row>, push: &Push) {
+    let start = Instant::now();
+    let mut parsed = 0u64;
+    for line in ndjson.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let line = std::str::from_utf8(line).expect("utf-8");
+        std::hint::black_box(posledger::interchange::ndjson::parse_line(line).expect("parse"));
+        parsed += 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let note = format!("{:.0} MB/s", ndjson.len() as f64 / seconds / 1e6);
+    push(rows, "NDJSON parse alone (1 thread)", parsed, seconds, Some("durable append (batch 10000)"), note);
+    let dir = fresh(&base.join("import"));
+    let ledger = Ledger::open(&dir).expect("open");
+    let start = Instant::now();
+    let imported = posledger::ops::import_ndjson(&ledger, &mut &ndjson[..], "bench", &mut |_| {}).expect("import");
+    let seconds = start.elapsed().as_secs_f64();
+    assert_eq!(imported.written, n);
+    push(rows, "NDJSON import (posledger append)", n, seconds, Some("durable append (batch 10000)"), String::new());
+    drop(ledger);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn fresh(dir: &Path) -> PathBuf {
@@ -457,7 +512,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(&base);
             continue;
         }
-        let events = simulate(size);
+        let events = simulate(size, args.shape);
         let n = events.len() as u64;
         println!("\n== {n} simulated events ==");
         // Baseline first: raw file append with one fsync per 10,000-record batch of the same bytes.
@@ -472,6 +527,8 @@ fn main() {
             .expect("an issued event")
             .clone();
         let big = chunks(&events, 10_000);
+        // The same events as `posledger append` reads them (untimed): one NDJSON line each.
+        let ndjson = render_ndjson(&events);
         drop(events);
         let (seconds, ledger) = durable_append(&base.join("append-10000"), big);
         let raw = raw_file_append(&base.join("raw"), &ledger, 10_000);
@@ -500,6 +557,8 @@ fn main() {
         let disk = dir_bytes(&base.join("append-10000").join("segments"));
         println!("{:<34} {:>10.1} bytes/event on disk (segments)", "", disk as f64 / n as f64);
         drop(ledger);
+        ndjson_rows(&base, n, &ndjson, &mut rows, &push);
+        drop(ndjson);
 
         let count: u64 = hundred.iter().map(|(_, e)| e.len() as u64).sum();
         let (seconds, _) = durable_append(&base.join("append-100"), hundred);

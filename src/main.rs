@@ -216,6 +216,27 @@ struct SimulateArgs {
     /// Months to simulate.
     #[arg(long, default_value_t = 24)]
     months: u32,
+    /// Shape of the fleet: `standard` (the demo's, about 19 events a terminal over 24 months) or
+    /// `issue-heavy` (many terminals with about 6 events each, a third of them flags and clears with
+    /// notes of their own).
+    #[arg(long, value_enum, default_value_t = FleetShape::Standard)]
+    shape: FleetShape,
+}
+
+/// `posledger simulate --shape`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FleetShape {
+    Standard,
+    IssueHeavy,
+}
+
+impl From<FleetShape> for sim::Shape {
+    fn from(shape: FleetShape) -> sim::Shape {
+        match shape {
+            FleetShape::Standard => sim::Shape::Standard,
+            FleetShape::IssueHeavy => sim::Shape::IssueHeavy,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -420,7 +441,13 @@ fn simulate_into(
 }
 
 fn simulate(args: SimulateArgs) -> Outcome {
-    let config = Config { devices: args.devices, months: args.months, seed: args.seed, ..Config::default() };
+    let config = Config {
+        devices: args.devices,
+        months: args.months,
+        seed: args.seed,
+        shape: args.shape.into(),
+        ..Config::default()
+    };
     config.validate().map_err(usage)?;
     let (report, head, elapsed) = simulate_into(&args.dir, None, &config)?;
     let mut out = Out::new();

@@ -155,18 +155,99 @@ pub enum ImportFailure {
 /// Imports a whole NDJSON input as one atomic append of any length ([`ledger::Import`]): each line is
 /// parsed and handed to the import as it is read, so memory is bounded by the import's chunks, not by
 /// the input. A bad line, a refused event or a failure leaves the ledger's log exactly as it was.
+///
+/// Parsing and appending run on two threads: this one reads and parses, a second one holds the import
+/// (and the writer lock) and checks and writes the events, fed batches of [`IMPORT_BATCH_LINES`] parsed
+/// lines through a channel of [`IMPORT_QUEUE_BATCHES`] (so memory holds at most that many batches
+/// besides the import's chunks). The outcome is the one of parsing and appending in turn: the import
+/// sees the events in input order, and a line that does not parse ends the input where the sequential
+/// loop would have stopped, unless the import had already refused an earlier event, which is then the
+/// error, as it would have been.
 pub fn import_ndjson(
     ledger: &ledger::Ledger,
     reader: &mut dyn BufRead,
     name: &str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ledger::Imported, ImportFailure> {
+    let (feed, batches) = std::sync::mpsc::sync_channel::<Feed>(IMPORT_QUEUE_BATCHES);
+    std::thread::scope(|scope| {
+        let importer = scope.spawn(move || import_batches(ledger, name, &batches));
+        let mut batch = Vec::with_capacity(IMPORT_BATCH_LINES);
+        let read = each_ndjson_line::<Feeding>(reader, name, progress, &mut |event, line, _| {
+            batch.push((event, line as u64));
+            if batch.len() >= IMPORT_BATCH_LINES {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH_LINES));
+                feed.send(Feed::Events(full)).map_err(|_| Feeding::Stopped)?;
+            }
+            Ok(())
+        });
+        if read.is_ok() {
+            // The importer may have stopped on an error; then sending fails and its result says why.
+            let _ = feed.send(Feed::Events(batch)).and_then(|()| feed.send(Feed::End));
+        }
+        // Without `End`, the importer drops (aborts) its import when the channel closes.
+        drop(feed);
+        let imported = importer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match (read, imported) {
+            (_, Err(refused)) => Err(refused),
+            (Err(Feeding::Input(bad)), Ok(_)) => Err(ImportFailure::Input(bad)),
+            (_, Ok(Some(imported))) => Ok(imported),
+            (_, Ok(None)) => Err(ImportFailure::Append(AppendRefusal::Failed(format!(
+                "{name}: the import stopped before the end of the input"
+            )))),
+        }
+    })
+}
+
+/// Parsed lines per batch handed from the parsing thread to the import ([`import_ndjson`]).
+pub const IMPORT_BATCH_LINES: usize = 4_096;
+/// Batches that may wait between the parsing thread and the import.
+pub const IMPORT_QUEUE_BATCHES: usize = 4;
+
+/// What the parsing thread of [`import_ndjson`] sends the import.
+enum Feed {
+    /// Events in input order, each with its 1-based line.
+    Events(Vec<(AppendEvent, u64)>),
+    /// The input ended with every line parsed: commit.
+    End,
+}
+
+/// Why the parsing thread of [`import_ndjson`] stopped early.
+enum Feeding {
+    /// A line could not be read or parsed.
+    Input(ReadInputError),
+    /// The import stopped (its result says why).
+    Stopped,
+}
+
+impl From<ReadInputError> for Feeding {
+    fn from(e: ReadInputError) -> Feeding {
+        Feeding::Input(e)
+    }
+}
+
+/// The import thread of [`import_ndjson`]: pushes every batch, and commits on [`Feed::End`]. `None`
+/// when the channel closed without it (the import is aborted).
+fn import_batches(
+    ledger: &ledger::Ledger,
+    name: &str,
+    batches: &std::sync::mpsc::Receiver<Feed>,
+) -> Result<Option<ledger::Imported>, ImportFailure> {
     let refused = |e: ledger::ImportError| {
         ImportFailure::Append(refusal_at(name, &|_| e.tag.and_then(|t| usize::try_from(t).ok()), &e.error))
     };
     let mut import = ledger.begin_import(None).map_err(|e| ImportFailure::Append(refusal_at(name, &|_| None, &e)))?;
-    each_ndjson_line(reader, name, progress, &mut |event, line, _| import.push(event, line as u64).map_err(refused))?;
-    import.commit().map_err(refused)
+    while let Ok(feed) = batches.recv() {
+        match feed {
+            Feed::Events(events) => {
+                for (event, line) in events {
+                    import.push(event, line).map_err(refused)?;
+                }
+            }
+            Feed::End => return import.commit().map(Some).map_err(refused),
+        }
+    }
+    Ok(None)
 }
 
 /// How an append's error maps onto the input.

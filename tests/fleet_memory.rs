@@ -9,7 +9,7 @@ fn fleet_state_stays_under_200_bytes_per_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let ledger =
         Ledger::open_with(dir.path(), Options { durability: Durability::Relaxed, ..Options::default() }).unwrap();
-    let config = sim::Config { devices: 30_000, months: 6, seed: 3, batch_events: 10_000 };
+    let config = sim::Config { devices: 30_000, months: 6, seed: 3, batch_events: 10_000, ..sim::Config::default() };
     sim::run(&ledger, &config, &mut |_| {}).unwrap();
     ledger.flush().unwrap();
     let fleet =

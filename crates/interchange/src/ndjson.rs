@@ -9,7 +9,11 @@
 //! already hold. Unknown fields are refused, so a typo never silently drops data. `docs/NDJSON.md` has
 //! an example line per type.
 //!
-//! Parsing is two-staged for clear errors: the line is first read as a JSON object, in one pass that
+//! Most lines (every line an export writes) are read in one pass into borrowed typed fields, with no JSON
+//! tree; a line that pass does not accept as it is takes the checked path below, which names its
+//! problem ([`parse_line`] says why both give the same answer for every line).
+//!
+//! The checked path is two-staged for clear errors: the line is first read as a JSON object, in one pass that
 //! refuses a key repeated in any object (malformed JSON names its column), then `type` is dispatched
 //! by hand (an unknown type names the known ones), a table of field kinds names the field of a
 //! wrong-typed or out-of-range value, and the typed DTO (`deny_unknown_fields`) names missing and
@@ -21,6 +25,7 @@ use log::{
     AppendEvent, Contract, ContractId, DeviceEvent, Directive, DirectiveId, Event, EventId, FlagReason, Issued,
     MerchantId, ModelCode, ProviderId, Record, RegionCode, Sn, StopReason, TerminalEvent, Text,
 };
+use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -332,14 +337,6 @@ fn parse_time(name: &'static str, text: &str) -> Result<DateTime<Utc>, LineError
     Ok(at)
 }
 
-fn parse_contract(dto: ContractDto) -> Result<Contract, LineError> {
-    Ok(Contract {
-        id: field("contract.id", ContractId::parse(&dto.id))?,
-        start: parse_time("contract.start", &dto.start)?,
-        end: parse_time("contract.end", &dto.end)?,
-    })
-}
-
 fn parse_flag_reason(text: &str) -> Result<FlagReason, LineError> {
     FlagReason::parse(text).ok_or_else(|| LineError::UnknownName {
         field: "reason",
@@ -356,29 +353,15 @@ fn parse_stop_reason(text: &str) -> Result<StopReason, LineError> {
     })
 }
 
-fn typed<T: for<'de> Deserialize<'de>>(map: Map<String, Value>) -> Result<T, LineError> {
-    serde_json::from_value(Value::Object(map)).map_err(|e| LineError::Schema(e.to_string()))
-}
-
-fn terminal(
-    device: &str,
-    at: &str,
-    event_id: Option<String>,
-    expected_version: Option<u64>,
-    event: TerminalEvent,
-) -> Result<AppendEvent, LineError> {
-    Ok(AppendEvent {
-        event: Event::Terminal(DeviceEvent {
-            device: field("device", Sn::parse(device))?,
-            at: parse_time("at", at)?,
-            event,
-        }),
-        event_id: event_id.map(|id| field("event_id", EventId::parse(&id))).transpose()?,
-        expected_version,
-    })
-}
-
 /// Parses one NDJSON line (without its newline) into an event to append.
+///
+/// A line is first read in one pass, without building a JSON tree, into [`fast::Fields`] (borrowed
+/// strings, every field of every type; serde refuses a repeated or unknown key, a wrong-typed or
+/// out-of-range value). If that pass succeeds and the line holds exactly the fields its type allows,
+/// with the required ones, the line passed every check of the second, slower path below; the event is
+/// then built by [`build`], the one copy of the construction and the field checks, which that path
+/// ends in too. Any other line takes the slower path, whose checks name the problem; so both give the
+/// same event or the same error for every line.
 pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(LineError::TooLong { len: line.len(), max: MAX_LINE_BYTES });
@@ -386,6 +369,16 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
     if line.starts_with('\u{feff}') {
         return Err(LineError::ByteOrderMark);
     }
+    let mut fields = fast::Fields::default();
+    if let Some(kind) = fast::parse(line, &mut fields) {
+        return build(kind, &fields);
+    }
+    parse_checked(line)
+}
+
+/// The slower path of [`parse_line`]: a JSON tree, then the checks in the order that names the first
+/// problem of a line (see the module documentation), then [`build`].
+fn parse_checked(line: &str) -> Result<AppendEvent, LineError> {
     let value = strict::parse(line)?;
     let mut map = match value {
         Value::Object(map) => map,
@@ -399,83 +392,357 @@ pub fn parse_line(line: &str) -> Result<AppendEvent, LineError> {
         Some(Value::String(kind)) => kind,
         _ => return Err(LineError::MissingType),
     };
-    if !TYPES.contains(&kind.as_str()) {
+    let Some(kind) = fast::Kind::parse(&kind) else {
         return Err(LineError::UnknownType(kind.chars().take(64).collect()));
+    };
+    check_kinds(kind.name(), &map)?;
+    let value = Value::Object(map);
+    // The schema of the type: missing and unknown fields, named by serde.
+    match kind {
+        fast::Kind::Issued => schema::<IssuedLine>(&value)?,
+        fast::Kind::Flow => schema::<FlowLine>(&value)?,
+        fast::Kind::Activated | fast::Kind::ContractExpired => schema::<PlainLine>(&value)?,
+        fast::Kind::ContractRenewed => schema::<RenewedLine>(&value)?,
+        fast::Kind::Flagged | fast::Kind::FlagCleared => schema::<FlagLine>(&value)?,
+        fast::Kind::Stopped => schema::<StoppedLine>(&value)?,
+        fast::Kind::Replaced => schema::<ReplacedLine>(&value)?,
+        fast::Kind::Directive => schema::<DirectiveLine>(&value)?,
     }
-    check_kinds(&kind, &map)?;
-    let event = match kind.as_str() {
-        "issued" => {
-            let l: IssuedLine = typed(map)?;
-            let issued = Issued {
-                model: field("model", ModelCode::parse(&l.model))?,
-                merchant: field("merchant", MerchantId::parse(&l.merchant))?,
-                provider: field("provider", ProviderId::parse(&l.provider))?,
-                region: field("region", RegionCode::parse(&l.region))?,
-                contract: parse_contract(l.contract)?,
-                replaces: l.replaces.map(|sn| field("replaces", Sn::parse(&sn))).transpose()?,
-            };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, TerminalEvent::Issued(Box::new(issued)))?
-        }
-        "flow" => {
-            let l: FlowLine = typed(map)?;
-            let event = TerminalEvent::Flow { amount_fen: l.amount_fen, transactions: l.transactions };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "activated" | "contract_expired" => {
-            let l: PlainLine = typed(map)?;
-            let event = if kind == "activated" { TerminalEvent::Activated } else { TerminalEvent::ContractExpired };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "contract_renewed" => {
-            let l: RenewedLine = typed(map)?;
-            let event = TerminalEvent::ContractRenewed { contract: parse_contract(l.contract)? };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "flagged" | "flag_cleared" => {
-            let l: FlagLine = typed(map)?;
-            let reason = parse_flag_reason(&l.reason)?;
-            let note = field("note", Text::parse(&l.note))?;
-            let event = if kind == "flagged" {
-                TerminalEvent::Flagged { reason, note }
-            } else {
-                TerminalEvent::FlagCleared { reason, note }
-            };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "stopped" => {
-            let l: StoppedLine = typed(map)?;
-            let event = TerminalEvent::Stopped {
-                reason: parse_stop_reason(&l.reason)?,
-                directive: l.directive.map(|d| field("directive", DirectiveId::parse(&d))).transpose()?,
-            };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        "replaced" => {
-            let l: ReplacedLine = typed(map)?;
-            let event = TerminalEvent::Replaced { by: field("by", Sn::parse(&l.by))? };
-            terminal(&l.device, &l.at, l.event_id, l.expected_version, event)?
-        }
-        _ => {
-            let l: DirectiveLine = typed(map)?;
-            if l.models.is_empty() || l.models.len() > MAX_DIRECTIVE_MODELS {
-                return Err(LineError::ModelCount { max: MAX_DIRECTIVE_MODELS, got: l.models.len() });
+    let mut fields = fast::Fields::default();
+    fast::Fill(&mut fields).deserialize(&value).map_err(|e| LineError::Schema(e.to_string()))?;
+    build(kind, &fields)
+}
+
+fn schema<T: for<'de> Deserialize<'de>>(value: &Value) -> Result<(), LineError> {
+    T::deserialize(value).map(drop).map_err(|e| LineError::Schema(e.to_string()))
+}
+
+/// A field [`fast::Kind::fields`] requires for the type (so never missing here).
+fn need<T>(name: &'static str, value: Option<T>) -> Result<T, LineError> {
+    value.ok_or_else(|| LineError::Schema(format!("missing field `{name}`")))
+}
+
+fn text<'s>(value: &'s Option<fast::Str<'_>>) -> Option<&'s str> {
+    value.as_ref().map(|s| s.0.as_ref())
+}
+
+fn parse_contract(c: &fast::ContractFields<'_>) -> Result<Contract, LineError> {
+    Ok(Contract {
+        id: field("contract.id", ContractId::parse(&c.id.0))?,
+        start: parse_time("contract.start", &c.start.0)?,
+        end: parse_time("contract.end", &c.end.0)?,
+    })
+}
+
+/// The event of a line that has the fields of its type: the one copy of the construction and of the
+/// field checks (identifiers by the model's newtypes, times, then the event's own limits).
+fn build(kind: fast::Kind, f: &fast::Fields<'_>) -> Result<AppendEvent, LineError> {
+    use fast::Kind as K;
+    let event = match kind {
+        K::Directive => {
+            let models = need("models", f.models.as_ref())?;
+            if models.is_empty() || models.len() > MAX_DIRECTIVE_MODELS {
+                return Err(LineError::ModelCount { max: MAX_DIRECTIVE_MODELS, got: models.len() });
             }
             let directive = Directive {
-                id: field("id", DirectiveId::parse(&l.id))?,
-                at: parse_time("at", &l.at)?,
-                models: l.models.iter().map(|m| field("models", ModelCode::parse(m))).collect::<Result<_, _>>()?,
-                reason: field("reason", Text::parse(&l.reason))?,
-                deadline: l.deadline.map(|d| parse_time("deadline", &d)).transpose()?,
+                id: field("id", DirectiveId::parse(need("id", text(&f.id))?))?,
+                at: parse_time("at", need("at", text(&f.at))?)?,
+                models: models.iter().map(|m| field("models", ModelCode::parse(&m.0))).collect::<Result<_, _>>()?,
+                reason: field("reason", Text::parse(need("reason", text(&f.reason))?))?,
+                deadline: text(&f.deadline).map(|d| parse_time("deadline", d)).transpose()?,
             };
             AppendEvent {
                 event: Event::Directive(directive),
-                event_id: l.event_id.map(|id| field("event_id", EventId::parse(&id))).transpose()?,
-                expected_version: l.expected_version,
+                event_id: text(&f.event_id).map(|id| field("event_id", EventId::parse(id))).transpose()?,
+                expected_version: f.expected_version,
+            }
+        }
+        _ => {
+            let event = match kind {
+                K::Issued => TerminalEvent::Issued(Box::new(Issued {
+                    model: field("model", ModelCode::parse(need("model", text(&f.model))?))?,
+                    merchant: field("merchant", MerchantId::parse(need("merchant", text(&f.merchant))?))?,
+                    provider: field("provider", ProviderId::parse(need("provider", text(&f.provider))?))?,
+                    region: field("region", RegionCode::parse(need("region", text(&f.region))?))?,
+                    contract: parse_contract(need("contract", f.contract.as_ref())?)?,
+                    replaces: text(&f.replaces).map(|sn| field("replaces", Sn::parse(sn))).transpose()?,
+                })),
+                K::Flow => TerminalEvent::Flow {
+                    amount_fen: need("amount_fen", f.amount_fen)?,
+                    transactions: need("transactions", f.transactions)?,
+                },
+                K::Activated => TerminalEvent::Activated,
+                K::ContractExpired => TerminalEvent::ContractExpired,
+                K::ContractRenewed => {
+                    TerminalEvent::ContractRenewed { contract: parse_contract(need("contract", f.contract.as_ref())?)? }
+                }
+                K::Flagged | K::FlagCleared => {
+                    let reason = parse_flag_reason(need("reason", text(&f.reason))?)?;
+                    let note = field("note", Text::parse(text(&f.note).unwrap_or("")))?;
+                    if kind == K::Flagged {
+                        TerminalEvent::Flagged { reason, note }
+                    } else {
+                        TerminalEvent::FlagCleared { reason, note }
+                    }
+                }
+                K::Stopped => TerminalEvent::Stopped {
+                    reason: parse_stop_reason(need("reason", text(&f.reason))?)?,
+                    directive: text(&f.directive).map(|d| field("directive", DirectiveId::parse(d))).transpose()?,
+                },
+                K::Replaced => TerminalEvent::Replaced { by: field("by", Sn::parse(need("by", text(&f.by))?))? },
+                K::Directive => return Err(LineError::MissingType),
+            };
+            AppendEvent {
+                event: Event::Terminal(DeviceEvent {
+                    device: field("device", Sn::parse(need("device", text(&f.device))?))?,
+                    at: parse_time("at", need("at", text(&f.at))?)?,
+                    event,
+                }),
+                event_id: text(&f.event_id).map(|id| field("event_id", EventId::parse(id))).transpose()?,
+                expected_version: f.expected_version,
             }
         }
     };
     event.event.validate().map_err(LineError::Invalid)?;
     Ok(event)
+}
+
+/// The one-pass reading of [`parse_line`]: every field any type has, borrowed from the line, read
+/// into a [`Fields`] the caller holds (so the fields are written once, never moved).
+mod fast {
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
+    use serde::Deserialize;
+    use std::borrow::Cow;
+    use std::fmt;
+
+    /// A JSON string, borrowed from the line unless it holds an escape.
+    pub(super) struct Str<'a>(pub(super) Cow<'a, str>);
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Str<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Owned(v.to_owned())))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Owned(v)))
+                }
+            }
+            deserializer.deserialize_str(V)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, bound(deserialize = "'de: 'a"))]
+    pub(super) struct ContractFields<'a> {
+        pub(super) id: Str<'a>,
+        pub(super) start: Str<'a>,
+        pub(super) end: Str<'a>,
+    }
+
+    /// Every key any line may have; serde refuses any other ("unknown field").
+    #[derive(Clone, Copy, Deserialize)]
+    #[serde(field_identifier, rename_all = "snake_case")]
+    enum Key {
+        #[serde(rename = "type")]
+        Type,
+        Device,
+        At,
+        Model,
+        Merchant,
+        Provider,
+        Region,
+        Contract,
+        Replaces,
+        AmountFen,
+        Transactions,
+        Reason,
+        Note,
+        Directive,
+        By,
+        Id,
+        Models,
+        Deadline,
+        EventId,
+        ExpectedVersion,
+    }
+
+    impl Key {
+        const fn bit(self) -> u32 {
+            1 << self as u32
+        }
+    }
+
+    /// Every field of every type (`type` too), each optional; [`Kind::fields`] says which a type has.
+    #[derive(Default)]
+    pub(super) struct Fields<'a> {
+        /// The keys present, one [`Key::bit`] each.
+        present: u32,
+        pub(super) kind: Option<Str<'a>>,
+        pub(super) device: Option<Str<'a>>,
+        pub(super) at: Option<Str<'a>>,
+        pub(super) model: Option<Str<'a>>,
+        pub(super) merchant: Option<Str<'a>>,
+        pub(super) provider: Option<Str<'a>>,
+        pub(super) region: Option<Str<'a>>,
+        pub(super) contract: Option<ContractFields<'a>>,
+        pub(super) replaces: Option<Str<'a>>,
+        pub(super) amount_fen: Option<u64>,
+        pub(super) transactions: Option<u32>,
+        pub(super) reason: Option<Str<'a>>,
+        pub(super) note: Option<Str<'a>>,
+        pub(super) directive: Option<Str<'a>>,
+        pub(super) by: Option<Str<'a>>,
+        pub(super) id: Option<Str<'a>>,
+        pub(super) models: Option<Vec<Str<'a>>>,
+        pub(super) deadline: Option<Str<'a>>,
+        pub(super) event_id: Option<Str<'a>>,
+        pub(super) expected_version: Option<u64>,
+    }
+
+    /// Reads one JSON object into the [`Fields`] it points to.
+    pub(super) struct Fill<'f, 'a>(pub(super) &'f mut Fields<'a>);
+
+    impl<'de: 'a, 'a> DeserializeSeed<'de> for Fill<'_, 'a> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_map(self)
+        }
+    }
+
+    /// Reads the next value into `slot`; a key given twice is refused (serde's "duplicate field").
+    /// `null` is refused too (as the checked path refuses it), never read as absent.
+    fn put<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+        slot: &mut Option<T>,
+        map: &mut A,
+        name: &'static str,
+    ) -> Result<(), A::Error> {
+        if slot.is_some() {
+            return Err(A::Error::duplicate_field(name));
+        }
+        *slot = Some(map.next_value()?);
+        Ok(())
+    }
+
+    impl<'de: 'a, 'a> Visitor<'de> for Fill<'_, 'a> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let f = self.0;
+            while let Some(key) = map.next_key::<Key>()? {
+                f.present |= key.bit();
+                let m = &mut map;
+                match key {
+                    Key::Type => put(&mut f.kind, m, "type")?,
+                    Key::Device => put(&mut f.device, m, "device")?,
+                    Key::At => put(&mut f.at, m, "at")?,
+                    Key::Model => put(&mut f.model, m, "model")?,
+                    Key::Merchant => put(&mut f.merchant, m, "merchant")?,
+                    Key::Provider => put(&mut f.provider, m, "provider")?,
+                    Key::Region => put(&mut f.region, m, "region")?,
+                    Key::Contract => put(&mut f.contract, m, "contract")?,
+                    Key::Replaces => put(&mut f.replaces, m, "replaces")?,
+                    Key::AmountFen => put(&mut f.amount_fen, m, "amount_fen")?,
+                    Key::Transactions => put(&mut f.transactions, m, "transactions")?,
+                    Key::Reason => put(&mut f.reason, m, "reason")?,
+                    Key::Note => put(&mut f.note, m, "note")?,
+                    Key::Directive => put(&mut f.directive, m, "directive")?,
+                    Key::By => put(&mut f.by, m, "by")?,
+                    Key::Id => put(&mut f.id, m, "id")?,
+                    Key::Models => put(&mut f.models, m, "models")?,
+                    Key::Deadline => put(&mut f.deadline, m, "deadline")?,
+                    Key::EventId => put(&mut f.event_id, m, "event_id")?,
+                    Key::ExpectedVersion => put(&mut f.expected_version, m, "expected_version")?,
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The `type` of a line.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Kind {
+        Issued,
+        Flow,
+        Activated,
+        ContractRenewed,
+        ContractExpired,
+        Flagged,
+        FlagCleared,
+        Stopped,
+        Replaced,
+        Directive,
+    }
+
+    impl Kind {
+        /// Its name in [`super::TYPES`].
+        pub(super) fn name(self) -> &'static str {
+            super::TYPES.get(self as usize).copied().unwrap_or("directive")
+        }
+
+        pub(super) fn parse(name: &str) -> Option<Kind> {
+            Some(match name {
+                "issued" => Kind::Issued,
+                "flow" => Kind::Flow,
+                "activated" => Kind::Activated,
+                "contract_renewed" => Kind::ContractRenewed,
+                "contract_expired" => Kind::ContractExpired,
+                "flagged" => Kind::Flagged,
+                "flag_cleared" => Kind::FlagCleared,
+                "stopped" => Kind::Stopped,
+                "replaced" => Kind::Replaced,
+                "directive" => Kind::Directive,
+                _ => return None,
+            })
+        }
+
+        /// (required, allowed) keys of the type, as bits (`type` aside): the schema of its DTO above.
+        fn fields(self) -> (u32, u32) {
+            use Key as K;
+            let terminal = |required: u32, optional: u32| {
+                let required = K::Device.bit() | K::At.bit() | required;
+                (required, required | optional | K::EventId.bit() | K::ExpectedVersion.bit())
+            };
+            match self {
+                Kind::Issued => terminal(
+                    K::Model.bit() | K::Merchant.bit() | K::Provider.bit() | K::Region.bit() | K::Contract.bit(),
+                    K::Replaces.bit(),
+                ),
+                Kind::Flow => terminal(K::AmountFen.bit() | K::Transactions.bit(), 0),
+                Kind::Activated | Kind::ContractExpired => terminal(0, 0),
+                Kind::ContractRenewed => terminal(K::Contract.bit(), 0),
+                Kind::Flagged | Kind::FlagCleared => terminal(K::Reason.bit(), K::Note.bit()),
+                Kind::Stopped => terminal(K::Reason.bit(), K::Directive.bit()),
+                Kind::Replaced => terminal(K::By.bit(), 0),
+                Kind::Directive => {
+                    let required = K::Id.bit() | K::At.bit() | K::Models.bit() | K::Reason.bit();
+                    (required, required | K::Deadline.bit() | K::EventId.bit() | K::ExpectedVersion.bit())
+                }
+            }
+        }
+    }
+
+    /// Reads `line` into `fields` in one pass; its type if the line is one JSON object with exactly the
+    /// fields of its type. `None` sends it to the checked path.
+    pub(super) fn parse<'a>(line: &'a str, fields: &mut Fields<'a>) -> Option<Kind> {
+        let mut de = serde_json::Deserializer::from_str(line);
+        Fill(fields).deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        let kind = Kind::parse(&fields.kind.as_ref()?.0)?;
+        let (required, allowed) = kind.fields();
+        let present = fields.present & !Key::Type.bit();
+        (present & required == required && present & !allowed == 0).then_some(kind)
+    }
 }
 
 /// One pass from text to a [`Value`] that refuses a repeated key in any object.
@@ -758,5 +1025,51 @@ mod tests {
             .contains("unknown reason"));
         let long = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_LINE_BYTES));
         assert!(err(&long).contains("over the limit"));
+    }
+
+    /// The one-pass reading and the slower path agree on every line: the same event or the same error.
+    #[test]
+    fn fast_path_and_checked_path_agree() {
+        let mut lines: Vec<String> = LINES.iter().map(|l| (*l).to_owned()).collect();
+        let tricky = [
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5000,"transactions":3,"amount_fen":1}"#,
+            r#"{"device":"SN1","type":"flow","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5000,"transactions":3}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5000,"transactions":3,"note":"x"}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5000,"transactions":4294967296}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":18446744073709551616,"transactions":1}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":5.0,"transactions":1}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":-5,"transactions":1}"#,
+            r#"{"device":"SN1","type":"flow","at":"2026-01-06T08:00:00Z","amount_fen":0,"transactions":1}"#,
+            r#"{"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z","event_id":null}"#,
+            r#"{"device":null,"type":"activated","at":"2026-01-07T08:00:00Z"}"#,
+            r#"{"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z"}"#,
+            r#"{"device":"SN1","device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z"}"#,
+            r#"{"device":"SN1","type":"flagged","at":"2028-01-02T00:00:00Z","reason":"cash_out","note":"café "quoted""}"#,
+            r#"{"device":"SN1","type":"flagged","at":"2028-01-02T00:00:00Z","reason":"cash_out"}"#,
+            r#"{"device":"SN1","type":"flagged","at":"2028-01-02T00:00:00Z","reason":"bored","note":"x"}"#,
+            r#"{"device":"SN1","type":"stopped","at":"2028-01-04T00:00:00Z","reason":"model_recall","directive":"D-2026-07","by":"SN2"}"#,
+            r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000","contract":{"id":"C1","start":"2026-01-01T00:00:00Z","end":"2027-01-01T00:00:00Z","id":"C2"}}"#,
+            r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000","contract":{"id":"C1","start":"2026-01-01T00:00:00Z","end":"2027-01-01T00:00:00Z","x":1}}"#,
+            r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000","contract":{"id":"C1","start":"2027-01-01T00:00:00Z","end":"2026-01-01T00:00:00Z"}}"#,
+            r#"{"device":"SN1","type":"issued","at":"2026-01-05T08:00:00Z","model":"LKL-A8","merchant":"M001","provider":"lakala","region":"310000"}"#,
+            r#"{"device":"SN1","type":"contract_renewed","at":"2026-12-20T00:00:00Z","contract":{"id":"C2","start":"2027-01-01T00:00:00Z"}}"#,
+            r#"{"device":"SN1","type":"replaced","at":"2028-01-05T00:00:00.0000001Z","by":"SN2"}"#,
+            r#"{"device":"SN1","type":"replaced","at":"2028-01-05T00:00:00+08:00","by":"SN2"}"#,
+            r#"{"type":"directive","id":"D-2026-07","at":"2026-07-01T00:00:00Z","models":[],"reason":"r"}"#,
+            r#"{"type":"directive","id":"D-2026-07","at":"2026-07-01T00:00:00Z","models":["A-1","A-1"],"reason":"r"}"#,
+            r#"{"type":"directive","id":"D-2026-07","at":"2026-07-01T00:00:00Z","models":["A-1",2],"reason":"r"}"#,
+            r#"{"type":"directive","device":"SN1","id":"D-2026-07","at":"2026-07-01T00:00:00Z","models":["A-1"],"reason":"r"}"#,
+            r#"{"type":"Flow","device":"SN1","at":"2026-07-01T00:00:00Z"}"#,
+            r#"{"type":7,"device":"SN1","at":"2026-07-01T00:00:00Z"}"#,
+            r#"{"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z"} x"#,
+            r#"  {"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z"}  "#,
+            r#"["device"]"#,
+            r#"{"device":"SN1","type":"activated","at":"2026-01-07T08:00:00Z","expected_version":1,"expected_version":2}"#,
+        ];
+        lines.extend(tricky.iter().map(|l| (*l).to_owned()));
+        for line in &lines {
+            assert_eq!(parse_line(line), parse_checked(line), "{line}");
+        }
+        assert!(fast::parse(LINES[1], &mut fast::Fields::default()).is_some(), "an export's line takes the fast path");
     }
 }

@@ -239,7 +239,14 @@ impl TryFrom<String> for Text {
         if value.len() > MAX_TEXT_LEN {
             return Err(FieldError::Length { field: "text", max: MAX_TEXT_LEN, len: value.len() });
         }
-        if value.chars().any(char::is_control) {
+        // ASCII text (most notes) is checked a byte at a time: its control characters are 0x00-0x1F
+        // and 0x7F, the same set `char::is_control` gives.
+        let control = if value.is_ascii() {
+            value.bytes().any(|b| b < 0x20 || b == 0x7f)
+        } else {
+            value.chars().any(char::is_control)
+        };
+        if control {
             return Err(FieldError::Invalid("text must not hold control characters".into()));
         }
         Ok(Self(value))

@@ -81,7 +81,7 @@ fn bytes_per_terminal_are_at_most_200() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(dir.path(), relaxed()).unwrap();
     // At least 40,000 terminals (the simulator issues every one within the first two thirds of the run).
-    let config = sim::Config { devices: 40_000, months: 12, seed: 1, batch_events: 10_000 };
+    let config = sim::Config { devices: 40_000, months: 12, seed: 1, batch_events: 10_000, ..sim::Config::default() };
     sim::run(&ledger, &config, &mut |_| {}).unwrap();
     ledger.flush().unwrap();
     let fleet = rebuild(&ledger.source(), Cut::Head, &Options::default()).unwrap();

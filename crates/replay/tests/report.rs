@@ -16,7 +16,7 @@ fn sim_ledger(dir: &Path) -> PathBuf {
     let path = dir.join("ledger");
     let options = ledger::Options { durability: ledger::Durability::Relaxed, ..ledger::Options::default() };
     let ledger = ledger::Ledger::open_with(&path, options).unwrap();
-    let config = sim::Config { devices: 400, months: 24, seed: 11, batch_events: 400 };
+    let config = sim::Config { devices: 400, months: 24, seed: 11, batch_events: 400, ..sim::Config::default() };
     sim::run(&ledger, &config, &mut |_| {}).unwrap();
     assert_eq!(ledger.close().unwrap().index_warning, None);
     path

@@ -12,6 +12,8 @@
 //!
 //! # The fleet and its distributions
 //!
+//! (of [`Shape::Standard`]; [`Shape::IssueHeavy`] changes the flow and flag rates and the notes, as it says)
+//!
 //! - **Time.** The clock starts at 2025-01-01T00:00:00Z and runs `months` calendar months. A terminal
 //!   event happens at a uniformly random second of its month (never in the first two hours, which belong
 //!   to directives). Events are sorted by time within each month and appended in batches of about
@@ -77,6 +79,8 @@ pub const MAX_BATCH_EVENTS: usize = 1_000_000;
 /// Records a terminal makes over 24 months, about (the demo: 1,963,643 records for 100,000 terminals);
 /// [`Config::about_events`] sizes a fleet by it.
 pub const EVENTS_PER_DEVICE_24_MONTHS: u64 = 19;
+/// The same for [`Shape::IssueHeavy`] (160,000 terminals: about 1.3 M records).
+pub const EVENTS_PER_DEVICE_ISSUE_HEAVY: u64 = 8;
 
 const RECALL_STRIDE: usize = 12;
 const RECALL_OFFSET: usize = 5;
@@ -119,12 +123,43 @@ pub struct Config {
     pub seed: u64,
     /// Events per append, about (a replacement is never split). 1..=[`MAX_BATCH_EVENTS`].
     pub batch_events: usize,
+    /// What the fleet looks like ([`Shape::Standard`]: the fleet described above).
+    pub shape: Shape,
+}
+
+/// The shape of a simulated fleet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Shape {
+    /// The fleet described in the module documentation: about 19 records a terminal over 24 months,
+    /// most of them monthly flow.
+    #[default]
+    Standard,
+    /// Many terminals with few events each, and more of them issues: a busy or trickling terminal
+    /// reports flow in 10% of months (not every month), dormant ones less; every running terminal is
+    /// flagged with probability 10% a month (not 0.5%), each flag with a note of its own (`case N on SN:
+    /// ...`, 60–110 bytes), and 80% of flags are cleared with a note of their own. About 7.5 records a
+    /// terminal over 24 months (8 per terminal asked for, [`EVENTS_PER_DEVICE_ISSUE_HEAVY`]), a third
+    /// of them flags and clears:
+    /// the shape of the 1.24 M-event, 200,000-terminal fleet of issue 18. Every decision is checked with
+    /// [`log::lifecycle::apply`] as in the standard shape.
+    IssueHeavy,
+}
+
+impl Shape {
+    /// Records a terminal makes over 24 months, about.
+    pub fn events_per_device(self) -> u64 {
+        match self {
+            Shape::Standard => EVENTS_PER_DEVICE_24_MONTHS,
+            Shape::IssueHeavy => EVENTS_PER_DEVICE_ISSUE_HEAVY,
+        }
+    }
 }
 
 impl Default for Config {
     /// The demo's fleet: 100,000 terminals over 24 months, seed 42, batches of 10,000 events.
     fn default() -> Self {
-        Config { devices: 100_000, months: 24, seed: 42, batch_events: 10_000 }
+        Config { devices: 100_000, months: 24, seed: 42, batch_events: 10_000, shape: Shape::Standard }
     }
 }
 
@@ -132,8 +167,13 @@ impl Config {
     /// A 24-month run of about `events` records (at least one terminal), in appends of about
     /// `batch_events`: what tests and benches that need "a legal fleet of this size" ask for.
     pub fn about_events(events: u64, batch_events: usize, seed: u64) -> Config {
-        let devices = (events / EVENTS_PER_DEVICE_24_MONTHS).clamp(1, MAX_DEVICES);
-        Config { devices, months: 24, seed, batch_events }
+        Config::about_events_shaped(events, batch_events, seed, Shape::Standard)
+    }
+
+    /// [`Config::about_events`] for a fleet of `shape`.
+    pub fn about_events_shaped(events: u64, batch_events: usize, seed: u64, shape: Shape) -> Config {
+        let devices = (events / shape.events_per_device()).clamp(1, MAX_DEVICES);
+        Config { devices, months: 24, seed, batch_events, shape }
     }
 
     /// Checks the limits.
@@ -830,18 +870,24 @@ impl Simulator {
                 }
             }
             Action::Flag(reason) => {
-                let note =
-                    if reason == FlagReason::CertificateRevoked { &self.notes.revoked } else { &self.notes.flag };
-                let event = TerminalEvent::Flagged { reason, note: note.clone() };
+                let note = if reason == FlagReason::CertificateRevoked {
+                    self.notes.revoked.clone()
+                } else if self.config.shape == Shape::IssueHeavy {
+                    self.case_note(i, "raised by risk control, under review")?
+                } else {
+                    self.notes.flag.clone()
+                };
+                let event = TerminalEvent::Flagged { reason, note };
                 if self.decide(i, at, event, false) {
                     self.report.flags_raised += 1;
                     if reason != FlagReason::CertificateRevoked {
                         let roll = self.rng.below(100);
                         let clear_pending = self.terms[i].pending.iter().any(|(_, _, a)| *a == Action::Clear(reason));
-                        if roll < 60 && !clear_pending {
+                        let cleared = if self.config.shape == Shape::IssueHeavy { 80 } else { 60 };
+                        if roll < cleared && !clear_pending {
                             let when = at + self.rng.range(3 * DAY, 40 * DAY);
                             self.schedule(i, when, Action::Clear(reason));
-                        } else if (60..85).contains(&roll) {
+                        } else if (cleared..85).contains(&roll) {
                             let when = at + self.rng.range(DAY, 10 * DAY);
                             self.schedule(i, when, Action::Stop(StopReason::Violation));
                         }
@@ -849,7 +895,12 @@ impl Simulator {
                 }
             }
             Action::Clear(reason) => {
-                let event = TerminalEvent::FlagCleared { reason, note: self.notes.clear.clone() };
+                let note = if self.config.shape == Shape::IssueHeavy {
+                    self.case_note(i, "closed after investigation: no violation found")?
+                } else {
+                    self.notes.clear.clone()
+                };
+                let event = TerminalEvent::FlagCleared { reason, note };
                 if self.decide(i, at, event, false) {
                     self.report.flags_cleared += 1;
                 }
@@ -890,6 +941,18 @@ impl Simulator {
         Ok(())
     }
 
+    /// A note of its own for a flag or a clear of terminal `i` (issue-heavy fleets): a case number, the
+    /// terminal and `text`, with one to three reference words (40–90 bytes).
+    fn case_note(&mut self, i: usize, text: &str) -> Result<Text, SimError> {
+        let case = self.rng.below(10_000_000);
+        let refs = ["ticket", "call", "visit"];
+        let mut note = format!("case {case:07} on {}: {text}", self.terms[i].sn);
+        for r in refs.iter().take(self.rng.below(3) as usize + 1) {
+            note.push_str(&format!("; {r} {}", self.rng.below(1_000)));
+        }
+        Ok(Text::parse(&note)?)
+    }
+
     /// Random monthly happenings of terminal `i` (flows, flags, upgrades, merchant stops).
     fn plan_month(&mut self, i: usize, start: i64, end: i64) {
         let Some(state) = self.terms[i].state else { return };
@@ -898,12 +961,16 @@ impl Simulator {
             Status::Issued | Status::Active => true,
             Status::Stopped | Status::Replaced => self.terms[i].rogue_until > start,
         };
+        let heavy = self.config.shape == Shape::IssueHeavy;
         if flowing {
-            let count = match self.terms[i].persona {
-                Persona::Busy => 1 + u64::from(self.rng.chance(1_500)),
-                Persona::Trickle => u64::from(self.rng.chance(7_000)),
-                Persona::DormantTiny => u64::from(self.rng.chance(1_500)),
-                Persona::DormantSilent => 0,
+            let count = match (self.terms[i].persona, heavy) {
+                (Persona::Busy, false) => 1 + u64::from(self.rng.chance(1_500)),
+                (Persona::Trickle, false) => u64::from(self.rng.chance(7_000)),
+                (Persona::DormantTiny, false) => u64::from(self.rng.chance(1_500)),
+                (Persona::Busy, true) => u64::from(self.rng.chance(1_000)),
+                (Persona::Trickle, true) => u64::from(self.rng.chance(1_000)),
+                (Persona::DormantTiny, true) => u64::from(self.rng.chance(500)),
+                (Persona::DormantSilent, _) => 0,
             };
             for _ in 0..count {
                 let at = when(&mut self.rng);
@@ -911,7 +978,7 @@ impl Simulator {
             }
         }
         if matches!(state.status, Status::Issued | Status::Active) {
-            if self.rng.chance(50) {
+            if self.rng.chance(if heavy { 1_000 } else { 50 }) {
                 let reason = self.pick_weighted(&FLAG_REASONS);
                 let at = when(&mut self.rng);
                 self.schedule(i, at, Action::Flag(reason));
@@ -1132,7 +1199,7 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_issues_every_device() {
-        let config = Config { devices: 500, months: 12, seed: 7, batch_events: 1_000 };
+        let config = Config { devices: 500, months: 12, seed: 7, batch_events: 1_000, shape: Shape::Standard };
         let a = generate(&config).unwrap();
         let b = generate(&config).unwrap();
         assert_eq!(a, b);
@@ -1146,5 +1213,21 @@ mod tests {
         assert_eq!(report.events, a.iter().map(|(_, e)| e.len() as u64).sum::<u64>());
         // recorded-at never decreases.
         assert!(a.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    #[test]
+    fn issue_heavy_fleet_has_few_events_and_many_flags_per_terminal() {
+        let config = Config { devices: 2_000, shape: Shape::IssueHeavy, ..Config::default() };
+        let mut sim = Simulator::new(&config).unwrap();
+        for batch in sim.by_ref() {
+            batch.unwrap();
+        }
+        let report = sim.report().clone();
+        let per_terminal = report.events as f64 / report.terminals as f64;
+        assert!((4.0..10.0).contains(&per_terminal), "{per_terminal} events a terminal: {report:?}");
+        assert!((report.flags_raised + report.flags_cleared) * 3 > report.events, "{report:?}");
+        assert!(report.flags_cleared * 2 > report.flags_raised, "{report:?}");
+        let standard = Config { shape: Shape::Standard, ..config };
+        assert_ne!(generate(&standard).unwrap(), generate(&config).unwrap());
     }
 }
