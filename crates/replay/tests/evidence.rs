@@ -32,7 +32,7 @@ fn fleet(seed: u64, origin: &str) -> Fleet {
     let dir = tmp.path().to_owned();
     let path = dir.join("ledger");
     let ledger = Ledger::open_with(&path, Options { durability: Durability::Relaxed, ..Options::default() }).unwrap();
-    let config = sim::Config { devices: 400, months: 12, seed, batch_events: 2_000 };
+    let config = sim::Config { devices: 400, months: 12, seed, batch_events: 2_000, ..sim::Config::default() };
     let report = sim::run(&ledger, &config, &mut |_| {}).unwrap();
     ledger.flush().unwrap();
     ledger.close().unwrap();
