@@ -733,12 +733,21 @@ fn fleet(
     let spin = spinner("folding the fleet");
     let report = replay::fleet::fleet(&source, cut);
     spin.finish_and_clear();
-    let report = report?;
+    print_fleet(&report?, format, |r, out| r.write_csv(out), |r, out| r.write_table(out))
+}
+
+/// Prints a fleet report (one source's or many's) in `format`.
+fn print_fleet<R: serde::Serialize>(
+    report: &R,
+    format: ReportFormat,
+    csv: impl Fn(&R, &mut dyn Write) -> Result<(), Error>,
+    table: impl Fn(&R, &mut dyn Write) -> Result<(), Error>,
+) -> Result<Verdict, Error> {
     let mut out = stdout();
     match format {
-        ReportFormat::Json => json_line(&mut out, &report, true)?,
-        ReportFormat::Csv => report.write_csv(&mut out)?,
-        ReportFormat::Table => report.write_table(&mut out)?,
+        ReportFormat::Json => json_line(&mut out, report, true)?,
+        ReportFormat::Csv => csv(report, &mut out)?,
+        ReportFormat::Table => table(report, &mut out)?,
     }
     finish(out)?;
     Ok(Verdict::Ok)
@@ -791,15 +800,7 @@ fn fleet_many(
     let spin = spinner("folding the fleets");
     let report = replay::many::fleet(&sources, cut);
     spin.finish_and_clear();
-    let report = report?;
-    let mut out = stdout();
-    match format {
-        ReportFormat::Json => json_line(&mut out, &report, true)?,
-        ReportFormat::Csv => report.write_csv(&mut out)?,
-        ReportFormat::Table => report.write_table(&mut out)?,
-    }
-    finish(out)?;
-    Ok(Verdict::Ok)
+    print_fleet(&report?, format, |r, out| r.write_csv(out), |r, out| r.write_table(out))
 }
 
 fn audit_many(
