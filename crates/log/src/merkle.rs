@@ -71,6 +71,49 @@ pub fn empty_root() -> [u8; 32] {
     Sha256::digest([]).into()
 }
 
+/// The largest subtree [`Frontier::extend_parallel`] hashes as one task: 2^10 leaves (a task of
+/// 2,047 SHA-256 compressions, enough to outweigh its scheduling).
+pub const TILE_HEIGHT: u32 = 10;
+
+/// The aligned perfect subtrees tiling leaves `lo..hi`, as `(start, height)`, left to right, each of at
+/// most `2^max_height` leaves: each starts at a multiple of its own size, so each can be pushed onto a
+/// frontier of size `start` with [`Frontier::push_subtree`].
+pub fn aligned_tiles(mut lo: u64, hi: u64, max_height: u32) -> Vec<(u64, u32)> {
+    let max_height = max_height.min(62);
+    let mut out = Vec::new();
+    while lo < hi {
+        let mut height = if lo == 0 { max_height } else { lo.trailing_zeros().min(max_height) };
+        while lo + (1u64 << height) > hi {
+            height -= 1;
+        }
+        out.push((lo, height));
+        lo += 1u64 << height;
+    }
+    out
+}
+
+/// The root of a perfect tree over `leaves`, whose count is a power of two (the empty root for none).
+///
+/// # Panics
+///
+/// If the count is not a power of two.
+pub fn perfect_root(leaves: &[Hash]) -> Hash {
+    assert!(leaves.is_empty() || leaves.len().is_power_of_two(), "a perfect tree has 2^k leaves");
+    let mut level: Vec<Hash> = leaves.to_vec();
+    while level.len() > 1 {
+        let half = level.len() / 2;
+        for i in 0..half {
+            let (Some(left), Some(right)) = (level.get(2 * i), level.get(2 * i + 1)) else { break };
+            let node = node_hash(left, right);
+            if let Some(slot) = level.get_mut(i) {
+                *slot = node;
+            }
+        }
+        level.truncate(half);
+    }
+    level.first().copied().unwrap_or_else(empty_root)
+}
+
 /// Merkle Tree Hash of `leaves` (each element is the raw leaf data, hashed
 /// with [`leaf_hash`]). With no leaves this is [`empty_root`].
 ///
@@ -422,27 +465,59 @@ impl Frontier {
     ///
     /// If the frontier already covers `u64::MAX` leaves.
     pub fn push_leaf_hash(&mut self, leaf: Hash) {
-        assert!(self.size < u64::MAX, "Merkle frontier size overflow");
-        debug_assert_eq!(self.nodes.len(), self.size.count_ones() as usize);
-        let mut carry = leaf;
-        let mut s = self.size;
+        self.push_subtree(0, leaf);
+    }
+
+    /// Appends a leaf given its raw data (hashed with [`leaf_hash`]).
+    pub fn push_leaf(&mut self, data: &[u8]) {
+        self.push_leaf_hash(leaf_hash(data));
+    }
+
+    /// Appends the perfect subtree of `2^height` leaves whose root is `root`. The frontier's size must
+    /// be a multiple of `2^height` (the subtree is aligned); pushing its leaves one by one gives the same
+    /// frontier.
+    ///
+    /// # Panics
+    ///
+    /// If the subtree is not aligned, or the size would overflow.
+    pub fn push_subtree(&mut self, height: u32, root: Hash) {
+        assert!(height < 63, "a subtree of at most 2^62 leaves");
+        let leaves = 1u64 << height;
+        assert!(self.size.is_multiple_of(leaves), "a pushed subtree is aligned to its size");
+        assert!(self.size.checked_add(leaves).is_some(), "Merkle frontier size overflow");
+        let mut carry = root;
+        let mut s = self.size >> height;
         while s & 1 == 1 {
             let Some(left) = self.nodes.pop() else {
-                // `nodes.len() == size.count_ones()` (enforced by every
-                // constructor) guarantees one node per trailing one bit.
                 unreachable!("Merkle frontier invariant violated");
             };
             carry = node_hash(&left, &carry);
             s >>= 1;
         }
         self.nodes.push(carry);
-        self.size += 1;
+        self.size += leaves;
         debug_assert_eq!(self.nodes.len(), self.size.count_ones() as usize);
     }
 
-    /// Appends a leaf given its raw data (hashed with [`leaf_hash`]).
-    pub fn push_leaf(&mut self, data: &[u8]) {
-        self.push_leaf_hash(leaf_hash(data));
+    /// Appends `leaves` (leaf hashes, in order): the aligned perfect subtrees they tile (of at most
+    /// 2^[`TILE_HEIGHT`] leaves) are hashed in parallel on the current rayon pool, then pushed. The
+    /// result is the frontier of pushing them one by one; only the node hashes move between threads.
+    pub fn extend_parallel(&mut self, leaves: &[Hash]) {
+        use rayon::prelude::*;
+        let lo = self.size;
+        let spans = aligned_tiles(lo, lo + leaves.len() as u64, TILE_HEIGHT);
+        let roots: Vec<(u32, Hash)> = spans
+            .par_iter()
+            .map(|&(start, height)| {
+                let from = usize::try_from(start - lo).unwrap_or(usize::MAX);
+                let to = from.saturating_add(1usize << height);
+                (height, perfect_root(leaves.get(from..to).unwrap_or_default()))
+            })
+            .collect();
+        for (height, root) in roots {
+            self.push_subtree(height, root);
+        }
+        assert!(self.size == lo + leaves.len() as u64, "every leaf was pushed");
     }
 
     /// Merkle Tree Hash of the covered leaves; [`empty_root`] when empty.
@@ -927,8 +1002,38 @@ mod tests {
         prop::collection::vec(prop::collection::vec(any::<u8>(), 0..48), 0..200)
     }
 
+    #[test]
+    fn aligned_tiles_cover_the_range_with_aligned_subtrees() {
+        for (lo, hi) in [(0u64, 0u64), (0, 1), (0, 1025), (3, 4100), (1024, 3072), (5, 6), (1023, 1025)] {
+            let tiles = aligned_tiles(lo, hi, TILE_HEIGHT);
+            let mut next = lo;
+            for &(start, height) in &tiles {
+                assert_eq!(start, next, "tiles are contiguous");
+                assert!(height <= TILE_HEIGHT);
+                assert_eq!(start % (1 << height), 0, "a tile is aligned to its size");
+                next += 1 << height;
+            }
+            assert_eq!(next, hi.max(lo));
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Regression test for the parallel scan of a live segment: whole subtrees pushed in parallel
+        /// give the frontier of pushing their leaves one by one, from any starting size.
+        #[test]
+        fn prop_extend_parallel_equals_pushing_leaves(start in 0usize..3000, n in 0usize..5000) {
+            let leaves: Vec<Hash> = (0..start + n).map(|i| leaf_hash(&(i as u64).to_le_bytes())).collect();
+            let mut one_by_one = Frontier::new();
+            for leaf in &leaves {
+                one_by_one.push_leaf_hash(*leaf);
+            }
+            let mut parallel = Frontier::new();
+            parallel.extend_parallel(&leaves[..start]);
+            parallel.extend_parallel(&leaves[start..]);
+            prop_assert_eq!(parallel, one_by_one);
+        }
 
         #[test]
         fn prop_all_proofs_verify(data in leaf_lists()) {

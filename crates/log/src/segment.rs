@@ -372,6 +372,8 @@ pub struct FrameReader {
     offset: u64,
     header: Header,
     buf: Vec<u8>,
+    /// Bytes of the last frame returned straight from the read buffer, consumed by the next call.
+    borrowed: usize,
     ended: bool,
 }
 
@@ -407,6 +409,7 @@ impl FrameReader {
             offset: HEADER_LEN as u64,
             header,
             buf: Vec::new(),
+            borrowed: 0,
             ended: false,
         })
     }
@@ -441,6 +444,8 @@ impl FrameReader {
     pub fn seek_to(&mut self, offset: u64) -> Result<(), FormatError> {
         use std::io::{Seek, SeekFrom};
         assert!(offset >= HEADER_LEN as u64, "seek into the file header");
+        // The seek empties the read buffer, and with it the frame last returned from it.
+        self.borrowed = 0;
         self.reader
             .seek(SeekFrom::Start(offset))
             .map_err(|source| FormatError::Io { path: self.path.clone(), source })?;
@@ -450,6 +455,8 @@ impl FrameReader {
 
     /// The next record or the trailer; `Ok(None)` at a clean end of file.
     pub fn next_item(&mut self) -> Result<Option<Item<'_>>, FormatError> {
+        use std::io::BufRead;
+        self.reader.consume(std::mem::take(&mut self.borrowed));
         let offset = self.offset;
         let remaining = self.file_len - offset;
         if self.ended {
@@ -463,6 +470,26 @@ impl FrameReader {
         }
         if remaining < FRAME_PREFIX_LEN as u64 {
             return Err(FormatError::Incomplete { path: self.path.clone(), offset });
+        }
+        // A frame wholly inside the read buffer is checked and returned from it, without a copy (on a
+        // scan of short records the copy into `buf` cost as much as the CRC).
+        let buffered = self.reader.buffer();
+        let fast = buffered.get(..FRAME_PREFIX_LEN).and_then(|frame| {
+            let len = u32::from_le_bytes(le(frame));
+            let crc = u32::from_le_bytes(le(frame.get(4..).unwrap_or_default()));
+            let end = offset + FRAME_PREFIX_LEN as u64 + u64::from(len);
+            let whole = FRAME_PREFIX_LEN + len as usize;
+            let valid = len != TRAILER_TAG && len != 0 && len as usize <= MAX_RECORD_BYTES && end <= self.file_len;
+            (valid && whole <= buffered.len()).then_some((end, whole, crc))
+        });
+        if let Some((end, whole, crc)) = fast {
+            let body = self.reader.buffer().get(FRAME_PREFIX_LEN..whole).unwrap_or_default();
+            if crc32c::crc32c(body) != crc {
+                return Err(FormatError::BadChecksum { path: self.path.clone(), offset, at_end: end == self.file_len });
+            }
+            self.offset = end;
+            self.borrowed = whole;
+            return Ok(Some(Item::Record { offset, body }));
         }
         let mut prefix = [0u8; FRAME_PREFIX_LEN];
         self.read_exact(&mut prefix)?;

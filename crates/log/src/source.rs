@@ -4,7 +4,7 @@
 //! Both the [`crate::Ledger`] (on open and for every read) and read-only tools (replay) use this module,
 //! so there is one copy of the rules for what counts as a committed record and what is a torn tail.
 
-use crate::codec::{decode_record, MAX_RECORD_BYTES};
+use crate::codec::{decode_record, decode_view, MAX_RECORD_BYTES};
 use crate::error::ReadError;
 use crate::merkle::{leaf_hash, Frontier, Hash};
 use crate::model::Record;
@@ -150,6 +150,92 @@ pub struct ActiveScan {
     pub torn: Option<TornTail>,
 }
 
+/// The live segment's records on their way into the scan's frontier: bodies waiting to be hashed,
+/// leaves hashed but not yet committed. Holds at most [`LeafBatch::BYTES`] of bodies (plus their
+/// leaves), whatever the segment's length.
+struct LeafBatch {
+    /// Bodies back to back, and the end of each in `bodies`.
+    bodies: Vec<u8>,
+    ends: Vec<usize>,
+    /// Leaf hashes of records after the frontier (committed or not), in order.
+    leaves: Vec<Hash>,
+    /// Log position of `leaves[0]` (the frontier's size once flushed).
+    first: u64,
+    /// The log size at the last commit marker read.
+    committed: u64,
+    /// The anchor's size, and whether it is a commit point (only there is a root recorded).
+    anchor: Option<u64>,
+    anchor_committed: bool,
+}
+
+impl LeafBatch {
+    /// Bodies waiting before they are hashed.
+    const BYTES: usize = 8 << 20;
+
+    fn new(first: u64, anchor: Option<u64>) -> LeafBatch {
+        LeafBatch {
+            bodies: Vec::new(),
+            ends: Vec::new(),
+            leaves: Vec::new(),
+            first,
+            committed: first,
+            anchor,
+            anchor_committed: false,
+        }
+    }
+
+    fn push(&mut self, body: &[u8]) {
+        self.bodies.extend_from_slice(body);
+        self.ends.push(self.bodies.len());
+    }
+
+    /// A commit marker: the log is whole at `size`.
+    fn commit(&mut self, size: u64) {
+        assert!(size > self.committed, "commit points grow");
+        self.committed = size;
+        if self.anchor == Some(size) {
+            self.anchor_committed = true;
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.bodies.len() >= Self::BYTES
+    }
+
+    /// Hashes the waiting bodies (in parallel) and pushes every committed leaf onto the scan's frontier,
+    /// recording the root at the anchor when the anchor is a commit point among them.
+    fn flush(&mut self, scan: &mut ActiveScan) {
+        use rayon::prelude::*;
+        let (bodies, ends) = (&self.bodies, &self.ends);
+        let hashed: Vec<Hash> = (0..ends.len())
+            .into_par_iter()
+            .with_min_len(1 << 10)
+            .map(|i| {
+                let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) };
+                let end = ends.get(i).copied().unwrap_or(start);
+                leaf_hash(bodies.get(start..end).unwrap_or_default())
+            })
+            .collect();
+        self.leaves.extend(hashed);
+        self.bodies.clear();
+        self.ends.clear();
+        assert!(scan.frontier.size() == self.first, "the frontier ends where the waiting leaves start");
+        let ready = usize::try_from(self.committed - self.first).unwrap_or(usize::MAX).min(self.leaves.len());
+        let first = self.first;
+        let anchor_here = self.anchor.filter(|&a| self.anchor_committed && a > first && a <= first + ready as u64);
+        let split = anchor_here.map_or(ready, |a| usize::try_from(a - first).unwrap_or(ready));
+        let (before, after) = self.leaves.get(..ready).unwrap_or_default().split_at(split);
+        scan.frontier.extend_parallel(before);
+        if anchor_here.is_some() {
+            scan.root_at = Some((scan.frontier.size(), scan.frontier.root()));
+        }
+        scan.frontier.extend_parallel(after);
+        self.leaves.drain(..ready);
+        self.first += ready as u64;
+        assert!(scan.frontier.size() == self.first, "the committed leaves joined the frontier");
+    }
+}
+
 fn rest_is_zero(path: &Path, offset: u64) -> Result<bool, ReadError> {
     use std::io::{Seek, SeekFrom};
     let io = |source| ReadError::Io { path: path.to_owned(), source };
@@ -237,7 +323,9 @@ pub fn scan_active(path: &Path, start: Frontier, anchor: Option<u64>) -> Result<
     if anchor == Some(scan.frontier.size()) {
         scan.root_at = Some((scan.frontier.size(), scan.frontier.root()));
     }
-    let mut pending: Vec<Hash> = Vec::new();
+    // Leaf hashing, the scan's main cost, is deferred: bodies wait in `batch` and are hashed in
+    // parallel, and committed leaves join the frontier in whole aligned subtrees (`LeafBatch::flush`).
+    let mut batch = LeafBatch::new(header.first_position, anchor);
     let mut pending_sparse: Vec<u64> = Vec::new();
     let mut seen = 0u64;
     let file_len = reader.file_len();
@@ -250,7 +338,7 @@ pub fn scan_active(path: &Path, start: Frontier, anchor: Option<u64>) -> Result<
         let offset = reader.offset();
         let position = header.first_position + seen;
         // Past the anchor, nothing was acknowledged: any damage ends the log at its last commit.
-        let past_anchor = anchor.is_some_and(|a| scan.frontier.size() >= a);
+        let past_anchor = anchor.is_some_and(|a| header.first_position + scan.records >= a);
         let item = match reader.next_item() {
             Ok(item) => item,
             Err(e) if past_anchor => {
@@ -303,7 +391,8 @@ pub fn scan_active(path: &Path, start: Frontier, anchor: Option<u64>) -> Result<
             }
             Some(Item::Record { body, .. }) => body,
         };
-        let record = match decode_record(body) {
+        // The borrowed decoding accepts exactly the bodies `decode_record` accepts, without allocating.
+        let record = match decode_view(body) {
             Ok(record) if record.position == position => record,
             Ok(record) if !past_anchor => {
                 return Err(ReadError::Corrupt {
@@ -329,20 +418,20 @@ pub fn scan_active(path: &Path, start: Frontier, anchor: Option<u64>) -> Result<
             pending_sparse.push(offset);
         }
         seen += 1;
-        pending.push(leaf_hash(body));
-        if record.commit {
-            for leaf in pending.drain(..) {
-                scan.frontier.push_leaf_hash(leaf);
-            }
+        batch.push(body);
+        let (commit, recorded_at_us) = (record.commit, record.recorded_at_us);
+        if commit {
             scan.sparse.append(&mut pending_sparse);
             scan.records = seen;
             scan.committed_len = reader.offset();
-            scan.last_recorded_at = Some(record.recorded_at);
-            if anchor == Some(scan.frontier.size()) {
-                scan.root_at = Some((scan.frontier.size(), scan.frontier.root()));
-            }
+            scan.last_recorded_at = DateTime::from_timestamp_micros(recorded_at_us);
+            batch.commit(header.first_position + seen);
+        }
+        if batch.is_full() {
+            batch.flush(&mut scan);
         }
     }
+    batch.flush(&mut scan);
     if scan.torn.is_none() && seen > scan.records {
         scan.torn =
             Some(torn(&scan, format!("{} records of an append without its commit marker", seen - scan.records)));

@@ -17,7 +17,7 @@
 use crate::error::{Error, Failure};
 use log::codec::{decode_view, CodecError, EventView};
 use log::key::InlineSn;
-use log::merkle::{leaf_hash, node_hash, Hash};
+use log::merkle::{aligned_tiles, leaf_hash, perfect_root, Frontier, Hash, TILE_HEIGHT};
 use log::segment::{FileKind, FormatError, FrameReader, Item, Trailer};
 use log::source::{hex, FileMeta, TornTail};
 use log::{Head, Source};
@@ -108,8 +108,6 @@ impl StreamKey {
 
 /// Partitions of the stream-version check (checked in parallel, each in position order).
 const VERSION_PARTITIONS: usize = 16;
-/// The largest Merkle subtree hashed as one task: 2^10 leaves.
-const MAX_BLOCK_HEIGHT: u32 = 10;
 
 fn decode(body: &[u8]) -> (Hash, Result<Decoded, CodecError>) {
     let leaf = leaf_hash(body);
@@ -147,35 +145,12 @@ fn spans_of(lo: u64, hi: u64, cut: Option<u64>) -> Vec<(u64, u32)> {
     let mut spans = Vec::new();
     match cut {
         Some(c) if lo < c && c < hi => {
-            tiles(lo, c, &mut spans);
-            tiles(c, hi, &mut spans);
+            spans.extend(aligned_tiles(lo, c, TILE_HEIGHT));
+            spans.extend(aligned_tiles(c, hi, TILE_HEIGHT));
         }
-        _ => tiles(lo, hi, &mut spans),
+        _ => spans.extend(aligned_tiles(lo, hi, TILE_HEIGHT)),
     }
     spans
-}
-
-/// The aligned perfect subtrees tiling leaves `lo..hi` (at most 2^[`MAX_BLOCK_HEIGHT`] each), as
-/// (start, height).
-fn tiles(mut lo: u64, hi: u64, out: &mut Vec<(u64, u32)>) {
-    while lo < hi {
-        let mut height = if lo == 0 { MAX_BLOCK_HEIGHT } else { lo.trailing_zeros().min(MAX_BLOCK_HEIGHT) };
-        while lo + (1u64 << height) > hi {
-            height -= 1;
-        }
-        out.push((lo, height));
-        lo += 1u64 << height;
-    }
-}
-
-/// The root of a perfect tree over `leaves` (a power-of-two count).
-fn perfect_root(leaves: &[Hash]) -> Hash {
-    let mut level: Vec<Hash> = leaves.to_vec();
-    while level.len() > 1 {
-        let next: Vec<Hash> = level.as_chunks::<2>().0.iter().map(|[left, right]| node_hash(left, right)).collect();
-        level = next;
-    }
-    level.first().copied().unwrap_or_else(log::merkle::empty_root)
 }
 
 /// Hashes and decodes a batch in parallel, then hashes its subtrees in parallel.
@@ -201,42 +176,6 @@ fn decode_batch(batch: &Batch, cut: Option<u64>) -> DecodedBatch {
         }
     }
     DecodedBatch { first: batch.first, records, subtrees, parts }
-}
-
-/// A Merkle frontier fed whole aligned subtrees (the ledger's [`Frontier`] takes single leaves):
-/// one node per set bit of `size`, with its height, largest first.
-#[derive(Default)]
-struct SubtreeFrontier {
-    size: u64,
-    nodes: Vec<(u32, Hash)>,
-}
-
-impl SubtreeFrontier {
-    /// Adds the root of the perfect subtree of 2^height leaves starting at `size` (which is aligned).
-    fn push(&mut self, height: u32, root: Hash) {
-        let mut carry = (height, root);
-        while let Some(&(h, left)) = self.nodes.last() {
-            if h != carry.0 {
-                break;
-            }
-            self.nodes.pop();
-            carry = (h + 1, node_hash(&left, &carry.1));
-        }
-        self.nodes.push(carry);
-        self.size += 1u64 << height;
-    }
-
-    fn root(&self) -> Hash {
-        let mut rev = self.nodes.iter().rev();
-        match rev.next() {
-            None => log::merkle::empty_root(),
-            Some((_, last)) => rev.fold(*last, |acc, (_, left)| node_hash(left, &acc)),
-        }
-    }
-
-    fn hashes(&self) -> Vec<Hash> {
-        self.nodes.iter().map(|(_, h)| *h).collect()
-    }
 }
 
 /// One batch of frames read from a file: bodies back to back.
@@ -368,7 +307,7 @@ impl VersionPart {
 /// The checks that depend on the order of the whole log.
 struct Sequence {
     next: u64,
-    frontier: SubtreeFrontier,
+    frontier: Frontier,
     last_recorded_at: Option<i64>,
     last_commit: bool,
     published: Option<Head>,
@@ -378,7 +317,7 @@ struct Sequence {
 impl Sequence {
     fn check_published(&mut self, path: &Path) -> Result<(), Failure> {
         if let Some(head) = self.published {
-            if !self.published_checked && head.size == self.frontier.size {
+            if !self.published_checked && head.size == self.frontier.size() {
                 self.published_checked = true;
                 let root = self.frontier.root();
                 if root != head.root {
@@ -423,10 +362,10 @@ impl Sequence {
             self.last_commit = d.commit;
         }
         for (start, height, root) in &batch.subtrees {
-            if *start != self.frontier.size {
+            if *start != self.frontier.size() {
                 return Err(fail(path, Some(*start), "internal error: Merkle subtrees out of order"));
             }
-            self.frontier.push(*height, *root);
+            self.frontier.push_subtree(*height, *root);
             self.check_published(path)?;
         }
         self.next = batch.first + batch.records.len() as u64;
@@ -471,7 +410,7 @@ pub fn verify(source: &Source, progress: &mut dyn FnMut(u64)) -> Result<Verified
     let mut checker = Checker {
         seq: Sequence {
             next: 0,
-            frontier: SubtreeFrontier::default(),
+            frontier: Frontier::new(),
             last_recorded_at: None,
             last_commit: true,
             published: source.published_head,
@@ -661,7 +600,7 @@ fn verify_file(
             .into());
         }
         let root = checker.seq.frontier.root();
-        if trailer.root != root || trailer.frontier != checker.seq.frontier.hashes() {
+        if trailer.root != root || trailer.frontier != checker.seq.frontier.nodes() {
             return Err(fail(
                 &path,
                 None,
@@ -689,7 +628,6 @@ fn verify_file(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use log::merkle::Frontier;
 
     fn leaf(i: u64) -> Hash {
         leaf_hash(&i.to_le_bytes())
@@ -703,40 +641,24 @@ mod tests {
             [(1u64, 1u64, None), (5000, 1000, Some(2500)), (4099, 4096, Some(4097)), (3000, 333, Some(1))]
         {
             let mut reference = Frontier::new();
-            let mut ours = SubtreeFrontier::default();
+            let mut ours = Frontier::new();
             let mut lo = 0;
             while lo < total {
                 let hi = (lo + batch).min(total);
                 let leaves: Vec<Hash> = (lo..hi).map(leaf).collect();
                 let spans = spans_of(lo, hi, cut);
                 for (start, height) in spans {
-                    assert_eq!(start, ours.size);
+                    assert_eq!(start, ours.size());
                     let from = (start - lo) as usize;
-                    ours.push(height, perfect_root(&leaves[from..from + (1 << height)]));
+                    ours.push_subtree(height, perfect_root(&leaves[from..from + (1 << height)]));
                     for l in &leaves[from..from + (1 << height)] {
                         reference.push_leaf_hash(*l);
                     }
-                    assert_eq!(ours.root(), reference.root(), "size {}", ours.size);
+                    assert_eq!(ours.root(), reference.root(), "size {}", ours.size());
                 }
-                assert_eq!(ours.hashes(), reference.nodes());
+                assert_eq!(ours.nodes(), reference.nodes());
                 lo = hi;
             }
-        }
-    }
-
-    #[test]
-    fn tiles_are_aligned_and_cover_the_range() {
-        for (lo, hi) in [(0u64, 1u64), (3, 17), (1024, 5000), (7, 8), (0, 100_000)] {
-            let mut spans = Vec::new();
-            tiles(lo, hi, &mut spans);
-            let mut at = lo;
-            for (start, height) in spans {
-                assert_eq!(start, at);
-                assert!(height <= MAX_BLOCK_HEIGHT);
-                assert_eq!(start % (1 << height), 0, "aligned");
-                at += 1 << height;
-            }
-            assert_eq!(at, hi);
         }
     }
 
