@@ -66,16 +66,17 @@ impl<'a> Head<'a> {
     }
 }
 
-/// Streams the NDJSON file line by line: `each(line, stream, type, time, version)`, where version is
-/// the number of earlier events of the stream. Returns the number of events.
+/// Streams the NDJSON file line by line: `each(line, head, version)`, where version is the number of
+/// earlier events of the stream. Returns the number of events (blank lines skipped).
 fn each_event(ndjson: &Path, mut each: impl FnMut(&str, &Head, i64) -> Result<()>) -> Result<u64> {
     let file = std::fs::File::open(ndjson).map_err(|e| format!("{}: {e}", ndjson.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut versions: HashMap<String, i64> = HashMap::new();
     let mut line = String::new();
-    let mut events = 0u64;
+    let (mut events, mut number) = (0u64, 0u64);
     loop {
         line.clear();
+        number += 1;
         if reader.read_line(&mut line).map_err(|e| format!("{}: {e}", ndjson.display()))? == 0 {
             return Ok(events);
         }
@@ -83,7 +84,7 @@ fn each_event(ndjson: &Path, mut each: impl FnMut(&str, &Head, i64) -> Result<()
         if text.is_empty() {
             continue;
         }
-        let head = Head::parse(text, events + 1)?;
+        let head = Head::parse(text, number)?;
         let version = match versions.get_mut(head.stream()) {
             Some(v) => {
                 *v += 1;
