@@ -338,6 +338,8 @@ struct PgServer {
     /// Run the server's programs as this user (initdb refuses root).
     run_as: Option<String>,
     port: u16,
+    /// `pg_ctl start` was run (so drop stops the server).
+    started: bool,
 }
 
 /// The folder holding `initdb` and `pg_ctl`: on PATH, in /usr/local/bin, or the newest
@@ -393,7 +395,7 @@ impl PgServer {
         } else {
             None
         };
-        let server = PgServer { bin, root, run_as, port: free_port()? };
+        let mut server = PgServer { bin, root, run_as, port: free_port()?, started: false };
         server.run(
             "initdb",
             &["-D", "data", "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"],
@@ -403,6 +405,7 @@ impl PgServer {
             server.port,
             server.root.display()
         );
+        server.started = true;
         server.run("pg_ctl", &["-D", "data", "-l", "server.log", "-w", "-o", &options, "start"])?;
         Ok(Some(server))
     }
@@ -433,7 +436,8 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        if let Err(e) = self.run("pg_ctl", &["-D", "data", "-m", "fast", "stop"]) {
+        let stopped = if self.started { self.run("pg_ctl", &["-D", "data", "-m", "fast", "stop"]) } else { Ok(()) };
+        if let Err(e) = stopped {
             eprintln!("{e}");
         }
         let _ = std::fs::remove_dir_all(&self.root);
