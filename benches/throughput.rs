@@ -2,7 +2,18 @@
 //!
 //! ```text
 //! cargo bench --bench throughput -- [--events N]... [--large] [--json PATH] [--dir DIR] [--shape standard|issue-heavy]
+//! cargo build --release -p posledger -p posledger-replay && cargo bench --bench throughput -- --peers [--events N] [--shape ...] [--json PATH]
 //! ```
+//!
+//! `--peers` (`throughput/peers.rs`; default size 10^6) measures something else: the same simulated
+//! fleet, rendered as one NDJSON file, through posledger's CLI as whole processes (`posledger append
+//! --dir NEW FILE`, `replay fleet`, `replay verify`: the release binaries beside this executable) and
+//! through two peers a processor would pick instead: SQLite (WAL, `synchronous=FULL`, one transaction
+//! per 10,000 events, `UNIQUE(stream, version)`) and PostgreSQL in the Message DB layout (a server the
+//! harness starts on 127.0.0.1 with `fsync=on`; `write_message` with the expected-version check under
+//! an advisory lock, committed every 1,000 events; skipped with a message where PostgreSQL is not
+//! installed). It prints events/s for append, fleet status and verify, the ratios posledger/peer and
+//! each system's fleet status counts (checked against the fleet's streams); BENCHMARKS.md, "Peers".
 //!
 //! `--shape issue-heavy` simulates `sim::Shape::IssueHeavy` (many terminals with few events, flags and
 //! clears with notes of their own) instead of the standard fleet.
@@ -42,6 +53,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "throughput/peers.rs"]
+mod peers;
+
 struct Row {
     name: String,
     events: u64,
@@ -59,6 +73,8 @@ struct Args {
     child: Option<Phase>,
     /// `--shape issue-heavy`: simulate the issue-heavy fleet (`sim::Shape::IssueHeavy`).
     shape: sim::Shape,
+    /// `--peers`: the CLI paths against the SQLite and PostgreSQL peers instead (`peers.rs`).
+    peers: bool,
 }
 
 /// The two halves of one size, each measured in a process of its own.
@@ -78,11 +94,13 @@ fn parse_args() -> Args {
     let mut dir = std::env::temp_dir().join("posledger-throughput");
     let mut child = None;
     let mut shape = sim::Shape::Standard;
+    let mut peers = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--events" => sizes.push(args.next().and_then(|v| v.replace('_', "").parse().ok()).expect("--events N")),
             "--large" => large = true,
+            "--peers" => peers = true,
             "--json" => json = Some(PathBuf::from(args.next().expect("--json PATH"))),
             "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
             "--shape" => {
@@ -103,13 +121,15 @@ fn parse_args() -> Args {
             _ => {}
         }
     }
-    if sizes.is_empty() {
+    if sizes.is_empty() && peers {
+        sizes = vec![1_000_000];
+    } else if sizes.is_empty() {
         sizes = vec![10_000, 100_000, 1_000_000];
         if large {
             sizes.push(10_000_000);
         }
     }
-    Args { sizes, json, dir, child, shape }
+    Args { sizes, json, dir, child, shape, peers }
 }
 
 /// Measures each size in two child processes of its own (this executable with `--child write|read
@@ -471,7 +491,7 @@ fn main() {
     let threads = rayon::current_num_threads();
     let Some(phase) = args.child else {
         println!("posledger throughput harness: {} cores, sizes {:?}", threads, args.sizes);
-        let rows = run_children(&args);
+        let rows = if args.peers { peers::run(&args.dir, &args.sizes, args.shape) } else { run_children(&args) };
         if let Some(path) = &args.json {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).expect("create the --json folder");
