@@ -3,7 +3,14 @@
 //! ```text
 //! cargo bench --bench throughput -- [--events N]... [--large] [--json PATH] [--dir DIR] [--shape standard|issue-heavy]
 //! cargo build --release -p posledger -p posledger-replay && cargo bench --bench throughput -- --peers [--events N] [--shape ...] [--json PATH]
+//! cargo build --release -p posledger -p posledger-replay && cargo bench --bench throughput -- --scale [--events N]... [--shape ...] [--json PATH]
 //! ```
+//!
+//! `--scale` (`throughput/scale.rs`; sizes 10^6, 10^7 and 10^8 by default, about 6 GB of disk and 11 GB
+//! of memory at 10^8) runs the whole commands as processes of their own on one fresh ledger per size:
+//! `posledger simulate` (the writer), `replay verify`, `replay fleet`, `replay audit`; it prints the cost
+//! per event against the smallest size's and each process's peak memory, also per terminal
+//! (BENCHMARKS.md, "Scale").
 //!
 //! `--peers` (`throughput/peers.rs`; default size 10^6) measures something else: the same simulated
 //! fleet, rendered as one NDJSON file, through posledger's CLI as whole processes (`posledger append
@@ -55,6 +62,8 @@ use std::time::{Duration, Instant};
 
 #[path = "throughput/peers.rs"]
 mod peers;
+#[path = "throughput/scale.rs"]
+mod scale;
 
 struct Row {
     name: String,
@@ -75,6 +84,8 @@ struct Args {
     shape: sim::Shape,
     /// `--peers`: the CLI paths against the SQLite and PostgreSQL peers instead (`peers.rs`).
     peers: bool,
+    /// `--scale`: the whole CLI commands at 10^6, 10^7 and 10^8 events instead (`scale.rs`).
+    scale: bool,
 }
 
 /// The two halves of one size, each measured in a process of its own.
@@ -95,12 +106,14 @@ fn parse_args() -> Args {
     let mut child = None;
     let mut shape = sim::Shape::Standard;
     let mut peers = false;
+    let mut scale = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--events" => sizes.push(args.next().and_then(|v| v.replace('_', "").parse().ok()).expect("--events N")),
             "--large" => large = true,
             "--peers" => peers = true,
+            "--scale" => scale = true,
             "--json" => json = Some(PathBuf::from(args.next().expect("--json PATH"))),
             "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
             "--shape" => {
@@ -121,7 +134,9 @@ fn parse_args() -> Args {
             _ => {}
         }
     }
-    if sizes.is_empty() && peers {
+    if sizes.is_empty() && scale {
+        sizes = vec![1_000_000, 10_000_000, 100_000_000];
+    } else if sizes.is_empty() && peers {
         sizes = vec![1_000_000];
     } else if sizes.is_empty() {
         sizes = vec![10_000, 100_000, 1_000_000];
@@ -129,7 +144,7 @@ fn parse_args() -> Args {
             sizes.push(10_000_000);
         }
     }
-    Args { sizes, json, dir, child, shape, peers }
+    Args { sizes, json, dir, child, shape, peers, scale }
 }
 
 /// Measures each size in two child processes of its own (this executable with `--child write|read
@@ -146,10 +161,7 @@ fn run_children(args: &Args) -> Vec<serde_json::Value> {
             std::fs::create_dir_all(&args.dir).expect("harness dir");
             let status = std::process::Command::new(&exe)
                 .args(["--child", phase, "--events", &size.to_string(), "--shape"])
-                .arg(match args.shape {
-                    sim::Shape::IssueHeavy => "issue-heavy",
-                    _ => "standard",
-                })
+                .arg(shape_name(args.shape))
                 .arg("--json")
                 .arg(&json)
                 .arg("--dir")
@@ -164,6 +176,14 @@ fn run_children(args: &Args) -> Vec<serde_json::Value> {
         }
     }
     rows
+}
+
+/// The shape's name on the command line (`--shape`).
+fn shape_name(shape: sim::Shape) -> &'static str {
+    match shape {
+        sim::Shape::IssueHeavy => "issue-heavy",
+        _ => "standard",
+    }
 }
 
 /// The simulated events, in order, each with the recorded-at time of the batch it came in.
@@ -491,7 +511,13 @@ fn main() {
     let threads = rayon::current_num_threads();
     let Some(phase) = args.child else {
         println!("posledger throughput harness: {} cores, sizes {:?}", threads, args.sizes);
-        let rows = if args.peers { peers::run(&args.dir, &args.sizes, args.shape) } else { run_children(&args) };
+        let rows = if args.scale {
+            scale::run(&args.dir, &args.sizes, args.shape)
+        } else if args.peers {
+            peers::run(&args.dir, &args.sizes, args.shape)
+        } else {
+            run_children(&args)
+        };
         if let Some(path) = &args.json {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).expect("create the --json folder");

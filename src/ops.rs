@@ -202,7 +202,7 @@ pub fn import_ndjson(
 /// Parsed lines per batch handed from the parsing thread to the import ([`import_ndjson`]).
 pub const IMPORT_BATCH_LINES: usize = 4_096;
 /// Batches that may wait between the parsing thread and the import.
-pub const IMPORT_QUEUE_BATCHES: usize = 4;
+pub const IMPORT_QUEUE_BATCHES: usize = 24;
 
 /// What the parsing thread of [`import_ndjson`] sends the import.
 enum Feed {

@@ -154,7 +154,7 @@ fn fleet_streams(events: &[(chrono::DateTime<chrono::Utc>, ledger::AppendEvent)]
 
 /// The `posledger` and `replay` release binaries: beside this bench executable (`target/release/deps/..`
 /// → `target/release/`), or in `$CARGO_TARGET_DIR/release`.
-fn binaries() -> Result<(PathBuf, PathBuf)> {
+pub(super) fn binaries() -> Result<(PathBuf, PathBuf)> {
     let mut dirs = Vec::new();
     if let Some(release) = std::env::current_exe().ok().and_then(|e| e.parent()?.parent().map(Path::to_owned)) {
         dirs.push(release);

@@ -71,6 +71,13 @@ pub fn empty_root() -> [u8; 32] {
     Sha256::digest([]).into()
 }
 
+/// The [`leaf_hash`] of each of `bodies`, in order, computed in parallel on the current rayon pool
+/// (a task per 1,024 leaves at least).
+pub fn leaf_hashes_parallel(bodies: &[&[u8]]) -> Vec<Hash> {
+    use rayon::prelude::*;
+    bodies.par_iter().with_min_len(1 << 10).map(|body| leaf_hash(body)).collect()
+}
+
 /// The largest subtree [`Frontier::extend_parallel`] hashes as one task: 2^10 leaves (a task of
 /// 2,047 SHA-256 compressions, enough to outweigh its scheduling).
 pub const TILE_HEIGHT: u32 = 10;

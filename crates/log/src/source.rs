@@ -6,7 +6,7 @@
 
 use crate::codec::{decode_record, decode_view, MAX_RECORD_BYTES};
 use crate::error::ReadError;
-use crate::merkle::{leaf_hash, Frontier, Hash};
+use crate::merkle::{leaf_hashes_parallel, Frontier, Hash};
 use crate::model::Record;
 use crate::segment::{
     read_trailer_at_end, FileKind, FormatError, FrameReader, Header, Item, Trailer, FRAME_PREFIX_LEN, HEADER_LEN,
@@ -205,18 +205,17 @@ impl LeafBatch {
     /// Hashes the waiting bodies (in parallel) and pushes every committed leaf onto the scan's frontier,
     /// recording the root at the anchor when the anchor is a commit point among them.
     fn flush(&mut self, scan: &mut ActiveScan) {
-        use rayon::prelude::*;
-        let (bodies, ends) = (&self.bodies, &self.ends);
-        let hashed: Vec<Hash> = (0..ends.len())
-            .into_par_iter()
-            .with_min_len(1 << 10)
-            .map(|i| {
-                let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) };
-                let end = ends.get(i).copied().unwrap_or(start);
-                leaf_hash(bodies.get(start..end).unwrap_or_default())
+        let mut start = 0;
+        let bodies: Vec<&[u8]> = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let body = self.bodies.get(start..end).unwrap_or_default();
+                start = end;
+                body
             })
             .collect();
-        self.leaves.extend(hashed);
+        self.leaves.extend(leaf_hashes_parallel(&bodies));
         self.bodies.clear();
         self.ends.clear();
         assert!(scan.frontier.size() == self.first, "the frontier ends where the waiting leaves start");
