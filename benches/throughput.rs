@@ -37,8 +37,9 @@
 //! - baselines on the same records: raw file append with one fsync per batch, raw sequential read and
 //!   decode of the same bytes (the physical limit of a scan), and raw sled `apply_batch` with one key
 //!   per event (what a plain sled-backed event store does);
-//! - `posledger append`'s path on the same events as NDJSON: the parse alone and the whole import
-//!   (`ops::import_ndjson`), against the library's durable append;
+//! - `posledger append`'s path on the same events as NDJSON: the parse alone, the whole import in this
+//!   process (`ops::import_ndjson`) and `posledger append FILE` as a process of its own (the release
+//!   binary, skipped with a message when it is not built), against the library's durable append;
 //! - peak memory (VmHWM) and bytes on disk per event.
 //!
 //! Reads (scan, verify, rebuilds, catch-up, the raw read baseline) run at least three times (more, up
@@ -258,6 +259,31 @@ fn ndjson_rows(base: &Path, n: u64, ndjson: &[u8], rows: &mut Vec<Row>, push: &P
     push(rows, "NDJSON import (posledger append)", n, seconds, Some("durable append (batch 10000)"), String::new());
     drop(ledger);
     let _ = std::fs::remove_dir_all(&dir);
+    // What a user runs: the release binary as a process of its own, from start-up to exit (the ledger
+    // closed), reading the file from the page cache.
+    match peers::binaries() {
+        Ok((posledger, _)) => {
+            let file = base.join("fleet.ndjson");
+            std::fs::write(&file, ndjson).expect("write the NDJSON file");
+            let dir = fresh(&base.join("import-process"));
+            let start = Instant::now();
+            let status = std::process::Command::new(&posledger)
+                .arg("append")
+                .arg("--dir")
+                .arg(&dir)
+                .arg(&file)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run posledger append");
+            let seconds = start.elapsed().as_secs_f64();
+            assert!(status.success(), "posledger append: {status}");
+            let note = "whole process, start-up to exit".to_owned();
+            push(rows, "posledger append FILE (process)", n, seconds, Some("durable append (batch 10000)"), note);
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_file(&file);
+        }
+        Err(e) => println!("posledger append FILE (process): skipped: {e}"),
+    }
 }
 
 fn fresh(dir: &Path) -> PathBuf {
