@@ -129,3 +129,37 @@ fn a_refused_import_into_a_new_folder_leaves_no_folder() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.ndjson:2:"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!tmp.path().join("new").exists(), "the refused import left its folder");
 }
+
+/// Regression test for "every command is slow after a big `posledger append`": an import never spans
+/// segments, so one import of 10^7 lines left a 612 MB live segment that every open hashed to check
+/// HEAD (2 s for `posledger head`). An import that leaves the live segment past its size limit now
+/// seals it before it returns: the records are in a sealed segment with its trailer, the next records
+/// go to a new one, and the log reads back whole.
+#[test]
+fn an_import_past_the_segment_limit_is_sealed_when_it_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options { segment_max_bytes: 4_096, ..Options::default() };
+    let ledger = Ledger::open_with(tmp.path(), options.clone()).unwrap();
+    let events = (0..500u64).map(|i| (issued(&format!("T{i:04}"), "M1"), i));
+    let imported = ledger.import(events, None).unwrap();
+    assert_eq!(imported.written, 500);
+    let segments = |dir: &Path| {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files
+    };
+    let files = segments(tmp.path());
+    assert_eq!(files.len(), 2, "the import's segment, sealed, and a new live one: {files:?}");
+    let trailer = ledger::segment::read_trailer_at_end(&files[0]).expect("the import's segment is sealed");
+    assert_eq!(trailer.record_count, 500);
+    assert_eq!(trailer.root, imported.head.root);
+    // A small import below the limit leaves its segment live.
+    ledger.import([(flow("T0001", 100), 0)], None).unwrap();
+    assert_eq!(segments(tmp.path()).len(), 2);
+    drop(ledger);
+    let reopened = Ledger::open_with(tmp.path(), options).unwrap();
+    assert_eq!(reopened.head().size, 501);
+    let source = ledger::Source::open(tmp.path()).unwrap();
+    assert_eq!(source.head, reopened.head());
+    assert!(source.files[0].trailer.is_some() && source.files[1].trailer.is_none());
+}

@@ -16,7 +16,7 @@
 
 use crate::audit::AuditConfig;
 use crate::fleet::{partition_of, Fleet, Partition, SnKey, PARTITIONS};
-use crate::fold::{self, is_pairing, pair_verdicts, record_directive, step, Acc, Ctx, Input, Sequential};
+use crate::fold::{self, is_pairing, record_directive, step, Acc, Ctx, Input, PairWindow, Sequential};
 use crate::intern::{Interner, NameIds};
 use chrono::{DateTime, Utc};
 use log::codec::{decode_view, CodecError, EventView, TerminalEventView};
@@ -493,8 +493,8 @@ fn decode_chunk(
 struct Carry {
     /// Per partition: events waiting for a pairing verdict (and every later event of the partition).
     ops: Vec<Vec<Op>>,
-    /// Pairing events of the append still open.
-    open: Vec<(u64, DeviceEvent)>,
+    /// Pairing of the append still open.
+    window: PairWindow,
     verdicts: HashMap<u64, Option<Violation>>,
     /// Per global chunk number: local name id -> global id, for each of the four tables.
     remaps: Vec<[Vec<u32>; 4]>,
@@ -560,8 +560,7 @@ pub(crate) fn fold_parallel(
         pos = end;
     }
     // The end of the input closes the append still open (a cut inside an append folds what is there).
-    let open = std::mem::take(&mut carry.open);
-    pair_verdicts(&open, &mut carry.verdicts);
+    carry.window.close(&mut carry.verdicts);
     let base = u32::try_from(carry.remaps.len()).unwrap_or(u32::MAX);
     fold_partitions(fleet, &mut carry, (0..PARTITIONS).map(|_| Vec::new()).collect(), &[], base).map_err(codec)?;
     assert!(carry.ops.iter().all(Vec::is_empty), "every event is folded once all appends are closed");
@@ -586,19 +585,18 @@ fn glue(fleet: &mut Fleet, carry: &mut Carry, outs: Vec<ChunkOut>, end: u64) -> 
         for (position, d) in &out.directives {
             record_directive(&mut fleet.directives, *position, d, audit, &mut acc);
         }
-        let mut closed: Vec<(u64, u64, DeviceEvent)> = Vec::new();
-        if let Some(first) = out.first_commit {
-            closed.extend(carry.open.drain(..).map(|(p, e)| (first, p, e)));
-        }
-        for (position, event, end) in out.pairing {
-            match end {
-                Some(end) => closed.push((end, position, event)),
-                None => carry.open.push((position, event)),
+        // The window holds the pairing of the append still open; `closes` is where that append ends,
+        // once its commit marker is read: for what earlier chunks left open, this chunk's first one.
+        let mut closes = out.first_commit;
+        for (position, event, closed_at) in out.pairing {
+            if !carry.window.is_empty() && closed_at != closes {
+                carry.window.close(&mut carry.verdicts);
             }
+            carry.window.push(position, event, &mut carry.verdicts);
+            closes = closed_at;
         }
-        for group in closed.chunk_by(|a, b| a.0 == b.0) {
-            let group: Vec<(u64, DeviceEvent)> = group.iter().map(|(_, p, e)| (*p, e.clone())).collect();
-            pair_verdicts(&group, &mut carry.verdicts);
+        if closes.is_some() && !carry.window.is_empty() {
+            carry.window.close(&mut carry.verdicts);
         }
         if let Some((commit, at, recorded_at)) = out.last {
             fleet.at_commit = commit;

@@ -369,6 +369,19 @@ impl Ledger {
         Ok((writer.size, Appended { positions, written, head }, Some((fresh, steps))))
     }
 
+    /// Seals the live segment if it holds records and has reached its size limit (after an import,
+    /// which may carry it past the limit); a failure poisons the writer.
+    pub(crate) fn seal_if_full(&self) -> Result<(), AppendError> {
+        let mut writer = self.shared.writer.lock()?;
+        if writer.poisoned.is_none()
+            && writer.active.len >= self.shared.options.segment_max_bytes
+            && writer.size > writer.active.first_position
+        {
+            self.seal_and_rotate(&mut writer)?;
+        }
+        Ok(())
+    }
+
     /// Seals the live segment (its trailer, fsynced) and starts the next one. A failure poisons the
     /// writer.
     pub(crate) fn seal_and_rotate(&self, writer: &mut Writer) -> Result<(), AppendError> {
