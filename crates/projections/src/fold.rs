@@ -318,28 +318,42 @@ fn observe(before: Option<&State>, input: &Input<'_>, acc: &mut Acc) {
 /// (if any), and the terminal's state after it (`None` while the terminal does not exist).
 pub(crate) type Hook<'h> = &'h mut dyn FnMut(&Record, Option<&Violation>, Option<State>);
 
-/// The plain sequential fold: records in position order, one append at a time.
+/// The plain sequential fold: records in position order.
+///
+/// A record is folded as soon as every pairing verdict before it is decided ([`PairWindow`]): records
+/// wait only behind a replacement half whose partner is not read yet, so an append of any length is
+/// not held in memory until its commit marker (a one-append ledger of 10^7 records was, whole).
 pub(crate) struct Sequential<'a> {
     fleet: &'a mut Fleet,
-    group: Vec<Record>,
+    /// Records pushed but not yet folded, from the first pairing event still undecided.
+    group: std::collections::VecDeque<Record>,
+    window: PairWindow,
+    /// Verdicts of pairing events not yet folded.
+    verdicts: HashMap<u64, Option<Violation>>,
     /// Fold only this terminal (directives and pairing are still read from every record).
     filter: Option<Sn>,
 }
 
 impl<'a> Sequential<'a> {
     pub fn new(fleet: &'a mut Fleet, filter: Option<Sn>) -> Self {
-        Sequential { fleet, group: Vec::new(), filter }
+        Sequential {
+            fleet,
+            group: std::collections::VecDeque::new(),
+            window: PairWindow::default(),
+            verdicts: HashMap::new(),
+            filter,
+        }
     }
 
     /// The fleet as folded so far: the state after every record pushed when [`Sequential::at_commit`]
-    /// holds; otherwise the records of the open append are pushed but not yet folded.
+    /// holds; otherwise some records of the open append may be pushed but not yet folded.
     pub fn fleet(&self) -> &Fleet {
         self.fleet
     }
 
-    /// Whether every record pushed has been folded (the last one carried the commit marker).
+    /// Whether every record pushed has been folded and the last one carried the commit marker.
     pub fn at_commit(&self) -> bool {
-        self.group.is_empty()
+        self.group.is_empty() && self.fleet.at_commit
     }
 
     /// Moves the fold's position forward to `position` without records (for a fold over a subset of a
@@ -356,29 +370,41 @@ impl<'a> Sequential<'a> {
         self.fleet.at_commit = record.commit;
         self.fleet.end_at = Some(record.event.at().timestamp_micros());
         self.fleet.last_recorded_at = Some(record.recorded_at.timestamp_micros());
-        let commit = record.commit;
-        self.group.push(record);
-        if commit {
-            self.flush(hook);
+        if let Event::Terminal(e) = &record.event {
+            if is_pairing(&e.event) {
+                self.window.push(record.position, e.clone(), &mut self.verdicts);
+            }
         }
+        let commit = record.commit;
+        self.group.push_back(record);
+        if commit {
+            self.window.close(&mut self.verdicts);
+        }
+        self.fold_decided(hook);
     }
 
-    /// Folds the records of the open append (at a commit marker, or at the end of the input).
-    pub fn flush(&mut self, mut hook: Option<Hook<'_>>) {
+    /// Folds the records of the open append (at the end of the input): the append closes there.
+    pub fn flush(&mut self, hook: Option<Hook<'_>>) {
+        self.window.close(&mut self.verdicts);
+        self.fold_decided(hook);
+        assert!(self.group.is_empty(), "every record is decided once its append is closed");
+    }
+
+    /// Folds the waiting records, in order, up to the first pairing event still undecided.
+    fn fold_decided(&mut self, mut hook: Option<Hook<'_>>) {
         let fleet = &mut *self.fleet;
-        let pairing: Vec<(u64, DeviceEvent)> = self
-            .group
-            .iter()
-            .filter_map(|r| match &r.event {
-                Event::Terminal(e) if is_pairing(&e.event) => Some((r.position, e.clone())),
-                _ => None,
-            })
-            .collect();
-        let mut verdicts = HashMap::new();
-        pair_verdicts(&pairing, &mut verdicts);
         let audit = fleet.audit.as_ref().map(|a| a.config);
         let mut acc = Acc::default();
-        for record in self.group.drain(..) {
+        loop {
+            let undecided = self.group.front().is_some_and(|r| match &r.event {
+                Event::Terminal(e) => is_pairing(&e.event) && !self.verdicts.contains_key(&r.position),
+                Event::Directive(_) => false,
+            });
+            if undecided {
+                break;
+            }
+            let Some(record) = self.group.pop_front() else { break };
+            let pairing = self.verdicts.remove(&record.position).flatten();
             match &record.event {
                 Event::Directive(d) => {
                     record_directive(&mut fleet.directives, record.position, d, audit.is_some(), &mut acc)
@@ -401,7 +427,7 @@ impl<'a> Sequential<'a> {
                         slot: None,
                         event: &e.event,
                         ids,
-                        pairing: verdicts.get(&record.position).cloned().flatten(),
+                        pairing,
                     };
                     let result = step(part, &ctx, input, &mut acc);
                     if let Some(hook) = hook.as_mut() {
@@ -436,4 +462,48 @@ pub(crate) fn finalize(fleet: &mut Fleet) {
         p.terminals.shrink_to_fit();
         p.index.shrink_to_fit();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{issued, replaced};
+    use proptest::prelude::*;
+
+    fn device_event(event: Event) -> DeviceEvent {
+        match event {
+            Event::Terminal(e) => e,
+            Event::Directive(_) => unreachable!("the generator makes terminal events"),
+        }
+    }
+
+    proptest! {
+        /// The window decides every pairing event of an append exactly as the rule over the whole
+        /// append does (`pair_verdicts`, i.e. `lifecycle::check_pairs`): halves before and after their
+        /// partner, repeated halves, halves without a partner, self-replacements.
+        #[test]
+        fn the_window_decides_as_the_rule_over_the_whole_append(
+            events in prop::collection::vec((any::<bool>(), 0usize..4, 0usize..4), 0..40),
+        ) {
+            let group: Vec<(u64, DeviceEvent)> = events
+                .iter()
+                .enumerate()
+                .map(|(i, &(is_replaced, old, new))| {
+                    let (old, new) = (format!("S{old}"), format!("S{new}"));
+                    let event = if is_replaced { replaced(&old, 1, &new) } else { issued(&new, 1, "M1", Some(&old)) };
+                    (i as u64, device_event(event))
+                })
+                .collect();
+            let mut whole = HashMap::new();
+            pair_verdicts(&group, &mut whole);
+            let mut window = PairWindow::default();
+            let mut early = HashMap::new();
+            for (position, event) in &group {
+                window.push(*position, event.clone(), &mut early);
+            }
+            window.close(&mut early);
+            prop_assert!(window.is_empty());
+            prop_assert_eq!(early, whole);
+        }
+    }
 }
