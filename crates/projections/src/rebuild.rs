@@ -4,13 +4,14 @@
 //! 1. *read and decode* each chunk of the batch in parallel (rayon), splitting its terminal events by
 //!    partition ([`partition_of`]) and interning names into a chunk-local table;
 //! 2. *glue*, sequential and cheap: merge the chunk name tables in chunk order (so ids are the same as a
-//!    sequential fold's), record directives, and compute replacement pairing verdicts for every append
-//!    whose commit marker has been read;
+//!    sequential fold's), record directives, and decide replacement pairing verdicts
+//!    (`fold::PairWindow`: a half as soon as its partner is read, a half still unpaired when
+//!    its append's commit marker is read);
 //! 3. *fold* each partition's events in position order, partitions in parallel, with [`step`].
 //!
-//! A pairing event whose append is still open at the end of a batch (its commit marker is in a later
-//! batch) stalls its partition: it and every later event of that partition wait for the next batch, so
-//! each terminal still sees its events in position order. The shape of the work (chunks, batches,
+//! A pairing event still undecided at the end of a batch (its partner, or its append's commit marker,
+//! is in a later batch) stalls its partition: it and every later event of that partition wait for the
+//! next batch, so each terminal still sees its events in position order. The shape of the work (chunks, batches,
 //! partitions) never depends on the number of threads, which is why the result is identical for any
 //! thread count and equal to [`rebuild_sequential`].
 
