@@ -38,6 +38,15 @@ impl<T> Lock<T> {
         self.mutex.lock().map_err(|_| self.poisoned())
     }
 
+    /// Takes the lock if no one holds it (`Ok(None)` when someone does); an error if a holder panicked.
+    pub(crate) fn try_lock(&self) -> Result<Option<MutexGuard<'_, T>>, LockPoisoned> {
+        match self.mutex.try_lock() {
+            Ok(guard) => Ok(Some(guard)),
+            Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+            Err(std::sync::TryLockError::Poisoned(_)) => Err(self.poisoned()),
+        }
+    }
+
     /// Waits on `cv` (which must be used with this lock only).
     pub(crate) fn wait<'a>(&self, cv: &Condvar, guard: MutexGuard<'a, T>) -> Result<MutexGuard<'a, T>, LockPoisoned> {
         cv.wait(guard).map_err(|_| self.poisoned())

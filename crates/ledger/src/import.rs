@@ -243,8 +243,9 @@ impl Import<'_> {
         // An import may leave the live segment far past its size limit (it never spans segments): it
         // is sealed now, not at the next append, since until then every open of the ledger (every
         // command) hashes the whole live segment to check HEAD — 2 s for `posledger head` after a
-        // 10^7-line `posledger append`, against 0.04 s. The import is committed whatever happens here:
-        // a failed seal poisons the writer (the next append reports it) and the next open recovers it.
+        // 10^7-line `posledger append`, against 0.04 s. The import is committed (fsynced, anchored)
+        // whatever happens here: a failed seal poisons the writer (the next append reports it) and the
+        // next open recovers it; see `seal_if_full` for when it does not seal.
         if written > 0 {
             let _ = ledger.seal_if_full();
         }

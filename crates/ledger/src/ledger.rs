@@ -217,6 +217,40 @@ mod tests {
     use crate::model::StreamId;
     use std::time::Duration;
 
+    /// Regression test for the review of the post-import seal: a committed import's seal never waits
+    /// for the writer lock (another import may hold it for as long as its input lasts), and only seals
+    /// in durable mode.
+    #[test]
+    fn the_seal_after_an_import_never_waits_for_the_writer_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options { segment_max_bytes: 1_024, ..Options::default() };
+        let ledger = Ledger::open_with(dir.path(), options).unwrap();
+        let events: Vec<_> = (0..100).map(|i| (issued(&format!("T{i}")), i)).collect();
+        // The importer seals what it filled: two segments.
+        ledger.import(events, None).unwrap();
+        let segments = || std::fs::read_dir(dir.path().join("segments")).unwrap().count();
+        assert_eq!(segments(), 2);
+        // Another import holds the writer lock; the seal returns at once without sealing.
+        let open_import = ledger.begin_import(None).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let sealed = ledger.seal_if_full();
+                done.send(sealed.is_ok()).ok();
+            });
+            let sealed = finished.recv_timeout(Duration::from_secs(10));
+            // Released before the assertion, so a failure cannot leave the sealing thread blocked.
+            drop(open_import);
+            assert_eq!(sealed, Ok(true), "the seal waited for the lock");
+        });
+        // In relaxed mode an import past the limit is left live (the next append seals it).
+        let relaxed = tempfile::tempdir().unwrap();
+        let options = Options { segment_max_bytes: 1_024, durability: Durability::Relaxed, ..Options::default() };
+        let ledger = Ledger::open_with(relaxed.path(), options).unwrap();
+        ledger.import((0..100).map(|i| (issued(&format!("T{i}")), i)), None).unwrap();
+        assert_eq!(std::fs::read_dir(relaxed.path().join("segments")).unwrap().count(), 1);
+    }
+
     /// A follower thread that dies by a panic (here: handed an empty append, which the writer never
     /// sends) records the failure as the index error, so `sync_index`, `read_stream` and `close` answer
     /// with an error instead of waiting for it forever; the next open rebuilds the index from the log.

@@ -151,8 +151,8 @@ pub struct ActiveScan {
 }
 
 /// The live segment's records on their way into the scan's frontier: bodies waiting to be hashed,
-/// leaves hashed but not yet committed. Holds at most [`LeafBatch::BYTES`] of bodies (plus their
-/// leaves), whatever the segment's length.
+/// leaves hashed but not yet committed. Holds at most [`LeafBatch::BYTES`] of bodies, plus the leaves
+/// of the append still open (32 bytes a record, as the sequential scan held).
 struct LeafBatch {
     /// Bodies back to back, and the end of each in `bodies`.
     bodies: Vec<u8>,

@@ -41,8 +41,8 @@ pub fn history(source: &Source, sn: &Sn, cut: Cut) -> Result<Vec<HistoryEntry>, 
 /// rather than the whole of it. `records` must be in strictly increasing position order (they need not
 /// be dense): the records of `sn`'s stream and whatever its events depend on (the directives they
 /// name, the other half of a replacement). `replay evidence check` folds a terminal's evidence with it.
-/// Records of one append are folded together at the first record carrying a commit marker (or at the
-/// end), as in [`history`].
+/// Appends are delimited by the commit markers among `records` (or the end), as in [`history`], for the
+/// replacement pairing.
 ///
 /// # Panics
 /// If the positions are not strictly increasing (the caller checks that first).

@@ -4,10 +4,10 @@
 //! The fleet shown at a time `t` is the one `rebuild(source, Cut::Time(t), ..)` gives, whenever `t`
 //! falls on an append boundary (records of one append share their recorded_at, so a log written by
 //! the ledger always has that). When a time falls inside an append (a log whose records of one append
-//! have different recorded_at), the open append cannot be folded early without changing its
-//! replacement pairing verdicts, so [`At::InsideAppend`] says so and the caller rebuilds that cut on
-//! its own. Memory is the fleet plus the records of the largest append (held until its commit marker,
-//! as every sequential fold does).
+//! have different recorded_at), the fleet there may not hold every record recorded before it (one may
+//! wait behind a replacement half whose partner is not read yet), so [`At::InsideAppend`] says so and
+//! the caller rebuilds that cut on its own. Memory is the fleet plus the records waiting behind an
+//! undecided replacement half (usually none: the two halves are written together).
 
 use crate::audit::AuditConfig;
 use crate::fleet::Fleet;

@@ -236,3 +236,33 @@ fn bad_input_fails_with_one_line_and_exit_2() {
     let o = report(&source, &out, &["--as-of", "yesterday"]);
     assert_eq!(code(&o), 2);
 }
+
+/// Regression test for the review of bf61956 (records folded as soon as their pairing is decided): a
+/// month's counts come from each record's own recorded_at, not from when the fold reached it. In a
+/// hand-made log whose append straddles a month end, a flow queued behind a replacement half (its
+/// partner recorded in the next month) is counted in its own month, as `replay fleet --as-of` the month
+/// end folds it.
+#[test]
+fn a_record_is_counted_in_the_month_of_its_recorded_at_even_behind_a_waiting_replacement() {
+    use projections::testing::{day, flow, issued, replaced, stopped, write_bundle, LogBuilder};
+    let mut log = LogBuilder::new();
+    log.append_at(day(1), vec![issued("A", 1, "M1", None), issued("OLD", 1, "M1", None)]);
+    log.append_at(day(2), vec![stopped("OLD", 2, ledger::StopReason::Upgrade, None)]);
+    // One append: the replaced half and a flow recorded on 31 January, the issued half and another flow
+    // recorded on 1 February (only a hand-made log can do this).
+    log.append_at(
+        day(30),
+        vec![replaced("OLD", 30, "NEW"), flow("A", 30, 700), issued("NEW", 31, "M1", Some("OLD")), flow("A", 31, 500)],
+    );
+    let mut records = log.into_records();
+    for r in records.iter_mut().filter(|r| r.position >= 5) {
+        r.recorded_at = day(31);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("log.plb");
+    write_bundle(&bundle, &records, 7).unwrap();
+    let source = ledger::Source::open(&bundle).unwrap();
+    let data = replay::report::data::gather(&source, &replay::report::ReportOptions::default(), &mut |_| {}).unwrap();
+    let flows: Vec<(String, u64)> = data.months.iter().map(|m| (m.label.clone(), m.flow_fen)).collect();
+    assert_eq!(flows, vec![("2026-01".to_owned(), 700), ("2026-02".to_owned(), 500)]);
+}

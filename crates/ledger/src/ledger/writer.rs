@@ -371,8 +371,16 @@ impl Ledger {
 
     /// Seals the live segment if it holds records and has reached its size limit (after an import,
     /// which may carry it past the limit); a failure poisons the writer.
+    ///
+    /// Only in durable mode, where the records are already fsynced and anchored: in relaxed mode the
+    /// seal's fsync would be the import's first, and a failure of it must not be left to a later flush.
+    /// It never waits for the writer lock: whoever holds it (another import, an append) seals a full
+    /// segment itself before it writes, and an import that is committed must not wait on another one.
     pub(crate) fn seal_if_full(&self) -> Result<(), AppendError> {
-        let mut writer = self.shared.writer.lock()?;
+        if self.shared.options.durability != Durability::Durable {
+            return Ok(());
+        }
+        let Some(mut writer) = self.shared.writer.try_lock()? else { return Ok(()) };
         if writer.poisoned.is_none()
             && writer.active.len >= self.shared.options.segment_max_bytes
             && writer.size > writer.active.first_position

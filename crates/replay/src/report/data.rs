@@ -198,7 +198,11 @@ fn dormant(fleet: &Fleet, options: &ReportOptions) -> u64 {
 impl Observer for Gather<'_> {
     fn record(&mut self, record: &Record, violation: Option<&Violation>, _state: Option<State>) {
         let (Event::Terminal(e), None) = (&record.event, violation) else { return };
-        let Some(month) = self.months.get_mut(self.current.min(self.cuts.len().saturating_sub(1))) else { return };
+        // The month is the record's own (the first cut at or after its recorded_at), not the fold's
+        // place: a record may be folded a little after the fold passed a cut (behind a replacement half
+        // waiting for its partner).
+        let index = self.cuts.partition_point(|cut| *cut < record.recorded_at);
+        let Some(month) = self.months.get_mut(index.min(self.cuts.len().saturating_sub(1))) else { return };
         match &e.event {
             TerminalEvent::Issued(_) => month.issued += 1,
             TerminalEvent::Activated => month.activations += 1,
