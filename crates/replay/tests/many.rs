@@ -14,7 +14,6 @@ use projections::testing::{issued_full, stopped, write_bundle, LogBuilder};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn args_of<'a>(cmd: &'a str, sources: &'a [&'a Path], rest: &[&'a str]) -> Vec<String> {
     let mut args = vec![cmd.to_owned()];
@@ -327,22 +326,4 @@ fn one_sn_one_binding_finds_an_sn_bound_in_two_ledgers_at_once_and_not_one_reiss
     let providers: BTreeMap<String, u64> =
         answers["fleet_status_by_provider"].iter().map(|r| (r[0].as_str().unwrap().to_owned(), n(&r[1]))).collect();
     assert_eq!(providers, BTreeMap::from([("acq-a".to_owned(), 4), ("acq-b".to_owned(), 5)]));
-}
-
-/// Runs docs/sql/*.sql on an export in DuckDB (scripts/sql-check.py), or `None` when
-/// POSLEDGER_SKIP_DUCKDB=1 says to skip.
-fn duckdb(out: &Path) -> Option<BTreeMap<String, Vec<Vec<Value>>>> {
-    if std::env::var("POSLEDGER_SKIP_DUCKDB").is_ok_and(|v| v == "1") {
-        eprintln!("\n!!!!!!!! SKIPPED: the DuckDB SQL part (POSLEDGER_SKIP_DUCKDB=1) !!!!!!!!\n");
-        return None;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let o = Command::new("python3")
-        .arg(root.join("scripts/sql-check.py"))
-        .args(["duckdb", out.to_str().unwrap(), root.join("docs/sql").to_str().unwrap(), "--json"])
-        .output()
-        .expect("python3");
-    assert!(o.status.success(), "DuckDB run failed:\n{}", stderr(&o));
-    let all: BTreeMap<String, Value> = serde_json::from_slice(&o.stdout).unwrap();
-    Some(all.into_iter().map(|(q, v)| (q, serde_json::from_value(v["rows"].clone()).unwrap())).collect())
 }

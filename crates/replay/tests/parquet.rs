@@ -16,7 +16,6 @@ use projections::{Cut, Options};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The cut of docs/sql/status_as_of.sql.
 const AS_OF: &str = "2026-01-01T00:00:00Z";
@@ -367,30 +366,6 @@ fn bad_outputs_are_refused_and_a_failed_export_leaves_nothing() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(!out.exists());
     no_temporaries(dir.path());
-}
-
-/// Runs docs/sql/*.sql on an export in DuckDB (scripts/sql-check.py): the answers by query, or `None`
-/// when POSLEDGER_SKIP_DUCKDB=1 says to skip.
-fn duckdb(out: &Path) -> Option<BTreeMap<String, Vec<Vec<Value>>>> {
-    if std::env::var("POSLEDGER_SKIP_DUCKDB").is_ok_and(|v| v == "1") {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: the DuckDB SQL test (POSLEDGER_SKIP_DUCKDB=1); docs/sql/*.sql were NOT run !!!!!!!!\n"
-        );
-        return None;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let o = Command::new("python3")
-        .arg(root.join("scripts/sql-check.py"))
-        .args(["duckdb", out.to_str().unwrap(), root.join("docs/sql").to_str().unwrap(), "--json"])
-        .output()
-        .expect("python3");
-    assert!(
-        o.status.success(),
-        "DuckDB run failed (install it with `python3 -m pip install duckdb`, as .ci/run does, or set POSLEDGER_SKIP_DUCKDB=1 to skip):\n{}",
-        stderr(&o)
-    );
-    let all: BTreeMap<String, Value> = serde_json::from_slice(&o.stdout).unwrap();
-    Some(all.into_iter().map(|(q, v)| (q, serde_json::from_value(v["rows"].clone()).unwrap())).collect())
 }
 
 fn audit_positions(bundle: &Path, rule: &str) -> Vec<u64> {

@@ -209,3 +209,27 @@ pub fn make_writable(root: &Path) {
 pub fn segments(dir: &Path) -> Vec<PathBuf> {
     ledger::source::list_segments(dir).unwrap()
 }
+
+/// Runs docs/sql/*.sql on an export in DuckDB (scripts/sql-check.py): the answers by query, or `None`
+/// when POSLEDGER_SKIP_DUCKDB=1 says to skip.
+pub fn duckdb(out: &Path) -> Option<BTreeMap<String, Vec<Vec<serde_json::Value>>>> {
+    if std::env::var("POSLEDGER_SKIP_DUCKDB").is_ok_and(|v| v == "1") {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: the DuckDB SQL test (POSLEDGER_SKIP_DUCKDB=1); docs/sql/*.sql were NOT run !!!!!!!!\n"
+        );
+        return None;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = Command::new("python3")
+        .arg(root.join("scripts/sql-check.py"))
+        .args(["duckdb", out.to_str().unwrap(), root.join("docs/sql").to_str().unwrap(), "--json"])
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "DuckDB run failed (install it with `python3 -m pip install duckdb`, as .ci/run does, or set POSLEDGER_SKIP_DUCKDB=1 to skip):\n{}",
+        stderr(&o)
+    );
+    let all: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    Some(all.into_iter().map(|(q, v)| (q, serde_json::from_value(v["rows"].clone()).unwrap())).collect())
+}
