@@ -21,7 +21,12 @@ for bin in "$old/posledger" "$old/replay" "$new/posledger" "$new/replay"; do
   [ -x "$bin" ] || { echo "no executable $bin" >&2; exit 2; }
 done
 [ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time; apt-get install time)" >&2; exit 2; }
-mkdir -p "$work"
+# The script removes and rewrites folders inside WORK_DIR: only in a folder it made (marked), or a new one.
+if [ -e "$work" ] && [ ! -e "$work/.posledger-ab" ] && [ -n "$(ls -A "$work" 2>/dev/null)" ]; then
+  echo "$work exists and was not made by this script (no .posledger-ab in it): give a new or empty folder" >&2
+  exit 2
+fi
+mkdir -p "$work" && touch "$work/.posledger-ab"
 
 t() { /usr/bin/time -f "$1 %e s wall %U user %S sys %M KB" "${@:2}" > /dev/null; }
 
