@@ -29,7 +29,7 @@
 
 use crate::lifecycle::State;
 use crate::merkle::Hash;
-use crate::model::{DirectiveId, EventId, FieldError, ModelCode, Sn, StreamId};
+use crate::model::{DirectiveId, EventId, FieldError, ModelCode, Sn, StreamId, MAX_ID_LEN};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -143,14 +143,23 @@ impl Positions {
     }
 }
 
-/// An SN as the view's key ([`log::key::CompactSn`], the one compact SN key: 22 bytes inline, longer
-/// SNs boxed). The view holds millions of terminals: a key that had to follow a pointer to compare
-/// would cost one more cache miss per event, and a key wide enough for every valid SN inline (65
-/// bytes) was most of a terminal's entry.
-pub type SnKey = log::key::CompactSn;
+/// An SN stored inline (no heap pointer to chase): the view's hash maps hold millions of terminals, and
+/// a look-up that had to follow a `String` to compare keys costs one more cache miss per event. The
+/// one inline key of the workspace, `log::key::InlineSn`.
+pub type SnKey = log::key::InlineSn<MAX_ID_LEN>;
 
-/// What the ledger keeps of one terminal, in its owned form: what a snapshot page holds per terminal
-/// (the page format) and what a view is loaded from. The view itself keeps it packed ([`Entry`]).
+/// The inline key of `sn`. Every SN fits: `Sn::parse` bounds it by `MAX_ID_LEN`, so `None` would be a
+/// broken invariant of the model, asserted here.
+fn sn_key(sn: &Sn) -> SnKey {
+    match SnKey::new(sn.as_str()) {
+        Some(key) => key,
+        None => {
+            panic!("invariant: an SN of {} bytes is longer than the model allows ({MAX_ID_LEN})", sn.as_str().len())
+        }
+    }
+}
+
+/// What the ledger keeps in memory per terminal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalMem {
     /// Events in the stream.
@@ -163,70 +172,21 @@ pub struct TerminalMem {
     pub positions: Positions,
 }
 
-/// A terminal as the view holds it, borrowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TerminalRef<'a> {
-    /// Events in the stream.
-    pub version: u64,
-    /// Lifecycle state after them.
-    pub state: State,
-    /// The terminal's model.
-    pub model: &'a ModelCode,
-    /// Positions of its events (empty in the writer's view, which keeps none).
-    pub positions: &'a Positions,
-}
-
-impl TerminalRef<'_> {
-    /// The owned form.
-    #[cfg(test)]
-    pub fn to_mem(self) -> TerminalMem {
-        TerminalMem {
-            version: self.version,
-            state: self.state,
-            model: self.model.clone(),
-            positions: self.positions.clone(),
-        }
-    }
-}
-
-/// A terminal as the view holds it, for update.
-#[derive(Debug)]
-pub struct TerminalMut<'a> {
-    /// Events in the stream.
-    pub version: &'a mut u64,
-    /// Lifecycle state after them.
-    pub state: &'a mut State,
-    /// Positions of its events; `None` in the writer's view, which keeps none.
-    pub positions: Option<&'a mut Positions>,
-}
-
-/// The positions of a view that keeps none (the writer's).
-static NO_POSITIONS: Positions = Positions { bytes: Vec::new(), last: 0, count: 0 };
-
-/// One terminal in the view's arena: its SN beside its state, so the look-up's key comparison and the
-/// check's read of the state touch the same cache line. 56 bytes: the model is an id into the view's
-/// model table, and the positions (only the full view has them) live in a vector of their own, so the
-/// writer's view pays nothing for them.
+/// One terminal in the view's arena: its SN inline beside its state, so the look-up's key comparison
+/// and the check's read of the state touch the same few cache lines.
 #[derive(Clone, Debug)]
 struct Entry {
     key: SnKey,
-    version: u64,
-    state: State,
-    model: u32,
+    mem: TerminalMem,
 }
-
-const _: () = assert!(std::mem::size_of::<Entry>() <= 56, "a view entry is at most 56 bytes");
 
 /// The in-memory view of current state.
 ///
 /// Terminals live in an arena (`entries`, indexed by a *slot*); the hash table holds only slots
 /// (4 bytes each, hashed by SN and compared against the arena's inline key). With 500 k terminals the
 /// table is a few MiB and stays in cache, so a look-up costs one miss, on the arena entry the check
-/// needs anyway (a map holding the keys themselves cost a second miss per event). The write path looks
-/// a terminal up once per append (to validate) and reaches it again by slot (to commit).
-///
-/// Models are interned: an entry holds a model id, the view holds each model's code once and, per model,
-/// the slots of its terminals (4 bytes a terminal, where a list of SNs took 24).
+/// needs anyway (a map holding the 65-byte keys themselves cost a second miss per event). The write
+/// path looks a terminal up once per append (to validate) and reaches it again by slot (to commit).
 ///
 /// A view is *full* (the default) or the *writer's*. A full view keeps every stream's positions and
 /// marks what changed for the next snapshot; the background follower keeps one, answers stream reads
@@ -239,8 +199,6 @@ pub struct View {
     slots: hashbrown::HashTable<u32>,
     hasher: foldhash::fast::FixedState,
     entries: Vec<Entry>,
-    /// Per slot, in the full view only (empty in the writer's).
-    positions: Vec<Positions>,
     bucket_of_slot: Vec<u16>,
     members: Vec<Vec<u32>>,
     dirty: Vec<bool>,
@@ -248,12 +206,8 @@ pub struct View {
     pub directives_stream: Positions,
     /// Recorded directives and their models.
     pub directives: FastMap<DirectiveId, FastSet<ModelCode>>,
-    /// Model codes by id.
-    model_codes: Vec<ModelCode>,
-    /// Model code → id.
-    model_ids: FastMap<ModelCode, u32>,
-    /// Per model id, the slots of the terminals issued with it, in slot order.
-    model_slots: Vec<Vec<u32>>,
+    /// Model → terminals issued with it.
+    pub models: FastMap<ModelCode, Vec<Sn>>,
     /// Idempotency keys → position, spread over buckets like the terminals.
     event_ids: Vec<FastMap<EventId, u64>>,
     event_ids_dirty: Vec<bool>,
@@ -264,8 +218,7 @@ pub struct View {
 #[derive(Debug, Default, Clone)]
 struct Delta {
     directives: Vec<(DirectiveId, Vec<ModelCode>)>,
-    /// Ids of the models with newly issued terminals.
-    models: FastSet<u32>,
+    models: FastSet<ModelCode>,
     directives_stream: bool,
 }
 
@@ -276,15 +229,12 @@ impl Default for View {
             slots: hashbrown::HashTable::new(),
             hasher: foldhash::fast::FixedState::default(),
             entries: Vec::new(),
-            positions: Vec::new(),
             bucket_of_slot: Vec::new(),
             members: (0..BUCKETS).map(|_| Vec::new()).collect(),
             dirty: vec![false; BUCKETS],
             directives_stream: Positions::default(),
             directives: FastMap::default(),
-            model_codes: Vec::new(),
-            model_ids: FastMap::default(),
-            model_slots: Vec::new(),
+            models: FastMap::default(),
             event_ids: (0..BUCKETS).map(|_| FastMap::default()).collect(),
             event_ids_dirty: vec![false; BUCKETS],
             delta: Delta::default(),
@@ -301,24 +251,37 @@ impl View {
     /// A copy for the writer: the same terminals (in the same slots), directives, models and
     /// idempotency keys, without stream positions or change marks.
     pub fn writer_copy(&self) -> View {
-        View {
+        let mut copy = View {
             full: false,
             slots: self.slots.clone(),
             hasher: self.hasher.clone(),
-            entries: self.entries.clone(),
-            positions: Vec::new(),
+            entries: self
+                .entries
+                .iter()
+                .map(|e| Entry {
+                    key: e.key,
+                    mem: TerminalMem {
+                        version: e.mem.version,
+                        state: e.mem.state,
+                        model: e.mem.model.clone(),
+                        positions: Positions::default(),
+                    },
+                })
+                .collect(),
             bucket_of_slot: self.bucket_of_slot.clone(),
-            members: (0..BUCKETS).map(|_| Vec::new()).collect(),
-            dirty: vec![false; BUCKETS],
+            members: Vec::new(),
+            dirty: Vec::new(),
             directives_stream: self.directives_stream.clone(),
             directives: self.directives.clone(),
-            model_codes: self.model_codes.clone(),
-            model_ids: self.model_ids.clone(),
-            model_slots: self.model_slots.clone(),
+            models: self.models.clone(),
             event_ids: self.event_ids.clone(),
-            event_ids_dirty: vec![false; BUCKETS],
+            event_ids_dirty: Vec::new(),
             delta: Delta::default(),
-        }
+        };
+        copy.members = (0..BUCKETS).map(|_| Vec::new()).collect();
+        copy.dirty = vec![false; BUCKETS];
+        copy.event_ids_dirty = vec![false; BUCKETS];
+        copy
     }
 
     /// The slot of a terminal.
@@ -355,9 +318,9 @@ impl View {
         for &slot in &candidates {
             if let Some(entry) = self.entries.get(slot as usize) {
                 touched = touched
-                    .wrapping_add(entry.key.as_bytes().len() as u64)
-                    .wrapping_add(entry.version)
-                    .wrapping_add(entry.state.flow_fen);
+                    .wrapping_add(entry.key.len() as u64)
+                    .wrapping_add(entry.mem.version)
+                    .wrapping_add(entry.mem.state.flow_fen);
             }
         }
         std::hint::black_box(touched);
@@ -370,50 +333,29 @@ impl View {
     }
 
     /// A terminal's entry.
-    pub fn terminal(&self, sn: &Sn) -> Option<TerminalRef<'_>> {
+    pub fn terminal(&self, sn: &Sn) -> Option<&TerminalMem> {
         self.slot_of(sn).and_then(|slot| self.terminal_at(slot))
     }
 
     /// The entry in `slot`.
-    pub fn terminal_at(&self, slot: u32) -> Option<TerminalRef<'_>> {
-        let e = self.entries.get(slot as usize)?;
-        let model = self.model_codes.get(e.model as usize)?;
-        let positions = if self.full { self.positions.get(slot as usize)? } else { &NO_POSITIONS };
-        Some(TerminalRef { version: e.version, state: e.state, model, positions })
+    pub fn terminal_at(&self, slot: u32) -> Option<&TerminalMem> {
+        self.entries.get(slot as usize).map(|e| &e.mem)
     }
 
     /// The entry in `slot`, for update; marks its bucket dirty.
-    pub fn terminal_at_mut(&mut self, slot: u32) -> Option<TerminalMut<'_>> {
+    pub fn terminal_at_mut(&mut self, slot: u32) -> Option<&mut TerminalMem> {
         let bucket = *self.bucket_of_slot.get(slot as usize)?;
         if let Some(dirty) = self.dirty.get_mut(usize::from(bucket)).filter(|_| self.full) {
             *dirty = true;
         }
-        let e = self.entries.get_mut(slot as usize)?;
-        let positions = match self.full {
-            true => Some(self.positions.get_mut(slot as usize)?),
-            false => None,
-        };
-        Some(TerminalMut { version: &mut e.version, state: &mut e.state, positions })
-    }
-
-    /// The id of `model`, interned on first use.
-    fn model_id(&mut self, model: &ModelCode) -> u32 {
-        if let Some(&id) = self.model_ids.get(model) {
-            return id;
-        }
-        let id = u32::try_from(self.model_codes.len()).unwrap_or(u32::MAX);
-        assert!(id < u32::MAX, "more than 4 billion models");
-        self.model_codes.push(model.clone());
-        self.model_slots.push(Vec::new());
-        self.model_ids.insert(model.clone(), id);
-        id
+        self.entries.get_mut(slot as usize).map(|e| &mut e.mem)
     }
 
     fn insert_slot(&mut self, sn: &Sn, mem: TerminalMem) -> u32 {
         let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         assert!(slot < u32::MAX, "more than 4 billion terminals");
         let bucket = bucket_of(sn);
-        let key = SnKey::new(sn.as_str());
+        let key = sn_key(sn);
         let (entries, hasher) = (&self.entries, &self.hasher);
         let found = self.slots.entry(
             hasher.hash_one(key.as_bytes()),
@@ -426,39 +368,32 @@ impl View {
             }
             hashbrown::hash_table::Entry::Occupied(_) => panic!("a terminal is issued once"),
         }
-        let model = self.model_id(&mem.model);
-        self.entries.push(Entry { key, version: mem.version, state: mem.state, model });
-        if self.full {
-            self.positions.push(mem.positions);
-        }
+        self.entries.push(Entry { key, mem });
         self.bucket_of_slot.push(bucket as u16);
-        if let Some(list) = self.model_slots.get_mut(model as usize) {
-            list.push(slot);
-        }
-        if self.full {
-            self.delta.models.insert(model);
-        }
         if let (true, Some(members), Some(dirty)) =
             (self.full, self.members.get_mut(bucket), self.dirty.get_mut(bucket))
         {
             members.push(slot);
             *dirty = true;
         }
-        assert!(!self.full || self.positions.len() == self.entries.len(), "one position list per terminal");
         slot
     }
 
     /// Adds a newly issued terminal; returns its slot.
     pub fn insert_terminal(&mut self, sn: Sn, mem: TerminalMem) -> u32 {
-        self.insert_slot(&sn, mem)
-    }
-
-    /// Terminals issued with `model`, in the order they were issued (slot order).
-    pub fn terminals_of_model(&self, model: &ModelCode) -> Vec<Sn> {
-        let Some(slots) = self.model_ids.get(model).and_then(|id| self.model_slots.get(*id as usize)) else {
-            return Vec::new();
-        };
-        slots.iter().filter_map(|slot| self.entries.get(*slot as usize)).filter_map(|e| sn_of(&e.key)).collect()
+        let slot = self.insert_slot(&sn, mem);
+        let Some(model) = self.entries.last().map(|e| &e.mem.model) else { return slot };
+        if self.full && !self.delta.models.contains(model) {
+            self.delta.models.insert(model.clone());
+        }
+        // The model's list takes the SN; the model itself is moved in only for a new model.
+        match self.models.get_mut(model) {
+            Some(list) => list.push(sn),
+            None => {
+                self.models.insert(model.clone(), vec![sn]);
+            }
+        }
+        slot
     }
 
     /// Records a directive.
@@ -497,10 +432,8 @@ impl View {
     }
 
     /// Copies what changed since the last snapshot and clears the change marks. Only the copy is made
-    /// here, under the follower's lock; sorting and encoding ([`Changed::encode`]) happen on the indexer
-    /// thread, off the append path (the copy costs a fraction of the encoding). The copy is packed as
-    /// the view is (an entry and its positions, the model by id), except the model lists, which are
-    /// encoded here, straight from the slots (about 15 bytes a terminal instead of a list of SNs).
+    /// here, under the writer's lock; sorting and encoding ([`Changed::encode`]) happen on the indexer
+    /// thread, off the append path (the copy costs a fraction of the encoding).
     pub fn take_snapshot(&mut self, size: u64, last_leaf: Hash) -> Changed {
         assert!(self.full, "only a full view is snapshotted");
         let mut buckets = Vec::new();
@@ -509,11 +442,10 @@ impl View {
                 continue;
             }
             *dirty = false;
-            let entries: Vec<(Entry, Positions)> = members
+            let entries: Vec<(SnKey, TerminalMem)> = members
                 .iter()
-                .filter_map(|slot| {
-                    Some((self.entries.get(*slot as usize)?.clone(), self.positions.get(*slot as usize)?.clone()))
-                })
+                .filter_map(|slot| self.entries.get(*slot as usize))
+                .map(|e| (e.key, e.mem.clone()))
                 .collect();
             buckets.push((number as u16, entries));
         }
@@ -530,14 +462,15 @@ impl View {
         let models = delta
             .models
             .into_iter()
-            .filter_map(|id| Some((self.model_codes.get(id as usize)?, self.model_slots.get(id as usize)?)))
-            .map(|(code, slots)| Ok((code.as_str().to_owned(), encode(&SnsOf { entries: &self.entries, slots })?)))
+            .map(|model| {
+                let list = self.models.get(&model).cloned().unwrap_or_default();
+                (model, list)
+            })
             .collect();
         Changed {
             size,
             last_leaf,
             buckets,
-            model_codes: self.model_codes.clone(),
             directives_stream: delta.directives_stream.then(|| self.directives_stream.clone()),
             directives: delta.directives,
             models,
@@ -546,69 +479,16 @@ impl View {
     }
 }
 
-/// The SN a view key holds (the key was made from a validated SN, so it parses).
-fn sn_of(key: &SnKey) -> Option<Sn> {
-    let sn = Sn::parse(key.as_str()).ok();
-    debug_assert!(sn.is_some(), "view keys are made from validated SNs");
-    sn
-}
-
-/// The SNs of some slots, serialized as a list of strings (the format of a model page: a `Vec<Sn>`).
-struct SnsOf<'a> {
-    entries: &'a [Entry],
-    slots: &'a [u32],
-}
-
-impl Serialize for SnsOf<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let sns: Vec<&str> =
-            self.slots.iter().filter_map(|s| self.entries.get(*s as usize)).map(|e| e.key.as_str()).collect();
-        assert_eq!(sns.len(), self.slots.len(), "every listed slot holds a terminal");
-        serializer.collect_seq(sns)
-    }
-}
-
-/// A copy of what changed in the view since the last snapshot, not yet (all) encoded.
-#[derive(Debug)]
+/// A copy of what changed in the view since the last snapshot, not yet encoded.
+#[derive(Debug, Default)]
 pub struct Changed {
     size: u64,
     last_leaf: Hash,
-    buckets: Vec<(u16, Vec<(Entry, Positions)>)>,
-    /// The view's model table, for the entries' model ids.
-    model_codes: Vec<ModelCode>,
+    buckets: Vec<(u16, Vec<(SnKey, TerminalMem)>)>,
     directives_stream: Option<Positions>,
     directives: Vec<(DirectiveId, Vec<ModelCode>)>,
-    /// Encoded model pages (or why one did not encode, returned by [`Changed::encode`]).
-    models: Result<Vec<(String, Vec<u8>)>, SnapshotError>,
+    models: Vec<(ModelCode, Vec<Sn>)>,
     event_ids: Vec<(u16, Vec<(EventId, u64)>)>,
-}
-
-/// One terminal of a bucket page, as the page format has it: `(SN, TerminalMem)`, serialized exactly
-/// as the owned pair (postcard writes a struct as its fields in order).
-struct PageEntry<'a> {
-    sn: &'a str,
-    version: u64,
-    state: &'a State,
-    model: &'a ModelCode,
-    positions: &'a Positions,
-}
-
-impl Serialize for PageEntry<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        #[derive(Serialize)]
-        struct Mem<'a> {
-            version: u64,
-            state: &'a State,
-            model: &'a ModelCode,
-            positions: &'a Positions,
-        }
-        let mem = Mem { version: self.version, state: self.state, model: self.model, positions: self.positions };
-        let mut tuple = serializer.serialize_tuple(2)?;
-        tuple.serialize_element(self.sn)?;
-        tuple.serialize_element(&mem)?;
-        tuple.end()
-    }
 }
 
 impl Changed {
@@ -624,25 +504,23 @@ impl Changed {
         self.buckets.iter().map(|(_, entries)| entries.len()).sum()
     }
 
-    /// Sorts and encodes the pages (the same view always gives the same bytes). Each bucket's copy is
-    /// dropped once encoded, so the copy and the pages are not both held whole.
+    /// Sorts and encodes the pages (the same view always gives the same bytes).
     pub fn encode(self) -> Result<Snapshot, SnapshotError> {
         let mut buckets = Vec::with_capacity(self.buckets.len());
-        for (number, entries) in self.buckets {
-            let mut page = Vec::with_capacity(entries.len());
-            for (entry, positions) in &entries {
-                let model = self.model_codes.get(entry.model as usize).ok_or(SnapshotError::BadValue("model id"))?;
-                let sn = entry.key.as_str();
-                page.push(PageEntry { sn, version: entry.version, state: &entry.state, model, positions });
-            }
-            page.sort_unstable_by(|a, b| a.sn.cmp(b.sn));
-            buckets.push((number, encode(&page)?));
+        for (number, entries) in &self.buckets {
+            let mut entries: Vec<(&str, &TerminalMem)> = entries.iter().map(|(k, m)| (k.as_str(), m)).collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            buckets.push((*number, encode(&entries)?));
         }
         let mut event_ids = Vec::with_capacity(self.event_ids.len());
         for (number, entries) in &self.event_ids {
             let mut entries: Vec<(&str, u64)> = entries.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             entries.sort_unstable();
             event_ids.push((*number, encode(&entries)?));
+        }
+        let mut models = Vec::with_capacity(self.models.len());
+        for (model, list) in &self.models {
+            models.push((model.as_str().to_owned(), encode(list)?));
         }
         Ok(Snapshot {
             size: self.size,
@@ -653,7 +531,7 @@ impl Changed {
                 None => None,
             },
             directives: self.directives,
-            models: self.models?,
+            models,
             event_ids,
         })
     }
@@ -1050,19 +928,14 @@ impl Store {
         for item in self.models.iter() {
             let (key, value) = item.map_err(sled_error)?;
             let model = ModelCode::parse(text(&key)?).map_err(SnapshotError::BadId)?;
-            // The view lists each model's terminals itself (from the buckets); the page must list the
-            // same ones.
             let terminals: Vec<Sn> = decode(&value)?;
             for sn in &terminals {
-                if view.terminal(sn).map(|m| m.model) != Some(&model) {
+                if view.terminal(sn).map(|m| &m.model) != Some(&model) {
                     return Err(SnapshotError::ModelDisagrees { sn: sn.clone(), model }.into());
                 }
             }
-            let held = view.model_ids.get(&model).and_then(|id| view.model_slots.get(*id as usize)).map_or(0, Vec::len);
-            if held != terminals.len() {
-                return Err(SnapshotError::ModelCount { listed: terminals.len(), held }.into());
-            }
             listed += terminals.len();
+            view.models.insert(model, terminals);
         }
         if listed != view.terminal_count() {
             return Err(SnapshotError::ModelCount { listed, held: view.terminal_count() }.into());
