@@ -159,7 +159,7 @@ impl<'v, 'e> Pending<'v, 'e> {
                     (_, None) => return Err(rule(lifecycle::Violation::UnknownTerminal)),
                 };
                 let model: Option<&ModelCode> =
-                    new_model.or_else(|| slot.and_then(|slot| view.terminal_at(slot)).map(|m| &m.model));
+                    new_model.or_else(|| slot.and_then(|slot| view.terminal_at(slot)).map(|m| m.model));
                 let directives = &self.directives;
                 let lookup = |id: &DirectiveId| {
                     let lists = |found: bool| DirectiveLookup::Recorded { lists_model: found };
@@ -260,8 +260,8 @@ impl<'e> Changes<'e> {
                         None => self.slot_for(view, &d.device),
                     };
                     if full {
-                        if let Some(mem) = slot.and_then(|slot| view.terminal_at_mut(slot)) {
-                            mem.positions.push(position);
+                        if let Some(positions) = slot.and_then(|slot| view.terminal_at_mut(slot)?.positions) {
+                            positions.push(position);
                         }
                     }
                     slots.push(slot.unwrap_or(NO_SLOT));
@@ -278,10 +278,11 @@ impl<'e> Changes<'e> {
         }
         for change in self.terminals.values() {
             if let Some(mem) = change.slot.and_then(|slot| view.terminal_at_mut(slot)) {
-                mem.version = change.version;
-                mem.state = change.state;
-                if full {
-                    assert_eq!(mem.positions.len(), mem.version, "a stream's positions and version agree");
+                *mem.version = change.version;
+                *mem.state = change.state;
+                assert_eq!(mem.positions.is_some(), full, "the full view, and only it, keeps positions");
+                if let Some(positions) = mem.positions {
+                    assert_eq!(positions.len(), change.version, "a stream's positions and version agree");
                 }
             }
         }
@@ -381,30 +382,31 @@ pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), Ap
                     return Err(ApplyError::WrongSlot { position, slot, device: device() });
                 }
                 let Some(mem) = view.terminal_at_mut(slot) else { return Err(ApplyError::NoSlot { slot }) };
-                if mem.version != version {
+                let Some(positions) = mem.positions else { return Err(ApplyError::NoSlot { slot }) };
+                if *mem.version != version {
                     return Err(ApplyError::WrongVersion {
                         position,
                         device: device(),
-                        held: mem.version,
+                        held: *mem.version,
                         written: version,
                     });
                 }
                 // The follower's view must agree with what the writer wrote; a view loaded from a
                 // corrupt snapshot would not, and is refused here rather than panicking in `push`.
-                if mem.positions.len() != version {
+                if positions.len() != version {
                     return Err(ApplyError::PositionCount {
                         position,
                         device: device(),
-                        positions: mem.positions.len(),
+                        positions: positions.len(),
                         version,
                     });
                 }
-                if let Some(last) = mem.positions.last().filter(|last| *last >= position) {
+                if let Some(last) = positions.last().filter(|last| *last >= position) {
                     return Err(ApplyError::StreamPast { position, stream: StreamId::Terminal(device()), last });
                 }
-                mem.positions.push(position);
-                mem.version = version + 1;
-                mem.state = state;
+                positions.push(position);
+                *mem.version = version + 1;
+                *mem.state = state;
             }
             Event::Directive(d) => {
                 if view.directives_stream.len() != version {
@@ -505,10 +507,10 @@ pub(crate) mod tests {
         // The writer's slot for B points at A in the follower.
         let mut next = write(&mut writer, vec![flow("B")], 2);
         next.steps.slots[0] = 0;
-        let before = follower.terminal(&Sn::parse("A").unwrap()).unwrap().clone();
+        let before = follower.terminal(&Sn::parse("A").unwrap()).unwrap().to_mem();
         let why = apply_written(&mut follower, &next).unwrap_err();
         assert!(matches!(why, ApplyError::WrongSlot { slot: 0, ref device, .. } if device.as_str() == "B"), "{why}");
-        assert_eq!(follower.terminal(&Sn::parse("A").unwrap()).unwrap(), &before, "A is untouched");
+        assert_eq!(follower.terminal(&Sn::parse("A").unwrap()).unwrap().to_mem(), before, "A is untouched");
 
         // A version the follower's stream is not at.
         let mut stale = write(&mut writer, vec![flow("A")], 3);

@@ -29,7 +29,7 @@
 
 use crate::lifecycle::State;
 use crate::merkle::Hash;
-use crate::model::{DirectiveId, EventId, FieldError, ModelCode, Sn, StreamId, MAX_ID_LEN};
+use crate::model::{DirectiveId, EventId, FieldError, ModelCode, Sn, StreamId};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -143,23 +143,14 @@ impl Positions {
     }
 }
 
-/// An SN stored inline (no heap pointer to chase): the view's hash maps hold millions of terminals, and
-/// a look-up that had to follow a `String` to compare keys costs one more cache miss per event. The
-/// one inline key of the workspace, `log::key::InlineSn`.
-pub type SnKey = log::key::InlineSn<MAX_ID_LEN>;
+/// An SN as the view's key ([`log::key::CompactSn`], the one compact SN key: 22 bytes inline, longer
+/// SNs boxed). The view holds millions of terminals: a key that had to follow a pointer to compare
+/// would cost one more cache miss per event, and a key wide enough for every valid SN inline (65
+/// bytes) was most of a terminal's entry.
+pub type SnKey = log::key::CompactSn;
 
-/// The inline key of `sn`. Every SN fits: `Sn::parse` bounds it by `MAX_ID_LEN`, so `None` would be a
-/// broken invariant of the model, asserted here.
-fn sn_key(sn: &Sn) -> SnKey {
-    match SnKey::new(sn.as_str()) {
-        Some(key) => key,
-        None => {
-            panic!("invariant: an SN of {} bytes is longer than the model allows ({MAX_ID_LEN})", sn.as_str().len())
-        }
-    }
-}
-
-/// What the ledger keeps in memory per terminal.
+/// What the ledger keeps of one terminal, in its owned form: what a snapshot page holds per terminal
+/// (the page format) and what a view is loaded from. The view itself keeps it packed ([`Entry`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalMem {
     /// Events in the stream.
@@ -172,21 +163,70 @@ pub struct TerminalMem {
     pub positions: Positions,
 }
 
-/// One terminal in the view's arena: its SN inline beside its state, so the look-up's key comparison
-/// and the check's read of the state touch the same few cache lines.
+/// A terminal as the view holds it, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TerminalRef<'a> {
+    /// Events in the stream.
+    pub version: u64,
+    /// Lifecycle state after them.
+    pub state: State,
+    /// The terminal's model.
+    pub model: &'a ModelCode,
+    /// Positions of its events (empty in the writer's view, which keeps none).
+    pub positions: &'a Positions,
+}
+
+impl TerminalRef<'_> {
+    /// The owned form.
+    #[cfg(test)]
+    pub fn to_mem(self) -> TerminalMem {
+        TerminalMem {
+            version: self.version,
+            state: self.state,
+            model: self.model.clone(),
+            positions: self.positions.clone(),
+        }
+    }
+}
+
+/// A terminal as the view holds it, for update.
+#[derive(Debug)]
+pub struct TerminalMut<'a> {
+    /// Events in the stream.
+    pub version: &'a mut u64,
+    /// Lifecycle state after them.
+    pub state: &'a mut State,
+    /// Positions of its events; `None` in the writer's view, which keeps none.
+    pub positions: Option<&'a mut Positions>,
+}
+
+/// The positions of a view that keeps none (the writer's).
+static NO_POSITIONS: Positions = Positions { bytes: Vec::new(), last: 0, count: 0 };
+
+/// One terminal in the view's arena: its SN beside its state, so the look-up's key comparison and the
+/// check's read of the state touch the same cache line. 56 bytes: the model is an id into the view's
+/// model table, and the positions (only the full view has them) live in a vector of their own, so the
+/// writer's view pays nothing for them.
 #[derive(Clone, Debug)]
 struct Entry {
     key: SnKey,
-    mem: TerminalMem,
+    version: u64,
+    state: State,
+    model: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Entry>() <= 56, "a view entry is at most 56 bytes");
 
 /// The in-memory view of current state.
 ///
 /// Terminals live in an arena (`entries`, indexed by a *slot*); the hash table holds only slots
 /// (4 bytes each, hashed by SN and compared against the arena's inline key). With 500 k terminals the
 /// table is a few MiB and stays in cache, so a look-up costs one miss, on the arena entry the check
-/// needs anyway (a map holding the 65-byte keys themselves cost a second miss per event). The write
-/// path looks a terminal up once per append (to validate) and reaches it again by slot (to commit).
+/// needs anyway (a map holding the keys themselves cost a second miss per event). The write path looks
+/// a terminal up once per append (to validate) and reaches it again by slot (to commit).
+///
+/// Models are interned: an entry holds a model id, the view holds each model's code once and, per model,
+/// the slots of its terminals (4 bytes a terminal, where a list of SNs took 24).
 ///
 /// A view is *full* (the default) or the *writer's*. A full view keeps every stream's positions and
 /// marks what changed for the next snapshot; the background follower keeps one, answers stream reads
@@ -199,6 +239,8 @@ pub struct View {
     slots: hashbrown::HashTable<u32>,
     hasher: foldhash::fast::FixedState,
     entries: Vec<Entry>,
+    /// Per slot, in the full view only (empty in the writer's).
+    positions: Vec<Positions>,
     bucket_of_slot: Vec<u16>,
     members: Vec<Vec<u32>>,
     dirty: Vec<bool>,
@@ -206,8 +248,12 @@ pub struct View {
     pub directives_stream: Positions,
     /// Recorded directives and their models.
     pub directives: FastMap<DirectiveId, FastSet<ModelCode>>,
-    /// Model → terminals issued with it.
-    pub models: FastMap<ModelCode, Vec<Sn>>,
+    /// Model codes by id.
+    model_codes: Vec<ModelCode>,
+    /// Model code → id.
+    model_ids: FastMap<ModelCode, u32>,
+    /// Per model id, the slots of the terminals issued with it, in slot order.
+    model_slots: Vec<Vec<u32>>,
     /// Idempotency keys → position, spread over buckets like the terminals.
     event_ids: Vec<FastMap<EventId, u64>>,
     event_ids_dirty: Vec<bool>,
@@ -218,7 +264,8 @@ pub struct View {
 #[derive(Debug, Default, Clone)]
 struct Delta {
     directives: Vec<(DirectiveId, Vec<ModelCode>)>,
-    models: FastSet<ModelCode>,
+    /// Ids of the models with newly issued terminals.
+    models: FastSet<u32>,
     directives_stream: bool,
 }
 
@@ -229,12 +276,15 @@ impl Default for View {
             slots: hashbrown::HashTable::new(),
             hasher: foldhash::fast::FixedState::default(),
             entries: Vec::new(),
+            positions: Vec::new(),
             bucket_of_slot: Vec::new(),
             members: (0..BUCKETS).map(|_| Vec::new()).collect(),
             dirty: vec![false; BUCKETS],
             directives_stream: Positions::default(),
             directives: FastMap::default(),
-            models: FastMap::default(),
+            model_codes: Vec::new(),
+            model_ids: FastMap::default(),
+            model_slots: Vec::new(),
             event_ids: (0..BUCKETS).map(|_| FastMap::default()).collect(),
             event_ids_dirty: vec![false; BUCKETS],
             delta: Delta::default(),
@@ -251,37 +301,24 @@ impl View {
     /// A copy for the writer: the same terminals (in the same slots), directives, models and
     /// idempotency keys, without stream positions or change marks.
     pub fn writer_copy(&self) -> View {
-        let mut copy = View {
+        View {
             full: false,
             slots: self.slots.clone(),
             hasher: self.hasher.clone(),
-            entries: self
-                .entries
-                .iter()
-                .map(|e| Entry {
-                    key: e.key,
-                    mem: TerminalMem {
-                        version: e.mem.version,
-                        state: e.mem.state,
-                        model: e.mem.model.clone(),
-                        positions: Positions::default(),
-                    },
-                })
-                .collect(),
+            entries: self.entries.clone(),
+            positions: Vec::new(),
             bucket_of_slot: self.bucket_of_slot.clone(),
-            members: Vec::new(),
-            dirty: Vec::new(),
+            members: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            dirty: vec![false; BUCKETS],
             directives_stream: self.directives_stream.clone(),
             directives: self.directives.clone(),
-            models: self.models.clone(),
+            model_codes: self.model_codes.clone(),
+            model_ids: self.model_ids.clone(),
+            model_slots: self.model_slots.clone(),
             event_ids: self.event_ids.clone(),
-            event_ids_dirty: Vec::new(),
+            event_ids_dirty: vec![false; BUCKETS],
             delta: Delta::default(),
-        };
-        copy.members = (0..BUCKETS).map(|_| Vec::new()).collect();
-        copy.dirty = vec![false; BUCKETS];
-        copy.event_ids_dirty = vec![false; BUCKETS];
-        copy
+        }
     }
 
     /// The slot of a terminal.
@@ -318,9 +355,9 @@ impl View {
         for &slot in &candidates {
             if let Some(entry) = self.entries.get(slot as usize) {
                 touched = touched
-                    .wrapping_add(entry.key.len() as u64)
-                    .wrapping_add(entry.mem.version)
-                    .wrapping_add(entry.mem.state.flow_fen);
+                    .wrapping_add(entry.key.as_bytes().len() as u64)
+                    .wrapping_add(entry.version)
+                    .wrapping_add(entry.state.flow_fen);
             }
         }
         std::hint::black_box(touched);
@@ -333,29 +370,50 @@ impl View {
     }
 
     /// A terminal's entry.
-    pub fn terminal(&self, sn: &Sn) -> Option<&TerminalMem> {
+    pub fn terminal(&self, sn: &Sn) -> Option<TerminalRef<'_>> {
         self.slot_of(sn).and_then(|slot| self.terminal_at(slot))
     }
 
     /// The entry in `slot`.
-    pub fn terminal_at(&self, slot: u32) -> Option<&TerminalMem> {
-        self.entries.get(slot as usize).map(|e| &e.mem)
+    pub fn terminal_at(&self, slot: u32) -> Option<TerminalRef<'_>> {
+        let e = self.entries.get(slot as usize)?;
+        let model = self.model_codes.get(e.model as usize)?;
+        let positions = if self.full { self.positions.get(slot as usize)? } else { &NO_POSITIONS };
+        Some(TerminalRef { version: e.version, state: e.state, model, positions })
     }
 
     /// The entry in `slot`, for update; marks its bucket dirty.
-    pub fn terminal_at_mut(&mut self, slot: u32) -> Option<&mut TerminalMem> {
+    pub fn terminal_at_mut(&mut self, slot: u32) -> Option<TerminalMut<'_>> {
         let bucket = *self.bucket_of_slot.get(slot as usize)?;
         if let Some(dirty) = self.dirty.get_mut(usize::from(bucket)).filter(|_| self.full) {
             *dirty = true;
         }
-        self.entries.get_mut(slot as usize).map(|e| &mut e.mem)
+        let e = self.entries.get_mut(slot as usize)?;
+        let positions = match self.full {
+            true => Some(self.positions.get_mut(slot as usize)?),
+            false => None,
+        };
+        Some(TerminalMut { version: &mut e.version, state: &mut e.state, positions })
+    }
+
+    /// The id of `model`, interned on first use.
+    fn model_id(&mut self, model: &ModelCode) -> u32 {
+        if let Some(&id) = self.model_ids.get(model) {
+            return id;
+        }
+        let id = u32::try_from(self.model_codes.len()).unwrap_or(u32::MAX);
+        assert!(id < u32::MAX, "more than 4 billion models");
+        self.model_codes.push(model.clone());
+        self.model_slots.push(Vec::new());
+        self.model_ids.insert(model.clone(), id);
+        id
     }
 
     fn insert_slot(&mut self, sn: &Sn, mem: TerminalMem) -> u32 {
         let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         assert!(slot < u32::MAX, "more than 4 billion terminals");
         let bucket = bucket_of(sn);
-        let key = sn_key(sn);
+        let key = SnKey::new(sn.as_str());
         let (entries, hasher) = (&self.entries, &self.hasher);
         let found = self.slots.entry(
             hasher.hash_one(key.as_bytes()),
@@ -368,32 +426,39 @@ impl View {
             }
             hashbrown::hash_table::Entry::Occupied(_) => panic!("a terminal is issued once"),
         }
-        self.entries.push(Entry { key, mem });
+        let model = self.model_id(&mem.model);
+        self.entries.push(Entry { key, version: mem.version, state: mem.state, model });
+        if self.full {
+            self.positions.push(mem.positions);
+        }
         self.bucket_of_slot.push(bucket as u16);
+        if let Some(list) = self.model_slots.get_mut(model as usize) {
+            list.push(slot);
+        }
+        if self.full {
+            self.delta.models.insert(model);
+        }
         if let (true, Some(members), Some(dirty)) =
             (self.full, self.members.get_mut(bucket), self.dirty.get_mut(bucket))
         {
             members.push(slot);
             *dirty = true;
         }
+        assert!(!self.full || self.positions.len() == self.entries.len(), "one position list per terminal");
         slot
     }
 
     /// Adds a newly issued terminal; returns its slot.
     pub fn insert_terminal(&mut self, sn: Sn, mem: TerminalMem) -> u32 {
-        let slot = self.insert_slot(&sn, mem);
-        let Some(model) = self.entries.last().map(|e| &e.mem.model) else { return slot };
-        if self.full && !self.delta.models.contains(model) {
-            self.delta.models.insert(model.clone());
-        }
-        // The model's list takes the SN; the model itself is moved in only for a new model.
-        match self.models.get_mut(model) {
-            Some(list) => list.push(sn),
-            None => {
-                self.models.insert(model.clone(), vec![sn]);
-            }
-        }
-        slot
+        self.insert_slot(&sn, mem)
+    }
+
+    /// Terminals issued with `model`, in the order they were issued (slot order).
+    pub fn terminals_of_model(&self, model: &ModelCode) -> Vec<Sn> {
+        let Some(slots) = self.model_ids.get(model).and_then(|id| self.model_slots.get(*id as usize)) else {
+            return Vec::new();
+        };
+        slots.iter().filter_map(|slot| self.entries.get(*slot as usize)).filter_map(|e| sn_of(&e.key)).collect()
     }
 
     /// Records a directive.
@@ -432,8 +497,10 @@ impl View {
     }
 
     /// Copies what changed since the last snapshot and clears the change marks. Only the copy is made
-    /// here, under the writer's lock; sorting and encoding ([`Changed::encode`]) happen on the indexer
-    /// thread, off the append path (the copy costs a fraction of the encoding).
+    /// here, under the follower's lock; sorting and encoding ([`Changed::encode`]) happen on the indexer
+    /// thread, off the append path (the copy costs a fraction of the encoding). The copy is packed as
+    /// the view is (an entry and its positions, the model by id), except the model lists, which are
+    /// encoded here, straight from the slots (about 15 bytes a terminal instead of a list of SNs).
     pub fn take_snapshot(&mut self, size: u64, last_leaf: Hash) -> Changed {
         assert!(self.full, "only a full view is snapshotted");
         let mut buckets = Vec::new();
@@ -442,10 +509,11 @@ impl View {
                 continue;
             }
             *dirty = false;
-            let entries: Vec<(SnKey, TerminalMem)> = members
+            let entries: Vec<(Entry, Positions)> = members
                 .iter()
-                .filter_map(|slot| self.entries.get(*slot as usize))
-                .map(|e| (e.key, e.mem.clone()))
+                .filter_map(|slot| {
+                    Some((self.entries.get(*slot as usize)?.clone(), self.positions.get(*slot as usize)?.clone()))
+                })
                 .collect();
             buckets.push((number as u16, entries));
         }
@@ -462,15 +530,14 @@ impl View {
         let models = delta
             .models
             .into_iter()
-            .map(|model| {
-                let list = self.models.get(&model).cloned().unwrap_or_default();
-                (model, list)
-            })
+            .filter_map(|id| Some((self.model_codes.get(id as usize)?, self.model_slots.get(id as usize)?)))
+            .map(|(code, slots)| Ok((code.as_str().to_owned(), encode(&SnsOf { entries: &self.entries, slots })?)))
             .collect();
         Changed {
             size,
             last_leaf,
             buckets,
+            model_codes: self.model_codes.clone(),
             directives_stream: delta.directives_stream.then(|| self.directives_stream.clone()),
             directives: delta.directives,
             models,
@@ -479,16 +546,69 @@ impl View {
     }
 }
 
-/// A copy of what changed in the view since the last snapshot, not yet encoded.
-#[derive(Debug, Default)]
+/// The SN a view key holds (the key was made from a validated SN, so it parses).
+fn sn_of(key: &SnKey) -> Option<Sn> {
+    let sn = Sn::parse(key.as_str()).ok();
+    debug_assert!(sn.is_some(), "view keys are made from validated SNs");
+    sn
+}
+
+/// The SNs of some slots, serialized as a list of strings (the format of a model page: a `Vec<Sn>`).
+struct SnsOf<'a> {
+    entries: &'a [Entry],
+    slots: &'a [u32],
+}
+
+impl Serialize for SnsOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let sns: Vec<&str> =
+            self.slots.iter().filter_map(|s| self.entries.get(*s as usize)).map(|e| e.key.as_str()).collect();
+        assert_eq!(sns.len(), self.slots.len(), "every listed slot holds a terminal");
+        serializer.collect_seq(sns)
+    }
+}
+
+/// A copy of what changed in the view since the last snapshot, not yet (all) encoded.
+#[derive(Debug)]
 pub struct Changed {
     size: u64,
     last_leaf: Hash,
-    buckets: Vec<(u16, Vec<(SnKey, TerminalMem)>)>,
+    buckets: Vec<(u16, Vec<(Entry, Positions)>)>,
+    /// The view's model table, for the entries' model ids.
+    model_codes: Vec<ModelCode>,
     directives_stream: Option<Positions>,
     directives: Vec<(DirectiveId, Vec<ModelCode>)>,
-    models: Vec<(ModelCode, Vec<Sn>)>,
+    /// Encoded model pages (or why one did not encode, returned by [`Changed::encode`]).
+    models: Result<Vec<(String, Vec<u8>)>, SnapshotError>,
     event_ids: Vec<(u16, Vec<(EventId, u64)>)>,
+}
+
+/// One terminal of a bucket page, as the page format has it: `(SN, TerminalMem)`, serialized exactly
+/// as the owned pair (postcard writes a struct as its fields in order).
+struct PageEntry<'a> {
+    sn: &'a str,
+    version: u64,
+    state: &'a State,
+    model: &'a ModelCode,
+    positions: &'a Positions,
+}
+
+impl Serialize for PageEntry<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        #[derive(Serialize)]
+        struct Mem<'a> {
+            version: u64,
+            state: &'a State,
+            model: &'a ModelCode,
+            positions: &'a Positions,
+        }
+        let mem = Mem { version: self.version, state: self.state, model: self.model, positions: self.positions };
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(self.sn)?;
+        tuple.serialize_element(&mem)?;
+        tuple.end()
+    }
 }
 
 impl Changed {
@@ -504,23 +624,25 @@ impl Changed {
         self.buckets.iter().map(|(_, entries)| entries.len()).sum()
     }
 
-    /// Sorts and encodes the pages (the same view always gives the same bytes).
+    /// Sorts and encodes the pages (the same view always gives the same bytes). Each bucket's copy is
+    /// dropped once encoded, so the copy and the pages are not both held whole.
     pub fn encode(self) -> Result<Snapshot, SnapshotError> {
         let mut buckets = Vec::with_capacity(self.buckets.len());
-        for (number, entries) in &self.buckets {
-            let mut entries: Vec<(&str, &TerminalMem)> = entries.iter().map(|(k, m)| (k.as_str(), m)).collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            buckets.push((*number, encode(&entries)?));
+        for (number, entries) in self.buckets {
+            let mut page = Vec::with_capacity(entries.len());
+            for (entry, positions) in &entries {
+                let model = self.model_codes.get(entry.model as usize).ok_or(SnapshotError::BadValue("model id"))?;
+                let sn = entry.key.as_str();
+                page.push(PageEntry { sn, version: entry.version, state: &entry.state, model, positions });
+            }
+            page.sort_unstable_by(|a, b| a.sn.cmp(b.sn));
+            buckets.push((number, encode(&page)?));
         }
         let mut event_ids = Vec::with_capacity(self.event_ids.len());
         for (number, entries) in &self.event_ids {
             let mut entries: Vec<(&str, u64)> = entries.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             entries.sort_unstable();
             event_ids.push((*number, encode(&entries)?));
-        }
-        let mut models = Vec::with_capacity(self.models.len());
-        for (model, list) in &self.models {
-            models.push((model.as_str().to_owned(), encode(list)?));
         }
         Ok(Snapshot {
             size: self.size,
@@ -531,7 +653,7 @@ impl Changed {
                 None => None,
             },
             directives: self.directives,
-            models,
+            models: self.models?,
             event_ids,
         })
     }
@@ -925,17 +1047,38 @@ impl Store {
         }
         // The model index must cover exactly the terminals of the buckets.
         let mut listed = 0usize;
+        let mut seen = vec![false; view.terminal_count()];
         for item in self.models.iter() {
             let (key, value) = item.map_err(sled_error)?;
             let model = ModelCode::parse(text(&key)?).map_err(SnapshotError::BadId)?;
+            // The view lists each model's terminals itself (from the buckets); the page must list the
+            // same ones.
             let terminals: Vec<Sn> = decode(&value)?;
+            let mut slots = Vec::with_capacity(terminals.len());
             for sn in &terminals {
-                if view.terminal(sn).map(|m| &m.model) != Some(&model) {
+                if view.terminal(sn).map(|m| m.model) != Some(&model) {
                     return Err(SnapshotError::ModelDisagrees { sn: sn.clone(), model }.into());
                 }
+                let slot = view
+                    .slot_of(sn)
+                    .ok_or_else(|| SnapshotError::ModelDisagrees { sn: sn.clone(), model: model.clone() })?;
+                match seen.get_mut(slot as usize) {
+                    Some(flag) if !*flag => *flag = true,
+                    _ => return Err(SnapshotError::StoredTwice(sn.clone()).into()),
+                }
+                slots.push(slot);
+            }
+            let id = view.model_ids.get(&model).copied();
+            let held = id.and_then(|id| view.model_slots.get(id as usize)).map_or(0, Vec::len);
+            if held != terminals.len() {
+                return Err(SnapshotError::ModelCount { listed: terminals.len(), held }.into());
+            }
+            // The page keeps the order the terminals were issued in (bucket order is a hash order):
+            // recalls walk it, so a reopened ledger emits them in the same order as one never closed.
+            if let Some(list) = id.and_then(|id| view.model_slots.get_mut(id as usize)) {
+                *list = slots;
             }
             listed += terminals.len();
-            view.models.insert(model, terminals);
         }
         if listed != view.terminal_count() {
             return Err(SnapshotError::ModelCount { listed, held: view.terminal_count() }.into());
@@ -1034,6 +1177,80 @@ mod tests {
         let sn = Sn::parse("SN00000001").unwrap();
         assert_eq!(bucket_of(&sn), bucket_of(&sn.clone()));
         assert!(bucket_of(&sn) < BUCKETS);
+    }
+
+    /// The packed view writes the pages the owned form did, byte for byte (a bucket page is the
+    /// postcard of its sorted `Vec<(Sn, TerminalMem)>`, a model page the postcard of its `Vec<Sn>` in
+    /// issue order), and a view loaded back from them holds the same terminals, with each model's list
+    /// still in issue order (not the buckets' hash order).
+    #[test]
+    fn packed_pages_encode_as_the_owned_form_and_load_back_in_issue_order() {
+        use crate::lifecycle::{ContractState, FlagSet, Status};
+        let state = |flow_fen| State {
+            status: Status::Issued,
+            contract: ContractState::Current,
+            flow_fen,
+            flags: FlagSet::default(),
+        };
+        let models = [ModelCode::parse("PAX-A920").unwrap(), ModelCode::parse("LKL-A8").unwrap()];
+        let mut view = View::default();
+        let mut owned: Vec<(Sn, TerminalMem)> = Vec::new();
+        // SNs issued in an order that is neither sorted nor bucket order; some too long to sit inline.
+        for i in 0..300u64 {
+            let sn = if i % 7 == 0 {
+                format!("SN-LONG-SERIAL-NUMBER-{:06}", 997 * i % 1000)
+            } else {
+                format!("SN{:05}", 7919 * i % 10_000)
+            };
+            let sn = Sn::parse(&sn).unwrap();
+            let mut positions = Positions::default();
+            for p in 0..=(i % 3) {
+                positions.push(10 * i + p);
+            }
+            let model = models[(i % 2) as usize].clone();
+            let mem = TerminalMem { version: positions.len(), state: state(i), model, positions };
+            view.insert_terminal(sn.clone(), mem.clone());
+            owned.push((sn, mem));
+        }
+        let snapshot = view.take_snapshot(3_000, [7; 32]).encode().unwrap();
+        for (number, bytes) in &snapshot.buckets {
+            let mut page: Vec<(Sn, TerminalMem)> =
+                owned.iter().filter(|(sn, _)| bucket_of(sn) == *number as usize).cloned().collect();
+            page.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(bytes, &postcard::to_stdvec(&page).unwrap(), "bucket {number}");
+        }
+        let pages: usize = snapshot
+            .buckets
+            .iter()
+            .map(|(number, _)| owned.iter().filter(|(sn, _)| bucket_of(sn) == *number as usize).count())
+            .sum();
+        assert_eq!(pages, owned.len(), "every terminal is in a written bucket");
+        let issued_with = |model: &ModelCode| -> Vec<Sn> {
+            owned.iter().filter(|(_, m)| &m.model == model).map(|(sn, _)| sn.clone()).collect()
+        };
+        assert_eq!(snapshot.models.len(), models.len());
+        for (code, bytes) in &snapshot.models {
+            let model = ModelCode::parse(code).unwrap();
+            assert_eq!(bytes, &postcard::to_stdvec(&issued_with(&model)).unwrap(), "model {code}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.write(&snapshot, 1).unwrap();
+        let loaded = store.load_view(3_000).unwrap();
+        assert_eq!(loaded.terminal_count(), owned.len());
+        for (sn, mem) in &owned {
+            assert_eq!(loaded.terminal(sn).map(TerminalRef::to_mem).as_ref(), Some(mem), "{sn}");
+        }
+        for model in &models {
+            assert_eq!(loaded.terminals_of_model(model), issued_with(model), "{model:?} after loading");
+            assert_eq!(view.terminals_of_model(model), issued_with(model), "{model:?} before");
+        }
+        let writer = loaded.writer_copy();
+        assert!(!writer.is_full());
+        let (sn, mem) = &owned[5];
+        let got = writer.terminal(sn).unwrap();
+        assert_eq!((got.version, got.state, got.model), (mem.version, mem.state, &mem.model));
+        assert!(got.positions.is_empty(), "the writer's copy keeps no positions");
     }
 
     /// A position list read from a damaged index is refused, never trusted or over-allocated.

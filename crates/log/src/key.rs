@@ -1,9 +1,9 @@
 //! Fixed-size keys built from identifiers: the one copy of "an SN held inline".
 //!
-//! The writer's view (`ledger::index::SnKey`, 64 bytes: every valid SN), the fleet's partition index
-//! (`projections::fleet::SnKey`, 22 bytes inline or boxed) and `replay verify`'s stream versions (15
-//! bytes packed into a `u128`) all key terminals by their SN without a heap pointer to chase: they build
-//! the key with [`InlineSn`].
+//! The writer's views (`ledger::index`) and the fleet's partition index (`projections::fleet`) key
+//! terminals by [`CompactSn`] (24 bytes: 22 inline, longer SNs boxed), and `replay verify`'s stream
+//! versions by 15 bytes packed into a `u128`: all without a heap pointer to chase for real SNs (10 to 20
+//! characters), all built on [`InlineSn`].
 
 /// An identifier of at most `N` bytes, held inline: its length and its bytes, zero-padded to `N`.
 ///
@@ -77,6 +77,88 @@ impl InlineSn<15> {
     }
 }
 
+/// An SN as a map key: held inline (no heap, no pointer to chase on lookup) when it is at most
+/// [`CompactSn::INLINE`] bytes, which covers real SNs (10 to 20 characters); longer ones are boxed.
+///
+/// The representation is canonical (inline exactly when short enough), so two keys are equal when their
+/// variants and fields are: an inline comparison is two fixed-size array compares, no `memcmp` call.
+/// It is only ever built from a `&str`, so its bytes are always UTF-8. 24 bytes, against 65 for an
+/// `InlineSn` that holds every valid SN (64 bytes): in a view of millions of terminals the difference is
+/// most of a terminal's entry.
+#[derive(Clone)]
+pub enum CompactSn {
+    /// A short SN, inline.
+    Inline(InlineSn<{ CompactSn::INLINE }>),
+    /// A longer SN.
+    Heap(Box<str>),
+}
+
+// The enum stays 24 bytes: a length byte, 22 inline bytes and the tag (a `Box<str>` is 16).
+const _: () = assert!(std::mem::size_of::<CompactSn>() == 24, "a CompactSn is 24 bytes");
+
+impl CompactSn {
+    /// The longest SN held inline (the enum stays 24 bytes).
+    pub const INLINE: usize = 22;
+
+    /// The key of `sn` (inline when it fits, so the same SN always gets the same variant).
+    #[inline]
+    pub fn new(sn: &str) -> CompactSn {
+        match InlineSn::new(sn) {
+            Some(inline) => CompactSn::Inline(inline),
+            None => CompactSn::Heap(sn.into()),
+        }
+    }
+
+    /// The SN's bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            CompactSn::Inline(inline) => inline.as_bytes(),
+            CompactSn::Heap(sn) => sn.as_bytes(),
+        }
+    }
+
+    /// The SN as text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CompactSn::Inline(inline) => inline.as_str(),
+            CompactSn::Heap(sn) => sn,
+        }
+    }
+
+    /// Bytes of the SN on the heap (0 when inline).
+    pub fn heap_len(&self) -> usize {
+        match self {
+            CompactSn::Inline(_) => 0,
+            CompactSn::Heap(sn) => sn.len(),
+        }
+    }
+}
+
+impl PartialEq for CompactSn {
+    #[inline]
+    fn eq(&self, other: &CompactSn) -> bool {
+        match (self, other) {
+            (CompactSn::Inline(a), CompactSn::Inline(b)) => a == b,
+            (CompactSn::Heap(a), CompactSn::Heap(b)) => a == b,
+            // `new` is canonical: equal SNs never take different variants.
+            _ => false,
+        }
+    }
+}
+impl Eq for CompactSn {}
+impl std::hash::Hash for CompactSn {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state)
+    }
+}
+impl std::fmt::Debug for CompactSn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
 impl<const N: usize> std::fmt::Debug for InlineSn<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", self.as_str())
@@ -99,5 +181,19 @@ mod tests {
         let short = InlineSn::<15>::new("SN00000000001").unwrap();
         assert_eq!(InlineSn::<15>::from_u128(short.to_u128()), Some(short));
         assert_ne!(short.to_u128(), InlineSn::<15>::new("SN000000000001").unwrap().to_u128());
+    }
+
+    #[test]
+    fn compact_keys_are_inline_up_to_22_bytes_and_equal_by_text() {
+        let short = "A".repeat(CompactSn::INLINE);
+        let long = "A".repeat(CompactSn::INLINE + 1);
+        assert!(matches!(CompactSn::new(&short), CompactSn::Inline(_)));
+        assert!(matches!(CompactSn::new(&long), CompactSn::Heap(_)));
+        assert_eq!(CompactSn::new(&long).as_str(), long);
+        assert_eq!(CompactSn::new(&long).heap_len(), long.len());
+        assert_eq!(CompactSn::new(&short).heap_len(), 0);
+        assert_eq!(CompactSn::new(&short), CompactSn::new(&short));
+        assert_ne!(CompactSn::new(&short), CompactSn::new(&long));
+        assert_eq!(CompactSn::new(&"B".repeat(64)).as_bytes(), "B".repeat(64).as_bytes());
     }
 }

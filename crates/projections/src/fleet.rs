@@ -8,7 +8,6 @@
 
 use crate::audit::{AuditConfig, AuditTerm, Finding};
 use crate::intern::Names;
-use log::key::InlineSn;
 use log::lifecycle::{ContractState, DirectiveLookup, State, Status};
 use log::{DirectiveId, Sn};
 use serde::{Deserialize, Serialize};
@@ -63,89 +62,30 @@ pub struct Links {
     pub replaced_by: Option<(Sn, u64)>,
 }
 
-/// An SN as a partition key: held inline (no heap, no pointer to chase on lookup) when it is at most
-/// [`SnKey::INLINE`] bytes, which covers real SNs (10 to 20 characters); longer ones are boxed.
-///
-/// The representation is canonical (inline exactly when short enough), so two keys are equal when their
-/// variants and fields are: an inline comparison is two fixed-size array compares, no `memcmp` call.
-/// It is only ever built from a `&str`, so its bytes are always UTF-8.
-#[derive(Clone)]
-pub(crate) enum SnKey {
-    /// A short SN, inline ([`log::key::InlineSn`], the one inline-SN key).
-    Inline(InlineSn<{ SnKey::INLINE }>),
-    /// A longer SN.
-    Heap(Box<str>),
+/// An SN as a partition key: [`log::key::CompactSn`], the one compact SN key (22 bytes inline, longer
+/// SNs boxed; 24 bytes in all).
+pub(crate) use log::key::CompactSn as SnKey;
+
+/// What the fleet asks of a partition key besides the key itself.
+pub(crate) trait KeyExt {
+    /// The owned, validated SN (for findings and links; the SN was validated when decoded).
+    fn to_sn(&self) -> Option<Sn>;
+    /// Heap bytes held (glibc chunk size), 0 when inline.
+    fn heap_bytes(&self) -> usize;
 }
 
-// The enum stays 24 bytes: a length byte, 22 inline bytes and the tag (a `Box<str>` is 16).
-const _: () = assert!(std::mem::size_of::<SnKey>() == 24, "an SnKey is 24 bytes");
-
-impl SnKey {
-    /// The longest SN held inline (the enum stays 24 bytes).
-    pub const INLINE: usize = 22;
-
-    /// The key of `sn` (inline when it fits, so the same SN always gets the same variant).
-    pub fn new(sn: &str) -> SnKey {
-        match InlineSn::new(sn) {
-            Some(inline) => SnKey::Inline(inline),
-            None => SnKey::Heap(sn.into()),
-        }
-    }
-
-    /// The SN's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            SnKey::Inline(inline) => inline.as_bytes(),
-            SnKey::Heap(sn) => sn.as_bytes(),
-        }
-    }
-
-    /// The SN as text (validated again as UTF-8: a few nanoseconds, off the fold's hot path).
-    pub fn as_str(&self) -> &str {
-        match std::str::from_utf8(self.as_bytes()) {
-            Ok(sn) => sn,
-            // `new` copies a whole `&str`, so the bytes are UTF-8.
-            Err(_) => unreachable!("an SnKey holds the bytes of a &str"),
-        }
-    }
-
-    /// The owned, validated SN (for findings and links; the SN was validated when decoded).
-    pub fn to_sn(&self) -> Option<Sn> {
+impl KeyExt for SnKey {
+    fn to_sn(&self) -> Option<Sn> {
         let sn = Sn::parse(self.as_str()).ok();
         debug_assert!(sn.is_some(), "partition keys come from decoded (validated) SNs");
         sn
     }
 
-    /// Heap bytes held (glibc chunk size), 0 when inline.
-    pub fn heap_bytes(&self) -> usize {
-        match self {
-            SnKey::Inline(_) => 0,
-            SnKey::Heap(sn) => malloc_size(sn.len()),
+    fn heap_bytes(&self) -> usize {
+        match self.heap_len() {
+            0 => 0,
+            len => malloc_size(len),
         }
-    }
-}
-
-impl PartialEq for SnKey {
-    #[inline]
-    fn eq(&self, other: &SnKey) -> bool {
-        match (self, other) {
-            (SnKey::Inline(a), SnKey::Inline(b)) => a == b,
-            (SnKey::Heap(a), SnKey::Heap(b)) => a == b,
-            // `new` is canonical: equal SNs never take different variants.
-            _ => false,
-        }
-    }
-}
-impl Eq for SnKey {}
-impl std::hash::Hash for SnKey {
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state)
-    }
-}
-impl std::fmt::Debug for SnKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.as_str())
     }
 }
 

@@ -50,7 +50,7 @@ impl Ledger {
     /// Terminals issued with `model` (from the model index).
     pub fn terminals_of_model(&self, model: &ModelCode) -> Result<Vec<Sn>, ReadError> {
         let writer = self.shared.writer.lock()?;
-        Ok(writer.view.models.get(model).cloned().unwrap_or_default())
+        Ok(writer.view.terminals_of_model(model))
     }
 
     /// Terminals issued with `model` according to the persisted (sled) model index, after persisting it.

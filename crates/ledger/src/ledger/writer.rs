@@ -211,10 +211,10 @@ impl Ledger {
             let mut writer = self.shared.writer.lock()?;
             let mut running = Vec::new();
             for model in &directive.models {
-                for sn in writer.view.models.get(model).map(Vec::as_slice).unwrap_or_default() {
-                    if let Some(mem) = writer.view.terminal(sn) {
+                for sn in writer.view.terminals_of_model(model) {
+                    if let Some(mem) = writer.view.terminal(&sn) {
                         if matches!(mem.state.status, Status::Issued | Status::Active) {
-                            running.push((sn.clone(), model.clone()));
+                            running.push((sn, model.clone()));
                         }
                     }
                 }
