@@ -9,7 +9,8 @@
 //! view is persisted as *pages*: terminals are spread over [`BUCKETS`] buckets by a hash of their SN, and
 //! a snapshot writes one sled value per bucket that changed since the previous snapshot (in the spirit
 //! of EventStoreDB's PTables: a memtable in memory, flushed in large sorted pieces). Snapshots are taken
-//! of the follower's full view every [`SNAPSHOT_EVERY_RECORDS`] records and when the ledger closes, written by a
+//! of the follower's full view every [`SNAPSHOT_EVERY_RECORDS`] records (and at least
+//! [`SNAPSHOT_RECORDS_PER_TERMINAL`] a terminal) and when the ledger closes, written by a
 //! background thread (see `indexer.rs`), and only once every record they cover is durable in the log. The log between the snapshot's watermark and its
 //! end is replayed on open, as a database replays its WAL.
 //!
@@ -36,8 +37,20 @@ use std::hash::BuildHasher;
 
 /// Number of snapshot pages terminals are spread over.
 pub const BUCKETS: usize = 4096;
-/// A snapshot of the view is taken after at least this many new records.
+/// A periodic snapshot of the view is taken after at least this many new records, and at least
+/// [`SNAPSHOT_RECORDS_PER_TERMINAL`] per terminal of the fleet.
 pub const SNAPSHOT_EVERY_RECORDS: u64 = 2_000_000;
+/// Records per terminal between periodic snapshots (with [`SNAPSHOT_EVERY_RECORDS`] as the floor).
+///
+/// A snapshot rewrites every bucket that changed, and between two snapshots a busy fleet changes
+/// nearly all of them, so a snapshot costs about the whole fleet's pages (about 100 bytes a terminal
+/// to encode and hand to sled). At a fixed 2,000,000 records that cost per record grew with the fleet:
+/// a 10^8-event fleet of 5.6 M terminals re-encoded its 5.6 M terminals 50 times (0.05 terminal pages a
+/// record at 10^6 events, 2.7 at 10^8), and the writer's cost per event was 2.3–4× its cost at 10^6
+/// (BENCHMARKS.md, "Scale"). Spacing snapshots by the fleet's size keeps their cost at most a quarter
+/// of a terminal page per record at any size; what it costs is the replay after the watermark on open,
+/// at most this many records a terminal, proportional to the fleet as loading the snapshot is.
+pub const SNAPSHOT_RECORDS_PER_TERMINAL: u64 = 4;
 
 const _: () = assert!(BUCKETS > 0 && BUCKETS <= 1 << 16, "bucket numbers are stored as u16 keys");
 
@@ -252,7 +265,9 @@ pub struct View {
     model_codes: Vec<ModelCode>,
     /// Model code → id.
     model_ids: FastMap<ModelCode, u32>,
-    /// Per model id, the slots of the terminals issued with it, in slot order.
+    /// Per model id, the slots of the terminals issued with it, in the order they were issued (not
+    /// slot order: a view loaded from a snapshot numbers its slots in bucket order, and takes each
+    /// list's order from its model page).
     model_slots: Vec<Vec<u32>>,
     /// Idempotency keys → position, spread over buckets like the terminals.
     event_ids: Vec<FastMap<EventId, u64>>,
@@ -453,7 +468,7 @@ impl View {
         self.insert_slot(&sn, mem)
     }
 
-    /// Terminals issued with `model`, in the order they were issued (slot order).
+    /// Terminals issued with `model`, in the order they were issued.
     pub fn terminals_of_model(&self, model: &ModelCode) -> Vec<Sn> {
         let Some(slots) = self.model_ids.get(model).and_then(|id| self.model_slots.get(*id as usize)) else {
             return Vec::new();

@@ -6,6 +6,7 @@
 //!  the writer's view (no positions)   (bounded)   (stream positions), take    (one at a    until published,
 //!                                                  a snapshot every           time)        write to sled
 //!                                                  SNAPSHOT_EVERY_RECORDS records
+//!                                                  (at least 4 a terminal)
 //! ```
 //!
 //! The writer hands each append's events (moved, not copied) to the *follower*, which applies them to
@@ -30,7 +31,9 @@
 
 use crate::apply::{apply_written, ApplyError, Written};
 use crate::guard::{Lock, LockPoisoned};
-use crate::index::{Changed, SnapshotError, Store, StoreError, View, SNAPSHOT_EVERY_RECORDS};
+use crate::index::{
+    Changed, SnapshotError, Store, StoreError, View, SNAPSHOT_EVERY_RECORDS, SNAPSHOT_RECORDS_PER_TERMINAL,
+};
 use crate::merkle::Hash;
 use log::ReadError;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -350,6 +353,8 @@ pub(crate) struct Follower {
     pub(crate) stopped: bool,
     /// Records between periodic snapshots ([`SNAPSHOT_EVERY_RECORDS`]; smaller in tests).
     snapshot_every_records: u64,
+    /// And at least this many a terminal ([`SNAPSHOT_RECORDS_PER_TERMINAL`]; 0 in tests).
+    snapshot_records_per_terminal: u64,
 }
 
 impl Follower {
@@ -365,6 +370,7 @@ impl Follower {
             failed: None,
             stopped: false,
             snapshot_every_records: SNAPSHOT_EVERY_RECORDS,
+            snapshot_records_per_terminal: SNAPSHOT_RECORDS_PER_TERMINAL,
         }
     }
 
@@ -388,10 +394,17 @@ impl Follower {
         self.applied = applied.size;
         self.last_leaf = applied.last_leaf;
         if store_idle {
-            self.snapshot(self.snapshot_every_records)
+            self.snapshot(self.periodic_interval())
         } else {
             None
         }
+    }
+
+    /// Records between periodic snapshots for the fleet the view holds now: the floor, or
+    /// [`SNAPSHOT_RECORDS_PER_TERMINAL`] a terminal when that is more (see there for why).
+    fn periodic_interval(&self) -> u64 {
+        let terminals = self.view.terminal_count() as u64;
+        self.snapshot_every_records.max(terminals.saturating_mul(self.snapshot_records_per_terminal))
     }
 
     /// A snapshot of what changed, if at least `min_new` records arrived since the last one.
@@ -557,6 +570,7 @@ mod tests {
         let mut writer = View::default().writer_copy();
         let mut follower = Follower::new(View::default(), 0, [0; 32], 0);
         follower.snapshot_every_records = 2;
+        follower.snapshot_records_per_terminal = 0;
         let mut first = 0;
         let mut append = |follower: &mut Follower, events, store_idle| {
             let written = write(&mut writer, events, first);
@@ -575,6 +589,39 @@ mod tests {
         assert!(append(&mut follower, vec![flow("B")], true).is_none());
         // A requested snapshot is taken whatever the store thread is doing.
         assert_eq!(follower.snapshot(1).map(|c| c.size()), Some(4));
+    }
+
+    /// Regression test for the writer's cost per event growing with the fleet (2.3–4× at 10^8 events
+    /// against 10^6, BENCHMARKS.md): periodic snapshots, each about the whole fleet's pages, were taken
+    /// every fixed number of records; now at least `SNAPSHOT_RECORDS_PER_TERMINAL` records a terminal
+    /// apart.
+    #[test]
+    fn periodic_snapshots_are_spaced_by_the_size_of_the_fleet() {
+        use crate::apply::tests::{flow, issued, write};
+        let mut writer = View::default().writer_copy();
+        let mut follower = Follower::new(View::default(), 0, [0; 32], 0);
+        follower.snapshot_every_records = 20;
+        assert_eq!(follower.snapshot_records_per_terminal, SNAPSHOT_RECORDS_PER_TERMINAL);
+        assert_eq!(SNAPSHOT_RECORDS_PER_TERMINAL, 4, "the numbers below assume 4 records a terminal");
+        let mut first = 0;
+        let mut append = |follower: &mut Follower, events| {
+            let written = write(&mut writer, events, first);
+            first += written.fresh.len() as u64;
+            follower.apply(&Applied { written, size: first, last_leaf: [0; 32] }, true).map(|c| c.size())
+        };
+        // Three terminals: the floor of 20 records is more than 4 a terminal.
+        assert_eq!(append(&mut follower, vec![issued("A"), issued("B"), issued("C")]), None);
+        for position in 3..19 {
+            assert_eq!(append(&mut follower, vec![flow("A")]), None, "a snapshot at {position}");
+        }
+        assert_eq!(append(&mut follower, vec![flow("A")]), Some(20));
+        // Six terminals: 24 records (4 a terminal) until the next snapshot, more than the floor.
+        assert_eq!(append(&mut follower, vec![issued("D"), issued("E"), issued("F")]), None);
+        assert_eq!(follower.periodic_interval(), 24);
+        for position in 23..43 {
+            assert_eq!(append(&mut follower, vec![flow("D")]), None, "a snapshot at {position}");
+        }
+        assert_eq!(append(&mut follower, vec![flow("D")]), Some(44));
     }
 
     #[test]
