@@ -1222,7 +1222,7 @@ mod tests {
             for p in 0..=(i % 3) {
                 positions.push(10 * i + p);
             }
-            let model = models[(i % 2) as usize].clone();
+            let model = models.get((i % 2) as usize).unwrap().clone();
             let mem = TerminalMem { version: positions.len(), state: state(i), model, positions };
             view.insert_terminal(sn.clone(), mem.clone());
             owned.push((sn, mem));
@@ -1262,7 +1262,7 @@ mod tests {
         }
         let writer = loaded.writer_copy();
         assert!(!writer.is_full());
-        let (sn, mem) = &owned[5];
+        let (sn, mem) = owned.get(5).unwrap();
         let got = writer.terminal(sn).unwrap();
         assert_eq!((got.version, got.state, got.model), (mem.version, mem.state, &mem.model));
         assert!(got.positions.is_empty(), "the writer's copy keeps no positions");
