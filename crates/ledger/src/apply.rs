@@ -301,7 +301,7 @@ impl<'e> Changes<'e> {
                     model: model.clone(),
                     positions: Positions::default(),
                 };
-                let slot = view.insert_terminal(sn.clone(), mem);
+                let slot = view.insert_terminal(sn, mem);
                 change.slot = Some(slot);
                 Some(slot)
             }
@@ -376,7 +376,7 @@ pub(crate) fn apply_written(view: &mut View, written: &Written) -> Result<(), Ap
                     if view.slot_of(&d.device).is_some() {
                         return Err(ApplyError::IssuedTwice { position, device: device() });
                     }
-                    view.insert_terminal(d.device.clone(), mem);
+                    view.insert_terminal(&d.device, mem);
                 }
                 if !view.slot_holds(slot, &d.device) {
                     return Err(ApplyError::WrongSlot { position, slot, device: device() });

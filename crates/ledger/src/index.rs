@@ -424,7 +424,8 @@ impl View {
         id
     }
 
-    fn insert_slot(&mut self, sn: &Sn, mem: TerminalMem) -> u32 {
+    /// Adds a newly issued terminal; returns its slot.
+    pub fn insert_terminal(&mut self, sn: &Sn, mem: TerminalMem) -> u32 {
         let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         assert!(slot < u32::MAX, "more than 4 billion terminals");
         let bucket = bucket_of(sn);
@@ -463,17 +464,19 @@ impl View {
         slot
     }
 
-    /// Adds a newly issued terminal; returns its slot.
-    pub fn insert_terminal(&mut self, sn: Sn, mem: TerminalMem) -> u32 {
-        self.insert_slot(&sn, mem)
-    }
-
     /// Terminals issued with `model`, in the order they were issued.
     pub fn terminals_of_model(&self, model: &ModelCode) -> Vec<Sn> {
-        let Some(slots) = self.model_ids.get(model).and_then(|id| self.model_slots.get(*id as usize)) else {
-            return Vec::new();
-        };
-        slots.iter().filter_map(|slot| self.entries.get(*slot as usize)).filter_map(|e| sn_of(&e.key)).collect()
+        self.model_terminals(model).map(|(sn, _)| sn).collect()
+    }
+
+    /// Terminals issued with `model` and their entries, in the order they were issued (straight from
+    /// the model's slots: a recall of a whole model does not look each terminal up again by SN).
+    pub fn model_terminals(&self, model: &ModelCode) -> impl Iterator<Item = (Sn, TerminalRef<'_>)> + '_ {
+        let slots = self.model_ids.get(model).and_then(|id| self.model_slots.get(*id as usize));
+        slots
+            .into_iter()
+            .flatten()
+            .filter_map(|slot| Some((self.entries.get(*slot as usize)?.key.to_sn()?, self.terminal_at(*slot)?)))
     }
 
     /// Records a directive.
@@ -559,13 +562,6 @@ impl View {
             event_ids,
         }
     }
-}
-
-/// The SN a view key holds (the key was made from a validated SN, so it parses).
-fn sn_of(key: &SnKey) -> Option<Sn> {
-    let sn = Sn::parse(key.as_str()).ok();
-    debug_assert!(sn.is_some(), "view keys are made from validated SNs");
-    sn
 }
 
 /// The SNs of some slots, serialized as a list of strings (the format of a model page: a `Vec<Sn>`).
@@ -1028,7 +1024,7 @@ impl Store {
                 mem.positions
                     .check(indexed)
                     .map_err(|error| SnapshotError::Positions { stream: StreamId::Terminal(sn.clone()), error })?;
-                view.insert_slot(&sn, mem);
+                view.insert_terminal(&sn, mem);
             }
         }
         if let Some(bytes) = self.directives_stream.get("D").map_err(sled_error)? {
@@ -1071,12 +1067,10 @@ impl Store {
             let terminals: Vec<Sn> = decode(&value)?;
             let mut slots = Vec::with_capacity(terminals.len());
             for sn in &terminals {
-                if view.terminal(sn).map(|m| m.model) != Some(&model) {
+                let slot = view.slot_of(sn).filter(|slot| view.terminal_at(*slot).map(|m| m.model) == Some(&model));
+                let Some(slot) = slot else {
                     return Err(SnapshotError::ModelDisagrees { sn: sn.clone(), model }.into());
-                }
-                let slot = view
-                    .slot_of(sn)
-                    .ok_or_else(|| SnapshotError::ModelDisagrees { sn: sn.clone(), model: model.clone() })?;
+                };
                 match seen.get_mut(slot as usize) {
                     Some(flag) if !*flag => *flag = true,
                     _ => return Err(SnapshotError::StoredTwice(sn.clone()).into()),
@@ -1088,8 +1082,8 @@ impl Store {
             if held != terminals.len() {
                 return Err(SnapshotError::ModelCount { listed: terminals.len(), held }.into());
             }
-            // The page keeps the order the terminals were issued in (bucket order is a hash order):
-            // recalls walk it, so a reopened ledger emits them in the same order as one never closed.
+            // The page keeps the order the terminals were issued in (bucket order is a hash order), the
+            // order `terminals_of_model` answers in, reopened or not.
             if let Some(list) = id.and_then(|id| view.model_slots.get_mut(id as usize)) {
                 *list = slots;
             }
@@ -1224,7 +1218,7 @@ mod tests {
             }
             let model = models.get((i % 2) as usize).unwrap().clone();
             let mem = TerminalMem { version: positions.len(), state: state(i), model, positions };
-            view.insert_terminal(sn.clone(), mem.clone());
+            view.insert_terminal(&sn, mem.clone());
             owned.push((sn, mem));
         }
         let snapshot = view.take_snapshot(3_000, [7; 32]).encode().unwrap();

@@ -126,6 +126,14 @@ impl CompactSn {
         }
     }
 
+    /// The owned, validated SN. Keys are built from validated SNs, so this is `None` only if that
+    /// invariant broke (asserted in debug builds).
+    pub fn to_sn(&self) -> Option<crate::model::Sn> {
+        let sn = crate::model::Sn::parse(self.as_str()).ok();
+        debug_assert!(sn.is_some(), "SN keys are built from validated SNs");
+        sn
+    }
+
     /// Bytes of the SN on the heap (0 when inline).
     pub fn heap_len(&self) -> usize {
         match self {
@@ -195,5 +203,7 @@ mod tests {
         assert_eq!(CompactSn::new(&short), CompactSn::new(&short));
         assert_ne!(CompactSn::new(&short), CompactSn::new(&long));
         assert_eq!(CompactSn::new(&"B".repeat(64)).as_bytes(), "B".repeat(64).as_bytes());
+        assert_eq!(CompactSn::new(&long).to_sn().map(|sn| sn.to_string()), Some(long.clone()));
+        assert_eq!(CompactSn::new(&short).to_sn().map(|sn| sn.to_string()), Some(short.clone()));
     }
 }

@@ -8,7 +8,7 @@
 //! `directive_not_enforced`, `dormant`, `replacement_mismatch`, and `flag_open_too_long` for a flag
 //! still open. The end of the log is the event time of the last record folded.
 
-use crate::fleet::{Fleet, KeyExt, Terminal};
+use crate::fleet::{Fleet, Terminal};
 use log::lifecycle::{ContractState, Status};
 use log::{FlagReason, Sn, TerminalEvent};
 use serde::{Deserialize, Serialize};

@@ -68,19 +68,11 @@ pub(crate) use log::key::CompactSn as SnKey;
 
 /// What the fleet asks of a partition key besides the key itself.
 pub(crate) trait KeyExt {
-    /// The owned, validated SN (for findings and links; the SN was validated when decoded).
-    fn to_sn(&self) -> Option<Sn>;
     /// Heap bytes held (glibc chunk size), 0 when inline.
     fn heap_bytes(&self) -> usize;
 }
 
 impl KeyExt for SnKey {
-    fn to_sn(&self) -> Option<Sn> {
-        let sn = Sn::parse(self.as_str()).ok();
-        debug_assert!(sn.is_some(), "partition keys come from decoded (validated) SNs");
-        sn
-    }
-
     fn heap_bytes(&self) -> usize {
         match self.heap_len() {
             0 => 0,

@@ -8,7 +8,7 @@
 //! pairing verdicts are the same in both.
 
 use crate::audit::{self, AuditConfig, AuditTerm, Finding, Rule};
-use crate::fleet::{partition_of, Directives, Fleet, KeyExt, Links, Partition, SnKey, Terminal};
+use crate::fleet::{partition_of, Directives, Fleet, Links, Partition, SnKey, Terminal};
 use crate::intern::{NameIds, Names};
 use log::lifecycle::{self, ContractState, State, Status, Violation};
 use log::model::ACTIVATION_FLOW_FEN;

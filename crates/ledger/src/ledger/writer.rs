@@ -211,11 +211,9 @@ impl Ledger {
             let mut writer = self.shared.writer.lock()?;
             let mut running = Vec::new();
             for model in &directive.models {
-                for sn in writer.view.terminals_of_model(model) {
-                    if let Some(mem) = writer.view.terminal(&sn) {
-                        if matches!(mem.state.status, Status::Issued | Status::Active) {
-                            running.push((sn, model.clone()));
-                        }
+                for (sn, mem) in writer.view.model_terminals(model) {
+                    if matches!(mem.state.status, Status::Issued | Status::Active) {
+                        running.push((sn, model.clone()));
                     }
                 }
             }
