@@ -90,37 +90,83 @@ impl Table {
     /// Writes the table; the first `left` columns are left-aligned, the rest right-aligned; the last
     /// column is never padded.
     pub fn write(&self, out: &mut dyn Write, left: usize) -> io::Result<()> {
-        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (i, cell) in row.iter().enumerate() {
-                if let Some(w) = widths.get_mut(i) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-        }
-        let last = widths.len().saturating_sub(1);
-        for row in std::iter::once(&self.header).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, cell) in row.iter().enumerate() {
-                let w = widths.get(i).copied().unwrap_or(0);
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                if i == last && i < left {
-                    line.push_str(cell);
-                } else if i < left {
-                    line.push_str(&format!("{cell:<w$}"));
-                } else {
-                    line.push_str(&format!("{cell:>w$}"));
-                }
-            }
-            writeln!(out, "{}", line.trim_end())?;
-        }
-        Ok(())
+        let header: Vec<&str> = self.header.iter().map(String::as_str).collect();
+        write_rows(out, &header, left, || self.rows.iter().map(|row| row.iter().map(|cell| Cell::Text(cell))))
     }
 }
 
+/// One cell of a table written by [`write_rows`]: text, or a count written in digits (no separators).
+#[derive(Clone, Copy, Debug)]
+pub enum Cell<'a> {
+    /// Text, written as is.
+    Text(&'a str),
+    /// A number, written in decimal digits.
+    Number(u64),
+}
+
+impl Cell<'_> {
+    /// Its width in characters, as written.
+    fn width(self) -> usize {
+        match self {
+            Cell::Text(text) => text.chars().count(),
+            Cell::Number(n) => n.checked_ilog10().map_or(1, |digits| digits as usize + 1),
+        }
+    }
+
+    /// Appends it to `line`, padded to `width` (left- or right-aligned) or not padded.
+    fn push(self, line: &mut String, width: Option<(usize, bool)>) {
+        use std::fmt::Write as _;
+        // Writing to a String never fails.
+        let _ = match (self, width) {
+            (Cell::Text(text), None) => write!(line, "{text}"),
+            (Cell::Text(text), Some((w, true))) => write!(line, "{text:<w$}"),
+            (Cell::Text(text), Some((w, false))) => write!(line, "{text:>w$}"),
+            (Cell::Number(n), None) => write!(line, "{n}"),
+            (Cell::Number(n), Some((w, true))) => write!(line, "{n:<w$}"),
+            (Cell::Number(n), Some((w, false))) => write!(line, "{n:>w$}"),
+        };
+    }
+}
+
+/// Writes a table with aligned columns without holding it as strings: `rows` is called twice, once to
+/// measure the columns and once to write the rows (a table of a million findings was four million
+/// strings, and most of `replay audit`'s time on an issue-heavy fleet). The first `left` columns are
+/// left-aligned, the rest right-aligned; the last column is never padded, and no line ends in blanks.
+pub fn write_rows<'a, R, I>(out: &mut dyn Write, header: &[&str], left: usize, rows: impl Fn() -> I) -> io::Result<()>
+where
+    I: Iterator<Item = R>,
+    R: IntoIterator<Item = Cell<'a>>,
+{
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows() {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.width());
+        }
+    }
+    let last = widths.len().saturating_sub(1);
+    let mut line = String::new();
+    let mut write_line = |cells: &mut dyn Iterator<Item = Cell<'_>>| -> io::Result<()> {
+        line.clear();
+        for (i, cell) in cells.enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = if i == last && i < left { None } else { Some((w, i < left)) };
+            cell.push(&mut line, pad);
+        }
+        out.write_all(line.trim_end().as_bytes())?;
+        out.write_all(b"\n")
+    };
+    write_line(&mut header.iter().map(|h| Cell::Text(h)))?;
+    for row in rows() {
+        write_line(&mut row.into_iter())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -134,5 +180,31 @@ mod tests {
         assert_eq!(count(1, "event", "events"), "1 event");
         assert_eq!(count(0, "event", "events"), "0 events");
         assert_eq!(count(12_000, "event", "events"), "12,000 events");
+    }
+
+    #[test]
+    fn tables_align_pad_and_trim_as_before_streaming() {
+        let mut table = Table::new(&["POSITION", "RULE", "DETAIL"]);
+        table.push(vec!["7".into(), "dormant".into(), "issued 400 days ago".into()]);
+        table.push(vec!["1234567890".into(), "flow_after_stop".into(), String::new()]);
+        let mut out = Vec::new();
+        table.write(&mut out, 3).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "POSITION    RULE             DETAIL\n7           dormant          issued 400 days ago\n\
+             1234567890  flow_after_stop\n"
+        );
+        // Numbers: right-aligned past `left`, measured in digits, the same as their text.
+        let rows = [[Cell::Text("a"), Cell::Number(0)], [Cell::Text("bb"), Cell::Number(12345)]];
+        let mut out = Vec::new();
+        write_rows(&mut out, &["K", "N"], 1, || rows.iter().copied()).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "K       N\na       0\nbb  12345\n");
+        let mut table = Table::new(&["K", "N"]);
+        table.push(vec!["a".into(), "0".into()]);
+        table.push(vec!["bb".into(), "12345".into()]);
+        let mut out = Vec::new();
+        table.write(&mut out, 1).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "K       N\na       0\nbb  12345\n");
     }
 }

@@ -1,7 +1,7 @@
 //! `replay audit`: the audit rules' findings, as data.
 
 use crate::error::{output, Error};
-use crate::text::{count, thousands, CsvWriter, Table};
+use crate::text::{count, thousands, write_rows, Cell, CsvWriter};
 use log::Source;
 use projections::{AuditConfig, Cut, Options, Rule};
 use serde::Serialize;
@@ -76,22 +76,19 @@ pub fn write_csv(findings: &[FindingView], out: &mut dyn Write) -> Result<(), Er
     write().map_err(output("-"))
 }
 
-/// Writes findings as an aligned table, with a count per rule.
+/// Writes findings as an aligned table, with a count per rule (streamed: no copy of the findings).
 pub fn write_table(findings: &[FindingView], out: &mut dyn Write) -> Result<(), Error> {
-    let mut table = Table::new(&["POSITION", "RULE", "DEVICE", "DETAIL"]);
-    for f in findings {
-        table.push(vec![
-            f.position.to_string(),
-            f.rule.to_owned(),
-            f.device.clone().unwrap_or_else(|| "-".into()),
-            f.detail.clone(),
-        ]);
-    }
     let mut write = || -> std::io::Result<()> {
         if findings.is_empty() {
             return writeln!(out, "no findings");
         }
-        table.write(out, 4)?;
+        let rows = || {
+            findings.iter().map(|f| {
+                let device = f.device.as_deref().unwrap_or("-");
+                [Cell::Number(f.position), Cell::Text(f.rule), Cell::Text(device), Cell::Text(&f.detail)]
+            })
+        };
+        write_rows(out, &["POSITION", "RULE", "DEVICE", "DETAIL"], 4, rows)?;
         writeln!(out)?;
         let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
         for f in findings {

@@ -16,7 +16,7 @@
 use crate::audit::FindingView;
 use crate::error::{output, Error};
 use crate::fleet::{FleetReport, StatusCounts};
-use crate::text::{count, thousands, CsvWriter, Table};
+use crate::text::{count, thousands, write_rows, Cell, CsvWriter, Table};
 use log::Source;
 use projections::{AuditConfig, Counts, Cut, Fleet, Options, Rule};
 use rayon::prelude::*;
@@ -466,21 +466,24 @@ pub fn write_csv(findings: &[FindingView], out: &mut dyn Write) -> Result<(), Er
 
 /// Writes many-source findings as a table, with counts per rule and per source.
 pub fn write_table(findings: &[FindingView], sources: &[Named<'_>], out: &mut dyn Write) -> Result<(), Error> {
-    let mut table = Table::new(&["LEDGER", "POSITION", "RULE", "DEVICE", "DETAIL"]);
-    for f in findings {
-        table.push(vec![
-            f.ledger_id.clone().unwrap_or_default(),
-            f.position.to_string(),
-            f.rule.to_owned(),
-            f.device.clone().unwrap_or_else(|| "-".into()),
-            f.detail.clone(),
-        ]);
-    }
     let mut write = || -> std::io::Result<()> {
         if findings.is_empty() {
             return writeln!(out, "no findings in {}", count(sources.len() as u64, "source", "sources"));
         }
-        table.write(out, 4)?;
+        let rows = || {
+            findings.iter().map(|f| {
+                let ledger = f.ledger_id.as_deref().unwrap_or_default();
+                let device = f.device.as_deref().unwrap_or("-");
+                [
+                    Cell::Text(ledger),
+                    Cell::Number(f.position),
+                    Cell::Text(f.rule),
+                    Cell::Text(device),
+                    Cell::Text(&f.detail),
+                ]
+            })
+        };
+        write_rows(out, &["LEDGER", "POSITION", "RULE", "DEVICE", "DETAIL"], 4, rows)?;
         writeln!(out)?;
         let mut by_rule: BTreeMap<&str, u64> = BTreeMap::new();
         for f in findings {
