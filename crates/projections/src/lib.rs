@@ -47,9 +47,27 @@ impl Fleet {
         let log = self.audit.as_ref()?;
         let mut all = log.findings.clone();
         all.extend(audit::end_of_log(self, &log.config));
-        all.sort_unstable();
+        sort_findings(&mut all);
         Some(all)
     }
+
+    /// [`findings`](Self::findings), consuming the fleet: the findings met while folding are moved,
+    /// not copied (on an issue-heavy fleet of 10^7 events, 0.8 M findings and their texts).
+    pub fn into_findings(mut self) -> Option<Vec<Finding>> {
+        let config = self.audit.as_ref()?.config;
+        let end = audit::end_of_log(&self, &config);
+        let mut all = std::mem::take(&mut self.audit.as_mut()?.findings);
+        all.extend(end);
+        sort_findings(&mut all);
+        Some(all)
+    }
+}
+
+/// Findings in their one order (position, then rule, terminal and text), sorted on every core.
+fn sort_findings(findings: &mut [Finding]) {
+    use rayon::slice::ParallelSliceMut;
+    findings.par_sort_unstable();
+    debug_assert!(findings.is_sorted(), "findings are sorted");
 }
 
 /// Rebuilds with the audit rules and returns every finding, sorted by position.
@@ -60,5 +78,5 @@ pub fn audit(
     options: &Options,
 ) -> Result<Vec<Finding>, RebuildError> {
     let fleet = rebuild(source, cut, &options.audit(config))?;
-    Ok(fleet.findings().unwrap_or_default())
+    Ok(fleet.into_findings().unwrap_or_default())
 }

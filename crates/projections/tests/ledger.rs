@@ -38,6 +38,8 @@ fn simulated_fleet_end_to_end() {
     let not_enforced = findings.iter().filter(|f| f.rule == Rule::DirectiveNotEnforced).count() as u64;
     assert!(not_enforced <= report.missed_directive, "{not_enforced} findings, {report:?}");
     assert_eq!(fleet, rebuild_sequential(&live, Cut::Head, options.audit).unwrap());
+    // Consuming the fleet moves its findings instead of copying them; the list is the same.
+    assert_eq!(fleet.clone().into_findings().as_ref(), Some(&findings));
     assert_eq!(fleet, rebuild(&live, Cut::Head, &options.threads(1)).unwrap());
 
     // Checkpoint beside the ledger, append more, catch up.
