@@ -92,8 +92,12 @@ macro_rules! identifier {
         impl $name {
             /// Validates and wraps `value`: 1 to [`MAX_ID_LEN`] bytes of `[A-Za-z0-9_-]`.
             pub fn parse(value: &str) -> Result<Self, FieldError> {
-                check_id($field, value)?;
+                Self::check(value)?;
                 Ok(Self(compact_str::CompactString::new(value)))
+            }
+            /// The checks of [`Self::parse`], without building the value.
+            pub fn check(value: &str) -> Result<(), FieldError> {
+                check_id($field, value)
             }
             /// The identifier as text.
             pub fn as_str(&self) -> &str {

@@ -99,10 +99,22 @@ impl Partition {
     }
 
     pub fn insert(&mut self, sn: SnKey, terminal: Terminal) {
-        assert!(!self.index.contains_key(&sn), "a terminal is inserted once: issued twice is rejected by the rules");
+        let fresh = self.try_insert(sn, terminal);
+        assert!(fresh, "a terminal is inserted once: issued twice is rejected by the rules");
+    }
+
+    /// Inserts a terminal whose SN is not in the partition yet, with one index lookup; `false`, and the
+    /// partition unchanged, if it is.
+    pub fn try_insert(&mut self, sn: SnKey, terminal: Terminal) -> bool {
         let slot = u32::try_from(self.terminals.len()).unwrap_or(u32::MAX);
-        self.terminals.push(terminal);
-        self.index.insert(sn, slot);
+        match self.index.entry(sn) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(slot);
+                self.terminals.push(terminal);
+                true
+            }
+        }
     }
 
     /// SNs in slot order.

@@ -111,16 +111,16 @@ impl Interner {
             + collided
     }
 
-    pub(crate) fn to_image(&self) -> Vec<String> {
-        self.values().map(str::to_owned).collect()
+    pub(crate) fn to_image(&self) -> Vec<&str> {
+        self.values().collect()
     }
 
     /// Rebuilds a table from its values in id order; `None` if a value repeats.
-    pub(crate) fn from_image(values: Vec<String>) -> Option<Interner> {
+    pub(crate) fn from_image(values: Vec<&str>) -> Option<Interner> {
         let mut table = Interner::new();
         for value in values {
             let before = table.len();
-            table.intern(&value);
+            table.intern(value);
             if table.len() == before {
                 return None;
             }
@@ -170,15 +170,19 @@ impl Names {
 
 /// Serializable form of [`Names`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct NamesImage {
-    pub models: Vec<String>,
-    pub providers: Vec<String>,
-    pub regions: Vec<String>,
-    pub merchants: Vec<String>,
+pub(crate) struct NamesImage<'a> {
+    #[serde(borrow)]
+    pub models: Vec<&'a str>,
+    #[serde(borrow)]
+    pub providers: Vec<&'a str>,
+    #[serde(borrow)]
+    pub regions: Vec<&'a str>,
+    #[serde(borrow)]
+    pub merchants: Vec<&'a str>,
 }
 
 impl Names {
-    pub(crate) fn to_image(&self) -> NamesImage {
+    pub(crate) fn to_image(&self) -> NamesImage<'_> {
         NamesImage {
             models: self.models.to_image(),
             providers: self.providers.to_image(),
@@ -187,7 +191,7 @@ impl Names {
         }
     }
 
-    pub(crate) fn from_image(image: NamesImage) -> Option<Names> {
+    pub(crate) fn from_image(image: NamesImage<'_>) -> Option<Names> {
         Some(Names {
             models: Interner::from_image(image.models)?,
             providers: Interner::from_image(image.providers)?,
@@ -211,6 +215,6 @@ mod tests {
         assert_eq!(t.get(1), Some("a"));
         assert_eq!(t.id("a"), Some(1));
         assert_eq!(Interner::from_image(t.to_image()).unwrap(), t);
-        assert!(Interner::from_image(vec!["x".into(), "x".into()]).is_none());
+        assert!(Interner::from_image(vec!["x", "x"]).is_none());
     }
 }
