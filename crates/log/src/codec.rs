@@ -837,7 +837,7 @@ impl<'a> Reader<'a> {
         if text.len() > MAX_TEXT_LEN {
             return Err(field_error(FieldError::Length { field: "text", max: MAX_TEXT_LEN, len: text.len() }));
         }
-        if text.chars().any(char::is_control) {
+        if crate::model::has_control(text) {
             return Err(malformed("text must not hold control characters"));
         }
         Ok(text)

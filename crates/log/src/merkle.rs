@@ -161,7 +161,12 @@ pub fn aligned_tiles(mut lo: u64, hi: u64, max_height: u32) -> Vec<(u64, u32)> {
 /// If the count is not a power of two.
 pub fn perfect_root(leaves: &[Hash]) -> Hash {
     assert!(leaves.is_empty() || leaves.len().is_power_of_two(), "a perfect tree has 2^k leaves");
-    let mut level: Vec<Hash> = leaves.to_vec();
+    if leaves.len() <= 1 {
+        return leaves.first().copied().unwrap_or_else(empty_root);
+    }
+    // The first level is hashed from `leaves` into half as many nodes (no copy of the leaves), the
+    // next ones in place.
+    let mut level: Vec<Hash> = leaves.as_chunks::<2>().0.iter().map(|[left, right]| node_hash(left, right)).collect();
     while level.len() > 1 {
         let half = level.len() / 2;
         for i in 0..half {

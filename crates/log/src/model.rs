@@ -237,20 +237,26 @@ impl Text {
         &self.0
     }
 }
+/// Whether `text` holds a control character (`char::is_control`: C0, DEL, C1). The one copy of the
+/// rule, for [`Text`] and for the codec's borrowed decoding.
+#[inline]
+pub(crate) fn has_control(text: &str) -> bool {
+    // ASCII text (most notes) is checked a byte at a time: its control characters are 0x00-0x1F and
+    // 0x7F, the same set `char::is_control` gives there.
+    if text.is_ascii() {
+        text.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        text.chars().any(char::is_control)
+    }
+}
+
 impl TryFrom<String> for Text {
     type Error = FieldError;
     fn try_from(value: String) -> Result<Self, FieldError> {
         if value.len() > MAX_TEXT_LEN {
             return Err(FieldError::Length { field: "text", max: MAX_TEXT_LEN, len: value.len() });
         }
-        // ASCII text (most notes) is checked a byte at a time: its control characters are 0x00-0x1F
-        // and 0x7F, the same set `char::is_control` gives.
-        let control = if value.is_ascii() {
-            value.bytes().any(|b| b < 0x20 || b == 0x7f)
-        } else {
-            value.chars().any(char::is_control)
-        };
-        if control {
+        if has_control(&value) {
             return Err(FieldError::Invalid("text must not hold control characters".into()));
         }
         Ok(Self(value))
@@ -738,5 +744,34 @@ pub struct AppendEvent {
 impl From<Event> for AppendEvent {
     fn from(event: Event) -> Self {
         AppendEvent { event, event_id: None, expected_version: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn control_characters_are_those_of_char_is_control_ascii_or_not() {
+        for (text, control) in [
+            ("plain note", false),
+            ("tab\there", true),
+            ("del\u{7f}", true),
+            ("nul\u{0}", true),
+            ("c1 next line \u{85}", true),
+            ("c1 last \u{9f}", true),
+            ("商户移机 é", false),
+            ("", false),
+        ] {
+            assert_eq!(has_control(text), control, "{text:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn prop_has_control_is_char_is_control(text in any::<String>()) {
+            prop_assert_eq!(has_control(&text), text.chars().any(char::is_control));
+        }
     }
 }
