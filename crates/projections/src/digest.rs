@@ -70,13 +70,24 @@ pub fn digest(fleet: &Fleet) -> [u8; 32] {
     // at most `GROUP` terminals' bytes are held at once.
     const GROUP: usize = 1 << 16;
     const TASK: usize = 1 << 10;
+    const LOOKAHEAD: usize = 16;
     for group in sorted.chunks(GROUP) {
         let parts: Vec<Vec<u8>> = group
             .par_chunks(TASK)
             .map(|terminals| {
                 let mut buf = Vec::with_capacity(terminals.len() * 128);
-                for (sn, t) in terminals {
-                    encode_terminal(fleet, sn, t, &mut buf);
+                // In SN order the terminals, and the merchant names they point to, are scattered over
+                // the fleet: a window of them is touched first, as independent loads whose cache
+                // misses overlap, then encoded from cache.
+                for window in terminals.chunks(LOOKAHEAD) {
+                    let mut touched = 0usize;
+                    for (_, t) in window {
+                        touched ^= fleet.names.merchants.get(t.merchant).map_or(0, str::len);
+                    }
+                    std::hint::black_box(touched);
+                    for (sn, t) in window {
+                        encode_terminal(fleet, sn, t, &mut buf);
+                    }
                 }
                 buf
             })
