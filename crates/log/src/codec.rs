@@ -1012,6 +1012,21 @@ pub fn decode_view(body: &[u8]) -> Result<RecordView<'_>, CodecError> {
     Ok(record)
 }
 
+/// A committed flow record of terminal `SN1` (for tests).
+#[cfg(test)]
+pub(crate) fn flow_record(position: u64, version: u64, at: chrono::DateTime<chrono::Utc>, amount_fen: u64) -> Record {
+    use crate::model::{DeviceEvent, Event, Sn, TerminalEvent};
+    let device = Sn::parse("SN1").unwrap_or_else(|e| panic!("a valid test SN: {e}"));
+    Record {
+        position,
+        version,
+        event_id: None,
+        recorded_at: at,
+        commit: true,
+        event: Event::Terminal(DeviceEvent { device, at, event: TerminalEvent::Flow { amount_fen, transactions: 1 } }),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1301,18 +1316,7 @@ mod tests {
         #[test]
         fn invalid_fields_are_refused_alike() {
             let at = DateTime::<Utc>::from_timestamp_micros(1_700_000_000_000_000).unwrap();
-            let base = Record {
-                position: 1,
-                version: 0,
-                event_id: None,
-                recorded_at: at,
-                commit: true,
-                event: Event::Terminal(DeviceEvent {
-                    device: Sn::parse("SN1").unwrap(),
-                    at,
-                    event: TerminalEvent::Flow { amount_fen: MAX_FLOW_FEN, transactions: 1 },
-                }),
-            };
+            let base = flow_record(1, 0, at, MAX_FLOW_FEN);
             let good = body(&base);
             assert!(agree(&good).unwrap());
             // Flow over the limit: refused after decoding (validate), by both.

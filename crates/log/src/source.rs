@@ -170,7 +170,7 @@ struct LeafBatch {
 
 impl LeafBatch {
     /// Bodies waiting before they are hashed.
-    const BYTES: usize = 8 << 20;
+    const BYTES: usize = LEAF_BATCH_BYTES;
 
     fn new(first: u64, anchor: Option<u64>) -> LeafBatch {
         LeafBatch {
@@ -561,12 +561,12 @@ pub fn check_chain(
 /// hashes only that file's records.
 fn root_within(meta: &FileMeta, mut frontier: Frontier, size: u64) -> Result<Hash, ReadError> {
     assert_eq!(frontier.size(), meta.first_position(), "the frontier starts where the file does");
-    let mut frames = FrameIter::new(vec![meta.clone()], meta.first_position(), size);
-    while let Some((_, body, _)) = frames.next_frame()? {
-        frontier.push_leaf(body);
-    }
+    FrameIter::new(vec![meta.clone()], meta.first_position(), size).extend_frontier(&mut frontier)?;
     Ok(frontier.root())
 }
+
+/// Bytes of record bodies [`FrameIter::extend_frontier`] holds and hashes at a time.
+pub const LEAF_BATCH_BYTES: usize = 8 << 20;
 
 /// A log opened for reading: a ledger folder or a bundle. Opening never writes.
 #[derive(Clone, Debug)]
@@ -621,10 +621,7 @@ impl Source {
             .filter_map(|t| t.checked_frontier())
             .max_by_key(Frontier::size)
             .unwrap_or_default();
-        let mut frames = self.frames(frontier.size(), size);
-        while let Some((_, body, _)) = frames.next_frame()? {
-            frontier.push_leaf(body);
-        }
+        self.frames(frontier.size(), size).extend_frontier(&mut frontier)?;
         assert_eq!(frontier.size(), size, "the frontier covers exactly the records asked for");
         Ok(frontier)
     }
@@ -908,6 +905,42 @@ pub struct FrameIter {
 }
 
 impl FrameIter {
+    /// Pushes the leaf of every remaining frame onto `frontier` (which must end where the frames
+    /// start), hashing batches of up to [`LEAF_BATCH_BYTES`] of bodies on the current rayon pool: the
+    /// frontier of pushing them one by one, at the cost of one batch of memory.
+    pub fn extend_frontier(&mut self, frontier: &mut Frontier) -> Result<(), ReadError> {
+        self.extend_frontier_by(frontier, LEAF_BATCH_BYTES)
+    }
+
+    fn extend_frontier_by(&mut self, frontier: &mut Frontier, batch_bytes: usize) -> Result<(), ReadError> {
+        assert!(frontier.size() == self.next, "the frontier ends where the frames start");
+        let mut bodies: Vec<u8> = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
+        loop {
+            bodies.clear();
+            ends.clear();
+            while bodies.len() < batch_bytes {
+                let Some((_, body, _)) = self.next_frame()? else { break };
+                bodies.extend_from_slice(body);
+                ends.push(bodies.len());
+            }
+            if ends.is_empty() {
+                return Ok(());
+            }
+            let mut start = 0;
+            let slices: Vec<&[u8]> = ends
+                .iter()
+                .map(|&end| {
+                    let body = bodies.get(start..end).unwrap_or_default();
+                    start = end;
+                    body
+                })
+                .collect();
+            frontier.extend_parallel(&leaf_hashes_parallel(&slices));
+            assert!(frontier.size() == self.next, "every frame read joined the frontier");
+        }
+    }
+
     /// Frames of positions `from..end` of `files` (which must be contiguous).
     pub fn new(files: Vec<FileMeta>, from: u64, end: u64) -> FrameIter {
         let file = files.partition_point(|f| f.end_position() <= from);
@@ -1063,5 +1096,56 @@ impl Iterator for RecordIter {
                 Some(result)
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[expect(clippy::disallowed_methods, reason = "the test writes a bundle to read in a temporary folder")]
+mod tests {
+    use super::*;
+    use crate::bundle::BundleStream;
+    use crate::codec::{encode_record, flow_record};
+    use chrono::{TimeZone, Utc};
+
+    /// A bundle of `n` flow records, opened.
+    fn bundle(dir: &Path, n: u64) -> Source {
+        let path = dir.join("log.bundle");
+        let mut stream = BundleStream::new(Vec::new(), &path, 7).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let mut body = Vec::new();
+        for position in 0..n {
+            body.clear();
+            encode_record(&flow_record(position, position, at, position), &mut body).unwrap();
+            stream.push(&body).unwrap();
+        }
+        let (_, bytes) = stream.finish().unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        Source::open(&path).unwrap()
+    }
+
+    #[test]
+    fn extending_a_frontier_in_batches_equals_pushing_each_leaf() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = bundle(dir.path(), 300);
+        for (from, to) in [(0, 300), (0, 1), (1, 300), (37, 129), (128, 256), (299, 300), (300, 300)] {
+            let mut one_by_one = Frontier::new();
+            let mut frames = source.frames(0, from);
+            while let Some((_, body, _)) = frames.next_frame().unwrap() {
+                one_by_one.push_leaf(body);
+            }
+            assert_eq!(source.frontier_at(from).unwrap(), one_by_one, "the frontier at {from}");
+            let mut frames = source.frames(from, to);
+            while let Some((_, body, _)) = frames.next_frame().unwrap() {
+                one_by_one.push_leaf(body);
+            }
+            // Batches of one body, of a few, and all at once.
+            for batch_bytes in [1, 200, 1 << 20] {
+                let mut batched = source.frontier_at(from).unwrap();
+                source.frames(from, to).extend_frontier_by(&mut batched, batch_bytes).unwrap();
+                assert_eq!(batched, one_by_one, "{from}..{to} in batches of {batch_bytes} bytes");
+            }
+        }
+        assert_eq!(source.frontier_at(300).unwrap().root(), source.head.root);
     }
 }

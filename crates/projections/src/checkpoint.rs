@@ -318,10 +318,7 @@ pub fn verify(checkpoint: &Checkpoint, source: &Source) -> Result<(), Checkpoint
         return Err(CheckpointError::PastEnd { position, size });
     }
     let mut frontier = checkpoint.frontier.clone();
-    let mut frames = source.frames(position, size);
-    while let Some((_, body, _)) = frames.next_frame()? {
-        frontier.push_leaf(body);
-    }
+    source.frames(position, size).extend_frontier(&mut frontier)?;
     if frontier.size() != size || frontier.root() != source.head.root {
         return Err(CheckpointError::RootMismatch {
             position,
