@@ -154,7 +154,11 @@ fn publish_killed_with_sigkill_leaves_a_layout_verifying_at_the_previous_checkpo
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
-        let finished = child.try_wait().unwrap().is_some();
+        let exited = child.try_wait().unwrap();
+        if let Some(status) = exited {
+            assert!(status.success(), "a publish that ended before its kill succeeded: {status}");
+        }
+        let finished = exited.is_some();
         child.kill().unwrap();
         child.wait().unwrap();
         let published = published_size(&p.out);

@@ -792,7 +792,8 @@ mod tests {
     #[test]
     fn stack_block_hashes_equal_streaming_sha256_at_every_padding_boundary() {
         // Every length from empty to past the stack path (0..=SHORT_LEAF_MAX + 70), so each
-        // block-count boundary (55/56, 119/120, 182/183 bytes of data) is crossed.
+        // block-count boundary (54/55, 118/119 and 182/183 bytes of data: the prefix byte makes the
+        // message one longer) is crossed.
         let data: Vec<u8> = (0..SHORT_LEAF_MAX + 70).map(|i| (i * 131 % 251) as u8).collect();
         for len in 0..=data.len() {
             assert_eq!(leaf_hash(&data[..len]), streamed(LEAF_PREFIX, &data[..len]), "leaf of {len} bytes");

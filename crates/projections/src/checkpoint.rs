@@ -221,6 +221,13 @@ pub fn save(fleet: &Fleet, source: &Source, path: &Path) -> Result<(), Checkpoin
 }
 
 /// Loads and checks a checkpoint file (its checksum and every internal invariant; not yet the log).
+///
+/// Runs on the current rayon pool: the checksum beside the decoding, then the partitions in parallel
+/// ([`rebuild_from_checkpoint`] runs it in the pool of its options' thread count). When a forged file
+/// breaks several invariants, which one is reported may differ from run to run; that it is refused
+/// does not. A loaded partition keeps room for 1/16 more terminals than it holds (a catch-up's new
+/// terminals then do not regrow it), so a loaded fleet's [`Fleet::memory`] is a little above the same
+/// fleet folded from scratch until a catch-up's `finalize` gives the room back.
 pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
     let invalid = |what: &str| CheckpointError::Invalid { path: path.to_owned(), what: what.to_owned() };
@@ -342,7 +349,7 @@ pub fn catch_up(
             asked: options.audit,
         });
     }
-    verify(&checkpoint, source)?;
+    in_pool(options.threads, || Ok(verify(&checkpoint, source)))??;
     let position = checkpoint.position();
     let to = resolve_cut(source, cut)?;
     if to < position {
@@ -380,7 +387,7 @@ pub fn rebuild_from_checkpoint(
     cut: Cut,
     options: &Options,
 ) -> Result<(Fleet, Start), RebuildError> {
-    let resumed = load(path).and_then(|cp| {
+    let resumed = in_pool(options.threads, || Ok(load(path)))?.and_then(|cp| {
         let position = cp.position();
         catch_up(cp, source, cut, options).map(|fleet| (fleet, position))
     });
@@ -448,7 +455,9 @@ mod tests {
         assert_eq!(loaded.fleet().digest_hex(), fleet.digest_hex());
         assert_eq!(loaded.fleet().len(), 3);
         for part in &loaded.fleet().partitions {
-            assert!(part.terminals.capacity() >= part.terminals.len() + 16, "room for new terminals");
+            let room = part.terminals.len() / CATCH_UP_ROOM_DIVISOR + 16;
+            assert!(part.terminals.capacity() >= part.terminals.len() + room, "room for new terminals");
+            assert!(part.index.capacity() >= part.terminals.len() + room, "room in the index too");
         }
     }
 
