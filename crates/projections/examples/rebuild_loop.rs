@@ -2,6 +2,9 @@
 //! shared machine (prints wall and process CPU time, so a loaded machine can be told apart).
 //!
 //! `cargo run --release -p posledger-projections --example rebuild_loop -- DIR THREADS ROUNDS [prepared]`
+//!
+//! `POSLEDGER_CHUNK_RECORDS` and `POSLEDGER_BATCH_CHUNKS`, when set, replace the options' defaults
+//! (records per chunk, chunks per batch), to try other batch shapes.
 // A test builds, copies and damages ledgers and bundles on purpose: the read-only rule is the library's.
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -55,9 +58,17 @@ fn main() {
     // Many rounds (a small log) print only the summary: the best run and the median one.
     let verbose = rounds <= 20;
     let mut walls = Vec::with_capacity(rounds);
+    let mut options = Options::default().threads(threads);
+    let env = |name: &str| std::env::var(name).ok().map(|v| v.parse().expect("a number"));
+    if let Some(chunk) = env("POSLEDGER_CHUNK_RECORDS") {
+        options.chunk_records = chunk;
+    }
+    if let Some(batch) = env("POSLEDGER_BATCH_CHUNKS") {
+        options.batch_chunks = usize::try_from(batch).expect("a chunk count");
+    }
     for _ in 0..rounds {
         let (wall, cpu) = (Instant::now(), cpu_seconds());
-        let fleet = rebuild(&source, Cut::Head, &Options::default().threads(threads)).expect("rebuild");
+        let fleet = rebuild(&source, Cut::Head, &options).expect("rebuild");
         let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
         walls.push(wall);
         if verbose {
