@@ -486,7 +486,8 @@ mod tests {
         let (path, _) = saved(dir.path());
         forge(&path, |image| {
             let p = part_of(image, "C");
-            image.partitions[p][0].0 = "C!";
+            let entry = image.partitions[p].iter_mut().find(|(s, _)| *s == "C").unwrap();
+            entry.0 = "C!";
         });
         assert_eq!(refusal(&path), "a terminal has an invalid SN or is in another SN's partition");
     }
