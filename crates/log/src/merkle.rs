@@ -127,10 +127,86 @@ pub fn empty_root() -> [u8; 32] {
 }
 
 /// The [`leaf_hash`] of each of `bodies`, in order, computed in parallel on the current rayon pool
-/// (a task per 1,024 leaves at least).
+/// (a task per 1,024 leaves at least), each task [`leaf_hashes_into`].
 pub fn leaf_hashes_parallel(bodies: &[&[u8]]) -> Vec<Hash> {
     use rayon::prelude::*;
-    bodies.par_iter().with_min_len(1 << 10).map(|body| leaf_hash(body)).collect()
+    let mut out = vec![[0u8; HASH_LEN]; bodies.len()];
+    out.par_chunks_mut(PARALLEL_LEAVES).zip(bodies.par_chunks(PARALLEL_LEAVES)).for_each(|(out, bodies)| {
+        leaf_hashes_into(bodies, out);
+    });
+    out
+}
+
+/// Leaves a task of [`leaf_hashes_parallel`] hashes at least.
+const PARALLEL_LEAVES: usize = 1 << 10;
+
+/// The [`leaf_hash`] of each of `bodies` into `out` (of the same length), many messages at a time.
+///
+/// SHA-256 of one message is a chain of dependent rounds, so hashing one message after another keeps
+/// the CPU's SHA unit waiting on its own latency. Independent messages (the leaves of a batch, the
+/// nodes of one level of a subtree) are hashed in lockstep instead by `tape-sha256` (SHA-NI streams,
+/// or AVX-512 / AVX2 lanes, chosen for the CPU at run time): about twice the throughput of
+/// [`leaf_hash`] on the machine of BENCHMARKS.md. Same digests (a known-answer self-test at first use
+/// falls back to [`leaf_hash`] on a mismatch; tests compare the two on random input).
+pub fn leaf_hashes_into(bodies: &[&[u8]], out: &mut [Hash]) {
+    assert_eq!(bodies.len(), out.len(), "one leaf hash per body");
+    if batched_hashing() {
+        tape_sha256::hash_many_prefixed(&[LEAF_PREFIX], bodies, out);
+    } else {
+        for (slot, body) in out.iter_mut().zip(bodies) {
+            *slot = leaf_hash(body);
+        }
+    }
+}
+
+/// The [`node_hash`] of each pair into `out` (of the same length), many at a time (see
+/// [`leaf_hashes_into`]).
+pub fn node_hashes_into(pairs: &[[Hash; 2]], out: &mut [Hash]) {
+    assert_eq!(pairs.len(), out.len(), "one node hash per pair");
+    if !batched_hashing() {
+        for (slot, [left, right]) in out.iter_mut().zip(pairs) {
+            *slot = node_hash(left, right);
+        }
+        return;
+    }
+    const PREFIX: [u8; 1] = [NODE_PREFIX];
+    let mut messages = [tape_sha256::Message::new(&[]); NODE_BATCH];
+    for (pairs, out) in pairs.chunks(NODE_BATCH).zip(out.chunks_mut(NODE_BATCH)) {
+        for (message, [left, right]) in messages.iter_mut().zip(pairs) {
+            *message = tape_sha256::Message::pair(&PREFIX, left, right);
+        }
+        tape_sha256::hash_messages(messages.get(..pairs.len()).unwrap_or_default(), out);
+    }
+}
+
+/// Node messages [`node_hashes_into`] stages on the stack at a time (the widest backend's 32 lanes,
+/// twice).
+const NODE_BATCH: usize = 64;
+
+/// Whether [`leaf_hashes_into`] and [`node_hashes_into`] use the multi-message kernel: once per
+/// process, its digests of leaves of every length from 0 to 300 bytes, and of nodes over them, are
+/// compared with [`leaf_hash`] and [`node_hash`] (sha2); any difference, and every batch is hashed one
+/// message at a time instead.
+pub fn batched_hashing() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(batched_kernel_agrees)
+}
+
+fn batched_kernel_agrees() -> bool {
+    let bodies: Vec<Vec<u8>> =
+        (0..=300usize).map(|len| (0..len).map(|i| (i.wrapping_mul(131) ^ len) as u8).collect()).collect();
+    let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    let mut leaves = vec![[0u8; HASH_LEN]; slices.len()];
+    tape_sha256::hash_many_prefixed(&[LEAF_PREFIX], &slices, &mut leaves);
+    if slices.iter().zip(&leaves).any(|(body, leaf)| leaf_hash(body) != *leaf) {
+        return false;
+    }
+    let pairs = leaves.as_chunks::<2>().0;
+    let messages: Vec<tape_sha256::Message<'_>> =
+        pairs.iter().map(|[left, right]| tape_sha256::Message::pair(&[NODE_PREFIX], left, right)).collect();
+    let mut nodes = vec![[0u8; HASH_LEN]; pairs.len()];
+    tape_sha256::hash_messages(&messages, &mut nodes);
+    pairs.iter().zip(&nodes).all(|([left, right], node)| node_hash(left, right) == *node)
 }
 
 /// The largest subtree [`Frontier::extend_parallel`] hashes as one task: 2^10 leaves (a task of
@@ -164,19 +240,16 @@ pub fn perfect_root(leaves: &[Hash]) -> Hash {
     if leaves.len() <= 1 {
         return leaves.first().copied().unwrap_or_else(empty_root);
     }
-    // The first level is hashed from `leaves` into half as many nodes (no copy of the leaves), the
-    // next ones in place.
-    let mut level: Vec<Hash> = leaves.as_chunks::<2>().0.iter().map(|[left, right]| node_hash(left, right)).collect();
+    // Level by level, each from the one below (the first from `leaves`, no copy), a level's nodes
+    // hashed together (`node_hashes_into`).
+    let mut level: Vec<Hash> = vec![[0u8; HASH_LEN]; leaves.len() / 2];
+    node_hashes_into(leaves.as_chunks::<2>().0, &mut level);
+    let mut below: Vec<Hash> = Vec::with_capacity(level.len() / 2);
     while level.len() > 1 {
-        let half = level.len() / 2;
-        for i in 0..half {
-            let (Some(left), Some(right)) = (level.get(2 * i), level.get(2 * i + 1)) else { break };
-            let node = node_hash(left, right);
-            if let Some(slot) = level.get_mut(i) {
-                *slot = node;
-            }
-        }
-        level.truncate(half);
+        std::mem::swap(&mut level, &mut below);
+        level.clear();
+        level.resize(below.len() / 2, [0u8; HASH_LEN]);
+        node_hashes_into(below.as_chunks::<2>().0, &mut level);
     }
     level.first().copied().unwrap_or_else(empty_root)
 }
@@ -811,6 +884,57 @@ mod tests {
                                                 left in any::<[u8; 32]>(), right in any::<[u8; 32]>()) {
             prop_assert_eq!(leaf_hash(&data), streamed(LEAF_PREFIX, &data));
             prop_assert_eq!(node_hash(&left, &right), streamed(NODE_PREFIX, &[left, right].concat()));
+        }
+    }
+
+    #[test]
+    fn the_batched_kernel_passes_its_self_test_on_this_machine() {
+        // A false here would mean tape-sha256 computes another digest on this CPU: hashing falls back
+        // to one message at a time (still correct), but the kernel is broken and must be looked at.
+        assert!(batched_hashing(), "tape-sha256 ({}) disagrees with sha2", tape_sha256::backend());
+    }
+
+    #[test]
+    fn batched_leaf_hashes_equal_one_at_a_time_at_every_length_and_count() {
+        // Every length to past the stack path, in batches of every count to past two 32-lane groups,
+        // so each lane of each group sees lengths that cross every block boundary.
+        let data: Vec<u8> = (0..SHORT_LEAF_MAX + 90).map(|i| (i * 131 % 251) as u8).collect();
+        let bodies: Vec<&[u8]> = (0..=data.len()).map(|len| &data[..len]).collect();
+        for count in 0..=70 {
+            for start in (0..bodies.len().saturating_sub(count)).step_by(37) {
+                let batch = &bodies[start..start + count];
+                let mut out = vec![[0u8; 32]; count];
+                leaf_hashes_into(batch, &mut out);
+                let one_by_one: Vec<Hash> = batch.iter().map(|b| streamed(LEAF_PREFIX, b)).collect();
+                assert_eq!(out, one_by_one, "{count} leaves from length {start}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn prop_batched_hashes_equal_one_at_a_time(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..700), 0..80),
+            pairs in proptest::collection::vec(any::<[[u8; 32]; 2]>(), 0..150),
+        ) {
+            let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+            let mut leaves = vec![[0u8; 32]; slices.len()];
+            leaf_hashes_into(&slices, &mut leaves);
+            prop_assert_eq!(&leaves, &slices.iter().map(|b| leaf_hash(b)).collect::<Vec<_>>());
+            prop_assert_eq!(&leaf_hashes_parallel(&slices), &leaves);
+            let mut nodes = vec![[0u8; 32]; pairs.len()];
+            node_hashes_into(&pairs, &mut nodes);
+            prop_assert_eq!(nodes, pairs.iter().map(|[l, r]| streamed(NODE_PREFIX, &[*l, *r].concat())).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn prop_perfect_root_is_the_root_of_pushing_its_leaves(height in 0u32..12, seed in any::<u64>()) {
+            let leaves: Vec<Hash> = (0..1u64 << height).map(|i| leaf_hash(&(i ^ seed).to_le_bytes())).collect();
+            let mut frontier = Frontier::new();
+            for leaf in &leaves {
+                frontier.push_leaf_hash(*leaf);
+            }
+            prop_assert_eq!(perfect_root(&leaves), frontier.root());
         }
     }
 

@@ -17,7 +17,7 @@
 use crate::error::{Error, Failure};
 use log::codec::{decode_view, CodecError, EventView};
 use log::key::InlineSn;
-use log::merkle::{aligned_tiles, leaf_hash, perfect_root, Frontier, Hash, TILE_HEIGHT};
+use log::merkle::{aligned_tiles, leaf_hashes_into, perfect_root, Frontier, Hash, TILE_HEIGHT};
 use log::segment::{FileKind, FormatError, FrameReader, Item, Trailer};
 use log::source::{hex, FileMeta, TornTail};
 use log::{Head, Source};
@@ -109,8 +109,7 @@ impl StreamKey {
 /// Partitions of the stream-version check (checked in parallel, each in position order).
 const VERSION_PARTITIONS: usize = 16;
 
-fn decode(body: &[u8]) -> (Hash, Result<Decoded, CodecError>) {
-    let leaf = leaf_hash(body);
+fn decode(body: &[u8]) -> Result<Decoded, CodecError> {
     // decode_view accepts exactly the bodies decode_record accepts (every field validated), without
     // allocating.
     let decoded = decode_view(body).map(|record| {
@@ -126,7 +125,7 @@ fn decode(body: &[u8]) -> (Hash, Result<Decoded, CodecError>) {
             stream,
         }
     });
-    (leaf, decoded)
+    decoded
 }
 
 /// A batch after the parallel stage: each record's facts, and the Merkle roots of the aligned
@@ -153,10 +152,22 @@ fn spans_of(lo: u64, hi: u64, cut: Option<u64>) -> Vec<(u64, u32)> {
     spans
 }
 
+/// Records a task of [`decode_batch`] hashes (together: `leaf_hashes_into`) and decodes.
+const DECODE_TASK_RECORDS: usize = 1 << 10;
+
 /// Hashes and decodes a batch in parallel, then hashes its subtrees in parallel.
 fn decode_batch(batch: &Batch, cut: Option<u64>) -> DecodedBatch {
-    let (leaves, records): (Vec<Hash>, Vec<Result<Decoded, CodecError>>) =
-        batch.bodies().with_min_len(256).map(decode).unzip();
+    let bodies: Vec<&[u8]> = batch.bodies().collect();
+    let mut leaves: Vec<Hash> = vec![[0u8; 32]; bodies.len()];
+    let records: Vec<Result<Decoded, CodecError>> = leaves
+        .par_chunks_mut(DECODE_TASK_RECORDS)
+        .zip(bodies.par_chunks(DECODE_TASK_RECORDS))
+        .flat_map_iter(|(leaves, bodies)| {
+            leaf_hashes_into(bodies, leaves);
+            bodies.iter().map(|body| decode(body))
+        })
+        .collect();
+    assert_eq!(records.len(), leaves.len(), "one decoded record a leaf");
     let (lo, hi) = (batch.first, batch.first + leaves.len() as u64);
     let spans = spans_of(lo, hi, cut);
     let subtrees = spans
@@ -630,7 +641,7 @@ mod tests {
     use super::*;
 
     fn leaf(i: u64) -> Hash {
-        leaf_hash(&i.to_le_bytes())
+        log::merkle::leaf_hash(&i.to_le_bytes())
     }
 
     /// Feeding aligned subtrees batch by batch (with cuts) gives the ledger frontier's root and nodes
