@@ -639,6 +639,19 @@ impl Frontier {
         debug_assert_eq!(self.nodes.len(), self.size.count_ones() as usize);
     }
 
+    /// Appends `leaves` (leaf hashes, in order) on this thread: the aligned perfect subtrees they tile
+    /// (of at most 2^[`TILE_HEIGHT`] leaves) are hashed with [`perfect_root`] (a level's nodes at a
+    /// time), then pushed. The frontier of pushing them one by one.
+    pub fn extend(&mut self, leaves: &[Hash]) {
+        let lo = self.size;
+        for (start, height) in aligned_tiles(lo, lo + leaves.len() as u64, TILE_HEIGHT) {
+            let from = usize::try_from(start - lo).unwrap_or(usize::MAX);
+            let to = from.saturating_add(1usize << height);
+            self.push_subtree(height, perfect_root(leaves.get(from..to).unwrap_or_default()));
+        }
+        assert!(self.size == lo + leaves.len() as u64, "every leaf was pushed");
+    }
+
     /// Appends `leaves` (leaf hashes, in order): the aligned perfect subtrees they tile (of at most
     /// 2^[`TILE_HEIGHT`] leaves) are hashed in parallel on the current rayon pool, then pushed. The
     /// result is the frontier of pushing them one by one; only the node hashes move between threads.
@@ -1256,6 +1269,11 @@ mod tests {
             let mut parallel = Frontier::new();
             parallel.extend_parallel(&leaves[..start]);
             parallel.extend_parallel(&leaves[start..]);
+            let mut serial = Frontier::new();
+            serial.extend(&leaves[..start]);
+            serial.extend(&leaves[start..]);
+            prop_assert_eq!(serial.root(), parallel.root());
+            prop_assert_eq!(serial.size(), parallel.size());
             prop_assert_eq!(parallel, one_by_one);
         }
 

@@ -8,7 +8,7 @@ use crate::error::{AppendError, WriterFailure};
 use crate::index::View;
 use crate::indexer::{Applied, Backlog, FollowerMsg};
 use crate::lifecycle::Status;
-use crate::merkle::{leaf_hash, Frontier, Hash};
+use crate::merkle::{leaf_hashes_into, Frontier, Hash};
 use crate::model::{AppendEvent, Directive};
 use crate::recall::recall;
 use crate::segment::{push_frame, FileKind, Header, Trailer, FRAME_PREFIX_LEN, HEADER_LEN};
@@ -279,6 +279,7 @@ impl Ledger {
         buf.clear();
         let mut frontier = writer.frontier.clone();
         let mut last_leaf = [0u8; 32];
+        let mut body_ends: Vec<usize> = Vec::with_capacity(fresh.len());
         let active_base = writer.active.len;
         #[expect(
             clippy::indexing_slicing,
@@ -312,10 +313,24 @@ impl Ledger {
                 };
                 assert!(written.len() <= MAX_RECORD_BYTES);
                 push_frame(&mut buf, written);
-                last_leaf = leaf_hash(written);
-                frontier.push_leaf_hash(last_leaf);
+                body_ends.push(buf.len());
                 positions[index] = position;
             }
+            // The leaves of the whole append, hashed together (`leaf_hashes_into`): the frame's body
+            // is its last `len` bytes, and each frame starts where the one before ended.
+            let mut start = 0;
+            let bodies: Vec<&[u8]> = body_ends
+                .iter()
+                .map(|&end| {
+                    let frame = buf.get(start..end).unwrap_or_default();
+                    start = end;
+                    frame.get(FRAME_PREFIX_LEN..).unwrap_or_default()
+                })
+                .collect();
+            let mut leaves = vec![[0u8; 32]; bodies.len()];
+            leaf_hashes_into(&bodies, &mut leaves);
+            frontier.extend(&leaves);
+            last_leaf = leaves.last().copied().unwrap_or(last_leaf);
             Ok(())
         })();
         writer.body = body;
