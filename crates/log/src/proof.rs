@@ -9,8 +9,8 @@
 //! that yields a [`FrameIter`] can.
 
 use crate::error::ReadError;
-use crate::merkle::{consistency_proof_with, empty_root, inclusion_proof_with, leaf_hash, Frontier, Hash};
-use crate::source::FrameIter;
+use crate::merkle::{consistency_proof_with, empty_root, inclusion_proof_with, Frontier, Hash};
+use crate::source::{FrameIter, LEAF_BATCH_BYTES};
 use std::collections::HashMap;
 
 /// Positions between two calls of the progress callback.
@@ -29,6 +29,17 @@ pub fn range_roots(
     frames: impl FnOnce(u64, u64) -> FrameIter,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RangeRoots, ReadError> {
+    range_roots_by(size, ranges, frames, progress, LEAF_BATCH_BYTES)
+}
+
+/// [`range_roots`], hashing `batch_bytes` of bodies at a time.
+fn range_roots_by(
+    size: u64,
+    ranges: &[(u64, u64)],
+    frames: impl FnOnce(u64, u64) -> FrameIter,
+    progress: &mut dyn FnMut(u64),
+    batch_bytes: usize,
+) -> Result<RangeRoots, ReadError> {
     let mut wanted: Vec<(u64, u64)> = ranges.iter().copied().filter(|(a, b)| a < b).collect();
     wanted.sort_unstable();
     wanted.dedup();
@@ -41,25 +52,35 @@ pub fn range_roots(
     let mut pending = wanted.into_iter().peekable();
     let mut active: Vec<((u64, u64), Frontier)> = Vec::new();
     let mut frames = frames(from, to);
-    while let Some((position, body, _)) = frames.next_frame()? {
-        while let Some(range) = pending.next_if(|r| r.0 == position) {
+    // A batch of leaves at a time, hashed in parallel; each range open in the batch takes its part.
+    loop {
+        let (first, leaves) = frames.next_leaves(batch_bytes)?;
+        if leaves.is_empty() {
+            break;
+        }
+        let end = first + leaves.len() as u64;
+        while let Some(range) = pending.next_if(|r| r.0 < end) {
+            assert!(range.0 >= first, "a range opens at or after the batch it starts in");
             active.push((range, Frontier::new()));
         }
-        let leaf = leaf_hash(body);
-        for (_, frontier) in &mut active {
-            frontier.push_leaf_hash(leaf);
+        for ((a, b), frontier) in &mut active {
+            let (lo, hi) = ((*a).max(first), (*b).min(end));
+            let part = usize::try_from(lo - first).unwrap_or(usize::MAX)..usize::try_from(hi - first).unwrap_or(0);
+            frontier.extend_parallel(leaves.get(part).unwrap_or_default());
+            assert!(frontier.size() == hi - *a, "a range's frontier covers its leaves read so far");
         }
-        let end = position + 1;
         active.retain(|(range, frontier)| {
-            if range.1 == end {
+            if range.1 <= end {
                 roots.insert(*range, frontier.root());
                 false
             } else {
                 true
             }
         });
-        if position.is_multiple_of(PROGRESS_EVERY_RECORDS) {
-            progress(position);
+        let mut at = first.next_multiple_of(PROGRESS_EVERY_RECORDS);
+        while at < end {
+            progress(at);
+            at += PROGRESS_EVERY_RECORDS;
         }
     }
     progress(to);
@@ -211,4 +232,60 @@ pub fn consistency(
         progress,
     )?;
     Ok(ConsistencyProof { proof, old_root, root })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#[expect(clippy::disallowed_methods, reason = "the test writes a bundle to read in a temporary folder")]
+mod tests {
+    use super::*;
+    use crate::bundle::BundleStream;
+    use crate::codec::{encode_record, flow_record};
+    use crate::source::Source;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn range_roots_in_batches_equal_the_roots_of_the_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.bundle");
+        let mut stream = BundleStream::new(Vec::new(), &path, 7).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let mut bodies = Vec::new();
+        for position in 0..300u64 {
+            let mut body = Vec::new();
+            encode_record(&flow_record(position, position, at, position), &mut body).unwrap();
+            stream.push(&body).unwrap();
+            bodies.push(body);
+        }
+        let (_, bytes) = stream.finish().unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let source = Source::open(&path).unwrap();
+        let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        let ranges = [(0, 300), (0, 1), (5, 5), (7, 8), (37, 129), (100, 300), (128, 256), (255, 257), (299, 300)];
+        // Batches of one body, of a few, and all at once.
+        for batch_bytes in [1, 150, 1 << 20] {
+            let mut reported = Vec::new();
+            let roots =
+                range_roots_by(300, &ranges, |a, b| source.frames(a, b), &mut |p| reported.push(p), batch_bytes)
+                    .unwrap();
+            for &(a, b) in &ranges {
+                let want = crate::merkle::root(&slices[a as usize..b as usize]);
+                assert_eq!(roots[&(a, b)], want, "range {a}..{b}, batches of {batch_bytes} bytes");
+            }
+            assert_eq!(reported, [0, 300], "progress at the first position and at the end");
+        }
+        for (index, size) in [(0, 1), (0, 300), (17, 300), (299, 300), (100, 129)] {
+            let streamed = inclusion(index, size, |a, b| source.frames(a, b), &mut |_| {}).unwrap();
+            let in_memory = crate::merkle::inclusion_proof(&slices[..size as usize], index as usize);
+            assert_eq!(streamed.proof, in_memory, "inclusion of {index} in {size}");
+        }
+        for (old, size) in [(1, 300), (128, 300), (200, 257), (299, 300)] {
+            let streamed = consistency(old, size, |a, b| source.frames(a, b), &mut |_| {}).unwrap();
+            assert_eq!(streamed.proof, crate::merkle::consistency_proof(&slices[..size as usize], old as usize));
+        }
+        assert!(matches!(
+            range_roots(300, &[(10, 301)], |a, b| source.frames(a, b), &mut |_| {}),
+            Err(ReadError::OutOfRange { .. })
+        ));
+    }
 }

@@ -914,31 +914,40 @@ impl FrameIter {
 
     fn extend_frontier_by(&mut self, frontier: &mut Frontier, batch_bytes: usize) -> Result<(), ReadError> {
         assert!(frontier.size() == self.next, "the frontier ends where the frames start");
-        let mut bodies: Vec<u8> = Vec::new();
-        let mut ends: Vec<usize> = Vec::new();
         loop {
-            bodies.clear();
-            ends.clear();
-            while bodies.len() < batch_bytes {
-                let Some((_, body, _)) = self.next_frame()? else { break };
-                bodies.extend_from_slice(body);
-                ends.push(bodies.len());
-            }
-            if ends.is_empty() {
+            let (_, leaves) = self.next_leaves(batch_bytes)?;
+            if leaves.is_empty() {
                 return Ok(());
             }
-            let mut start = 0;
-            let slices: Vec<&[u8]> = ends
-                .iter()
-                .map(|&end| {
-                    let body = bodies.get(start..end).unwrap_or_default();
-                    start = end;
-                    body
-                })
-                .collect();
-            frontier.extend_parallel(&leaf_hashes_parallel(&slices));
+            frontier.extend_parallel(&leaves);
             assert!(frontier.size() == self.next, "every frame read joined the frontier");
         }
+    }
+
+    /// The leaf hashes of the next frames, as many as fit `batch_bytes` of bodies (at least one while
+    /// any is left), hashed on the current rayon pool: the position of the first, and the leaves (none
+    /// at the end). Holds one batch of bodies.
+    pub fn next_leaves(&mut self, batch_bytes: usize) -> Result<(u64, Vec<Hash>), ReadError> {
+        let first = self.next;
+        let mut bodies: Vec<u8> = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
+        while bodies.len() < batch_bytes {
+            let Some((_, body, _)) = self.next_frame()? else { break };
+            bodies.extend_from_slice(body);
+            ends.push(bodies.len());
+        }
+        let mut start = 0;
+        let slices: Vec<&[u8]> = ends
+            .iter()
+            .map(|&end| {
+                let body = bodies.get(start..end).unwrap_or_default();
+                start = end;
+                body
+            })
+            .collect();
+        let leaves = leaf_hashes_parallel(&slices);
+        assert!(first + leaves.len() as u64 == self.next, "one leaf a frame read");
+        Ok((first, leaves))
     }
 
     /// Frames of positions `from..end` of `files` (which must be contiguous).
