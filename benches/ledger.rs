@@ -227,6 +227,38 @@ fn units(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    group.bench_function("leaf_hash_one_at_a_time_1k", |b| {
+        // sha2, one message after the other (what every leaf cost before the batched path).
+        b.iter(|| bodies.iter().map(|body| ledger::merkle::leaf_hash(body)[0] as u64).sum::<u64>())
+    });
+    group.bench_function("leaf_hashes_batched_1k", |b| {
+        // The same leaves through `leaf_hashes_into` (tape-sha256, many messages in lockstep).
+        let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        let mut out = vec![[0u8; 32]; slices.len()];
+        b.iter(|| {
+            ledger::merkle::leaf_hashes_into(&slices, &mut out);
+            out[0][0]
+        })
+    });
+    group.bench_function("merkle_extend_batched_1k", |b| {
+        // The writer's per-append hashing now: the append's leaves hashed together, then its aligned
+        // subtrees pushed whole (`Frontier::extend`), on the frontier of merkle_push_leaf_1k.
+        let mut base = ledger::merkle::Frontier::new();
+        for i in 0..4_095u64 {
+            base.push_leaf_hash([i as u8; 32]);
+        }
+        let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        b.iter_batched(
+            || base.clone(),
+            |mut frontier| {
+                let mut leaves = vec![[0u8; 32]; slices.len()];
+                ledger::merkle::leaf_hashes_into(&slices, &mut leaves);
+                frontier.extend(&leaves);
+                frontier.size()
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.bench_function("lifecycle_apply_1k", |b| {
         let none = |_: &ledger::DirectiveId| ledger::lifecycle::DirectiveLookup::NotRecorded;
         let events: Vec<&TerminalEvent> = records
