@@ -193,8 +193,11 @@ pub fn batched_hashing() -> bool {
 }
 
 fn batched_kernel_agrees() -> bool {
+    // Every length to 300 bytes, then a few long messages among short ones (a lane that runs many
+    // blocks beside lanes that finished).
+    let lengths = (0..=300usize).chain([4_096, 1, 65_537, 2, 1_000]);
     let bodies: Vec<Vec<u8>> =
-        (0..=300usize).map(|len| (0..len).map(|i| (i.wrapping_mul(131) ^ len) as u8).collect()).collect();
+        lengths.map(|len| (0..len).map(|i| (i.wrapping_mul(131) ^ len) as u8).collect()).collect();
     let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
     let mut leaves = vec![[0u8; HASH_LEN]; slices.len()];
     tape_sha256::hash_many_prefixed(&[LEAF_PREFIX], &slices, &mut leaves);
@@ -921,6 +924,21 @@ mod tests {
                 let one_by_one: Vec<Hash> = batch.iter().map(|b| streamed(LEAF_PREFIX, b)).collect();
                 assert_eq!(out, one_by_one, "{count} leaves from length {start}");
             }
+        }
+    }
+
+    #[test]
+    fn batched_leaf_hashes_of_ragged_lengths_equal_one_at_a_time() {
+        // Long records (a directive's model list, up to the 1 MiB record limit) among short ones: the
+        // lanes of one group run very different numbers of blocks.
+        let lengths = [0usize, 1 << 20, 3, 65_536, 55, 56, 200_000, 1, 64, 119, 120, 4_095, 0, 9];
+        let bodies: Vec<Vec<u8>> = lengths.iter().map(|&n| (0..n).map(|i| (i % 251) as u8).collect()).collect();
+        let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        for start in 0..slices.len() {
+            let batch = &slices[start..];
+            let mut out = vec![[0u8; 32]; batch.len()];
+            leaf_hashes_into(batch, &mut out);
+            assert_eq!(out, batch.iter().map(|b| streamed(LEAF_PREFIX, b)).collect::<Vec<_>>(), "from {start}");
         }
     }
 

@@ -112,7 +112,7 @@ const VERSION_PARTITIONS: usize = 16;
 fn decode(body: &[u8]) -> Result<Decoded, CodecError> {
     // decode_view accepts exactly the bodies decode_record accepts (every field validated), without
     // allocating.
-    let decoded = decode_view(body).map(|record| {
+    decode_view(body).map(|record| {
         let stream = match &record.event {
             EventView::Terminal(e) => StreamKey::of(e.device),
             EventView::Directive(_) => StreamKey::Directives,
@@ -124,8 +124,7 @@ fn decode(body: &[u8]) -> Result<Decoded, CodecError> {
             commit: record.commit,
             stream,
         }
-    });
-    decoded
+    })
 }
 
 /// A batch after the parallel stage: each record's facts, and the Merkle roots of the aligned

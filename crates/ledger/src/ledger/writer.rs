@@ -316,8 +316,8 @@ impl Ledger {
                 body_ends.push(buf.len());
                 positions[index] = position;
             }
-            // The leaves of the whole append, hashed together (`leaf_hashes_into`): the frame's body
-            // is its last `len` bytes, and each frame starts where the one before ended.
+            // The leaves of the whole append, hashed together (`leaf_hashes_into`): each frame starts
+            // where the one before ended, and is its prefix (length, CRC) then its body.
             let mut start = 0;
             let bodies: Vec<&[u8]> = body_ends
                 .iter()
@@ -327,6 +327,7 @@ impl Ledger {
                     frame.get(FRAME_PREFIX_LEN..).unwrap_or_default()
                 })
                 .collect();
+            assert!(bodies.len() == fresh.len(), "one frame a fresh event");
             let mut leaves = vec![[0u8; 32]; bodies.len()];
             leaf_hashes_into(&bodies, &mut leaves);
             frontier.extend(&leaves);
