@@ -3,6 +3,9 @@
 //!
 //! `cargo run --release -p posledger-projections --example rebuild_loop -- DIR THREADS ROUNDS [prepared]`
 //!
+//! With `digest` in place of `prepared`: one rebuild, then the fleet digest ROUNDS times (its wall
+//! time, the sort of every terminal by SN included).
+//!
 //! `POSLEDGER_CHUNK_RECORDS` and `POSLEDGER_BATCH_CHUNKS`, when set, replace the options' defaults
 //! (records per chunk, chunks per batch), to try other batch shapes.
 // A test builds, copies and damages ledgers and bundles on purpose: the read-only rule is the library's.
@@ -52,6 +55,16 @@ fn main() {
             }
             let wall = started.elapsed().as_secs_f64();
             println!("{mode}: {:.1} ns/record ({count})", wall * 1e9 / n as f64);
+        }
+        return;
+    }
+    if args.get(4).is_some_and(|a| a == "digest") {
+        let fleet = rebuild(&source, Cut::Head, &Options::default().threads(threads)).expect("rebuild");
+        for _ in 0..rounds {
+            let started = Instant::now();
+            let digest = fleet.digest_hex();
+            let wall = started.elapsed().as_secs_f64();
+            println!("digest of {} terminals: {:.1} ms ({digest})", fleet.len(), wall * 1e3);
         }
         return;
     }

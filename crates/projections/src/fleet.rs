@@ -310,9 +310,27 @@ impl Fleet {
 
     /// Every terminal sorted by SN (bytewise).
     pub fn sorted(&self) -> Vec<(&str, &Terminal)> {
+        self.sorted_by_sn().into_iter().map(|e| (e.key.as_str(), e.terminal)).collect()
+    }
+
+    /// Every terminal sorted by SN (bytewise), each with its SN's first bytes as an integer.
+    ///
+    /// The sort compares those integers and looks at the SNs themselves only on a tie (two SNs longer
+    /// than [`SN_PREFIX_LEN`] bytes that start alike): comparing the strings, a `memcmp` call through a
+    /// pointer into the partition index a comparison, was most of the fleet digest's sort (63 ms of
+    /// 10^7 events' 540,000 terminals, 172 ms of 1.34 M).
+    pub(crate) fn sorted_by_sn(&self) -> Vec<BySn<'_>> {
         use rayon::slice::ParallelSliceMut;
-        let mut all: Vec<(&str, &Terminal)> = self.iter().collect();
-        all.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // Collected on one thread into a vector of the exact size: a parallel collect of an unindexed
+        // iterator holds its pieces and the whole at once (twice the memory, for a few milliseconds).
+        let mut all: Vec<BySn<'_>> = Vec::with_capacity(self.len());
+        all.extend(self.partitions.iter().flat_map(|p| {
+            p.index.iter().filter_map(|(key, slot)| {
+                Some(BySn { prefix: sn_prefix(key.as_str()), key, terminal: p.terminals.get(*slot as usize)? })
+            })
+        }));
+        all.par_sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| a.sn().cmp(b.sn())));
+        debug_assert!(all.windows(2).all(|w| w.first().map(BySn::sn) < w.get(1).map(BySn::sn)), "bytewise SN order");
         all
     }
 
@@ -530,4 +548,126 @@ pub struct Summary {
     pub by_provider: BTreeMap<String, Counts>,
     /// By region.
     pub by_region: BTreeMap<String, Counts>,
+}
+
+/// Bytes of an SN held in [`BySn::prefix`].
+pub(crate) const SN_PREFIX_LEN: usize = 15;
+
+/// A terminal in SN order ([`Fleet::sorted_by_sn`]): 32 bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct BySn<'a> {
+    /// The SN's first [`SN_PREFIX_LEN`] bytes, zero-padded, then its length (at most 16: "longer"), as a
+    /// big-endian integer: see [`sn_prefix`].
+    pub prefix: u128,
+    /// The SN, as the partition index holds it.
+    pub key: &'a SnKey,
+    pub terminal: &'a Terminal,
+}
+
+impl<'a> BySn<'a> {
+    /// The SN.
+    #[inline]
+    pub fn sn(&self) -> &'a str {
+        self.key.as_str()
+    }
+
+    /// The SN's bytes, from the prefix when it holds all of them (no load from the partition index,
+    /// which in SN order is a cache miss a terminal).
+    #[inline]
+    pub fn sn_bytes(&self) -> SnBytes<'a> {
+        sn_bytes(self.prefix, self.key)
+    }
+}
+
+/// An SN's bytes, as [`BySn::sn_bytes`] gives them.
+pub(crate) enum SnBytes<'a> {
+    /// The first `.1` bytes of the array.
+    Inline([u8; 16], usize),
+    /// Longer than a prefix.
+    Borrowed(&'a [u8]),
+}
+
+impl SnBytes<'_> {
+    /// The bytes.
+    #[inline]
+    pub fn get(&self) -> &[u8] {
+        match self {
+            SnBytes::Inline(bytes, len) => bytes.get(..*len).unwrap_or_default(),
+            SnBytes::Borrowed(bytes) => bytes,
+        }
+    }
+}
+
+/// The bytes of the SN whose sort key is `prefix` and whose index key is `key`.
+#[inline]
+fn sn_bytes(prefix: u128, key: &SnKey) -> SnBytes<'_> {
+    let bytes = prefix.to_be_bytes();
+    let len = usize::from(bytes.last().copied().unwrap_or(u8::MAX));
+    if len <= SN_PREFIX_LEN {
+        SnBytes::Inline(bytes, len)
+    } else {
+        SnBytes::Borrowed(key.as_bytes())
+    }
+}
+
+/// The sort key of `sn`: its first [`SN_PREFIX_LEN`] bytes, zero-padded, then one byte of its length
+/// (16 for any SN longer than the prefix), as a big-endian integer.
+///
+/// Where two keys differ, their order is the SNs' bytewise order. If the prefixes differ, then at the
+/// first byte where they do both are SN bytes, or one SN has ended there (its zero padding against a
+/// byte of the other, which is then not zero): either way that byte decides the SNs too. If the
+/// prefixes are equal and a length is at most 15, that SN is a prefix of the other, so the shorter is
+/// the smaller, as the length bytes say. Only two SNs longer than the prefix that start alike have
+/// equal keys, and the sort compares them as strings.
+#[inline]
+pub(crate) fn sn_prefix(sn: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = sn.len().min(SN_PREFIX_LEN);
+    if let (Some(to), Some(from)) = (bytes.get_mut(..n), sn.as_bytes().get(..n)) {
+        to.copy_from_slice(from);
+    }
+    if let Some(len) = bytes.last_mut() {
+        *len = u8::try_from(sn.len().min(SN_PREFIX_LEN + 1)).unwrap_or(u8::MAX);
+    }
+    u128::from_be_bytes(bytes)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+        sn_prefix(a).cmp(&sn_prefix(b)).then_with(|| a.cmp(b))
+    }
+
+    #[test]
+    fn sort_keys_order_sns_bytewise_at_every_length() {
+        let sns = ["A", "AA", "AB", "B", "ABCDEFGHIJKLMN", "ABCDEFGHIJKLMNO", "ABCDEFGHIJKLMNOP", "ABCDEFGHIJKLMNOA"];
+        for a in sns {
+            for b in sns {
+                assert_eq!(key_order(a, b), a.cmp(b), "{a} against {b}");
+            }
+        }
+        // Only SNs longer than the prefix that start alike share a key.
+        assert_eq!(sn_prefix("ABCDEFGHIJKLMNOP"), sn_prefix("ABCDEFGHIJKLMNOQRS"));
+        assert_ne!(sn_prefix("ABCDEFGHIJKLMNO"), sn_prefix("ABCDEFGHIJKLMNOP"));
+    }
+
+    proptest! {
+        // A two-letter alphabet makes long shared prefixes, and `\0` is there though no SN holds it: the
+        // order does not rest on the SN charset.
+        #[test]
+        fn prop_sort_keys_order_like_the_strings(a in "[AB\0]{0,20}", b in "[AB\0]{0,20}") {
+            prop_assert_eq!(key_order(&a, &b), a.cmp(&b));
+        }
+
+        #[test]
+        fn prop_sn_bytes_from_the_key_are_the_sn(sn in "[A-Za-z0-9_-]{1,64}") {
+            let key = SnKey::new(&sn);
+            let bytes = sn_bytes(sn_prefix(&sn), &key);
+            prop_assert_eq!(bytes.get(), sn.as_bytes());
+        }
+    }
 }
