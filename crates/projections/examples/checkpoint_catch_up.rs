@@ -1,9 +1,12 @@
 //! Times a checkpoint's load and the catch-up after it, apart: saves the fleet at the first append
-//! boundary after 99% of a ledger's records, then, `ROUNDS` times, loads it (`checkpoint::load`),
+//! boundary after `100 - PERCENT`% of a ledger's records (PERCENT: 1 unless given), then, `ROUNDS` times, loads it (`checkpoint::load`),
 //! checks it against the log (`checkpoint::verify`) and catches up to the head (`checkpoint::catch_up`,
 //! which verifies again). The harness times the three together (`rebuild_from_checkpoint`).
 //!
-//! `cargo run --release -p posledger-projections --example checkpoint_catch_up -- DIR [ROUNDS]`
+//! `cargo run --release -p posledger-projections --example checkpoint_catch_up -- DIR [ROUNDS [PERCENT]]`
+//!
+//! Run with PERCENT 0.1, 1 and 10 to see which part grows with the records after the checkpoint (the
+//! catch-up) and which with the fleet (the load).
 //!
 //! The checkpoint is written to the system temp folder, never beside the ledger.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -16,9 +19,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::PathBuf::from(args.get(1).expect("usage: checkpoint_catch_up DIR [ROUNDS]"));
     let rounds: usize = args.get(2).map_or(5, |a| a.parse().expect("ROUNDS is a number"));
+    let percent: f64 = args.get(3).map_or(1.0, |a| a.parse().expect("PERCENT is a number"));
+    assert!((0.0..=100.0).contains(&percent), "PERCENT is between 0 and 100");
     let source = ledger::Source::open(&dir).expect("open the ledger");
     let n = source.head.size;
-    let mut frames = source.frames(n - n / 100, n);
+    let after = ((n as f64) * percent / 100.0) as u64;
+    let mut frames = source.frames(n - after.min(n), n);
     let mut cut = n;
     while let Some((position, body, _)) = frames.next_frame().expect("read") {
         if decode_view(body).expect("decode").commit {
