@@ -184,9 +184,11 @@ pub fn node_hashes_into(pairs: &[[Hash; 2]], out: &mut [Hash]) {
 const NODE_BATCH: usize = 64;
 
 /// Whether [`leaf_hashes_into`] and [`node_hashes_into`] use the multi-message kernel: once per
-/// process, its digests of leaves of every length from 0 to 300 bytes, and of nodes over them, are
-/// compared with [`leaf_hash`] and [`node_hash`] (sha2); any difference, and every batch is hashed one
-/// message at a time instead.
+/// process, its digests of leaves of every length from 0 to 300 bytes and a few long ones (a batch of
+/// ragged lengths), of batches of 109 leaves of one length (the kernel's same-shape paths, full and
+/// partial lane groups: records of one kind have one length) and of nodes over them are compared with
+/// [`leaf_hash`] and [`node_hash`] (sha2); any difference, and every batch is hashed one message at a
+/// time instead.
 pub fn batched_hashing() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(batched_kernel_agrees)
@@ -204,12 +206,43 @@ fn batched_kernel_agrees() -> bool {
     if slices.iter().zip(&leaves).any(|(body, leaf)| leaf_hash(body) != *leaf) {
         return false;
     }
+    for len in SAME_LENGTHS {
+        let bodies = same_length_bodies(len, SAME_COUNT);
+        let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        let mut same = vec![[0u8; HASH_LEN]; slices.len()];
+        tape_sha256::hash_many_prefixed(&[LEAF_PREFIX], &slices, &mut same);
+        if slices.iter().zip(&same).any(|(body, leaf)| leaf_hash(body) != *leaf) {
+            return false;
+        }
+    }
     let pairs = leaves.as_chunks::<2>().0;
     let messages: Vec<tape_sha256::Message<'_>> =
         pairs.iter().map(|[left, right]| tape_sha256::Message::pair(&[NODE_PREFIX], left, right)).collect();
     let mut nodes = vec![[0u8; HASH_LEN]; pairs.len()];
     tape_sha256::hash_messages(&messages, &mut nodes);
     pairs.iter().zip(&nodes).all(|([left, right], node)| node_hash(left, right) == *node)
+}
+
+/// Lengths of the self-test's batches of leaves of one length: around the one-block limit of a leaf
+/// (55 bytes of body and the prefix), the two-block limit (119) and a block boundary, and one long.
+const SAME_LENGTHS: [usize; 10] = [0, 54, 55, 56, 63, 64, 118, 119, 120, 1_000];
+
+/// Leaves in each of those batches: three groups of 32 lanes and a partial group of 13.
+const SAME_COUNT: usize = 3 * 32 + 13;
+
+/// `count` different bodies of `len` bytes each.
+fn same_length_bodies(len: usize, count: usize) -> Vec<Vec<u8>> {
+    (0..count).map(|k| (0..len).map(|i| (i.wrapping_mul(131) ^ k.wrapping_mul(7) ^ len) as u8).collect()).collect()
+}
+
+/// The leaves of the aligned tile of 2^`height` leaves at `start`, of `leaves` that begin at `lo`.
+fn tile(leaves: &[Hash], lo: u64, start: u64, height: u32) -> &[Hash] {
+    let from = usize::try_from(start - lo).unwrap_or(usize::MAX);
+    let tile = leaves.get(from..from.saturating_add(1usize << height));
+    // `aligned_tiles` tiles exactly lo..lo + leaves.len(): a tile outside it is a bug, and hashing an
+    // empty slice in its place would give a well-formed wrong root.
+    assert!(tile.is_some_and(|t| t.len() == 1usize << height), "a tile lies within the leaves");
+    tile.unwrap_or_default()
 }
 
 /// The largest subtree [`Frontier::extend_parallel`] hashes as one task: 2^10 leaves (a task of
@@ -648,9 +681,7 @@ impl Frontier {
     pub fn extend(&mut self, leaves: &[Hash]) {
         let lo = self.size;
         for (start, height) in aligned_tiles(lo, lo + leaves.len() as u64, TILE_HEIGHT) {
-            let from = usize::try_from(start - lo).unwrap_or(usize::MAX);
-            let to = from.saturating_add(1usize << height);
-            self.push_subtree(height, perfect_root(leaves.get(from..to).unwrap_or_default()));
+            self.push_subtree(height, perfect_root(tile(leaves, lo, start, height)));
         }
         assert!(self.size == lo + leaves.len() as u64, "every leaf was pushed");
     }
@@ -662,14 +693,8 @@ impl Frontier {
         use rayon::prelude::*;
         let lo = self.size;
         let spans = aligned_tiles(lo, lo + leaves.len() as u64, TILE_HEIGHT);
-        let roots: Vec<(u32, Hash)> = spans
-            .par_iter()
-            .map(|&(start, height)| {
-                let from = usize::try_from(start - lo).unwrap_or(usize::MAX);
-                let to = from.saturating_add(1usize << height);
-                (height, perfect_root(leaves.get(from..to).unwrap_or_default()))
-            })
-            .collect();
+        let roots: Vec<(u32, Hash)> =
+            spans.par_iter().map(|&(start, height)| (height, perfect_root(tile(leaves, lo, start, height)))).collect();
         for (height, root) in roots {
             self.push_subtree(height, root);
         }
@@ -923,6 +948,22 @@ mod tests {
                 leaf_hashes_into(batch, &mut out);
                 let one_by_one: Vec<Hash> = batch.iter().map(|b| streamed(LEAF_PREFIX, b)).collect();
                 assert_eq!(out, one_by_one, "{count} leaves from length {start}");
+            }
+        }
+    }
+
+    #[test]
+    fn batched_leaf_hashes_of_one_length_equal_one_at_a_time() {
+        // Records of one kind have one length: the kernel's same-shape paths, in full lane groups and
+        // partial ones, at the block limits of a leaf.
+        for len in SAME_LENGTHS {
+            let bodies = same_length_bodies(len, SAME_COUNT);
+            for count in [1, 2, 13, 15, 16, 17, 31, 32, 33, 63, 64, 65, SAME_COUNT] {
+                let slices: Vec<&[u8]> = bodies.iter().take(count).map(Vec::as_slice).collect();
+                let mut out = vec![[0u8; 32]; count];
+                leaf_hashes_into(&slices, &mut out);
+                let expected: Vec<Hash> = slices.iter().map(|b| streamed(LEAF_PREFIX, b)).collect();
+                assert_eq!(out, expected, "{count} leaves of {len} bytes");
             }
         }
     }

@@ -66,7 +66,11 @@ fn range_roots_by(
         for ((a, b), frontier) in &mut active {
             let (lo, hi) = ((*a).max(first), (*b).min(end));
             let part = usize::try_from(lo - first).unwrap_or(usize::MAX)..usize::try_from(hi - first).unwrap_or(0);
-            frontier.extend_parallel(leaves.get(part).unwrap_or_default());
+            let part = leaves.get(part);
+            // lo..hi lies within first..end, the batch: anything else is a bug, and extending by an
+            // empty slice would give a well-formed wrong root (the assert below would catch it too).
+            assert!(part.is_some_and(|p| p.len() as u64 == hi - lo), "a range's part lies within the batch");
+            frontier.extend_parallel(part.unwrap_or_default());
             assert!(frontier.size() == hi - *a, "a range's frontier covers its leaves read so far");
         }
         active.retain(|(range, frontier)| {
@@ -263,7 +267,7 @@ mod tests {
         let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
         let ranges = [(0, 300), (0, 1), (5, 5), (7, 8), (37, 129), (100, 300), (128, 256), (255, 257), (299, 300)];
         // Batches of one body, of a few, and all at once.
-        for batch_bytes in [1, 150, 1 << 20] {
+        for batch_bytes in [0, 1, 150, 1 << 20] {
             let mut reported = Vec::new();
             let roots =
                 range_roots_by(300, &ranges, |a, b| source.frames(a, b), &mut |p| reported.push(p), batch_bytes)

@@ -931,7 +931,7 @@ impl FrameIter {
         let first = self.next;
         let mut bodies: Vec<u8> = Vec::new();
         let mut ends: Vec<usize> = Vec::new();
-        while bodies.len() < batch_bytes {
+        while bodies.len() < batch_bytes || ends.is_empty() {
             let Some((_, body, _)) = self.next_frame()? else { break };
             bodies.extend_from_slice(body);
             ends.push(bodies.len());

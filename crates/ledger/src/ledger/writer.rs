@@ -324,6 +324,9 @@ impl Ledger {
                 .map(|&end| {
                     let frame = buf.get(start..end).unwrap_or_default();
                     start = end;
+                    // Each frame was just written into `buf` as its prefix and a non-empty body: a
+                    // shorter one is a bug, and an empty leaf in its place would give a wrong root.
+                    assert!(frame.len() > FRAME_PREFIX_LEN, "a frame holds its prefix and a body");
                     frame.get(FRAME_PREFIX_LEN..).unwrap_or_default()
                 })
                 .collect();
