@@ -537,6 +537,7 @@ fn main() {
     let threads = rayon::current_num_threads();
     let Some(phase) = args.child else {
         println!("posledger throughput harness: {} cores, sizes {:?}", threads, args.sizes);
+        println!("Merkle hashes: {}", ledger::merkle::hashing_backend());
         let rows = if args.scale {
             scale::run(&args.dir, &args.sizes, args.shape)
         } else if args.peers {

@@ -194,6 +194,21 @@ pub fn batched_hashing() -> bool {
     *OK.get_or_init(batched_kernel_agrees)
 }
 
+/// Which way independent hashes go, for logs and benchmarks: `tape-sha256`'s backend for this CPU, or
+/// `sha2` one message at a time when that backend failed its self-test ([`batched_hashing`]), so that
+/// a slow fallback is visible rather than silent.
+pub fn hashing_backend() -> String {
+    if batched_hashing() {
+        format!(
+            "tape-sha256 {} ({} lanes), self-tested against sha2",
+            tape_sha256::backend(),
+            tape_sha256::lane_width()
+        )
+    } else {
+        format!("sha2 one message at a time (tape-sha256 {} failed its self-test)", tape_sha256::backend())
+    }
+}
+
 fn batched_kernel_agrees() -> bool {
     // Every length to 300 bytes, then a few long messages among short ones (a lane that runs many
     // blocks beside lanes that finished).
@@ -950,6 +965,13 @@ mod tests {
                 assert_eq!(out, one_by_one, "{count} leaves from length {start}");
             }
         }
+    }
+
+    #[test]
+    fn hashing_backend_names_the_path_taken() {
+        let name = hashing_backend();
+        assert_eq!(name.starts_with("tape-sha256"), batched_hashing(), "{name}");
+        assert!(name.contains(tape_sha256::backend()), "{name}");
     }
 
     #[test]
