@@ -1,7 +1,7 @@
 //! Times a checkpoint's load and the catch-up after it, apart: saves the fleet at the first append
-//! boundary after `100 - PERCENT`% of a ledger's records (PERCENT: 1 unless given), then, `ROUNDS` times, loads it (`checkpoint::load`),
-//! checks it against the log (`checkpoint::verify`) and catches up to the head (`checkpoint::catch_up`,
-//! which verifies again). The harness times the three together (`rebuild_from_checkpoint`).
+//! boundary after `100 - PERCENT`% of a ledger's records (PERCENT: 1 unless given), then, `ROUNDS`
+//! times, loads it (`checkpoint::load`), checks it against the log (`checkpoint::verify`) and catches
+//! up to the head (`checkpoint::catch_up`, which verifies again). The harness times the three together (`rebuild_from_checkpoint`).
 //!
 //! `cargo run --release -p posledger-projections --example checkpoint_catch_up -- DIR [ROUNDS [PERCENT]]`
 //!

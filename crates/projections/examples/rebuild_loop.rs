@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release -p posledger-projections --example rebuild_loop -- DIR THREADS ROUNDS [prepared]`
 //!
-//! With `digest` in place of `prepared`: one rebuild, then the fleet digest ROUNDS times (its wall
+//! Each round prints where its wall time went (`rebuild_with_phases`: decode, glue, fold). With
+//! `digest` in place of `prepared`: one rebuild, then the fleet digest ROUNDS times (its wall
 //! time, the sort of every terminal by SN included).
 //!
 //! `POSLEDGER_CHUNK_RECORDS` and `POSLEDGER_BATCH_CHUNKS`, when set, replace the options' defaults
@@ -12,7 +13,7 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use projections::rebuild::{prepare, rebuild, Cut, Options};
+use projections::rebuild::{prepare, rebuild, rebuild_with_phases, Cut, Options};
 use std::time::Instant;
 
 fn cpu_seconds() -> f64 {
@@ -30,7 +31,9 @@ fn main() {
     let threads: usize = args.get(2).map_or(1, |a| a.parse().unwrap());
     let rounds: usize = args.get(3).map_or(5, |a| a.parse().unwrap());
     let prepared = args.get(4).is_some_and(|a| a == "prepared");
+    let opening = Instant::now();
     let source = ledger::Source::open(&dir).expect("open");
+    println!("open (HEAD, segments, the anchored end): {:.1} ms", opening.elapsed().as_secs_f64() * 1e3);
     let started = Instant::now();
     let source = if prepared { prepare(&source).expect("prepare") } else { source };
     if prepared {
@@ -81,7 +84,7 @@ fn main() {
     }
     for _ in 0..rounds {
         let (wall, cpu) = (Instant::now(), cpu_seconds());
-        let fleet = rebuild(&source, Cut::Head, &options).expect("rebuild");
+        let (fleet, phases) = rebuild_with_phases(&source, Cut::Head, &options).expect("rebuild");
         let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
         walls.push(wall);
         if verbose {
@@ -90,6 +93,13 @@ fn main() {
                 n as f64 / wall / 1e6,
                 n as f64 / cpu.max(1e-9) / 1e6,
                 fleet.len()
+            );
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "  decode {:.0} ms, glue {:.0} ms, fold {:.0} ms",
+                ms(phases.decode),
+                ms(phases.glue),
+                ms(phases.fold)
             );
             println!("digest {}", fleet.digest_hex());
         }

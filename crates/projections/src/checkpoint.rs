@@ -358,7 +358,7 @@ pub fn catch_up(
     let mut fleet = checkpoint.fleet;
     in_pool(options.threads, || {
         let source = prepare_range(source, position, to)?;
-        fold_parallel(&mut fleet, &source, to, options)
+        fold_parallel(&mut fleet, &source, to, options, &mut crate::rebuild::Phases::default())
     })?;
     fold::finalize(&mut fleet);
     Ok(fleet)

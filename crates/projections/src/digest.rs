@@ -22,7 +22,6 @@ pub fn encode_terminal(fleet: &Fleet, sn: &str, t: &Terminal, out: &mut Vec<u8>)
 }
 
 fn encode(fleet: &Fleet, sn: &[u8], t: &Terminal, out: &mut Vec<u8>) {
-    let names = &fleet.names;
     put_bytes(out, sn);
     out.push(match t.state.status {
         Status::Issued => 0,
@@ -36,13 +35,8 @@ fn encode(fleet: &Fleet, sn: &[u8], t: &Terminal, out: &mut Vec<u8>) {
     });
     out.extend_from_slice(&t.state.flow_fen.to_le_bytes());
     out.push(t.state.flags.bits());
-    for name in [
-        names.models.get(t.model),
-        names.providers.get(t.provider),
-        names.regions.get(t.region),
-        names.merchants.get(t.merchant),
-    ] {
-        put_bytes(out, name.unwrap_or_default().as_bytes());
+    for name in fleet.names_of(t) {
+        put_bytes(out, name.as_bytes());
     }
     out.extend_from_slice(&t.issued_at.to_le_bytes());
     out.extend_from_slice(&t.contract_end.to_le_bytes());

@@ -329,7 +329,7 @@ impl Fleet {
                 Some(BySn { prefix: sn_prefix(key.as_str()), key, terminal: p.terminals.get(*slot as usize)? })
             })
         }));
-        all.par_sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| a.sn().cmp(b.sn())));
+        all.par_sort_unstable_by(|a, b| sn_order(a.prefix, || a.sn(), b.prefix, || b.sn()));
         debug_assert!(all.windows(2).all(|w| w.first().map(BySn::sn) < w.get(1).map(BySn::sn)), "bytewise SN order");
         all
     }
@@ -341,14 +341,19 @@ impl Fleet {
 
     /// Resolves the names of a terminal.
     pub fn view_of<'a>(&'a self, sn: &'a str, terminal: &'a Terminal) -> TerminalView<'a> {
-        TerminalView {
-            sn,
-            terminal,
-            model: self.names.models.get(terminal.model).unwrap_or(""),
-            provider: self.names.providers.get(terminal.provider).unwrap_or(""),
-            region: self.names.regions.get(terminal.region).unwrap_or(""),
-            merchant: self.names.merchants.get(terminal.merchant).unwrap_or(""),
-        }
+        let [model, provider, region, merchant] = self.names_of(terminal);
+        TerminalView { sn, terminal, model, provider, region, merchant }
+    }
+
+    /// A terminal's model, provider, region and merchant (empty for an id the tables do not hold).
+    pub(crate) fn names_of(&self, terminal: &Terminal) -> [&str; 4] {
+        let n = &self.names;
+        [
+            n.models.get(terminal.model).unwrap_or(""),
+            n.providers.get(terminal.provider).unwrap_or(""),
+            n.regions.get(terminal.region).unwrap_or(""),
+            n.merchants.get(terminal.merchant).unwrap_or(""),
+        ]
     }
 
     /// Counts by status, flagged and contract expired, for the fleet and by model, provider and region.
@@ -610,6 +615,18 @@ fn sn_bytes(prefix: u128, key: &SnKey) -> SnBytes<'_> {
     }
 }
 
+/// The bytewise order of two SNs from their sort keys ([`sn_prefix`]): the keys, and the SNs themselves
+/// (got only then: in a sort, each is a load from the partition index) when the keys are equal.
+#[inline]
+pub(crate) fn sn_order<'a>(
+    a_key: u128,
+    a: impl FnOnce() -> &'a str,
+    b_key: u128,
+    b: impl FnOnce() -> &'a str,
+) -> std::cmp::Ordering {
+    a_key.cmp(&b_key).then_with(|| a().cmp(b()))
+}
+
 /// The sort key of `sn`: its first [`SN_PREFIX_LEN`] bytes, zero-padded, then one byte of its length
 /// (16 for any SN longer than the prefix), as a big-endian integer.
 ///
@@ -639,7 +656,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
-        sn_prefix(a).cmp(&sn_prefix(b)).then_with(|| a.cmp(b))
+        sn_order(sn_prefix(a), || a, sn_prefix(b), || b)
     }
 
     #[test]

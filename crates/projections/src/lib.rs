@@ -38,7 +38,7 @@ pub use audit::{AuditConfig, Finding, Rule};
 pub use checkpoint::{rebuild_from_checkpoint, Checkpoint, CheckpointError, Start};
 pub use fleet::{Counts, Fleet, Memory, Summary, Terminal, TerminalView};
 pub use history::{history, history_of, HistoryEntry};
-pub use rebuild::{rebuild, rebuild_sequential, Cut, Options, RebuildError, MAX_THREADS};
+pub use rebuild::{rebuild, rebuild_sequential, rebuild_with_phases, Cut, Options, Phases, RebuildError, MAX_THREADS};
 
 impl Fleet {
     /// Every finding, sorted by position: those met while folding and those about the end of the log.

@@ -225,12 +225,30 @@ pub fn resolve_cut(source: &Source, cut: Cut) -> Result<u64, RebuildError> {
 
 /// Rebuilds the fleet in parallel, as of `cut`.
 pub fn rebuild(source: &Source, cut: Cut, options: &Options) -> Result<Fleet, RebuildError> {
+    rebuild_with_phases(source, cut, options).map(|(fleet, _)| fleet)
+}
+
+/// Where a parallel fold's wall time went, summed over its batches (for benchmarks: see
+/// `examples/rebuild_loop.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Reading and decoding the batches' chunks (in parallel).
+    pub decode: std::time::Duration,
+    /// The sequential step between them: names interned in chunk order, directives, pairing.
+    pub glue: std::time::Duration,
+    /// Folding the partitions (in parallel).
+    pub fold: std::time::Duration,
+}
+
+/// [`rebuild`], and where its time went.
+pub fn rebuild_with_phases(source: &Source, cut: Cut, options: &Options) -> Result<(Fleet, Phases), RebuildError> {
     in_pool(options.threads, || {
         let to = resolve_cut(source, cut)?;
         let source = prepare_range(source, 0, to)?;
         let mut fleet = Fleet::new(options.audit);
-        fold_parallel(&mut fleet, &source, to, options)?;
-        Ok(fleet)
+        let mut phases = Phases::default();
+        fold_parallel(&mut fleet, &source, to, options, &mut phases)?;
+        Ok((fleet, phases))
     })
 }
 
@@ -523,7 +541,9 @@ pub(crate) fn fold_parallel(
     source: &Source,
     to: u64,
     options: &Options,
+    phases: &mut Phases,
 ) -> Result<(), RebuildError> {
+    use std::time::Instant;
     if options.chunk_records == 0 || options.batch_chunks == 0 {
         return Err(RebuildError::Options("chunk_records and batch_chunks must be at least 1"));
     }
@@ -550,13 +570,19 @@ pub(crate) fn fold_parallel(
                 (parts, arena_pool.pop().unwrap_or_default())
             })
             .collect();
+        let started = Instant::now();
         let outs: Vec<ChunkOut> = ranges
             .par_iter()
             .zip(buffers)
             .map(|((from, to), (parts, bodies))| decode_chunk(source, *from, *to, parts, bodies))
             .collect::<Result<_, _>>()?;
+        let decoded = Instant::now();
         let (parts, arenas) = glue(fleet, &mut carry, outs, end);
+        let glued = Instant::now();
         pool.extend(fold_partitions(fleet, &mut carry, parts, &arenas, base).map_err(codec)?);
+        phases.decode += decoded - started;
+        phases.glue += glued - decoded;
+        phases.fold += glued.elapsed();
         arena_pool.extend(arenas);
         // Every op before the first one still carried has been folded: its verdict is spent. (The map
         // held a verdict for every pairing event of the log: about 50 MB at 10^8 events.)
@@ -567,7 +593,9 @@ pub(crate) fn fold_parallel(
     // The end of the input closes the append still open (a cut inside an append folds what is there).
     carry.window.close(&mut carry.verdicts);
     let base = u32::try_from(carry.remaps.len()).unwrap_or(u32::MAX);
+    let started = Instant::now();
     fold_partitions(fleet, &mut carry, (0..PARTITIONS).map(|_| Vec::new()).collect(), &[], base).map_err(codec)?;
+    phases.fold += started.elapsed();
     assert!(carry.ops.iter().all(Vec::is_empty), "every event is folded once all appends are closed");
     fold::finalize(fleet);
     Ok(())
